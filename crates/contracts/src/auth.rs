@@ -1,0 +1,70 @@
+//! The auth contract (the seeds' `AuthServiceClient`): sign-in, token refresh, validation
+//! and revocation. Adapters arrive with the auth service.
+
+use crate::{RequestContext, Result};
+use async_trait::async_trait;
+use plt_kernel::Secret;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: Secret<String>,
+    pub refresh_token: Secret<String>,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u32,
+}
+
+/// The verified claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenClaims {
+    pub sub: String,
+    pub iss: String,
+    pub aud: Vec<String>,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    #[serde(default)]
+    pub scope: String,
+}
+
+/// One public key of the JWKS document (RFC 7517).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    pub kty: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub crv: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub x: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub y: String,
+    pub kid: String,
+    pub alg: String,
+    #[serde(rename = "use")]
+    pub use_: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+pub const IDEMPOTENT_METHODS: &[&str] = &["ValidateToken", "GetJwks"];
+
+#[async_trait]
+pub trait AuthServiceClient: Send + Sync + 'static {
+    async fn login(&self, ctx: &RequestContext, email: &str, password: Secret<String>) -> Result<TokenResponse>;
+    /// Rotates the refresh token: the presented one is spent, a new pair is returned.
+    async fn refresh_token(&self, ctx: &RequestContext, refresh_token: Secret<String>) -> Result<TokenResponse>;
+    async fn validate_token(&self, ctx: &RequestContext, token: &str) -> Result<TokenClaims>;
+    /// Revokes the refresh-token family and denylists the access token until it expires.
+    async fn logout(
+        &self,
+        ctx: &RequestContext,
+        refresh_token: Option<Secret<String>>,
+        access_token: Option<Secret<String>>,
+    ) -> Result<()>;
+    async fn get_jwks(&self, ctx: &RequestContext) -> Result<Jwks>;
+}

@@ -1,0 +1,341 @@
+//! One error type for every service boundary. Each [`ErrorCode`] maps through one table to
+//! a gRPC status code and to an HTTP status with an RFC 9457 `application/problem+json`
+//! body, so a caller sees the same error over either protocol.
+//!
+//! Messages are for clients: generic, no internals. [`Error::internal`] logs the cause with
+//! its chain (inside the current request span, so with the request id) and hides it.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The stable error codes of the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidArgument,
+    Unauthenticated,
+    PermissionDenied,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    PayloadTooLarge,
+    ResourceExhausted,
+    DeadlineExceeded,
+    Unavailable,
+    Unimplemented,
+    Internal,
+}
+
+/// One row of the mapping table.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeInfo {
+    pub code: ErrorCode,
+    pub slug: &'static str,
+    pub title: &'static str,
+    pub grpc: tonic::Code,
+    pub http: u16,
+}
+
+/// The table: error code → wire name, title, gRPC code, HTTP status.
+pub const ERROR_TABLE: &[CodeInfo] = &[
+    row(ErrorCode::InvalidArgument, "invalid_argument", "Invalid argument", tonic::Code::InvalidArgument, 400),
+    row(ErrorCode::Unauthenticated, "unauthenticated", "Unauthenticated", tonic::Code::Unauthenticated, 401),
+    row(ErrorCode::PermissionDenied, "permission_denied", "Permission denied", tonic::Code::PermissionDenied, 403),
+    row(ErrorCode::NotFound, "not_found", "Not found", tonic::Code::NotFound, 404),
+    row(ErrorCode::AlreadyExists, "already_exists", "Already exists", tonic::Code::AlreadyExists, 409),
+    row(ErrorCode::FailedPrecondition, "failed_precondition", "Failed precondition", tonic::Code::FailedPrecondition, 412),
+    row(ErrorCode::PayloadTooLarge, "payload_too_large", "Payload too large", tonic::Code::OutOfRange, 413),
+    row(ErrorCode::ResourceExhausted, "resource_exhausted", "Too many requests", tonic::Code::ResourceExhausted, 429),
+    row(ErrorCode::DeadlineExceeded, "deadline_exceeded", "Deadline exceeded", tonic::Code::DeadlineExceeded, 504),
+    row(ErrorCode::Unavailable, "unavailable", "Service unavailable", tonic::Code::Unavailable, 503),
+    row(ErrorCode::Unimplemented, "unimplemented", "Not implemented", tonic::Code::Unimplemented, 501),
+    row(ErrorCode::Internal, "internal", "Internal error", tonic::Code::Internal, 500),
+];
+
+const fn row(code: ErrorCode, slug: &'static str, title: &'static str, grpc: tonic::Code, http: u16) -> CodeInfo {
+    CodeInfo { code, slug, title, grpc, http }
+}
+
+impl ErrorCode {
+    pub fn info(self) -> &'static CodeInfo {
+        ERROR_TABLE
+            .iter()
+            .find(|r| r.code == self)
+            .expect("every error code has a row in ERROR_TABLE")
+    }
+
+    pub fn from_slug(slug: &str) -> Option<Self> {
+        ERROR_TABLE.iter().find(|r| r.slug == slug).map(|r| r.code)
+    }
+
+    /// The code for a gRPC status (codes with no row of their own become `Internal`,
+    /// `Aborted` and `Cancelled` become `Unavailable`).
+    pub fn from_grpc(code: tonic::Code) -> Self {
+        if let Some(r) = ERROR_TABLE.iter().find(|r| r.grpc == code) {
+            return r.code;
+        }
+        match code {
+            tonic::Code::Aborted | tonic::Code::Cancelled => ErrorCode::Unavailable,
+            _ => ErrorCode::Internal,
+        }
+    }
+
+    /// The code for an HTTP status without a problem body.
+    pub fn from_http(status: u16) -> Self {
+        if let Some(r) = ERROR_TABLE.iter().find(|r| r.http == status) {
+            return r.code;
+        }
+        match status {
+            405 | 415 | 422 => ErrorCode::InvalidArgument,
+            408 => ErrorCode::DeadlineExceeded,
+            502 => ErrorCode::Unavailable,
+            _ if status < 500 => ErrorCode::InvalidArgument,
+            _ => ErrorCode::Internal,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.info().slug)
+    }
+}
+
+/// Which input was wrong and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldViolation {
+    pub field: String,
+    pub reason: String,
+}
+
+/// The error of every contract method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub code: ErrorCode,
+    pub message: String,
+    pub violations: Vec<FieldViolation>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)?;
+        for v in &self.violations {
+            write!(f, "; {}: {}", v.field, v.reason)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            violations: Vec::new(),
+        }
+    }
+
+    /// Invalid input in one field.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        let field = field.into();
+        let reason = reason.into();
+        Self {
+            code: ErrorCode::InvalidArgument,
+            message: format!("invalid {field}: {reason}"),
+            violations: vec![FieldViolation { field, reason }],
+        }
+    }
+
+    /// Several invalid fields at once.
+    pub fn invalid_fields(violations: Vec<FieldViolation>) -> Self {
+        let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+        Self {
+            code: ErrorCode::InvalidArgument,
+            message: format!("invalid input: {}", fields.join(", ")),
+            violations,
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, format!("{} not found", what.into()))
+    }
+
+    pub fn already_exists(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::AlreadyExists, message)
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthenticated, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+
+    /// An internal failure: logged here with its cause, reported to the client generically.
+    pub fn internal(context: &str, cause: &(dyn std::error::Error + 'static)) -> Self {
+        let mut chain = cause.to_string();
+        let mut source = cause.source();
+        while let Some(s) = source {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            source = s.source();
+        }
+        tracing::error!(context, error = %chain, "internal error");
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+
+    pub fn with_violation(mut self, field: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.violations.push(FieldViolation {
+            field: field.into(),
+            reason: reason.into(),
+        });
+        self
+    }
+}
+
+/// RFC 9457 problem details, as served with `application/problem+json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// `urn:plt:problem:<code>`
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The stable error code (`invalid_argument`, `not_found`, …).
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldViolation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+impl Error {
+    pub fn to_problem(&self, request_id: Option<String>) -> Problem {
+        let info = self.code.info();
+        Problem {
+            type_uri: format!("urn:plt:problem:{}", info.slug),
+            title: info.title.to_owned(),
+            status: info.http,
+            detail: self.message.clone(),
+            code: info.slug.to_owned(),
+            errors: self.violations.clone(),
+            request_id,
+        }
+    }
+
+    pub fn from_problem(p: Problem) -> Self {
+        let code = ErrorCode::from_slug(&p.code).unwrap_or_else(|| ErrorCode::from_http(p.status));
+        Self {
+            code,
+            message: p.detail,
+            violations: p.errors,
+        }
+    }
+}
+
+/// The gRPC metadata key carrying the exact platform code (several codes may share a gRPC
+/// code in the future; this keeps the round trip exact).
+pub const GRPC_CODE_METADATA: &str = "plt-error-code";
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        use tonic_types::{ErrorDetails, StatusExt};
+        let info = e.code.info();
+        let mut status = if e.violations.is_empty() {
+            tonic::Status::new(info.grpc, e.message)
+        } else {
+            let mut details = ErrorDetails::new();
+            for v in &e.violations {
+                details.add_bad_request_violation(v.field.clone(), v.reason.clone());
+            }
+            tonic::Status::with_error_details(info.grpc, e.message, details)
+        };
+        if let Ok(v) = info.slug.parse() {
+            status.metadata_mut().insert(GRPC_CODE_METADATA, v);
+        }
+        status
+    }
+}
+
+impl From<tonic::Status> for Error {
+    fn from(s: tonic::Status) -> Self {
+        use tonic_types::StatusExt;
+        let code = s
+            .metadata()
+            .get(GRPC_CODE_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(ErrorCode::from_slug)
+            .unwrap_or_else(|| ErrorCode::from_grpc(s.code()));
+        let violations = s
+            .get_details_bad_request()
+            .map(|br| {
+                br.field_violations
+                    .into_iter()
+                    .map(|v| FieldViolation {
+                        field: v.field,
+                        reason: v.description,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            code,
+            message: s.message().to_owned(),
+            violations,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_complete_and_unambiguous() {
+        let all = [
+            ErrorCode::InvalidArgument,
+            ErrorCode::Unauthenticated,
+            ErrorCode::PermissionDenied,
+            ErrorCode::NotFound,
+            ErrorCode::AlreadyExists,
+            ErrorCode::FailedPrecondition,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::ResourceExhausted,
+            ErrorCode::DeadlineExceeded,
+            ErrorCode::Unavailable,
+            ErrorCode::Unimplemented,
+            ErrorCode::Internal,
+        ];
+        assert_eq!(all.len(), ERROR_TABLE.len());
+        for code in all {
+            let info = code.info();
+            assert_eq!(ErrorCode::from_slug(info.slug), Some(code));
+            assert_eq!(ErrorCode::from_grpc(info.grpc), code, "grpc code of {code}");
+            assert_eq!(ErrorCode::from_http(info.http), code, "http status of {code}");
+        }
+    }
+
+    #[test]
+    fn grpc_round_trip_keeps_code_and_violations() {
+        let e = Error::invalid("email", "must contain @");
+        let back = Error::from(tonic::Status::from(e.clone()));
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn problem_round_trip() {
+        let e = Error::not_found("user").with_violation("id", "no such user");
+        let p = e.to_problem(Some("r1".into()));
+        assert_eq!(p.status, 404);
+        assert_eq!(p.type_uri, "urn:plt:problem:not_found");
+        assert_eq!(Error::from_problem(p), e);
+    }
+}

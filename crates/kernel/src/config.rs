@@ -1,0 +1,391 @@
+//! K1 configuration: `config/default.yaml` ← `config/<env>.yaml` ← `PLT_*` environment
+//! variables ← secrets read from files, merged in that order, typed and validated at start.
+//!
+//! Environment mapping: strip the `PLT_` prefix, lower-case, and read `__` as a level
+//! separator: `PLT_IDENTITY__LISTEN=0.0.0.0:9000` sets `identity.listen`. A variable ending in
+//! `_FILE` names a file whose trimmed content becomes the value of the key without the suffix:
+//! `PLT_DATABASE__URL_FILE=/run/secrets/db` sets `database.url`. `PLT_ENV` selects the
+//! environment file; `PLT_CONFIG_DIR` the directory (default `config`).
+
+use crate::secret::Secret;
+use figment::{
+    Figment,
+    Provider,
+    providers::{Format, Serialized, Yaml},
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// A configuration problem: the key it concerns and why it was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn from_figment(err: figment::Error) -> Self {
+        // figment reports one error per problem; report the first with its full path.
+        let err = err.into_iter().next().expect("figment error has at least one entry");
+        let key = if err.path.is_empty() {
+            "(root)".to_string()
+        } else {
+            err.path.join(".")
+        };
+        let mut reason = err.kind.to_string();
+        if let Some(md) = &err.metadata {
+            reason.push_str(&format!(" (from {})", md.name));
+        }
+        Self { key, reason }
+    }
+}
+
+/// Checks a typed section after it was read. `prefix` is the section's key path.
+pub trait Validate {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError>;
+}
+
+/// Settings every service shares.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelConfig {
+    /// The environment name (`development`, `production`, …); selects `config/<env>.yaml`.
+    pub env: String,
+    pub log: LogConfig,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub notifier: NotifierConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, for development.
+    Pretty,
+    /// One JSON object per line, for production.
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter: `info`, `debug`, `info,plt_kernel=debug`, …
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Largest accepted HTTP request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// How long a readiness check may take before it counts as failed.
+    #[serde(with = "humantime_serde")]
+    pub readiness_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseDriver {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub driver: DatabaseDriver,
+    /// PostgreSQL connection URL (driver `postgres`); a secret, since it may hold a password.
+    pub url: Secret<String>,
+    /// Where SQLite files live (driver `sqlite`): one `<service>.db` per service.
+    pub data_dir: PathBuf,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifierKind {
+    /// Development: mail is written as JSON files to `outbox_dir`, readable by people and tests.
+    Outbox,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierConfig {
+    pub kind: NotifierKind,
+    pub outbox_dir: PathBuf,
+    pub from: String,
+}
+
+impl Validate for KernelConfig {
+    fn validate(&self, _prefix: &str) -> Result<(), ConfigError> {
+        if self.env.trim().is_empty() {
+            return Err(ConfigError::new("env", "must not be empty"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::new("log.level", format!("not a valid filter: {e}")));
+        }
+        if self.server.body_limit_bytes == 0 {
+            return Err(ConfigError::new("server.body_limit_bytes", "must be greater than 0"));
+        }
+        if self.server.shutdown_timeout.is_zero() {
+            return Err(ConfigError::new("server.shutdown_timeout", "must be greater than 0"));
+        }
+        let db = &self.database;
+        if db.max_connections == 0 {
+            return Err(ConfigError::new("database.max_connections", "must be at least 1"));
+        }
+        if db.min_connections > db.max_connections {
+            return Err(ConfigError::new(
+                "database.min_connections",
+                "must not exceed database.max_connections",
+            ));
+        }
+        match db.driver {
+            DatabaseDriver::Postgres => {
+                let url = db.url.expose();
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(ConfigError::new(
+                        "database.url",
+                        "driver is postgres, so this must be a postgres:// URL",
+                    ));
+                }
+            }
+            DatabaseDriver::Sqlite => {
+                if db.data_dir.as_os_str().is_empty() {
+                    return Err(ConfigError::new("database.data_dir", "must not be empty"));
+                }
+            }
+        }
+        if !self.notifier.from.contains('@') {
+            return Err(ConfigError::new("notifier.from", "must be an e-mail address"));
+        }
+        Ok(())
+    }
+}
+
+/// The loaded configuration of one service: the shared kernel part and its own section.
+#[derive(Debug, Clone, Serialize)]
+pub struct Loaded<S> {
+    #[serde(flatten)]
+    pub kernel: KernelConfig,
+    #[serde(skip)]
+    pub section_name: &'static str,
+    #[serde(skip)]
+    pub service: S,
+    /// The service section as printed (same values, under its own key).
+    #[serde(flatten)]
+    printed: serde_json::Map<String, serde_json::Value>,
+}
+
+impl<S: Serialize> Loaded<S> {
+    /// The effective configuration as YAML, secrets redacted.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+}
+
+/// Every top-level key the platform knows. Anything else in a file or variable is an error,
+/// so that a typo never silently falls back to a default.
+pub const KNOWN_SECTIONS: &[&str] = &[
+    "env", "log", "server", "database", "notifier", "identity", "auth", "authz", "audit",
+    "gateway", "registry", "clients",
+];
+
+/// Where configuration is read from.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub dir: PathBuf,
+    /// Environment variables as `(name, value)`; normally `std::env::vars()`.
+    pub vars: Vec<(String, String)>,
+}
+
+impl ConfigSource {
+    /// `PLT_CONFIG_DIR` (default `config`) and the process environment.
+    pub fn from_env() -> Self {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        let dir = vars
+            .iter()
+            .find(|(k, _)| k == "PLT_CONFIG_DIR")
+            .map(|(_, v)| PathBuf::from(v))
+            .unwrap_or_else(|| PathBuf::from("config"));
+        Self { dir, vars }
+    }
+
+    /// Loads the kernel settings and the service's own section `section`.
+    pub fn load<S>(&self, section: &'static str) -> Result<Loaded<S>, ConfigError>
+    where
+        S: DeserializeOwned + Serialize + Validate,
+    {
+        let figment = self.figment()?;
+        check_known_keys(&figment)?;
+        let kernel: KernelConfig = figment.extract().map_err(ConfigError::from_figment)?;
+        kernel.validate("")?;
+        let service: S = figment.extract_inner(section).map_err(ConfigError::from_figment)?;
+        service.validate(section)?;
+        let mut printed = serde_json::Map::new();
+        printed.insert(
+            section.to_string(),
+            serde_json::to_value(&service).map_err(|e| ConfigError::new(section, e.to_string()))?,
+        );
+        Ok(Loaded {
+            kernel,
+            section_name: section,
+            service,
+            printed,
+        })
+    }
+
+    fn figment(&self) -> Result<Figment, ConfigError> {
+        let default = self.dir.join("default.yaml");
+        if !default.is_file() {
+            return Err(ConfigError::new(
+                "PLT_CONFIG_DIR",
+                format!("{} not found (run from the repository root or set PLT_CONFIG_DIR)", default.display()),
+            ));
+        }
+        let mut figment = Figment::new().merge(Yaml::file(&default));
+        let env_name = self
+            .var("PLT_ENV")
+            .map(str::to_owned)
+            .or_else(|| figment.extract_inner::<String>("env").ok())
+            .unwrap_or_else(|| "development".into());
+        if !env_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(ConfigError::new("env", "may hold only letters, digits, '-' and '_'"));
+        }
+        let env_file = self.dir.join(format!("{env_name}.yaml"));
+        if env_file.is_file() {
+            figment = figment.merge(Yaml::file(&env_file));
+        }
+        let overrides = self.env_overrides()?;
+        if !overrides.is_empty() {
+            figment = figment.merge(Serialized::defaults(serde_json::Value::Object(overrides)));
+        }
+        Ok(figment)
+    }
+
+    fn var(&self, name: &str) -> Option<&str> {
+        self.vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// `PLT_*` variables as a nested map; `*_FILE` variables replaced by their file's content,
+    /// applied after the plain variables so a secret file wins.
+    fn env_overrides(&self) -> Result<serde_json::Map<String, serde_json::Value>, ConfigError> {
+        let mut root = serde_json::Map::new();
+        let mut files = Vec::new();
+        for (name, value) in &self.vars {
+            let Some(key) = name.strip_prefix("PLT_") else {
+                continue;
+            };
+            if key == "CONFIG_DIR" || key.is_empty() {
+                continue;
+            }
+            if let Some(key) = key.strip_suffix("_FILE") {
+                files.push((key.to_ascii_lowercase(), value));
+                continue;
+            }
+            let key = key.to_ascii_lowercase();
+            let parts: Vec<&str> = key.split("__").collect();
+            insert_path(&mut root, &parts, parse_env_value(value));
+        }
+        for (key, path) in files {
+            let content = read_secret_file(Path::new(path)).map_err(|reason| {
+                ConfigError::new(key.replace("__", "."), format!("secret file {path}: {reason}"))
+            })?;
+            let parts: Vec<&str> = key.split("__").collect();
+            insert_path(&mut root, &parts, serde_json::Value::String(content));
+        }
+        Ok(root)
+    }
+}
+
+/// Numbers and booleans become typed values; everything else stays a string.
+fn parse_env_value(raw: &str) -> serde_json::Value {
+    match raw {
+        "true" => return serde_json::Value::Bool(true),
+        "false" => return serde_json::Value::Bool(false),
+        _ => {}
+    }
+    if let Ok(n) = raw.parse::<i64>() {
+        return serde_json::Value::from(n);
+    }
+    if let Ok(n) = raw.parse::<f64>()
+        && raw.contains('.')
+        && n.is_finite()
+    {
+        return serde_json::Value::from(n);
+    }
+    serde_json::Value::String(raw.to_string())
+}
+
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    let content = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    Ok(content.trim_end_matches(['\n', '\r']).to_string())
+}
+
+fn insert_path(
+    map: &mut serde_json::Map<String, serde_json::Value>,
+    parts: &[&str],
+    value: serde_json::Value,
+) {
+    match parts {
+        [] => {}
+        [last] => {
+            map.insert((*last).to_string(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = map
+                .entry((*first).to_string())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if !entry.is_object() {
+                *entry = serde_json::Value::Object(Default::default());
+            }
+            if let serde_json::Value::Object(inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+fn check_known_keys(figment: &Figment) -> Result<(), ConfigError> {
+    let known: BTreeSet<&str> = KNOWN_SECTIONS.iter().copied().collect();
+    let data = figment.data().map_err(ConfigError::from_figment)?;
+    for dict in data.values() {
+        for key in dict.keys() {
+            if !known.contains(key.as_str()) {
+                return Err(ConfigError::new(
+                    key.clone(),
+                    format!("unknown top-level key; expected one of: {}", KNOWN_SECTIONS.join(", ")),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Convenience for sections: parse `value` as a socket address or report `key`.
+pub fn check_nonzero(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(ConfigError::new(key, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}

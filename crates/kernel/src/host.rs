@@ -1,0 +1,282 @@
+//! The service host: one TCP port that serves gRPC (HTTP/2) and HTTP/JSON (HTTP/1.1 and
+//! h2c), dispatched on the request's content type, with request ids, request spans,
+//! metrics, health, readiness, gRPC health and reflection, and graceful shutdown.
+//!
+//! ```text
+//! request ─► request id ─► span(request_id) ─┬─ content-type application/grpc* ─► gRPC routes
+//!                                             └─ anything else ─────────────────► HTTP router
+//! ```
+
+use crate::{
+    REQUEST_ID_HEADER,
+    health::{HealthCheck, Readiness, liveness},
+    metrics::{self, Collector},
+};
+use axum::{
+    Router,
+    body::Body,
+    extract::{DefaultBodyLimit, Request},
+    response::Response,
+    routing::get,
+};
+use http::HeaderName;
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::net::TcpListener;
+use tonic::{server::NamedService, service::Routes};
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::{DefaultOnResponse, TraceLayer},
+};
+use tracing::Level;
+
+/// Builds the host of one service. Explicit wiring: the service hands over its HTTP router,
+/// its gRPC services and its readiness checks; nothing is discovered by reflection.
+pub struct ServiceHost {
+    name: Arc<str>,
+    http: Router,
+    grpc: Routes,
+    grpc_names: Vec<&'static str>,
+    descriptor_sets: Vec<&'static [u8]>,
+    checks: Vec<Arc<dyn HealthCheck>>,
+    collectors: Vec<Collector>,
+    shutdown_timeout: Duration,
+    readiness_timeout: Duration,
+    body_limit: usize,
+}
+
+impl ServiceHost {
+    pub fn new(name: &str, server: &crate::config::ServerConfig) -> Self {
+        Self {
+            name: Arc::from(name),
+            http: Router::new(),
+            grpc: Routes::default(),
+            grpc_names: Vec::new(),
+            descriptor_sets: Vec::new(),
+            checks: Vec::new(),
+            collectors: Vec::new(),
+            shutdown_timeout: server.shutdown_timeout,
+            readiness_timeout: server.readiness_timeout,
+            body_limit: server.body_limit_bytes,
+        }
+    }
+
+    /// Adds HTTP routes (merged with those already added).
+    pub fn http(mut self, router: Router) -> Self {
+        self.http = self.http.merge(router);
+        self
+    }
+
+    /// Adds a gRPC service; it is reported SERVING by the gRPC health service while up.
+    pub fn grpc<S>(mut self, svc: S) -> Self
+    where
+        S: Service<http::Request<tonic::body::Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.grpc_names.push(S::NAME);
+        self.grpc = self.grpc.add_service(svc);
+        self
+    }
+
+    /// Registers an encoded `FileDescriptorSet` for gRPC server reflection.
+    pub fn reflection(mut self, encoded_fds: &'static [u8]) -> Self {
+        self.descriptor_sets.push(encoded_fds);
+        self
+    }
+
+    pub fn health_check(mut self, check: Arc<dyn HealthCheck>) -> Self {
+        self.checks.push(check);
+        self
+    }
+
+    /// A function run before each `/metrics` render (to refresh gauges).
+    pub fn metrics_collector(mut self, collector: Collector) -> Self {
+        self.collectors.push(collector);
+        self
+    }
+
+    /// Binds the listener (use port 0 in tests) and assembles the service stack.
+    pub async fn bind(self, addr: SocketAddr) -> std::io::Result<BoundHost> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let _ = metrics::handle();
+        let readiness = Readiness::new(self.checks, self.readiness_timeout);
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        for name in &self.grpc_names {
+            health_reporter
+                .set_service_status(*name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        let mut grpc = self.grpc.add_service(health_service);
+        if !self.descriptor_sets.is_empty() {
+            let mut v1 = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+            let mut v1alpha = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+            for fds in &self.descriptor_sets {
+                v1 = v1.register_encoded_file_descriptor_set(fds);
+                v1alpha = v1alpha.register_encoded_file_descriptor_set(fds);
+            }
+            grpc = grpc
+                .add_service(v1.build_v1().map_err(std::io::Error::other)?)
+                .add_service(v1alpha.build_v1alpha().map_err(std::io::Error::other)?);
+        }
+        let grpc_router = grpc.into_axum_router().layer(axum::middleware::from_fn_with_state(
+            self.name.clone(),
+            metrics::track_grpc,
+        ));
+
+        let collectors: Arc<[Collector]> = self.collectors.into();
+        let ready = readiness.clone();
+        let http_router = self
+            .http
+            .route("/healthz", get(|| async { liveness() }))
+            .route("/readyz", get(move || {
+                let ready = ready.clone();
+                async move { ready.response().await }
+            }))
+            .route("/metrics", get(move || {
+                let collectors = collectors.clone();
+                async move { metrics::response(&collectors) }
+            }))
+            .layer(axum::middleware::from_fn_with_state(self.name.clone(), metrics::track_http))
+            .layer(DefaultBodyLimit::max(self.body_limit));
+
+        let mux = Mux {
+            grpc: grpc_router,
+            http: http_router,
+        };
+        let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+        let app = Router::new().fallback_service(mux).layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|req: &Request| {
+                            let request_id = req
+                                .headers()
+                                .get(REQUEST_ID_HEADER)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("-");
+                            tracing::info_span!(
+                                "request",
+                                method = %req.method(),
+                                path = %req.uri().path(),
+                                request_id = %request_id,
+                            )
+                        })
+                        .on_response(DefaultOnResponse::new().level(Level::INFO))
+                        .on_failure(()),
+                )
+                .layer(PropagateRequestIdLayer::new(request_id)),
+        );
+        Ok(BoundHost {
+            name: self.name,
+            listener,
+            local_addr,
+            app,
+            readiness,
+            health_reporter,
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+}
+
+/// A host bound to its port, ready to run.
+pub struct BoundHost {
+    name: Arc<str>,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    app: Router,
+    readiness: Readiness,
+    health_reporter: tonic_health::server::HealthReporter,
+    shutdown_timeout: Duration,
+}
+
+impl BoundHost {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, marks itself not ready and
+    /// NOT_SERVING, and waits for in-flight requests up to the shutdown timeout.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let started = Arc::new(tokio::sync::Notify::new());
+        let started_tx = started.clone();
+        let readiness = self.readiness.clone();
+        let reporter = self.health_reporter.clone();
+        let name = self.name.clone();
+        tracing::info!(service = %name, addr = %self.local_addr, "listening (gRPC and HTTP)");
+        let serve = axum::serve(
+            self.listener,
+            self.app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            readiness.set_draining();
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            started_tx.notify_one();
+        });
+        let deadline = self.shutdown_timeout;
+        tokio::select! {
+            result = serve => {
+                tracing::info!(service = %name, "stopped");
+                result
+            }
+            () = async { started.notified().await; tokio::time::sleep(deadline).await } => {
+                tracing::warn!(service = %name, ?deadline, "shutdown deadline passed; abandoning requests still in flight");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Dispatches on content type: gRPC to the tonic routes, everything else to the HTTP router.
+#[derive(Clone)]
+struct Mux {
+    grpc: Router,
+    http: Router,
+}
+
+impl Service<Request<Body>> for Mux {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let is_grpc = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.as_bytes().starts_with(b"application/grpc"))
+            .unwrap_or(false);
+        let router = if is_grpc { self.grpc.clone() } else { self.http.clone() };
+        Box::pin(async move { router.oneshot(req).await })
+    }
+}

@@ -1,0 +1,21 @@
+//! plt-kernel: the infrastructure every plt service is built on — layered configuration (K1),
+//! structured logging with request ids (K2), lifecycle and graceful shutdown (K3), health
+//! (K4), Prometheus metrics (K5), the one-port gRPC + HTTP host, and the mail notifier.
+//! It holds no business logic.
+
+pub mod config;
+pub mod health;
+pub mod host;
+pub mod lifecycle;
+pub mod metrics;
+pub mod notify;
+pub mod secret;
+pub mod telemetry;
+
+pub use config::{ConfigError, KernelConfig, Loaded};
+pub use health::{HealthCheck, Readiness};
+pub use host::{BoundHost, ServiceHost};
+pub use secret::Secret;
+
+/// The header that carries a request id between clients, the gateway and services.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";

@@ -1,0 +1,126 @@
+//! K5 metrics: one Prometheus recorder per process, rendered at `GET /metrics` in the text
+//! exposition format. Every series carries a `service` label so that several services in
+//! one process (development mode) stay apart.
+//!
+//! Series:
+//! - `http_server_requests_total{service,method,route,status}`
+//! - `http_server_request_duration_seconds{service,method,route}` (histogram)
+//! - `grpc_server_handled_total{service,grpc_service,grpc_method,grpc_code}`
+//! - `grpc_server_handling_seconds{service,grpc_service,grpc_method}` (histogram)
+//! - `db_pool_connections{service,state}` and `db_pool_max_connections{service}` (gauges)
+//!
+//! Errors are the requests whose `status` is 5xx (HTTP) or whose `grpc_code` is not `Ok`.
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide Prometheus handle, installing the recorder on first use. `None` when
+/// another recorder was installed first by someone else.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .ok()?
+                .install_recorder()
+                .ok()?;
+            describe();
+            Some(recorder)
+        })
+        .as_ref()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("http_server_requests_total", "HTTP requests handled, by route and status.");
+    describe_histogram!(
+        "http_server_request_duration_seconds",
+        Unit::Seconds,
+        "Time to produce the HTTP response head."
+    );
+    describe_counter!("grpc_server_handled_total", "gRPC calls handled, by method and code.");
+    describe_histogram!(
+        "grpc_server_handling_seconds",
+        Unit::Seconds,
+        "Time to produce the gRPC response head."
+    );
+    describe_gauge!("db_pool_connections", "Database pool connections by state (idle, in_use).");
+    describe_gauge!("db_pool_max_connections", "Configured maximum size of the database pool.");
+}
+
+/// A function run just before each render to refresh gauges (for example pool sizes).
+pub type Collector = Arc<dyn Fn() + Send + Sync>;
+
+/// Renders all series after running `collectors`.
+pub fn render(collectors: &[Collector]) -> String {
+    for c in collectors {
+        c();
+    }
+    handle().map(|h| h.render()).unwrap_or_default()
+}
+
+/// The `/metrics` response.
+pub fn response(collectors: &[Collector]) -> Response {
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        render(collectors),
+    )
+        .into_response()
+}
+
+/// axum middleware counting and timing HTTP requests per matched route.
+pub async fn track_http(State(service): State<Arc<str>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    let svc = service.to_string();
+    metrics::counter!("http_server_requests_total", "service" => svc.clone(), "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("http_server_request_duration_seconds", "service" => svc, "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    response
+}
+
+/// axum middleware counting and timing gRPC calls. The code is read from the response head
+/// (`grpc-status`, present on every error, which tonic sends as trailers-only); a head
+/// without it is a call that went on to stream its answer, counted as `Ok`.
+pub async fn track_grpc(State(service): State<Arc<str>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let path = req.uri().path().trim_start_matches('/');
+    let (grpc_service, grpc_method) = match path.split_once('/') {
+        Some((s, m)) => (s.to_owned(), m.to_owned()),
+        None => ("unknown".to_owned(), path.to_owned()),
+    };
+    let response = next.run(req).await;
+    let code = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(|c| format!("{:?}", tonic::Code::from_i32(c)))
+        .unwrap_or_else(|| "Ok".to_owned());
+    let svc = service.to_string();
+    metrics::counter!("grpc_server_handled_total", "service" => svc.clone(), "grpc_service" => grpc_service.clone(), "grpc_method" => grpc_method.clone(), "grpc_code" => code).increment(1);
+    metrics::histogram!("grpc_server_handling_seconds", "service" => svc, "grpc_service" => grpc_service, "grpc_method" => grpc_method)
+        .record(start.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,159 @@
+//! The Notifier: how services send mail. The development implementation writes each message
+//! as a JSON file into an outbox directory, where a person (`<service> mail list`) or a test
+//! can read it; an in-memory one serves unit tests.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Mail {
+    pub id: Uuid,
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot send mail: {0}")]
+pub struct NotifyError(pub String);
+
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), NotifyError>;
+}
+
+/// Reads the mail a notifier has sent (development and tests).
+pub trait MailReader: Send + Sync {
+    /// Every message, oldest first.
+    fn list(&self) -> Result<Vec<Mail>, NotifyError>;
+
+    /// The newest message sent to `to` (case-insensitive), if any.
+    fn latest_to(&self, to: &str) -> Result<Option<Mail>, NotifyError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .rev()
+            .find(|m| m.to.eq_ignore_ascii_case(to)))
+    }
+}
+
+fn new_mail(from: &str, to: &str, subject: &str, body: &str) -> Mail {
+    Mail {
+        id: Uuid::now_v7(),
+        from: from.to_owned(),
+        to: to.to_owned(),
+        subject: subject.to_owned(),
+        body: body.to_owned(),
+        created_at: Utc::now(),
+    }
+}
+
+/// Writes each message to `<dir>/<uuid v7>.json` (time-ordered names), atomically.
+#[derive(Debug, Clone)]
+pub struct OutboxNotifier {
+    dir: PathBuf,
+    from: String,
+}
+
+impl OutboxNotifier {
+    pub fn new(dir: impl Into<PathBuf>, from: impl Into<String>) -> Self {
+        Self {
+            dir: dir.into(),
+            from: from.into(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[async_trait]
+impl Notifier for OutboxNotifier {
+    async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), NotifyError> {
+        let mail = new_mail(&self.from, to, subject, body);
+        let json = serde_json::to_vec_pretty(&mail).map_err(|e| NotifyError(e.to_string()))?;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            let tmp = dir.join(format!(".{}.tmp", mail.id));
+            std::fs::write(&tmp, json)?;
+            std::fs::rename(&tmp, dir.join(format!("{}.json", mail.id)))
+        })
+        .await
+        .map_err(|e| NotifyError(e.to_string()))?
+        .map_err(|e| NotifyError(format!("outbox {}: {e}", self.dir.display())))?;
+        tracing::info!(to_domain = to.rsplit('@').next().unwrap_or(""), subject, "mail written to the development outbox");
+        Ok(())
+    }
+}
+
+impl MailReader for OutboxNotifier {
+    fn list(&self) -> Result<Vec<Mail>, NotifyError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(NotifyError(format!("outbox {}: {e}", self.dir.display()))),
+        };
+        let mut mails = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| NotifyError(e.to_string()))?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let bytes = std::fs::read(&path).map_err(|e| NotifyError(e.to_string()))?;
+                let mail: Mail = serde_json::from_slice(&bytes)
+                    .map_err(|e| NotifyError(format!("{}: {e}", path.display())))?;
+                mails.push(mail);
+            }
+        }
+        mails.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(mails)
+    }
+}
+
+/// Keeps messages in memory.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryNotifier {
+    mails: Arc<Mutex<Vec<Mail>>>,
+}
+
+#[async_trait]
+impl Notifier for MemoryNotifier {
+    async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), NotifyError> {
+        let mail = new_mail("plt@localhost", to, subject, body);
+        self.mails.lock().unwrap_or_else(|p| p.into_inner()).push(mail);
+        Ok(())
+    }
+}
+
+impl MailReader for MemoryNotifier {
+    fn list(&self) -> Result<Vec<Mail>, NotifyError> {
+        Ok(self.mails.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn outbox_round_trip_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = OutboxNotifier::new(dir.path().join("mail"), "plt <noreply@localhost>");
+        assert!(n.list().unwrap().is_empty());
+        n.send("a@example.com", "first", "one").await.unwrap();
+        n.send("B@example.com", "second", "two").await.unwrap();
+        let all = n.list().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].subject, "first");
+        assert_eq!(n.latest_to("b@example.com").unwrap().unwrap().body, "two");
+        assert!(n.latest_to("c@example.com").unwrap().is_none());
+    }
+}
