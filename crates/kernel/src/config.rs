@@ -57,9 +57,9 @@ pub trait Validate {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError>;
 }
 
-/// Settings every service shares.
+/// Settings every service shares. (Unknown top-level keys are refused by the loader against
+/// [`KNOWN_SECTIONS`]; every nested section denies unknown fields itself.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct KernelConfig {
     /// The environment name (`development`, `production`, …); selects `config/<env>.yaml`.
     pub env: String,

@@ -134,6 +134,12 @@ impl ServiceHost {
                 v1 = v1.register_encoded_file_descriptor_set(fds);
                 v1alpha = v1alpha.register_encoded_file_descriptor_set(fds);
             }
+            // List only what this host serves, not every service in the descriptor sets.
+            let health_name = "grpc.health.v1.Health";
+            for name in self.grpc_names.iter().copied().chain([health_name]) {
+                v1 = v1.with_service_name(name);
+                v1alpha = v1alpha.with_service_name(name);
+            }
             grpc = grpc
                 .add_service(v1.build_v1().map_err(std::io::Error::other)?)
                 .add_service(v1alpha.build_v1alpha().map_err(std::io::Error::other)?);

@@ -1,0 +1,379 @@
+//! The identity core: the business rules, implementing the identity contract directly. The
+//! gRPC and HTTP servers are thin adapters over it.
+
+use crate::{
+    config::IdentityConfig,
+    password::Passwords,
+    store::{NewToken, StoreError, TokenAction, TokenOutcome, TokenPurpose, UserRecord, UserStore},
+    tokens, validate,
+};
+use async_trait::async_trait;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, SubsecRound, Utc};
+use plt_contracts::{
+    Error, RequestContext, Result,
+    identity::{IdentityServiceClient, NewUser, PageRequest, User, UserPage, UserStatus, UserUpdate},
+};
+use plt_kernel::{Secret, notify::Notifier};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The default page size of `list_users`.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+
+/// The one message for every failed credential check.
+const INVALID_CREDENTIALS: &str = "invalid e-mail or password";
+
+pub struct IdentityCore {
+    store: Arc<dyn UserStore>,
+    passwords: Passwords,
+    notifier: Arc<dyn Notifier>,
+    cfg: IdentityConfig,
+}
+
+fn store_err(context: &str, e: StoreError) -> Error {
+    match e {
+        StoreError::Duplicate => Error::already_exists("a user with this e-mail address already exists")
+            .with_violation("email", "is already registered"),
+        StoreError::Db(e) => Error::internal(context, &e),
+    }
+}
+
+fn to_user(r: &UserRecord) -> User {
+    User {
+        id: r.id,
+        email: r.email.clone(),
+        display_name: r.display_name.clone(),
+        status: r.status,
+        email_verified: r.email_verified,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    }
+}
+
+fn invalid_token() -> Error {
+    Error::invalid("token", "is invalid, expired or already used")
+}
+
+impl IdentityCore {
+    pub fn new(
+        store: Arc<dyn UserStore>,
+        passwords: Passwords,
+        notifier: Arc<dyn Notifier>,
+        cfg: IdentityConfig,
+    ) -> Self {
+        Self { store, passwords, notifier, cfg }
+    }
+
+    fn new_token(&self, user: &UserRecord, purpose: TokenPurpose) -> Result<(String, NewToken)> {
+        let (secret, hash) = tokens::generate()?;
+        let ttl = match purpose {
+            TokenPurpose::VerifyEmail => self.cfg.verification_token_ttl,
+            TokenPurpose::ResetPassword => self.cfg.reset_token_ttl,
+        };
+        let now = now();
+        let ttl = chrono::Duration::from_std(ttl).map_err(|e| Error::internal("token lifetime", &e))?;
+        Ok((
+            secret,
+            NewToken {
+                hash,
+                user_id: user.id,
+                purpose,
+                email_normalized: user.email_normalized.clone(),
+                created_at: now,
+                expires_at: now + ttl,
+            },
+        ))
+    }
+
+    /// Sends a token mail. A failure is logged, not returned: the state change it follows is
+    /// committed, and the user can ask again (a new reset, or a new verification by updating
+    /// the address).
+    async fn mail_token(&self, to: &str, purpose: TokenPurpose, secret: &str) {
+        let (subject, link, ttl) = match purpose {
+            TokenPurpose::VerifyEmail => (
+                "Verify your e-mail address",
+                &self.cfg.verification_link,
+                self.cfg.verification_token_ttl,
+            ),
+            TokenPurpose::ResetPassword => (
+                "Reset your password",
+                &self.cfg.reset_link,
+                self.cfg.reset_token_ttl,
+            ),
+        };
+        let link = link.replace("{token}", secret);
+        let body = format!(
+            "{subject}: open {link}\n\nOr use this token: {secret}\n\nIt is valid for {} and can be used once. \
+             If you did not ask for this, ignore this message.\n",
+            humanize(ttl)
+        );
+        if let Err(e) = self.notifier.send(to, subject, &body).await {
+            tracing::error!(error = %e, ?purpose, "could not send mail");
+        }
+    }
+
+    async fn find_by_email(&self, raw: &str) -> Result<Option<UserRecord>> {
+        let (_, normalized) = validate::email("email", raw)?;
+        self.store
+            .get_user_by_email(&normalized)
+            .await
+            .map_err(|e| store_err("looking up user by e-mail", e))
+    }
+}
+
+/// The current time at the precision every store keeps (PostgreSQL: microseconds), so that
+/// what `create_user` returns equals what a later read returns.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+fn humanize(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s % 3600 == 0 {
+        format!("{} hour(s)", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{} minute(s)", s / 60)
+    } else {
+        format!("{s} second(s)")
+    }
+}
+
+#[async_trait]
+impl IdentityServiceClient for IdentityCore {
+    async fn get_user(&self, _ctx: &RequestContext, id: Uuid) -> Result<User> {
+        let user = self
+            .store
+            .get_user(id)
+            .await
+            .map_err(|e| store_err("reading user", e))?
+            .ok_or_else(|| Error::not_found("user"))?;
+        Ok(to_user(&user))
+    }
+
+    async fn get_user_by_email(&self, _ctx: &RequestContext, email: &str) -> Result<User> {
+        let user = self.find_by_email(email).await?.ok_or_else(|| Error::not_found("user"))?;
+        Ok(to_user(&user))
+    }
+
+    async fn list_users(&self, _ctx: &RequestContext, page: PageRequest) -> Result<UserPage> {
+        let size = match page.page_size {
+            0 => DEFAULT_PAGE_SIZE.min(self.cfg.max_page_size),
+            n => n.min(self.cfg.max_page_size),
+        };
+        let after = match page.page_token.as_deref() {
+            None | Some("") => None,
+            Some(t) => {
+                let bytes = URL_SAFE_NO_PAD
+                    .decode(t)
+                    .map_err(|_| Error::invalid("page_token", "is malformed"))?;
+                Some(Uuid::from_slice(&bytes).map_err(|_| Error::invalid("page_token", "is malformed"))?)
+            }
+        };
+        // One extra row tells whether another page follows.
+        let mut rows = self
+            .store
+            .list_users(after, size + 1)
+            .await
+            .map_err(|e| store_err("listing users", e))?;
+        let more = rows.len() > size as usize;
+        rows.truncate(size as usize);
+        let next_page_token = if more {
+            rows.last().map(|u| URL_SAFE_NO_PAD.encode(u.id.as_bytes()))
+        } else {
+            None
+        };
+        Ok(UserPage {
+            users: rows.iter().map(to_user).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn create_user(&self, _ctx: &RequestContext, new: NewUser) -> Result<User> {
+        let (email, email_normalized) = validate::email("email", &new.email)?;
+        let display_name = if new.display_name.trim().is_empty() {
+            validate::default_display_name(&email)
+        } else {
+            validate::display_name("display_name", &new.display_name)?
+        };
+        let local = email_normalized.split('@').next().unwrap_or_default().to_owned();
+        self.passwords
+            .check_policy(&new.password, &[&email_normalized, &local, &display_name])
+            .await?;
+        // Refuse a taken address before spending a hash on it (the unique index still decides
+        // races).
+        if self
+            .store
+            .get_user_by_email(&email_normalized)
+            .await
+            .map_err(|e| store_err("checking e-mail", e))?
+            .is_some()
+        {
+            return Err(store_err("creating user", StoreError::Duplicate));
+        }
+        let password_hash = self.passwords.hash(&new.password).await?;
+        let now = now();
+        let record = UserRecord {
+            id: Uuid::now_v7(),
+            email,
+            email_normalized,
+            display_name,
+            status: UserStatus::Active,
+            email_verified: false,
+            password_hash,
+            created_at: now,
+            updated_at: now,
+        };
+        let (secret, token) = self.new_token(&record, TokenPurpose::VerifyEmail)?;
+        self.store
+            .insert_user(&record, Some(&token))
+            .await
+            .map_err(|e| store_err("creating user", e))?;
+        tracing::info!(user_id = %record.id, "user created");
+        self.mail_token(&record.email, TokenPurpose::VerifyEmail, &secret).await;
+        Ok(to_user(&record))
+    }
+
+    async fn update_user(&self, _ctx: &RequestContext, id: Uuid, update: UserUpdate) -> Result<User> {
+        let mut record = self
+            .store
+            .get_user(id)
+            .await
+            .map_err(|e| store_err("reading user", e))?
+            .ok_or_else(|| Error::not_found("user"))?;
+        let mut changed = false;
+        let mut email_changed = false;
+        if let Some(raw) = &update.email {
+            let (email, normalized) = validate::email("email", raw)?;
+            if normalized != record.email_normalized {
+                record.email_normalized = normalized;
+                record.email_verified = false;
+                email_changed = true;
+            }
+            if email != record.email {
+                record.email = email;
+                changed = true;
+            }
+        }
+        if let Some(name) = &update.display_name {
+            let name = validate::display_name("display_name", name)?;
+            if name != record.display_name {
+                record.display_name = name;
+                changed = true;
+            }
+        }
+        if let Some(status) = update.status
+            && status != record.status
+        {
+            record.status = status;
+            changed = true;
+        }
+        if !changed {
+            return Ok(to_user(&record));
+        }
+        record.updated_at = now();
+        let token = if email_changed {
+            Some(self.new_token(&record, TokenPurpose::VerifyEmail)?)
+        } else {
+            None
+        };
+        let found = self
+            .store
+            .update_user(&record, token.as_ref().map(|(_, t)| t))
+            .await
+            .map_err(|e| store_err("updating user", e))?;
+        if !found {
+            return Err(Error::not_found("user"));
+        }
+        if let Some((secret, _)) = token {
+            self.mail_token(&record.email, TokenPurpose::VerifyEmail, &secret).await;
+        }
+        Ok(to_user(&record))
+    }
+
+    async fn delete_user(&self, _ctx: &RequestContext, id: Uuid) -> Result<()> {
+        let found = self
+            .store
+            .delete_user(id)
+            .await
+            .map_err(|e| store_err("deleting user", e))?;
+        if !found {
+            return Err(Error::not_found("user"));
+        }
+        tracing::info!(user_id = %id, "user deleted");
+        Ok(())
+    }
+
+    async fn verify_email(&self, _ctx: &RequestContext, token: &str) -> Result<()> {
+        let hash = tokens::parse("token", token)?;
+        match self
+            .store
+            .apply_token(&hash, TokenPurpose::VerifyEmail, now(), TokenAction::VerifyEmail)
+            .await
+            .map_err(|e| store_err("verifying e-mail", e))?
+        {
+            TokenOutcome::Applied => Ok(()),
+            TokenOutcome::Rejected => Err(invalid_token()),
+        }
+    }
+
+    async fn request_password_reset(&self, _ctx: &RequestContext, email: &str) -> Result<()> {
+        // The answer is the same whether or not the address is registered; only the mail
+        // differs, and only its recipient sees it.
+        let Some(user) = self.find_by_email(email).await? else {
+            tracing::info!("password reset requested for an unknown address");
+            return Ok(());
+        };
+        if user.status != UserStatus::Active {
+            tracing::info!(user_id = %user.id, "password reset requested for a disabled user");
+            return Ok(());
+        }
+        let (secret, token) = self.new_token(&user, TokenPurpose::ResetPassword)?;
+        self.store
+            .insert_token(&token)
+            .await
+            .map_err(|e| store_err("storing reset token", e))?;
+        self.mail_token(&user.email, TokenPurpose::ResetPassword, &secret).await;
+        Ok(())
+    }
+
+    async fn reset_password(&self, _ctx: &RequestContext, token: &str, new_password: Secret<String>) -> Result<()> {
+        let hash = tokens::parse("token", token)?;
+        self.passwords.check_policy(&new_password, &[]).await?;
+        let password_hash = self.passwords.hash(&new_password).await?;
+        match self
+            .store
+            .apply_token(&hash, TokenPurpose::ResetPassword, now(), TokenAction::SetPassword(password_hash))
+            .await
+            .map_err(|e| store_err("resetting password", e))?
+        {
+            TokenOutcome::Applied => Ok(()),
+            TokenOutcome::Rejected => Err(invalid_token()),
+        }
+    }
+
+    async fn verify_credentials(&self, _ctx: &RequestContext, email: &str, password: Secret<String>) -> Result<User> {
+        let fail = || Error::unauthenticated(INVALID_CREDENTIALS);
+        let Ok((_, normalized)) = validate::email("email", email) else {
+            self.passwords.verify_dummy(&password).await?;
+            return Err(fail());
+        };
+        if password.expose().chars().count() > 4096 {
+            return Err(fail());
+        }
+        let user = self
+            .store
+            .get_user_by_email(&normalized)
+            .await
+            .map_err(|e| store_err("looking up user", e))?;
+        let Some(user) = user else {
+            self.passwords.verify_dummy(&password).await?;
+            return Err(fail());
+        };
+        let ok = self.passwords.verify(&password, &user.password_hash).await?;
+        if !ok || user.status != UserStatus::Active {
+            return Err(fail());
+        }
+        Ok(to_user(&user))
+    }
+}

@@ -1,0 +1,99 @@
+//! Test support: build the identity service exactly as the binary does, on port 0, on
+//! SQLite in a temporary directory or on PostgreSQL in a fresh schema.
+#![allow(dead_code)]
+
+use identity_service::{App, Config, Overrides, SECTION};
+use plt_kernel::{config::ConfigSource, notify::MemoryNotifier};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+pub fn config_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config")
+}
+
+/// The configuration from the repository's config/ with these variables on top.
+pub fn config(vars: &[(&str, &str)]) -> Config {
+    let source = ConfigSource {
+        dir: config_dir(),
+        vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    };
+    source.load(SECTION).expect("test configuration loads")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub mail: MemoryNotifier,
+    pub app_core: Arc<dyn plt_contracts::identity::IdentityServiceClient>,
+    pub db: plt_db::Db,
+    pub schema: String,
+    pub shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.expect("server task").expect("server ran");
+    }
+}
+
+/// Starts the service; `None` for PostgreSQL when `PLT_TEST_POSTGRES_URL` is not set.
+pub async fn start(backend: Backend) -> Option<Running> {
+    plt_kernel::telemetry::init_for_tests();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_string_lossy().to_string();
+    let mut vars = vec![("PLT_DATABASE__DATA_DIR", data.as_str()), ("PLT_SERVER__SHUTDOWN_TIMEOUT", "5s")];
+    let pg;
+    if backend == Backend::Postgres {
+        pg = plt_db::testing::postgres_url()?;
+        vars.push(("PLT_DATABASE__DRIVER", "postgres"));
+        vars.push(("PLT_DATABASE__URL", pg.as_str()));
+    }
+    let cfg = config(&vars);
+    let schema = plt_db::testing::unique_schema("identity");
+    let mail = MemoryNotifier::default();
+    let app = App::build(
+        &cfg,
+        Overrides {
+            schema: Some(schema.clone()),
+            notifier: Some(Arc::new(mail.clone())),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+        },
+    )
+    .await
+    .expect("app builds");
+    let addr = app.local_addr();
+    let app_core = app.core();
+    let db = app.db().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async move {
+        let _ = rx.await;
+    }));
+    Some(Running {
+        addr,
+        mail,
+        app_core,
+        db,
+        schema,
+        shutdown: Some(tx),
+        task,
+        _dir: dir,
+    })
+}
+
+/// Says loudly that a PostgreSQL test did not run because its variable is not set.
+pub fn skipped(name: &str) {
+    eprintln!("SKIPPED {name}: PLT_TEST_POSTGRES_URL is not set");
+}
