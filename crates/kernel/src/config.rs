@@ -37,16 +37,32 @@ impl ConfigError {
     }
 
     fn from_figment(err: figment::Error) -> Self {
+        Self::from_figment_in(err, "")
+    }
+
+    /// Like `from_figment`, for an error from a figment focused on section `prefix`.
+    fn from_figment_in(err: figment::Error, prefix: &str) -> Self {
         // figment reports one error per problem; report the first with its full path.
         let err = err.into_iter().next().expect("figment error has at least one entry");
-        let key = if err.path.is_empty() {
+        let mut parts: Vec<&str> = Vec::new();
+        if !prefix.is_empty() {
+            parts.push(prefix);
+        }
+        parts.extend(err.path.iter().map(String::as_str));
+        let key = if parts.is_empty() {
             "(root)".to_string()
         } else {
-            err.path.join(".")
+            parts.join(".")
         };
         let mut reason = err.kind.to_string();
         if let Some(md) = &err.metadata {
-            reason.push_str(&format!(" (from {})", md.name));
+            // Environment overrides are merged as one serialized value; name them plainly.
+            let source = if md.name.contains("serde_json") {
+                "environment variables".into()
+            } else {
+                md.name.to_string()
+            };
+            reason.push_str(&format!(" (from {source})"));
         }
         Self { key, reason }
     }
@@ -239,7 +255,10 @@ impl ConfigSource {
         check_known_keys(&figment)?;
         let kernel: KernelConfig = figment.extract().map_err(ConfigError::from_figment)?;
         kernel.validate("")?;
-        let service: S = figment.extract_inner(section).map_err(ConfigError::from_figment)?;
+        let service: S = figment
+            .focus(section)
+            .extract()
+            .map_err(|e| ConfigError::from_figment_in(e, section))?;
         service.validate(section)?;
         let mut printed = serde_json::Map::new();
         printed.insert(

@@ -1,0 +1,227 @@
+//! The identity HTTP API at the wire level: status codes, the problem+json shape, request
+//! ids, and that no password material ever appears in a response.
+
+mod common;
+
+use common::{Backend, start};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+const PW: &str = "correct horse battery staple";
+
+async fn problem(resp: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(resp.status(), status);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    assert!(resp.headers().contains_key("x-request-id"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["type"].as_str().unwrap().starts_with("urn:plt:problem:"));
+    assert!(body["title"].is_string() && body["detail"].is_string() && body["code"].is_string());
+    body
+}
+
+fn field(body: &Value) -> &str {
+    body["errors"][0]["field"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_nothing_is_written() {
+    let svc = start(Backend::Sqlite).await.unwrap();
+    let c = Client::new();
+    let users = format!("{}/v1/users", svc.url());
+
+    // Malformed JSON.
+    let r = c.post(&users).header("content-type", "application/json").body("{\"email\": ").send().await.unwrap();
+    let b = problem(r, StatusCode::BAD_REQUEST).await;
+    assert_eq!(b["code"], "invalid_argument");
+    assert!(b["errors"][0]["reason"].as_str().unwrap().contains("malformed JSON"));
+
+    // Unknown field.
+    let r = c
+        .post(&users)
+        .json(&json!({"email": "u1@example.com", "password": PW, "admin": true}))
+        .send()
+        .await
+        .unwrap();
+    let b = problem(r, StatusCode::BAD_REQUEST).await;
+    assert!(b["errors"][0]["reason"].as_str().unwrap().contains("unknown field `admin`"), "{b}");
+
+    // Missing field, wrong type.
+    let r = c.post(&users).json(&json!({"email": "u1@example.com"})).send().await.unwrap();
+    let b = problem(r, StatusCode::BAD_REQUEST).await;
+    assert!(b["errors"][0]["reason"].as_str().unwrap().contains("password"), "{b}");
+    let r = c.post(&users).json(&json!({"email": 42, "password": PW})).send().await.unwrap();
+    assert_eq!(field(&problem(r, StatusCode::BAD_REQUEST).await), "email");
+
+    // Wrong content type.
+    let r = c.post(&users).body("email=a@b.c").send().await.unwrap();
+    assert_eq!(field(&problem(r, StatusCode::BAD_REQUEST).await), "content-type");
+
+    // Invalid e-mail, oversize display name, weak password.
+    for (body, f) in [
+        (json!({"email": "nope", "password": PW}), "email"),
+        (json!({"email": "u2@example.com", "password": PW, "display_name": "x".repeat(500)}), "display_name"),
+        (json!({"email": "u2@example.com", "password": "12345678"}), "password"),
+    ] {
+        let r = c.post(&users).json(&body).send().await.unwrap();
+        assert_eq!(field(&problem(r, StatusCode::BAD_REQUEST).await), f);
+    }
+
+    // Body over the configured limit (1 MiB): 413.
+    let huge = json!({"email": "u3@example.com", "password": PW, "display_name": "y".repeat(2 * 1024 * 1024)});
+    let r = c.post(&users).json(&huge).send().await.unwrap();
+    assert_eq!(problem(r, StatusCode::PAYLOAD_TOO_LARGE).await["code"], "payload_too_large");
+
+    // None of the refused requests created anything.
+    let r = c.get(&users).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let list: Value = r.json().await.unwrap();
+    assert_eq!(list["users"].as_array().unwrap().len(), 0, "{list}");
+
+    // Duplicate: 409; unknown id: 404; malformed id: 400.
+    let r = c.post(&users).json(&json!({"email": "dup@example.com", "password": PW})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = c.post(&users).json(&json!({"email": "DUP@example.com", "password": PW})).send().await.unwrap();
+    let b = problem(r, StatusCode::CONFLICT).await;
+    assert_eq!(b["code"], "already_exists");
+    assert_eq!(field(&b), "email");
+    let r = c.get(format!("{users}/01a20efb-92ba-76bf-843e-22e4b3e45c7c")).send().await.unwrap();
+    problem(r, StatusCode::NOT_FOUND).await;
+    let r = c.get(format!("{users}/not-a-uuid")).send().await.unwrap();
+    assert_eq!(field(&problem(r, StatusCode::BAD_REQUEST).await), "id");
+    let r = c.patch(format!("{users}/not-a-uuid")).json(&json!({})).send().await.unwrap();
+    problem(r, StatusCode::BAD_REQUEST).await;
+
+    // Wrong password: 401 with a generic message.
+    let r = c
+        .post(format!("{}/v1/credentials/verify", svc.url()))
+        .json(&json!({"email": "dup@example.com", "password": "not the password at all"}))
+        .send()
+        .await
+        .unwrap();
+    let b = problem(r, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(b["detail"], "invalid e-mail or password");
+
+    // Unknown route: 404 problem+json.
+    let r = c.get(format!("{}/v1/nothing-here", svc.url())).send().await.unwrap();
+    problem(r, StatusCode::NOT_FOUND).await;
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn responses_never_carry_password_material() {
+    let svc = start(Backend::Sqlite).await.unwrap();
+    let c = Client::new();
+    let base = svc.url();
+    let r = c
+        .post(format!("{base}/v1/users"))
+        .header("x-request-id", "req-abc-123")
+        .json(&json!({"email": "Mixed.Case@Example.com", "password": PW, "display_name": "Mixed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["x-request-id"], "req-abc-123");
+    let created: Value = r.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let mut bodies = vec![created.to_string()];
+    for url in [
+        format!("{base}/v1/users/{id}"),
+        format!("{base}/v1/users?email=mixed.case@example.com"),
+        format!("{base}/v1/users?page_size=10"),
+    ] {
+        let r = c.get(url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        bodies.push(r.text().await.unwrap());
+    }
+    let r = c
+        .post(format!("{base}/v1/credentials/verify"))
+        .json(&json!({"email": "mixed.case@example.com", "password": PW}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    bodies.push(r.text().await.unwrap());
+    for b in &bodies {
+        assert!(b.contains(&id), "{b}");
+        for secret in ["argon2", "password", PW] {
+            assert!(!b.contains(secret), "{secret:?} in {b}");
+        }
+    }
+    // The stored hash is Argon2id with at least the OWASP parameters.
+    let plt_db::Db::Sqlite(pool) = &svc.db else { unreachable!() };
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn password_reset_answers_the_same_for_unknown_addresses() {
+    let svc = start(Backend::Sqlite).await.unwrap();
+    let c = Client::new();
+    let base = svc.url();
+    c.post(format!("{base}/v1/users"))
+        .json(&json!({"email": "known@example.com", "password": PW}))
+        .send()
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    for email in ["known@example.com", "unknown@example.com"] {
+        let r = c
+            .post(format!("{base}/v1/password-reset"))
+            .json(&json!({ "email": email }))
+            .send()
+            .await
+            .unwrap();
+        answers.push((r.status(), r.text().await.unwrap()));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].0, StatusCode::ACCEPTED);
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_names_the_database_when_it_goes_away() {
+    let svc = start(Backend::Sqlite).await.unwrap();
+    let c = Client::new();
+    let r = c.get(format!("{}/readyz", svc.url())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    svc.db.close().await;
+    let r = c.get(format!("{}/readyz", svc.url())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["failing"], json!(["database"]), "{body}");
+    let r = c.get(format!("{}/healthz", svc.url())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn postgres_tables_live_in_the_service_schema() {
+    let Some(svc) = start(Backend::Postgres).await else {
+        common::skipped("postgres_tables_live_in_the_service_schema");
+        return;
+    };
+    let plt_db::Db::Postgres(pool) = &svc.db else { unreachable!() };
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1",
+    )
+    .bind(&svc.schema)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, vec!["_sqlx_migrations", "user_tokens", "users"]);
+    let in_public: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name IN ('users', 'user_tokens')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(in_public, 0);
+    svc.stop().await;
+}
