@@ -55,9 +55,18 @@ pub const IDEMPOTENT_METHODS: &[&str] = &["ValidateToken", "GetJwks"];
 
 #[async_trait]
 pub trait AuthServiceClient: Send + Sync + 'static {
-    async fn login(&self, ctx: &RequestContext, email: &str, password: Secret<String>) -> Result<TokenResponse>;
+    async fn login(
+        &self,
+        ctx: &RequestContext,
+        email: &str,
+        password: Secret<String>,
+    ) -> Result<TokenResponse>;
     /// Rotates the refresh token: the presented one is spent, a new pair is returned.
-    async fn refresh_token(&self, ctx: &RequestContext, refresh_token: Secret<String>) -> Result<TokenResponse>;
+    async fn refresh_token(
+        &self,
+        ctx: &RequestContext,
+        refresh_token: Secret<String>,
+    ) -> Result<TokenResponse>;
     async fn validate_token(&self, ctx: &RequestContext, token: &str) -> Result<TokenClaims>;
     /// Revokes the refresh-token family and denylists the access token until it expires.
     async fn logout(

@@ -38,22 +38,106 @@ pub struct CodeInfo {
 
 /// The table: error code → wire name, title, gRPC code, HTTP status.
 pub const ERROR_TABLE: &[CodeInfo] = &[
-    row(ErrorCode::InvalidArgument, "invalid_argument", "Invalid argument", tonic::Code::InvalidArgument, 400),
-    row(ErrorCode::Unauthenticated, "unauthenticated", "Unauthenticated", tonic::Code::Unauthenticated, 401),
-    row(ErrorCode::PermissionDenied, "permission_denied", "Permission denied", tonic::Code::PermissionDenied, 403),
-    row(ErrorCode::NotFound, "not_found", "Not found", tonic::Code::NotFound, 404),
-    row(ErrorCode::AlreadyExists, "already_exists", "Already exists", tonic::Code::AlreadyExists, 409),
-    row(ErrorCode::FailedPrecondition, "failed_precondition", "Failed precondition", tonic::Code::FailedPrecondition, 412),
-    row(ErrorCode::PayloadTooLarge, "payload_too_large", "Payload too large", tonic::Code::OutOfRange, 413),
-    row(ErrorCode::ResourceExhausted, "resource_exhausted", "Too many requests", tonic::Code::ResourceExhausted, 429),
-    row(ErrorCode::DeadlineExceeded, "deadline_exceeded", "Deadline exceeded", tonic::Code::DeadlineExceeded, 504),
-    row(ErrorCode::Unavailable, "unavailable", "Service unavailable", tonic::Code::Unavailable, 503),
-    row(ErrorCode::Unimplemented, "unimplemented", "Not implemented", tonic::Code::Unimplemented, 501),
-    row(ErrorCode::Internal, "internal", "Internal error", tonic::Code::Internal, 500),
+    row(
+        ErrorCode::InvalidArgument,
+        "invalid_argument",
+        "Invalid argument",
+        tonic::Code::InvalidArgument,
+        400,
+    ),
+    row(
+        ErrorCode::Unauthenticated,
+        "unauthenticated",
+        "Unauthenticated",
+        tonic::Code::Unauthenticated,
+        401,
+    ),
+    row(
+        ErrorCode::PermissionDenied,
+        "permission_denied",
+        "Permission denied",
+        tonic::Code::PermissionDenied,
+        403,
+    ),
+    row(
+        ErrorCode::NotFound,
+        "not_found",
+        "Not found",
+        tonic::Code::NotFound,
+        404,
+    ),
+    row(
+        ErrorCode::AlreadyExists,
+        "already_exists",
+        "Already exists",
+        tonic::Code::AlreadyExists,
+        409,
+    ),
+    row(
+        ErrorCode::FailedPrecondition,
+        "failed_precondition",
+        "Failed precondition",
+        tonic::Code::FailedPrecondition,
+        412,
+    ),
+    row(
+        ErrorCode::PayloadTooLarge,
+        "payload_too_large",
+        "Payload too large",
+        tonic::Code::OutOfRange,
+        413,
+    ),
+    row(
+        ErrorCode::ResourceExhausted,
+        "resource_exhausted",
+        "Too many requests",
+        tonic::Code::ResourceExhausted,
+        429,
+    ),
+    row(
+        ErrorCode::DeadlineExceeded,
+        "deadline_exceeded",
+        "Deadline exceeded",
+        tonic::Code::DeadlineExceeded,
+        504,
+    ),
+    row(
+        ErrorCode::Unavailable,
+        "unavailable",
+        "Service unavailable",
+        tonic::Code::Unavailable,
+        503,
+    ),
+    row(
+        ErrorCode::Unimplemented,
+        "unimplemented",
+        "Not implemented",
+        tonic::Code::Unimplemented,
+        501,
+    ),
+    row(
+        ErrorCode::Internal,
+        "internal",
+        "Internal error",
+        tonic::Code::Internal,
+        500,
+    ),
 ];
 
-const fn row(code: ErrorCode, slug: &'static str, title: &'static str, grpc: tonic::Code, http: u16) -> CodeInfo {
-    CodeInfo { code, slug, title, grpc, http }
+const fn row(
+    code: ErrorCode,
+    slug: &'static str,
+    title: &'static str,
+    grpc: tonic::Code,
+    http: u16,
+) -> CodeInfo {
+    CodeInfo {
+        code,
+        slug,
+        title,
+        grpc,
+        http,
+    }
 }
 
 impl ErrorCode {
@@ -319,7 +403,11 @@ mod tests {
             let info = code.info();
             assert_eq!(ErrorCode::from_slug(info.slug), Some(code));
             assert_eq!(ErrorCode::from_grpc(info.grpc), code, "grpc code of {code}");
-            assert_eq!(ErrorCode::from_http(info.http), code, "http status of {code}");
+            assert_eq!(
+                ErrorCode::from_http(info.http),
+                code,
+                "http status of {code}"
+            );
         }
     }
 

@@ -17,7 +17,8 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
 
 pub fn time(field: &str, t: Option<prost_types::Timestamp>) -> Result<DateTime<Utc>> {
     let t = t.ok_or_else(|| Error::invalid(field, "is required"))?;
-    let nanos = u32::try_from(t.nanos).map_err(|_| Error::invalid(field, "negative nanoseconds"))?;
+    let nanos =
+        u32::try_from(t.nanos).map_err(|_| Error::invalid(field, "negative nanoseconds"))?;
     DateTime::from_timestamp(t.seconds, nanos).ok_or_else(|| Error::invalid(field, "out of range"))
 }
 

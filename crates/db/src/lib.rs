@@ -4,12 +4,17 @@
 //! embedded in each service's binary and applied at start or by a CLI command.
 
 use async_trait::async_trait;
-use plt_kernel::{HealthCheck, config::{DatabaseConfig, DatabaseDriver}};
+use plt_kernel::{
+    HealthCheck,
+    config::{DatabaseConfig, DatabaseDriver},
+};
 use sqlx::{
     Executor,
     migrate::Migrator,
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
 };
 use std::{str::FromStr, sync::Arc, time::Duration};
 
@@ -45,8 +50,14 @@ fn check_name(name: &str) -> Result<(), DbError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok { Ok(()) } else { Err(DbError::InvalidName(name.to_owned())) }
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(DbError::InvalidName(name.to_owned()))
+    }
 }
 
 impl Db {
@@ -68,7 +79,9 @@ impl Db {
                     .await
                     .map_err(DbError::Connect)?;
                 setup
-                    .execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
+                    .execute(sqlx::AssertSqlSafe(format!(
+                        "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+                    )))
                     .await
                     .map_err(|e| DbError::Setup(format!("schema {schema}"), e.to_string()))?;
                 setup.close().await;
@@ -91,7 +104,10 @@ impl Db {
             }
             DatabaseDriver::Sqlite => {
                 std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-                    DbError::Setup(format!("data directory {}", cfg.data_dir.display()), e.to_string())
+                    DbError::Setup(
+                        format!("data directory {}", cfg.data_dir.display()),
+                        e.to_string(),
+                    )
                 })?;
                 let opts = SqliteConnectOptions::new()
                     .filename(cfg.data_dir.join(format!("{schema}.db")))
@@ -169,9 +185,11 @@ impl Db {
         Arc::new(move || {
             let (size, idle) = db.pool_size();
             let in_use = size.saturating_sub(idle);
-            metrics::gauge!("db_pool_connections", "service" => service.clone(), "state" => "idle").set(f64::from(idle));
+            metrics::gauge!("db_pool_connections", "service" => service.clone(), "state" => "idle")
+                .set(f64::from(idle));
             metrics::gauge!("db_pool_connections", "service" => service.clone(), "state" => "in_use").set(f64::from(in_use));
-            metrics::gauge!("db_pool_max_connections", "service" => service.clone()).set(f64::from(db.max_size()));
+            metrics::gauge!("db_pool_max_connections", "service" => service.clone())
+                .set(f64::from(db.max_size()));
         })
     }
 }
@@ -188,7 +206,9 @@ impl HealthCheck for DbHealth {
         self.0.ping().await.map_err(|e| {
             tracing::warn!(error = %e, "database readiness check failed");
             match e {
-                sqlx::Error::PoolTimedOut => "no connection available (database unreachable?)".to_owned(),
+                sqlx::Error::PoolTimedOut => {
+                    "no connection available (database unreachable?)".to_owned()
+                }
                 sqlx::Error::Io(_) => "database unreachable".to_owned(),
                 _ => "database query failed".to_owned(),
             }
@@ -200,7 +220,9 @@ impl HealthCheck for DbHealth {
 pub mod testing {
     /// The PostgreSQL URL for tests, if the environment provides one.
     pub fn postgres_url() -> Option<String> {
-        std::env::var("PLT_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())
+        std::env::var("PLT_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
     }
 
     /// A fresh schema name, unique per test run: `<prefix>_<random>`.

@@ -9,8 +9,7 @@
 
 use crate::secret::Secret;
 use figment::{
-    Figment,
-    Provider,
+    Figment, Provider,
     providers::{Format, Serialized, Yaml},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -43,7 +42,10 @@ impl ConfigError {
     /// Like `from_figment`, for an error from a figment focused on section `prefix`.
     fn from_figment_in(err: figment::Error, prefix: &str) -> Self {
         // figment reports one error per problem; report the first with its full path.
-        let err = err.into_iter().next().expect("figment error has at least one entry");
+        let err = err
+            .into_iter()
+            .next()
+            .expect("figment error has at least one entry");
         let mut parts: Vec<&str> = Vec::new();
         if !prefix.is_empty() {
             parts.push(prefix);
@@ -157,17 +159,29 @@ impl Validate for KernelConfig {
             return Err(ConfigError::new("env", "must not be empty"));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return Err(ConfigError::new("log.level", format!("not a valid filter: {e}")));
+            return Err(ConfigError::new(
+                "log.level",
+                format!("not a valid filter: {e}"),
+            ));
         }
         if self.server.body_limit_bytes == 0 {
-            return Err(ConfigError::new("server.body_limit_bytes", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "server.body_limit_bytes",
+                "must be greater than 0",
+            ));
         }
         if self.server.shutdown_timeout.is_zero() {
-            return Err(ConfigError::new("server.shutdown_timeout", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "server.shutdown_timeout",
+                "must be greater than 0",
+            ));
         }
         let db = &self.database;
         if db.max_connections == 0 {
-            return Err(ConfigError::new("database.max_connections", "must be at least 1"));
+            return Err(ConfigError::new(
+                "database.max_connections",
+                "must be at least 1",
+            ));
         }
         if db.min_connections > db.max_connections {
             return Err(ConfigError::new(
@@ -192,7 +206,10 @@ impl Validate for KernelConfig {
             }
         }
         if !self.notifier.from.contains('@') {
-            return Err(ConfigError::new("notifier.from", "must be an e-mail address"));
+            return Err(ConfigError::new(
+                "notifier.from",
+                "must be an e-mail address",
+            ));
         }
         Ok(())
     }
@@ -278,7 +295,10 @@ impl ConfigSource {
         if !default.is_file() {
             return Err(ConfigError::new(
                 "PLT_CONFIG_DIR",
-                format!("{} not found (run from the repository root or set PLT_CONFIG_DIR)", default.display()),
+                format!(
+                    "{} not found (run from the repository root or set PLT_CONFIG_DIR)",
+                    default.display()
+                ),
             ));
         }
         let mut figment = Figment::new().merge(Yaml::file(&default));
@@ -287,8 +307,14 @@ impl ConfigSource {
             .map(str::to_owned)
             .or_else(|| figment.extract_inner::<String>("env").ok())
             .unwrap_or_else(|| "development".into());
-        if !env_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(ConfigError::new("env", "may hold only letters, digits, '-' and '_'"));
+        if !env_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::new(
+                "env",
+                "may hold only letters, digits, '-' and '_'",
+            ));
         }
         let env_file = self.dir.join(format!("{env_name}.yaml"));
         if env_file.is_file() {
@@ -302,7 +328,10 @@ impl ConfigSource {
     }
 
     fn var(&self, name: &str) -> Option<&str> {
-        self.vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.vars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// `PLT_*` variables as a nested map; `*_FILE` variables replaced by their file's content,
@@ -327,7 +356,10 @@ impl ConfigSource {
         }
         for (key, path) in files {
             let content = read_secret_file(Path::new(path)).map_err(|reason| {
-                ConfigError::new(key.replace("__", "."), format!("secret file {path}: {reason}"))
+                ConfigError::new(
+                    key.replace("__", "."),
+                    format!("secret file {path}: {reason}"),
+                )
             })?;
             let parts: Vec<&str> = key.split("__").collect();
             insert_path(&mut root, &parts, serde_json::Value::String(content));
@@ -392,7 +424,10 @@ fn check_known_keys(figment: &Figment) -> Result<(), ConfigError> {
             if !known.contains(key.as_str()) {
                 return Err(ConfigError::new(
                     key.clone(),
-                    format!("unknown top-level key; expected one of: {}", KNOWN_SECTIONS.join(", ")),
+                    format!(
+                        "unknown top-level key; expected one of: {}",
+                        KNOWN_SECTIONS.join(", ")
+                    ),
                 ));
             }
         }

@@ -144,25 +144,36 @@ impl ServiceHost {
                 .add_service(v1.build_v1().map_err(std::io::Error::other)?)
                 .add_service(v1alpha.build_v1alpha().map_err(std::io::Error::other)?);
         }
-        let grpc_router = grpc.into_axum_router().layer(axum::middleware::from_fn_with_state(
-            self.name.clone(),
-            metrics::track_grpc,
-        ));
+        let grpc_router = grpc
+            .into_axum_router()
+            .layer(axum::middleware::from_fn_with_state(
+                self.name.clone(),
+                metrics::track_grpc,
+            ));
 
         let collectors: Arc<[Collector]> = self.collectors.into();
         let ready = readiness.clone();
         let http_router = self
             .http
             .route("/healthz", get(|| async { liveness() }))
-            .route("/readyz", get(move || {
-                let ready = ready.clone();
-                async move { ready.response().await }
-            }))
-            .route("/metrics", get(move || {
-                let collectors = collectors.clone();
-                async move { metrics::response(&collectors) }
-            }))
-            .layer(axum::middleware::from_fn_with_state(self.name.clone(), metrics::track_http))
+            .route(
+                "/readyz",
+                get(move || {
+                    let ready = ready.clone();
+                    async move { ready.response().await }
+                }),
+            )
+            .route(
+                "/metrics",
+                get(move || {
+                    let collectors = collectors.clone();
+                    async move { metrics::response(&collectors) }
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                self.name.clone(),
+                metrics::track_http,
+            ))
             .layer(DefaultBodyLimit::max(self.body_limit));
 
         let mux = Mux {
@@ -227,7 +238,10 @@ impl BoundHost {
 
     /// Serves until `shutdown` completes, then stops accepting, marks itself not ready and
     /// NOT_SERVING, and waits for in-flight requests up to the shutdown timeout.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let started = Arc::new(tokio::sync::Notify::new());
         let started_tx = started.clone();
         let readiness = self.readiness.clone();
@@ -282,7 +296,11 @@ impl Service<Request<Body>> for Mux {
             .get(http::header::CONTENT_TYPE)
             .map(|v| v.as_bytes().starts_with(b"application/grpc"))
             .unwrap_or(false);
-        let router = if is_grpc { self.grpc.clone() } else { self.http.clone() };
+        let router = if is_grpc {
+            self.grpc.clone()
+        } else {
+            self.http.clone()
+        };
         Box::pin(async move { router.oneshot(req).await })
     }
 }

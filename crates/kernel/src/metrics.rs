@@ -46,20 +46,32 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!("http_server_requests_total", "HTTP requests handled, by route and status.");
+    describe_counter!(
+        "http_server_requests_total",
+        "HTTP requests handled, by route and status."
+    );
     describe_histogram!(
         "http_server_request_duration_seconds",
         Unit::Seconds,
         "Time to produce the HTTP response head."
     );
-    describe_counter!("grpc_server_handled_total", "gRPC calls handled, by method and code.");
+    describe_counter!(
+        "grpc_server_handled_total",
+        "gRPC calls handled, by method and code."
+    );
     describe_histogram!(
         "grpc_server_handling_seconds",
         Unit::Seconds,
         "Time to produce the gRPC response head."
     );
-    describe_gauge!("db_pool_connections", "Database pool connections by state (idle, in_use).");
-    describe_gauge!("db_pool_max_connections", "Configured maximum size of the database pool.");
+    describe_gauge!(
+        "db_pool_connections",
+        "Database pool connections by state (idle, in_use)."
+    );
+    describe_gauge!(
+        "db_pool_max_connections",
+        "Configured maximum size of the database pool."
+    );
 }
 
 /// A function run just before each render to refresh gauges (for example pool sizes).
@@ -76,7 +88,10 @@ pub fn render(collectors: &[Collector]) -> String {
 /// The `/metrics` response.
 pub fn response(collectors: &[Collector]) -> Response {
     (
-        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         render(collectors),
     )
         .into_response()

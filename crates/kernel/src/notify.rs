@@ -91,7 +91,11 @@ impl Notifier for OutboxNotifier {
         .await
         .map_err(|e| NotifyError(e.to_string()))?
         .map_err(|e| NotifyError(format!("outbox {}: {e}", self.dir.display())))?;
-        tracing::info!(to_domain = to.rsplit('@').next().unwrap_or(""), subject, "mail written to the development outbox");
+        tracing::info!(
+            to_domain = to.rsplit('@').next().unwrap_or(""),
+            subject,
+            "mail written to the development outbox"
+        );
         Ok(())
     }
 }
@@ -113,7 +117,7 @@ impl MailReader for OutboxNotifier {
                 mails.push(mail);
             }
         }
-        mails.sort_by(|a, b| a.id.cmp(&b.id));
+        mails.sort_by_key(|m| m.id);
         Ok(mails)
     }
 }
@@ -128,7 +132,10 @@ pub struct MemoryNotifier {
 impl Notifier for MemoryNotifier {
     async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), NotifyError> {
         let mail = new_mail("plt@localhost", to, subject, body);
-        self.mails.lock().unwrap_or_else(|p| p.into_inner()).push(mail);
+        self.mails
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(mail);
         Ok(())
     }
 }

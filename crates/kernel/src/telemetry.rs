@@ -20,7 +20,9 @@ pub fn init(log: &LogConfig) -> bool {
                     .with_target(true),
             )
             .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer().compact().with_target(true)).try_init(),
+        LogFormat::Pretty => registry
+            .with(fmt::layer().compact().with_target(true))
+            .try_init(),
     };
     result.is_ok()
 }

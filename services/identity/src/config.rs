@@ -43,28 +43,52 @@ impl Validate for IdentityConfig {
     fn validate(&self, p: &str) -> Result<(), ConfigError> {
         let key = |k: &str| format!("{p}.{k}");
         if self.verification_token_ttl.is_zero() {
-            return Err(ConfigError::new(key("verification_token_ttl"), "must be greater than 0"));
+            return Err(ConfigError::new(
+                key("verification_token_ttl"),
+                "must be greater than 0",
+            ));
         }
         if self.reset_token_ttl.is_zero() {
-            return Err(ConfigError::new(key("reset_token_ttl"), "must be greater than 0"));
+            return Err(ConfigError::new(
+                key("reset_token_ttl"),
+                "must be greater than 0",
+            ));
         }
-        for (k, v) in [("verification_link", &self.verification_link), ("reset_link", &self.reset_link)] {
+        for (k, v) in [
+            ("verification_link", &self.verification_link),
+            ("reset_link", &self.reset_link),
+        ] {
             if !v.contains("{token}") {
-                return Err(ConfigError::new(key(k), "must contain the placeholder {token}"));
+                return Err(ConfigError::new(
+                    key(k),
+                    "must contain the placeholder {token}",
+                ));
             }
         }
         let pw = &self.password;
         if pw.min_length < 8 {
-            return Err(ConfigError::new(key("password.min_length"), "must be at least 8"));
+            return Err(ConfigError::new(
+                key("password.min_length"),
+                "must be at least 8",
+            ));
         }
         if pw.max_length < 128 || pw.max_length > 4096 {
-            return Err(ConfigError::new(key("password.max_length"), "must be between 128 and 4096"));
+            return Err(ConfigError::new(
+                key("password.max_length"),
+                "must be between 128 and 4096",
+            ));
         }
         if pw.min_length > pw.max_length {
-            return Err(ConfigError::new(key("password.min_length"), "must not exceed password.max_length"));
+            return Err(ConfigError::new(
+                key("password.min_length"),
+                "must not exceed password.max_length",
+            ));
         }
         if pw.min_strength > 4 {
-            return Err(ConfigError::new(key("password.min_strength"), "must be between 0 and 4"));
+            return Err(ConfigError::new(
+                key("password.min_strength"),
+                "must be between 0 and 4",
+            ));
         }
         let a = &self.argon2;
         if a.memory_kib < MIN_ARGON2_MEMORY_KIB {
@@ -74,13 +98,22 @@ impl Validate for IdentityConfig {
             ));
         }
         if a.iterations < MIN_ARGON2_ITERATIONS {
-            return Err(ConfigError::new(key("argon2.iterations"), format!("must be at least {MIN_ARGON2_ITERATIONS}")));
+            return Err(ConfigError::new(
+                key("argon2.iterations"),
+                format!("must be at least {MIN_ARGON2_ITERATIONS}"),
+            ));
         }
         if a.parallelism == 0 || a.parallelism > 16 {
-            return Err(ConfigError::new(key("argon2.parallelism"), "must be between 1 and 16"));
+            return Err(ConfigError::new(
+                key("argon2.parallelism"),
+                "must be between 1 and 16",
+            ));
         }
         if self.max_page_size == 0 || self.max_page_size > 1000 {
-            return Err(ConfigError::new(key("max_page_size"), "must be between 1 and 1000"));
+            return Err(ConfigError::new(
+                key("max_page_size"),
+                "must be between 1 and 1000",
+            ));
         }
         Ok(())
     }

@@ -12,7 +12,9 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, SubsecRound, Utc};
 use plt_contracts::{
     Error, RequestContext, Result,
-    identity::{IdentityServiceClient, NewUser, PageRequest, User, UserPage, UserStatus, UserUpdate},
+    identity::{
+        IdentityServiceClient, NewUser, PageRequest, User, UserPage, UserStatus, UserUpdate,
+    },
 };
 use plt_kernel::{Secret, notify::Notifier};
 use std::sync::Arc;
@@ -33,8 +35,10 @@ pub struct IdentityCore {
 
 fn store_err(context: &str, e: StoreError) -> Error {
     match e {
-        StoreError::Duplicate => Error::already_exists("a user with this e-mail address already exists")
-            .with_violation("email", "is already registered"),
+        StoreError::Duplicate => {
+            Error::already_exists("a user with this e-mail address already exists")
+                .with_violation("email", "is already registered")
+        }
         StoreError::Db(e) => Error::internal(context, &e),
     }
 }
@@ -62,7 +66,12 @@ impl IdentityCore {
         notifier: Arc<dyn Notifier>,
         cfg: IdentityConfig,
     ) -> Self {
-        Self { store, passwords, notifier, cfg }
+        Self {
+            store,
+            passwords,
+            notifier,
+            cfg,
+        }
     }
 
     fn new_token(&self, user: &UserRecord, purpose: TokenPurpose) -> Result<(String, NewToken)> {
@@ -72,7 +81,8 @@ impl IdentityCore {
             TokenPurpose::ResetPassword => self.cfg.reset_token_ttl,
         };
         let now = now();
-        let ttl = chrono::Duration::from_std(ttl).map_err(|e| Error::internal("token lifetime", &e))?;
+        let ttl =
+            chrono::Duration::from_std(ttl).map_err(|e| Error::internal("token lifetime", &e))?;
         Ok((
             secret,
             NewToken {
@@ -130,9 +140,9 @@ fn now() -> DateTime<Utc> {
 
 fn humanize(d: std::time::Duration) -> String {
     let s = d.as_secs();
-    if s % 3600 == 0 {
+    if s.is_multiple_of(3600) {
         format!("{} hour(s)", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{} minute(s)", s / 60)
     } else {
         format!("{s} second(s)")
@@ -152,7 +162,10 @@ impl IdentityServiceClient for IdentityCore {
     }
 
     async fn get_user_by_email(&self, _ctx: &RequestContext, email: &str) -> Result<User> {
-        let user = self.find_by_email(email).await?.ok_or_else(|| Error::not_found("user"))?;
+        let user = self
+            .find_by_email(email)
+            .await?
+            .ok_or_else(|| Error::not_found("user"))?;
         Ok(to_user(&user))
     }
 
@@ -167,7 +180,10 @@ impl IdentityServiceClient for IdentityCore {
                 let bytes = URL_SAFE_NO_PAD
                     .decode(t)
                     .map_err(|_| Error::invalid("page_token", "is malformed"))?;
-                Some(Uuid::from_slice(&bytes).map_err(|_| Error::invalid("page_token", "is malformed"))?)
+                Some(
+                    Uuid::from_slice(&bytes)
+                        .map_err(|_| Error::invalid("page_token", "is malformed"))?,
+                )
             }
         };
         // One extra row tells whether another page follows.
@@ -196,7 +212,11 @@ impl IdentityServiceClient for IdentityCore {
         } else {
             validate::display_name("display_name", &new.display_name)?
         };
-        let local = email_normalized.split('@').next().unwrap_or_default().to_owned();
+        let local = email_normalized
+            .split('@')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         self.passwords
             .check_policy(&new.password, &[&email_normalized, &local, &display_name])
             .await?;
@@ -230,11 +250,17 @@ impl IdentityServiceClient for IdentityCore {
             .await
             .map_err(|e| store_err("creating user", e))?;
         tracing::info!(user_id = %record.id, "user created");
-        self.mail_token(&record.email, TokenPurpose::VerifyEmail, &secret).await;
+        self.mail_token(&record.email, TokenPurpose::VerifyEmail, &secret)
+            .await;
         Ok(to_user(&record))
     }
 
-    async fn update_user(&self, _ctx: &RequestContext, id: Uuid, update: UserUpdate) -> Result<User> {
+    async fn update_user(
+        &self,
+        _ctx: &RequestContext,
+        id: Uuid,
+        update: UserUpdate,
+    ) -> Result<User> {
         let mut record = self
             .store
             .get_user(id)
@@ -286,7 +312,8 @@ impl IdentityServiceClient for IdentityCore {
             return Err(Error::not_found("user"));
         }
         if let Some((secret, _)) = token {
-            self.mail_token(&record.email, TokenPurpose::VerifyEmail, &secret).await;
+            self.mail_token(&record.email, TokenPurpose::VerifyEmail, &secret)
+                .await;
         }
         Ok(to_user(&record))
     }
@@ -308,7 +335,12 @@ impl IdentityServiceClient for IdentityCore {
         let hash = tokens::parse("token", token)?;
         match self
             .store
-            .apply_token(&hash, TokenPurpose::VerifyEmail, now(), TokenAction::VerifyEmail)
+            .apply_token(
+                &hash,
+                TokenPurpose::VerifyEmail,
+                now(),
+                TokenAction::VerifyEmail,
+            )
             .await
             .map_err(|e| store_err("verifying e-mail", e))?
         {
@@ -333,17 +365,28 @@ impl IdentityServiceClient for IdentityCore {
             .insert_token(&token)
             .await
             .map_err(|e| store_err("storing reset token", e))?;
-        self.mail_token(&user.email, TokenPurpose::ResetPassword, &secret).await;
+        self.mail_token(&user.email, TokenPurpose::ResetPassword, &secret)
+            .await;
         Ok(())
     }
 
-    async fn reset_password(&self, _ctx: &RequestContext, token: &str, new_password: Secret<String>) -> Result<()> {
+    async fn reset_password(
+        &self,
+        _ctx: &RequestContext,
+        token: &str,
+        new_password: Secret<String>,
+    ) -> Result<()> {
         let hash = tokens::parse("token", token)?;
         self.passwords.check_policy(&new_password, &[]).await?;
         let password_hash = self.passwords.hash(&new_password).await?;
         match self
             .store
-            .apply_token(&hash, TokenPurpose::ResetPassword, now(), TokenAction::SetPassword(password_hash))
+            .apply_token(
+                &hash,
+                TokenPurpose::ResetPassword,
+                now(),
+                TokenAction::SetPassword(password_hash),
+            )
             .await
             .map_err(|e| store_err("resetting password", e))?
         {
@@ -352,7 +395,12 @@ impl IdentityServiceClient for IdentityCore {
         }
     }
 
-    async fn verify_credentials(&self, _ctx: &RequestContext, email: &str, password: Secret<String>) -> Result<User> {
+    async fn verify_credentials(
+        &self,
+        _ctx: &RequestContext,
+        email: &str,
+        password: Secret<String>,
+    ) -> Result<User> {
         let fail = || Error::unauthenticated(INVALID_CREDENTIALS);
         let Ok((_, normalized)) = validate::email("email", email) else {
             self.passwords.verify_dummy(&password).await?;
@@ -370,7 +418,10 @@ impl IdentityServiceClient for IdentityCore {
             self.passwords.verify_dummy(&password).await?;
             return Err(fail());
         };
-        let ok = self.passwords.verify(&password, &user.password_hash).await?;
+        let ok = self
+            .passwords
+            .verify(&password, &user.password_hash)
+            .await?;
         if !ok || user.status != UserStatus::Active {
             return Err(fail());
         }

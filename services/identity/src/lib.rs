@@ -111,7 +111,10 @@ impl App {
     }
 
     /// Serves until `shutdown`, drains, and closes the pool.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         self.host.run(shutdown).await?;
         self.db.close().await;
         Ok(())

@@ -65,17 +65,29 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
     match command {
-        Command::Config { command: ConfigCommand::Print } => {
+        Command::Config {
+            command: ConfigCommand::Print,
+        } => {
             print!("{}", cfg.to_yaml());
             Ok(())
         }
-        Command::Mail { command: MailCommand::List } => {
+        Command::Mail {
+            command: MailCommand::List,
+        } => {
             let mails = notifier(&cfg).list()?;
             if mails.is_empty() {
                 println!("(no mail in {})", cfg.kernel.notifier.outbox_dir.display());
             }
             for m in mails {
-                println!("--- {} {}\nFrom: {}\nTo: {}\nSubject: {}\n\n{}", m.created_at.to_rfc3339(), m.id, m.from, m.to, m.subject, m.body);
+                println!(
+                    "--- {} {}\nFrom: {}\nTo: {}\nSubject: {}\n\n{}",
+                    m.created_at.to_rfc3339(),
+                    m.id,
+                    m.from,
+                    m.to,
+                    m.subject,
+                    m.body
+                );
             }
             Ok(())
         }

@@ -26,8 +26,11 @@ pub struct Passwords {
 
 impl Passwords {
     pub fn new(policy: PasswordPolicy, a: &Argon2Config) -> Result<Self, String> {
-        let params = Params::new(a.memory_kib, a.iterations, a.parallelism, None).map_err(|e| e.to_string())?;
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let params = Params::new(a.memory_kib, a.iterations, a.parallelism, None)
+            .map_err(|e| e.to_string())?;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         Ok(Self {
             argon: Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params)),
             permits: Arc::new(Semaphore::new(cores)),
@@ -38,7 +41,11 @@ impl Passwords {
 
     /// Refuses passwords that are too short, too long, or too easy to guess (common
     /// passwords, or ones built from the user's e-mail or name).
-    pub async fn check_policy(&self, password: &Secret<String>, user_inputs: &[&str]) -> Result<()> {
+    pub async fn check_policy(
+        &self,
+        password: &Secret<String>,
+        user_inputs: &[&str],
+    ) -> Result<()> {
         let pw = password.expose();
         let len = pw.chars().count();
         if len < self.policy.min_length {
@@ -98,13 +105,18 @@ impl Passwords {
     pub async fn verify_dummy(&self, password: &Secret<String>) -> Result<()> {
         let dummy = self
             .dummy_hash
-            .get_or_try_init(|| async { self.hash(&Secret::new("plt-dummy-password".into())).await })
+            .get_or_try_init(|| async {
+                self.hash(&Secret::new("plt-dummy-password".into())).await
+            })
             .await?
             .clone();
         self.verify(password, &dummy).await.map(drop)
     }
 
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
         let _permit = self
             .permits
             .acquire()
@@ -133,8 +145,16 @@ mod tests {
 
     fn passwords() -> Passwords {
         Passwords::new(
-            PasswordPolicy { min_length: 8, max_length: 128, min_strength: 2 },
-            &Argon2Config { memory_kib: 19456, iterations: 2, parallelism: 1 },
+            PasswordPolicy {
+                min_length: 8,
+                max_length: 128,
+                min_strength: 2,
+            },
+            &Argon2Config {
+                memory_kib: 19456,
+                iterations: 2,
+                parallelism: 1,
+            },
         )
         .unwrap()
     }
@@ -146,7 +166,11 @@ mod tests {
         let phc = p.hash(&pw).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
         assert!(p.verify(&pw, &phc).await.unwrap());
-        assert!(!p.verify(&Secret::new("wrong horse battery staple".into()), &phc).await.unwrap());
+        assert!(
+            !p.verify(&Secret::new("wrong horse battery staple".into()), &phc)
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
@@ -163,13 +187,29 @@ mod tests {
     #[tokio::test]
     async fn policy_refuses_short_long_and_common() {
         let p = passwords();
-        for bad in ["short", "password", "password123", "qwertyuiop", "alice@example.com"] {
-            let r = p.check_policy(&Secret::new(bad.into()), &["alice@example.com", "alice"]).await;
+        for bad in [
+            "short",
+            "password",
+            "password123",
+            "qwertyuiop",
+            "alice@example.com",
+        ] {
+            let r = p
+                .check_policy(&Secret::new(bad.into()), &["alice@example.com", "alice"])
+                .await;
             assert!(r.is_err(), "{bad} accepted");
         }
         let r = p.check_policy(&Secret::new("a".repeat(129)), &[]).await;
         assert!(r.unwrap_err().violations[0].reason.contains("at most 128"));
-        assert!(p.check_policy(&Secret::new("correct horse battery staple".into()), &[]).await.is_ok());
-        assert!(p.check_policy(&Secret::new("Tr0ub4dour&3-xylophone".repeat(5)), &[]).await.is_ok());
+        assert!(
+            p.check_policy(&Secret::new("correct horse battery staple".into()), &[])
+                .await
+                .is_ok()
+        );
+        assert!(
+            p.check_policy(&Secret::new("Tr0ub4dour&3-xylophone".repeat(5)), &[])
+                .await
+                .is_ok()
+        );
     }
 }

@@ -92,14 +92,29 @@ pub enum TokenOutcome {
 #[async_trait]
 pub trait UserStore: Send + Sync {
     /// Inserts the user and, in the same transaction, its first token.
-    async fn insert_user(&self, user: &UserRecord, token: Option<&NewToken>) -> Result<(), StoreError>;
+    async fn insert_user(
+        &self,
+        user: &UserRecord,
+        token: Option<&NewToken>,
+    ) -> Result<(), StoreError>;
     async fn get_user(&self, id: Uuid) -> Result<Option<UserRecord>, StoreError>;
-    async fn get_user_by_email(&self, email_normalized: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn get_user_by_email(
+        &self,
+        email_normalized: &str,
+    ) -> Result<Option<UserRecord>, StoreError>;
     /// Users with an id greater than `after`, by id (UUIDv7: creation order).
-    async fn list_users(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<UserRecord>, StoreError>;
+    async fn list_users(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<UserRecord>, StoreError>;
     /// Writes the mutable fields; with `token`, also stores it, in the same transaction.
     /// `false` when the user does not exist.
-    async fn update_user(&self, user: &UserRecord, token: Option<&NewToken>) -> Result<bool, StoreError>;
+    async fn update_user(
+        &self,
+        user: &UserRecord,
+        token: Option<&NewToken>,
+    ) -> Result<bool, StoreError>;
     async fn delete_user(&self, id: Uuid) -> Result<bool, StoreError>;
     async fn insert_token(&self, token: &NewToken) -> Result<(), StoreError>;
     /// Spends the token with this hash if it has `purpose`, is unused and unexpired at `now`,
@@ -130,8 +145,11 @@ impl TryFrom<UserRow> for UserRecord {
     type Error = StoreError;
 
     fn try_from(r: UserRow) -> Result<Self, StoreError> {
-        let status = UserStatus::parse(&r.status)
-            .ok_or_else(|| StoreError::Db(sqlx::Error::Decode(format!("unknown status {:?}", r.status).into())))?;
+        let status = UserStatus::parse(&r.status).ok_or_else(|| {
+            StoreError::Db(sqlx::Error::Decode(
+                format!("unknown status {:?}", r.status).into(),
+            ))
+        })?;
         Ok(UserRecord {
             id: r.id,
             email: r.email,
@@ -155,8 +173,7 @@ struct TokenRow {
     used_at: Option<DateTime<Utc>>,
 }
 
-const USER_COLUMNS: &str =
-    "id, email, email_normalized, display_name, status, email_verified, password_hash, created_at, updated_at";
+const USER_COLUMNS: &str = "id, email, email_normalized, display_name, status, email_verified, password_hash, created_at, updated_at";
 
 macro_rules! sql_store {
     ($name:ident, $pool:ty, $doc:literal) => {
@@ -351,7 +368,9 @@ macro_rules! sql_store {
     };
 }
 
-fn insert_token_sql<'q, DB>(t: &'q NewToken) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+fn insert_token_sql<'q, DB>(
+    t: &'q NewToken,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
 where
     DB: sqlx::Database,
     Vec<u8>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
@@ -372,8 +391,16 @@ where
     .bind(t.expires_at)
 }
 
-sql_store!(PgUserStore, sqlx::PgPool, "The identity store on PostgreSQL (schema `identity`).");
-sql_store!(SqliteUserStore, sqlx::SqlitePool, "The identity store on SQLite (`identity.db`).");
+sql_store!(
+    PgUserStore,
+    sqlx::PgPool,
+    "The identity store on PostgreSQL (schema `identity`)."
+);
+sql_store!(
+    SqliteUserStore,
+    sqlx::SqlitePool,
+    "The identity store on SQLite (`identity.db`)."
+);
 
 /// The store for a connected database.
 pub fn for_db(db: &plt_db::Db) -> std::sync::Arc<dyn UserStore> {

@@ -13,10 +13,16 @@ pub fn email(field: &str, raw: &str) -> Result<(String, String)> {
         return Err(Error::invalid(field, "is required"));
     }
     if email.len() > MAX_EMAIL_LEN {
-        return Err(Error::invalid(field, format!("must be at most {MAX_EMAIL_LEN} characters")));
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_EMAIL_LEN} characters"),
+        ));
     }
     let Some((local, domain)) = email.rsplit_once('@') else {
-        return Err(Error::invalid(field, "must be an e-mail address like name@example.com"));
+        return Err(Error::invalid(
+            field,
+            "must be an e-mail address like name@example.com",
+        ));
     };
     let local_ok = !local.is_empty()
         && local.len() <= 64
@@ -40,7 +46,10 @@ pub fn email(field: &str, raw: &str) -> Result<(String, String)> {
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
     if !domain_ok {
-        return Err(Error::invalid(field, "has an invalid domain (internationalised domains must be in punycode)"));
+        return Err(Error::invalid(
+            field,
+            "has an invalid domain (internationalised domains must be in punycode)",
+        ));
     }
     Ok((email.to_owned(), email.to_ascii_lowercase()))
 }
@@ -51,7 +60,10 @@ pub fn display_name(field: &str, raw: &str) -> Result<String> {
         return Err(Error::invalid(field, "must not be empty"));
     }
     if name.chars().count() > MAX_DISPLAY_NAME_CHARS {
-        return Err(Error::invalid(field, format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters")));
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters"),
+        ));
     }
     if name.chars().any(char::is_control) {
         return Err(Error::invalid(field, "must not contain control characters"));
@@ -73,11 +85,24 @@ mod tests {
     fn emails() {
         assert_eq!(
             email("email", "  Alice.B+tag@Example.COM ").unwrap(),
-            ("Alice.B+tag@Example.COM".to_owned(), "alice.b+tag@example.com".to_owned())
+            (
+                "Alice.B+tag@Example.COM".to_owned(),
+                "alice.b+tag@example.com".to_owned()
+            )
         );
         for bad in [
-            "", "plain", "@example.com", "a@", "a@b", "a b@example.com", "a@exa mple.com", ".a@example.com",
-            "a..b@example.com", "a@-x.com", "a@x..com", "a\n@example.com",
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a b@example.com",
+            "a@exa mple.com",
+            ".a@example.com",
+            "a..b@example.com",
+            "a@-x.com",
+            "a@x..com",
+            "a\n@example.com",
         ] {
             assert!(email("email", bad).is_err(), "{bad:?} accepted");
         }

@@ -18,7 +18,12 @@ async fn problem(resp: reqwest::Response, status: StatusCode) -> Value {
     assert!(resp.headers().contains_key("x-request-id"));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["status"], status.as_u16());
-    assert!(body["type"].as_str().unwrap().starts_with("urn:plt:problem:"));
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:plt:problem:")
+    );
     assert!(body["title"].is_string() && body["detail"].is_string() && body["code"].is_string());
     body
 }
@@ -34,10 +39,21 @@ async fn bad_input_gets_clear_errors_and_nothing_is_written() {
     let users = format!("{}/v1/users", svc.url());
 
     // Malformed JSON.
-    let r = c.post(&users).header("content-type", "application/json").body("{\"email\": ").send().await.unwrap();
+    let r = c
+        .post(&users)
+        .header("content-type", "application/json")
+        .body("{\"email\": ")
+        .send()
+        .await
+        .unwrap();
     let b = problem(r, StatusCode::BAD_REQUEST).await;
     assert_eq!(b["code"], "invalid_argument");
-    assert!(b["errors"][0]["reason"].as_str().unwrap().contains("malformed JSON"));
+    assert!(
+        b["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("malformed JSON")
+    );
 
     // Unknown field.
     let r = c
@@ -47,24 +63,55 @@ async fn bad_input_gets_clear_errors_and_nothing_is_written() {
         .await
         .unwrap();
     let b = problem(r, StatusCode::BAD_REQUEST).await;
-    assert!(b["errors"][0]["reason"].as_str().unwrap().contains("unknown field `admin`"), "{b}");
+    assert!(
+        b["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `admin`"),
+        "{b}"
+    );
 
     // Missing field, wrong type.
-    let r = c.post(&users).json(&json!({"email": "u1@example.com"})).send().await.unwrap();
+    let r = c
+        .post(&users)
+        .json(&json!({"email": "u1@example.com"}))
+        .send()
+        .await
+        .unwrap();
     let b = problem(r, StatusCode::BAD_REQUEST).await;
-    assert!(b["errors"][0]["reason"].as_str().unwrap().contains("password"), "{b}");
-    let r = c.post(&users).json(&json!({"email": 42, "password": PW})).send().await.unwrap();
+    assert!(
+        b["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("password"),
+        "{b}"
+    );
+    let r = c
+        .post(&users)
+        .json(&json!({"email": 42, "password": PW}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(field(&problem(r, StatusCode::BAD_REQUEST).await), "email");
 
     // Wrong content type.
     let r = c.post(&users).body("email=a@b.c").send().await.unwrap();
-    assert_eq!(field(&problem(r, StatusCode::BAD_REQUEST).await), "content-type");
+    assert_eq!(
+        field(&problem(r, StatusCode::BAD_REQUEST).await),
+        "content-type"
+    );
 
     // Invalid e-mail, oversize display name, weak password.
     for (body, f) in [
         (json!({"email": "nope", "password": PW}), "email"),
-        (json!({"email": "u2@example.com", "password": PW, "display_name": "x".repeat(500)}), "display_name"),
-        (json!({"email": "u2@example.com", "password": "12345678"}), "password"),
+        (
+            json!({"email": "u2@example.com", "password": PW, "display_name": "x".repeat(500)}),
+            "display_name",
+        ),
+        (
+            json!({"email": "u2@example.com", "password": "12345678"}),
+            "password",
+        ),
     ] {
         let r = c.post(&users).json(&body).send().await.unwrap();
         assert_eq!(field(&problem(r, StatusCode::BAD_REQUEST).await), f);
@@ -73,7 +120,10 @@ async fn bad_input_gets_clear_errors_and_nothing_is_written() {
     // Body over the configured limit (1 MiB): 413.
     let huge = json!({"email": "u3@example.com", "password": PW, "display_name": "y".repeat(2 * 1024 * 1024)});
     let r = c.post(&users).json(&huge).send().await.unwrap();
-    assert_eq!(problem(r, StatusCode::PAYLOAD_TOO_LARGE).await["code"], "payload_too_large");
+    assert_eq!(
+        problem(r, StatusCode::PAYLOAD_TOO_LARGE).await["code"],
+        "payload_too_large"
+    );
 
     // None of the refused requests created anything.
     let r = c.get(&users).send().await.unwrap();
@@ -82,17 +132,36 @@ async fn bad_input_gets_clear_errors_and_nothing_is_written() {
     assert_eq!(list["users"].as_array().unwrap().len(), 0, "{list}");
 
     // Duplicate: 409; unknown id: 404; malformed id: 400.
-    let r = c.post(&users).json(&json!({"email": "dup@example.com", "password": PW})).send().await.unwrap();
+    let r = c
+        .post(&users)
+        .json(&json!({"email": "dup@example.com", "password": PW}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = c.post(&users).json(&json!({"email": "DUP@example.com", "password": PW})).send().await.unwrap();
+    let r = c
+        .post(&users)
+        .json(&json!({"email": "DUP@example.com", "password": PW}))
+        .send()
+        .await
+        .unwrap();
     let b = problem(r, StatusCode::CONFLICT).await;
     assert_eq!(b["code"], "already_exists");
     assert_eq!(field(&b), "email");
-    let r = c.get(format!("{users}/01a20efb-92ba-76bf-843e-22e4b3e45c7c")).send().await.unwrap();
+    let r = c
+        .get(format!("{users}/01a20efb-92ba-76bf-843e-22e4b3e45c7c"))
+        .send()
+        .await
+        .unwrap();
     problem(r, StatusCode::NOT_FOUND).await;
     let r = c.get(format!("{users}/not-a-uuid")).send().await.unwrap();
     assert_eq!(field(&problem(r, StatusCode::BAD_REQUEST).await), "id");
-    let r = c.patch(format!("{users}/not-a-uuid")).json(&json!({})).send().await.unwrap();
+    let r = c
+        .patch(format!("{users}/not-a-uuid"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     problem(r, StatusCode::BAD_REQUEST).await;
 
     // Wrong password: 401 with a generic message.
@@ -106,7 +175,11 @@ async fn bad_input_gets_clear_errors_and_nothing_is_written() {
     assert_eq!(b["detail"], "invalid e-mail or password");
 
     // Unknown route: 404 problem+json.
-    let r = c.get(format!("{}/v1/nothing-here", svc.url())).send().await.unwrap();
+    let r = c
+        .get(format!("{}/v1/nothing-here", svc.url()))
+        .send()
+        .await
+        .unwrap();
     problem(r, StatusCode::NOT_FOUND).await;
     svc.stop().await;
 }
@@ -152,12 +225,17 @@ async fn responses_never_carry_password_material() {
         }
     }
     // The stored hash is Argon2id with at least the OWASP parameters.
-    let plt_db::Db::Sqlite(pool) = &svc.db else { unreachable!() };
+    let plt_db::Db::Sqlite(pool) = &svc.db else {
+        unreachable!()
+    };
     let hash: String = sqlx::query_scalar("SELECT password_hash FROM users")
         .fetch_one(pool)
         .await
         .unwrap();
-    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
     svc.stop().await;
 }
 
@@ -197,7 +275,11 @@ async fn readiness_names_the_database_when_it_goes_away() {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["failing"], json!(["database"]), "{body}");
-    let r = c.get(format!("{}/healthz", svc.url())).send().await.unwrap();
+    let r = c
+        .get(format!("{}/healthz", svc.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
 
@@ -207,7 +289,9 @@ async fn postgres_tables_live_in_the_service_schema() {
         common::skipped("postgres_tables_live_in_the_service_schema");
         return;
     };
-    let plt_db::Db::Postgres(pool) = &svc.db else { unreachable!() };
+    let plt_db::Db::Postgres(pool) = &svc.db else {
+        unreachable!()
+    };
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1",
     )

@@ -13,21 +13,35 @@ fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_identity-service"));
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PLT_CONFIG_DIR", PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config"));
+        .env(
+            "PLT_CONFIG_DIR",
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config"),
+        );
     c
 }
 
 #[test]
 fn bad_config_exits_non_zero_naming_the_key() {
-    let out = bin().env("PLT_IDENTITY__LISTEN", "not-an-address").arg("config").arg("print").output().unwrap();
+    let out = bin()
+        .env("PLT_IDENTITY__LISTEN", "not-an-address")
+        .arg("config")
+        .arg("print")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("identity.listen"), "{err}");
 
-    let out = bin().env("PLT_IDENTITY__ARGON2__MEMORY_KIB", "1024").output().unwrap();
+    let out = bin()
+        .env("PLT_IDENTITY__ARGON2__MEMORY_KIB", "1024")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("identity.argon2.memory_kib") && err.contains("at least 19456"), "{err}");
+    assert!(
+        err.contains("identity.argon2.memory_kib") && err.contains("at least 19456"),
+        "{err}"
+    );
 
     let out = bin().env("PLT_IDENTITY__COLOUR", "blue").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -46,16 +60,27 @@ fn config_print_redacts_secrets() {
         .args(["config", "print"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("s3cr3t"), "{text}");
-    assert!(text.contains("url: '[redacted]'") || text.contains("url: \"[redacted]\""), "{text}");
+    assert!(
+        text.contains("url: '[redacted]'") || text.contains("url: \"[redacted]\""),
+        "{text}"
+    );
     assert!(text.contains("format: json"));
     assert!(text.contains("listen: 127.0.0.1:8082"));
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -81,17 +106,25 @@ fn sigterm_drains_and_exits_zero() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut lines = Vec::new();
     loop {
-        let line = rx.recv_timeout(Duration::from_secs(20)).expect("service logs");
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("service logs");
         let listening = line.contains("listening");
         lines.push(line);
         if listening {
             break;
         }
-        assert!(Instant::now() < deadline, "service did not start: {lines:?}");
+        assert!(
+            Instant::now() < deadline,
+            "service did not start: {lines:?}"
+        );
     }
     // JSON logs: one object per line.
     for l in &lines {
-        assert!(serde_json::from_str::<serde_json::Value>(l).is_ok(), "not JSON: {l}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(l).is_ok(),
+            "not JSON: {l}"
+        );
     }
     // Several requests in flight (each spends an Argon2id hash) when SIGTERM arrives.
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -122,7 +155,10 @@ fn sigterm_drains_and_exits_zero() {
     // Requests in flight when the signal came completed; any that had not been sent yet were
     // refused (connection refused, or an idle connection closed before the request was sent).
     let completed = results.iter().filter(|r| matches!(r, Ok(201))).count();
-    assert!(completed >= 1, "no in-flight request completed: {results:?}");
+    assert!(
+        completed >= 1,
+        "no in-flight request completed: {results:?}"
+    );
     for r in &results {
         match r {
             Ok(code) => assert_eq!(*code, 201),
@@ -133,7 +169,8 @@ fn sigterm_drains_and_exits_zero() {
     assert!(rest.iter().any(|l| l.contains("SIGTERM")), "{rest:?}");
     // A request logged inside its span carries the request id.
     assert!(
-        rest.iter().any(|l| l.contains("\"request_id\"") && l.contains("user created")),
+        rest.iter()
+            .any(|l| l.contains("\"request_id\"") && l.contains("user created")),
         "{rest:?}"
     );
 }

@@ -77,10 +77,19 @@ async fn round_trip_and_uniqueness(s: &dyn UserStore) {
     let u = user("rt");
     s.insert_user(&u, None).await.unwrap();
     assert_eq!(s.get_user(u.id).await.unwrap().unwrap(), u);
-    assert_eq!(s.get_user_by_email(&u.email_normalized).await.unwrap().unwrap(), u);
+    assert_eq!(
+        s.get_user_by_email(&u.email_normalized)
+            .await
+            .unwrap()
+            .unwrap(),
+        u
+    );
     let mut twin = user("rt2");
     twin.email_normalized = u.email_normalized.clone();
-    assert!(matches!(s.insert_user(&twin, None).await, Err(StoreError::Duplicate)));
+    assert!(matches!(
+        s.insert_user(&twin, None).await,
+        Err(StoreError::Duplicate)
+    ));
     assert!(s.get_user(twin.id).await.unwrap().is_none());
     assert!(s.delete_user(u.id).await.unwrap());
     assert!(!s.delete_user(u.id).await.unwrap());
@@ -96,7 +105,10 @@ async fn insert_is_all_or_nothing(s: &dyn UserStore) {
     let mut clash = token(&b, TokenPurpose::VerifyEmail, Duration::hours(1));
     clash.hash = t.hash.clone();
     assert!(s.insert_user(&b, Some(&clash)).await.is_err());
-    assert!(s.get_user(b.id).await.unwrap().is_none(), "user written without its token");
+    assert!(
+        s.get_user(b.id).await.unwrap().is_none(),
+        "user written without its token"
+    );
 }
 
 async fn token_is_spent_exactly_once_under_concurrency(s: Arc<dyn UserStore>) {
@@ -108,8 +120,13 @@ async fn token_is_spent_exactly_once_under_concurrency(s: Arc<dyn UserStore>) {
         let s = s.clone();
         let hash = t.hash.clone();
         tasks.push(tokio::spawn(async move {
-            s.apply_token(&hash, TokenPurpose::ResetPassword, Utc::now(), TokenAction::SetPassword(format!("hash-{i}")))
-                .await
+            s.apply_token(
+                &hash,
+                TokenPurpose::ResetPassword,
+                Utc::now(),
+                TokenAction::SetPassword(format!("hash-{i}")),
+            )
+            .await
         }));
     }
     let mut applied = 0;
@@ -132,27 +149,50 @@ async fn expired_and_wrong_purpose_tokens_are_rejected_and_not_spent(s: &dyn Use
     let expired = token(&u, TokenPurpose::VerifyEmail, Duration::seconds(-1));
     s.insert_user(&u, Some(&expired)).await.unwrap();
     let out = s
-        .apply_token(&expired.hash, TokenPurpose::VerifyEmail, Utc::now(), TokenAction::VerifyEmail)
+        .apply_token(
+            &expired.hash,
+            TokenPurpose::VerifyEmail,
+            Utc::now(),
+            TokenAction::VerifyEmail,
+        )
         .await
         .unwrap();
     assert_eq!(out, TokenOutcome::Rejected);
     let verify = token(&u, TokenPurpose::VerifyEmail, Duration::hours(1));
     s.insert_token(&verify).await.unwrap();
     let wrong = s
-        .apply_token(&verify.hash, TokenPurpose::ResetPassword, Utc::now(), TokenAction::SetPassword("x".into()))
+        .apply_token(
+            &verify.hash,
+            TokenPurpose::ResetPassword,
+            Utc::now(),
+            TokenAction::SetPassword("x".into()),
+        )
         .await
         .unwrap();
     assert_eq!(wrong, TokenOutcome::Rejected);
-    assert_eq!(s.get_user(u.id).await.unwrap().unwrap().password_hash, u.password_hash);
+    assert_eq!(
+        s.get_user(u.id).await.unwrap().unwrap().password_hash,
+        u.password_hash
+    );
     // The wrong-purpose attempt did not spend it.
     let right = s
-        .apply_token(&verify.hash, TokenPurpose::VerifyEmail, Utc::now(), TokenAction::VerifyEmail)
+        .apply_token(
+            &verify.hash,
+            TokenPurpose::VerifyEmail,
+            Utc::now(),
+            TokenAction::VerifyEmail,
+        )
         .await
         .unwrap();
     assert_eq!(right, TokenOutcome::Applied);
     assert!(s.get_user(u.id).await.unwrap().unwrap().email_verified);
     let unknown = s
-        .apply_token(b"no-such-token", TokenPurpose::VerifyEmail, Utc::now(), TokenAction::VerifyEmail)
+        .apply_token(
+            b"no-such-token",
+            TokenPurpose::VerifyEmail,
+            Utc::now(),
+            TokenAction::VerifyEmail,
+        )
         .await
         .unwrap();
     assert_eq!(unknown, TokenOutcome::Rejected);
@@ -167,19 +207,32 @@ async fn reset_spends_every_reset_token_of_the_user(s: &dyn UserStore) {
     s.insert_token(&second).await.unwrap();
     let now = Utc::now();
     assert_eq!(
-        s.apply_token(&second.hash, TokenPurpose::ResetPassword, now, TokenAction::SetPassword("new".into()))
-            .await
-            .unwrap(),
+        s.apply_token(
+            &second.hash,
+            TokenPurpose::ResetPassword,
+            now,
+            TokenAction::SetPassword("new".into())
+        )
+        .await
+        .unwrap(),
         TokenOutcome::Applied
     );
     assert_eq!(
-        s.apply_token(&first.hash, TokenPurpose::ResetPassword, now, TokenAction::SetPassword("old".into()))
-            .await
-            .unwrap(),
+        s.apply_token(
+            &first.hash,
+            TokenPurpose::ResetPassword,
+            now,
+            TokenAction::SetPassword("old".into())
+        )
+        .await
+        .unwrap(),
         TokenOutcome::Rejected,
         "an older reset link still worked after a reset"
     );
-    assert_eq!(s.get_user(u.id).await.unwrap().unwrap().password_hash, "new");
+    assert_eq!(
+        s.get_user(u.id).await.unwrap().unwrap().password_hash,
+        "new"
+    );
 }
 
 async fn verification_is_bound_to_the_address(s: &dyn UserStore) {
@@ -192,10 +245,19 @@ async fn verification_is_bound_to_the_address(s: &dyn UserStore) {
     u.updated_at = Utc::now().trunc_subsecs(6);
     assert!(s.update_user(&u, None).await.unwrap());
     let out = s
-        .apply_token(&t.hash, TokenPurpose::VerifyEmail, Utc::now(), TokenAction::VerifyEmail)
+        .apply_token(
+            &t.hash,
+            TokenPurpose::VerifyEmail,
+            Utc::now(),
+            TokenAction::VerifyEmail,
+        )
         .await
         .unwrap();
-    assert_eq!(out, TokenOutcome::Rejected, "old address's token verified the new address");
+    assert_eq!(
+        out,
+        TokenOutcome::Rejected,
+        "old address's token verified the new address"
+    );
     assert!(!s.get_user(u.id).await.unwrap().unwrap().email_verified);
     let mut ghost = user("ghost");
     ghost.display_name = "nobody".into();

@@ -22,7 +22,10 @@ fn status_from_pb(field: &str, v: i32) -> Result<UserStatus> {
     match pb::UserStatus::try_from(v) {
         Ok(pb::UserStatus::Active) => Ok(UserStatus::Active),
         Ok(pb::UserStatus::Disabled) => Ok(UserStatus::Disabled),
-        _ => Err(Error::invalid(field, "must be USER_STATUS_ACTIVE or USER_STATUS_DISABLED")),
+        _ => Err(Error::invalid(
+            field,
+            "must be USER_STATUS_ACTIVE or USER_STATUS_DISABLED",
+        )),
     }
 }
 
@@ -76,12 +79,23 @@ impl pb::identity_service_server::IdentityService for IdentityGrpcServer {
         ok(user_to_pb(&self.inner.get_user(&ctx, id).await?))
     }
 
-    async fn get_user_by_email(&self, req: Request<pb::GetUserByEmailRequest>) -> GrpcResult<pb::User> {
+    async fn get_user_by_email(
+        &self,
+        req: Request<pb::GetUserByEmailRequest>,
+    ) -> GrpcResult<pb::User> {
         let ctx = RequestContext::from_grpc(&req);
-        ok(user_to_pb(&self.inner.get_user_by_email(&ctx, &req.get_ref().email).await?))
+        ok(user_to_pb(
+            &self
+                .inner
+                .get_user_by_email(&ctx, &req.get_ref().email)
+                .await?,
+        ))
     }
 
-    async fn list_users(&self, req: Request<pb::ListUsersRequest>) -> GrpcResult<pb::ListUsersResponse> {
+    async fn list_users(
+        &self,
+        req: Request<pb::ListUsersRequest>,
+    ) -> GrpcResult<pb::ListUsersResponse> {
         let ctx = RequestContext::from_grpc(&req);
         let r = req.into_inner();
         let page = PageRequest {
@@ -118,14 +132,20 @@ impl pb::identity_service_server::IdentityService for IdentityGrpcServer {
         ok(user_to_pb(&self.inner.update_user(&ctx, id, update).await?))
     }
 
-    async fn delete_user(&self, req: Request<pb::DeleteUserRequest>) -> GrpcResult<pb::DeleteUserResponse> {
+    async fn delete_user(
+        &self,
+        req: Request<pb::DeleteUserRequest>,
+    ) -> GrpcResult<pb::DeleteUserResponse> {
         let ctx = RequestContext::from_grpc(&req);
         let id = wire::uuid("id", &req.get_ref().id)?;
         self.inner.delete_user(&ctx, id).await?;
         ok(pb::DeleteUserResponse {})
     }
 
-    async fn verify_email(&self, req: Request<pb::VerifyEmailRequest>) -> GrpcResult<pb::VerifyEmailResponse> {
+    async fn verify_email(
+        &self,
+        req: Request<pb::VerifyEmailRequest>,
+    ) -> GrpcResult<pb::VerifyEmailResponse> {
         let ctx = RequestContext::from_grpc(&req);
         self.inner.verify_email(&ctx, &req.get_ref().token).await?;
         ok(pb::VerifyEmailResponse {})
@@ -136,11 +156,16 @@ impl pb::identity_service_server::IdentityService for IdentityGrpcServer {
         req: Request<pb::RequestPasswordResetRequest>,
     ) -> GrpcResult<pb::RequestPasswordResetResponse> {
         let ctx = RequestContext::from_grpc(&req);
-        self.inner.request_password_reset(&ctx, &req.get_ref().email).await?;
+        self.inner
+            .request_password_reset(&ctx, &req.get_ref().email)
+            .await?;
         ok(pb::RequestPasswordResetResponse {})
     }
 
-    async fn reset_password(&self, req: Request<pb::ResetPasswordRequest>) -> GrpcResult<pb::ResetPasswordResponse> {
+    async fn reset_password(
+        &self,
+        req: Request<pb::ResetPasswordRequest>,
+    ) -> GrpcResult<pb::ResetPasswordResponse> {
         let ctx = RequestContext::from_grpc(&req);
         let r = req.into_inner();
         self.inner
@@ -149,7 +174,10 @@ impl pb::identity_service_server::IdentityService for IdentityGrpcServer {
         ok(pb::ResetPasswordResponse {})
     }
 
-    async fn verify_credentials(&self, req: Request<pb::VerifyCredentialsRequest>) -> GrpcResult<pb::User> {
+    async fn verify_credentials(
+        &self,
+        req: Request<pb::VerifyCredentialsRequest>,
+    ) -> GrpcResult<pb::User> {
         let ctx = RequestContext::from_grpc(&req);
         let r = req.into_inner();
         let user = self
@@ -190,8 +218,16 @@ impl IdentityServiceClient for IdentityGrpcClient {
     }
 
     async fn get_user_by_email(&self, ctx: &RequestContext, email: &str) -> Result<User> {
-        let req = ctx.grpc_request(pb::GetUserByEmailRequest { email: email.to_owned() });
-        user_from_pb(self.client.clone().get_user_by_email(req).await?.into_inner())
+        let req = ctx.grpc_request(pb::GetUserByEmailRequest {
+            email: email.to_owned(),
+        });
+        user_from_pb(
+            self.client
+                .clone()
+                .get_user_by_email(req)
+                .await?
+                .into_inner(),
+        )
     }
 
     async fn list_users(&self, ctx: &RequestContext, page: PageRequest) -> Result<UserPage> {
@@ -201,7 +237,11 @@ impl IdentityServiceClient for IdentityGrpcClient {
         });
         let r = self.client.clone().list_users(req).await?.into_inner();
         Ok(UserPage {
-            users: r.users.into_iter().map(user_from_pb).collect::<Result<_>>()?,
+            users: r
+                .users
+                .into_iter()
+                .map(user_from_pb)
+                .collect::<Result<_>>()?,
             next_page_token: wire::non_empty(r.next_page_token),
         })
     }
@@ -215,7 +255,12 @@ impl IdentityServiceClient for IdentityGrpcClient {
         user_from_pb(self.client.clone().create_user(req).await?.into_inner())
     }
 
-    async fn update_user(&self, ctx: &RequestContext, id: Uuid, update: UserUpdate) -> Result<User> {
+    async fn update_user(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        update: UserUpdate,
+    ) -> Result<User> {
         let req = ctx.grpc_request(pb::UpdateUserRequest {
             id: id.to_string(),
             email: update.email,
@@ -232,18 +277,27 @@ impl IdentityServiceClient for IdentityGrpcClient {
     }
 
     async fn verify_email(&self, ctx: &RequestContext, token: &str) -> Result<()> {
-        let req = ctx.grpc_request(pb::VerifyEmailRequest { token: token.to_owned() });
+        let req = ctx.grpc_request(pb::VerifyEmailRequest {
+            token: token.to_owned(),
+        });
         self.client.clone().verify_email(req).await?;
         Ok(())
     }
 
     async fn request_password_reset(&self, ctx: &RequestContext, email: &str) -> Result<()> {
-        let req = ctx.grpc_request(pb::RequestPasswordResetRequest { email: email.to_owned() });
+        let req = ctx.grpc_request(pb::RequestPasswordResetRequest {
+            email: email.to_owned(),
+        });
         self.client.clone().request_password_reset(req).await?;
         Ok(())
     }
 
-    async fn reset_password(&self, ctx: &RequestContext, token: &str, new_password: Secret<String>) -> Result<()> {
+    async fn reset_password(
+        &self,
+        ctx: &RequestContext,
+        token: &str,
+        new_password: Secret<String>,
+    ) -> Result<()> {
         let req = ctx.grpc_request(pb::ResetPasswordRequest {
             token: token.to_owned(),
             new_password: new_password.into_inner(),
@@ -252,11 +306,22 @@ impl IdentityServiceClient for IdentityGrpcClient {
         Ok(())
     }
 
-    async fn verify_credentials(&self, ctx: &RequestContext, email: &str, password: Secret<String>) -> Result<User> {
+    async fn verify_credentials(
+        &self,
+        ctx: &RequestContext,
+        email: &str,
+        password: Secret<String>,
+    ) -> Result<User> {
         let req = ctx.grpc_request(pb::VerifyCredentialsRequest {
             email: email.to_owned(),
             password: password.into_inner(),
         });
-        user_from_pb(self.client.clone().verify_credentials(req).await?.into_inner())
+        user_from_pb(
+            self.client
+                .clone()
+                .verify_credentials(req)
+                .await?
+                .into_inner(),
+        )
     }
 }

@@ -99,7 +99,10 @@ pub fn routes(svc: Svc) -> Router {
     Router::new()
         .route("/v1/users", post(create_user).get(list_users))
         .route("/v1/users/verify-email", post(verify_email))
-        .route("/v1/users/{id}", get(get_user).patch(update_user).delete(delete_user))
+        .route(
+            "/v1/users/{id}",
+            get(get_user).patch(update_user).delete(delete_user),
+        )
         .route("/v1/password-reset", post(request_password_reset))
         .route("/v1/password-reset/confirm", post(reset_password))
         .route("/v1/credentials/verify", post(verify_credentials))
@@ -110,7 +113,11 @@ fn path_id(raw: &str) -> Result<Uuid> {
     Uuid::parse_str(raw).map_err(|_| Error::invalid("id", "must be a UUID"))
 }
 
-async fn create_user(State(svc): State<Svc>, headers: HeaderMap, ApiJson(b): ApiJson<CreateUserBody>) -> HttpResult {
+async fn create_user(
+    State(svc): State<Svc>,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<CreateUserBody>,
+) -> HttpResult {
     let ctx = RequestContext::from_headers(&headers);
     let user = svc
         .create_user(
@@ -134,23 +141,38 @@ async fn list_users(
     let Query(q) = query.map_err(|e| Error::invalid("query", e.body_text()))?;
     if let Some(email) = q.email {
         if q.page_size.is_some() || q.page_token.is_some() {
-            return Err(Error::invalid("email", "cannot be combined with page_size or page_token").into());
+            return Err(
+                Error::invalid("email", "cannot be combined with page_size or page_token").into(),
+            );
         }
         let users = match svc.get_user_by_email(&ctx, &email).await {
             Ok(u) => vec![u],
             Err(e) if e.code == ErrorCode::NotFound => vec![],
             Err(e) => return Err(e.into()),
         };
-        return Ok(json_response(StatusCode::OK, &UserPage { users, next_page_token: None }));
+        return Ok(json_response(
+            StatusCode::OK,
+            &UserPage {
+                users,
+                next_page_token: None,
+            },
+        ));
     }
     let page = PageRequest {
         page_size: q.page_size.unwrap_or(0),
         page_token: q.page_token.filter(|t| !t.is_empty()),
     };
-    Ok(json_response(StatusCode::OK, &svc.list_users(&ctx, page).await?))
+    Ok(json_response(
+        StatusCode::OK,
+        &svc.list_users(&ctx, page).await?,
+    ))
 }
 
-async fn get_user(State(svc): State<Svc>, headers: HeaderMap, Path(id): Path<String>) -> HttpResult {
+async fn get_user(
+    State(svc): State<Svc>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> HttpResult {
     let ctx = RequestContext::from_headers(&headers);
     let user = svc.get_user(&ctx, path_id(&id)?).await?;
     Ok(json_response(StatusCode::OK, &user))
@@ -172,13 +194,21 @@ async fn update_user(
     Ok(json_response(StatusCode::OK, &user))
 }
 
-async fn delete_user(State(svc): State<Svc>, headers: HeaderMap, Path(id): Path<String>) -> HttpResult {
+async fn delete_user(
+    State(svc): State<Svc>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> HttpResult {
     let ctx = RequestContext::from_headers(&headers);
     svc.delete_user(&ctx, path_id(&id)?).await?;
     Ok(no_content())
 }
 
-async fn verify_email(State(svc): State<Svc>, headers: HeaderMap, ApiJson(b): ApiJson<TokenBody>) -> HttpResult {
+async fn verify_email(
+    State(svc): State<Svc>,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<TokenBody>,
+) -> HttpResult {
     let ctx = RequestContext::from_headers(&headers);
     svc.verify_email(&ctx, &b.token).await?;
     Ok(no_content())
@@ -191,7 +221,9 @@ async fn request_password_reset(
 ) -> HttpResult {
     let ctx = RequestContext::from_headers(&headers);
     svc.request_password_reset(&ctx, &b.email).await?;
-    Ok(axum::response::IntoResponse::into_response(StatusCode::ACCEPTED))
+    Ok(axum::response::IntoResponse::into_response(
+        StatusCode::ACCEPTED,
+    ))
 }
 
 async fn reset_password(
@@ -200,7 +232,8 @@ async fn reset_password(
     ApiJson(b): ApiJson<ResetPasswordBody>,
 ) -> HttpResult {
     let ctx = RequestContext::from_headers(&headers);
-    svc.reset_password(&ctx, &b.token, Secret::new(b.new_password)).await?;
+    svc.reset_password(&ctx, &b.token, Secret::new(b.new_password))
+        .await?;
     Ok(no_content())
 }
 
@@ -210,7 +243,9 @@ async fn verify_credentials(
     ApiJson(b): ApiJson<CredentialsBody>,
 ) -> HttpResult {
     let ctx = RequestContext::from_headers(&headers);
-    let user = svc.verify_credentials(&ctx, &b.email, Secret::new(b.password)).await?;
+    let user = svc
+        .verify_credentials(&ctx, &b.email, Secret::new(b.password))
+        .await?;
     Ok(json_response(StatusCode::OK, &user))
 }
 
@@ -234,17 +269,23 @@ impl IdentityHttpClient {
         }
     }
 
-    fn request(&self, ctx: &RequestContext, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    fn request(
+        &self,
+        ctx: &RequestContext,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
         let mut headers = HeaderMap::new();
         ctx.write_headers(&mut headers);
-        self.http.request(method, format!("{}{path}", self.base)).headers(headers)
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .headers(headers)
     }
 
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = rb
-            .send()
-            .await
-            .map_err(|e| Error::unavailable(format!("identity unreachable: {}", without_url(&e))))?;
+        let resp = rb.send().await.map_err(|e| {
+            Error::unavailable(format!("identity unreachable: {}", without_url(&e)))
+        })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -253,12 +294,15 @@ impl IdentityHttpClient {
 
     async fn json<T: serde::de::DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T> {
         let resp = self.send(rb).await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::unavailable(format!("reading identity response: {}", without_url(&e))))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::new(ErrorCode::Internal, format!("unexpected identity response: {e}")))
+        let bytes = resp.bytes().await.map_err(|e| {
+            Error::unavailable(format!("reading identity response: {}", without_url(&e)))
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::new(
+                ErrorCode::Internal,
+                format!("unexpected identity response: {e}"),
+            )
+        })
     }
 }
 
@@ -286,7 +330,8 @@ pub async fn error_from_response(resp: reqwest::Response) -> Error {
 #[async_trait]
 impl IdentityServiceClient for IdentityHttpClient {
     async fn get_user(&self, ctx: &RequestContext, id: Uuid) -> Result<User> {
-        self.json(self.request(ctx, reqwest::Method::GET, &format!("/v1/users/{id}"))).await
+        self.json(self.request(ctx, reqwest::Method::GET, &format!("/v1/users/{id}")))
+            .await
     }
 
     async fn get_user_by_email(&self, ctx: &RequestContext, email: &str) -> Result<User> {
@@ -294,7 +339,10 @@ impl IdentityServiceClient for IdentityHttpClient {
             .request(ctx, reqwest::Method::GET, "/v1/users")
             .query(&[("email", email)]);
         let page: UserPage = self.json(rb).await?;
-        page.users.into_iter().next().ok_or_else(|| Error::not_found("user"))
+        page.users
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::not_found("user"))
     }
 
     async fn list_users(&self, ctx: &RequestContext, page: PageRequest) -> Result<UserPage> {
@@ -303,7 +351,11 @@ impl IdentityServiceClient for IdentityHttpClient {
             page_size: (page.page_size > 0).then_some(page.page_size),
             page_token: page.page_token,
         };
-        self.json(self.request(ctx, reqwest::Method::GET, "/v1/users").query(&q)).await
+        self.json(
+            self.request(ctx, reqwest::Method::GET, "/v1/users")
+                .query(&q),
+        )
+        .await
     }
 
     async fn create_user(&self, ctx: &RequestContext, user: NewUser) -> Result<User> {
@@ -312,17 +364,29 @@ impl IdentityServiceClient for IdentityHttpClient {
             password: user.password.into_inner(),
             display_name: user.display_name,
         };
-        self.json(self.request(ctx, reqwest::Method::POST, "/v1/users").json(&body)).await
+        self.json(
+            self.request(ctx, reqwest::Method::POST, "/v1/users")
+                .json(&body),
+        )
+        .await
     }
 
-    async fn update_user(&self, ctx: &RequestContext, id: Uuid, update: UserUpdate) -> Result<User> {
+    async fn update_user(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        update: UserUpdate,
+    ) -> Result<User> {
         let body = UpdateUserBody {
             email: update.email,
             display_name: update.display_name,
             status: update.status,
         };
-        self.json(self.request(ctx, reqwest::Method::PATCH, &format!("/v1/users/{id}")).json(&body))
-            .await
+        self.json(
+            self.request(ctx, reqwest::Method::PATCH, &format!("/v1/users/{id}"))
+                .json(&body),
+        )
+        .await
     }
 
     async fn delete_user(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
@@ -332,35 +396,61 @@ impl IdentityServiceClient for IdentityHttpClient {
     }
 
     async fn verify_email(&self, ctx: &RequestContext, token: &str) -> Result<()> {
-        let body = TokenBody { token: token.to_owned() };
-        self.send(self.request(ctx, reqwest::Method::POST, "/v1/users/verify-email").json(&body))
-            .await
-            .map(drop)
+        let body = TokenBody {
+            token: token.to_owned(),
+        };
+        self.send(
+            self.request(ctx, reqwest::Method::POST, "/v1/users/verify-email")
+                .json(&body),
+        )
+        .await
+        .map(drop)
     }
 
     async fn request_password_reset(&self, ctx: &RequestContext, email: &str) -> Result<()> {
-        let body = EmailBody { email: email.to_owned() };
-        self.send(self.request(ctx, reqwest::Method::POST, "/v1/password-reset").json(&body))
-            .await
-            .map(drop)
+        let body = EmailBody {
+            email: email.to_owned(),
+        };
+        self.send(
+            self.request(ctx, reqwest::Method::POST, "/v1/password-reset")
+                .json(&body),
+        )
+        .await
+        .map(drop)
     }
 
-    async fn reset_password(&self, ctx: &RequestContext, token: &str, new_password: Secret<String>) -> Result<()> {
+    async fn reset_password(
+        &self,
+        ctx: &RequestContext,
+        token: &str,
+        new_password: Secret<String>,
+    ) -> Result<()> {
         let body = ResetPasswordBody {
             token: token.to_owned(),
             new_password: new_password.into_inner(),
         };
-        self.send(self.request(ctx, reqwest::Method::POST, "/v1/password-reset/confirm").json(&body))
-            .await
-            .map(drop)
+        self.send(
+            self.request(ctx, reqwest::Method::POST, "/v1/password-reset/confirm")
+                .json(&body),
+        )
+        .await
+        .map(drop)
     }
 
-    async fn verify_credentials(&self, ctx: &RequestContext, email: &str, password: Secret<String>) -> Result<User> {
+    async fn verify_credentials(
+        &self,
+        ctx: &RequestContext,
+        email: &str,
+        password: Secret<String>,
+    ) -> Result<User> {
         let body = CredentialsBody {
             email: email.to_owned(),
             password: password.into_inner(),
         };
-        self.json(self.request(ctx, reqwest::Method::POST, "/v1/credentials/verify").json(&body))
-            .await
+        self.json(
+            self.request(ctx, reqwest::Method::POST, "/v1/credentials/verify")
+                .json(&body),
+        )
+        .await
     }
 }

@@ -95,7 +95,8 @@ pub trait IdentityServiceClient: Send + Sync + 'static {
     async fn list_users(&self, ctx: &RequestContext, page: PageRequest) -> Result<UserPage>;
     /// Creates an active, unverified user and sends a verification mail.
     async fn create_user(&self, ctx: &RequestContext, user: NewUser) -> Result<User>;
-    async fn update_user(&self, ctx: &RequestContext, id: Uuid, update: UserUpdate) -> Result<User>;
+    async fn update_user(&self, ctx: &RequestContext, id: Uuid, update: UserUpdate)
+    -> Result<User>;
     async fn delete_user(&self, ctx: &RequestContext, id: Uuid) -> Result<()>;
     /// Consumes a verification token from the verification mail.
     async fn verify_email(&self, ctx: &RequestContext, token: &str) -> Result<()>;

@@ -82,7 +82,10 @@ pub async fn create_and_read_back(fx: &IdentityFixture) {
     assert!(!created.email_verified);
     assert_eq!(created.created_at, created.updated_at);
     let json = serde_json::to_string(&created).unwrap();
-    assert!(!json.contains("argon2") && !json.contains(GOOD_PASSWORD), "secret material in {json}");
+    assert!(
+        !json.contains("argon2") && !json.contains(GOOD_PASSWORD),
+        "secret material in {json}"
+    );
 
     let by_id = c.get_user(&ctx(), created.id).await.expect("get_user");
     assert_eq!(by_id, created);
@@ -91,16 +94,30 @@ pub async fn create_and_read_back(fx: &IdentityFixture) {
         .await
         .expect("get_user_by_email is case-insensitive");
     assert_eq!(by_email, created);
-    let m = fx.mail.latest_to(&addr).unwrap().expect("verification mail sent");
+    let m = fx
+        .mail
+        .latest_to(&addr)
+        .unwrap()
+        .expect("verification mail sent");
     assert!(m.subject.to_lowercase().contains("verify"));
 
-    let defaulted = c.create_user(&ctx(), new_user(&email("dflt"))).await.unwrap();
-    assert!(defaulted.display_name.starts_with("dflt."), "{}", defaulted.display_name);
+    let defaulted = c
+        .create_user(&ctx(), new_user(&email("dflt")))
+        .await
+        .unwrap();
+    assert!(
+        defaulted.display_name.starts_with("dflt."),
+        "{}",
+        defaulted.display_name
+    );
 }
 
 pub async fn duplicate_email_is_refused_case_insensitively(fx: &IdentityFixture) {
     let addr = email("dup");
-    fx.client.create_user(&ctx(), new_user(&addr)).await.unwrap();
+    fx.client
+        .create_user(&ctx(), new_user(&addr))
+        .await
+        .unwrap();
     let err = fx
         .client
         .create_user(&ctx(), new_user(&addr.to_uppercase()))
@@ -114,7 +131,10 @@ pub async fn bad_input_is_refused_and_nothing_is_written(fx: &IdentityFixture) {
     let c = &fx.client;
     let cases: Vec<(NewUser, &str)> = vec![
         (new_user("not-an-email"), "email"),
-        (new_user(&format!("{}@example.com", "a".repeat(300))), "email"),
+        (
+            new_user(&format!("{}@example.com", "a".repeat(300))),
+            "email",
+        ),
         (
             NewUser {
                 password: Secret::new("short".into()),
@@ -146,11 +166,21 @@ pub async fn bad_input_is_refused_and_nothing_is_written(fx: &IdentityFixture) {
     ];
     for (input, field) in cases {
         let addr = input.email.clone();
-        let err = c.create_user(&ctx(), input).await.expect_err("bad input accepted");
+        let err = c
+            .create_user(&ctx(), input)
+            .await
+            .expect_err("bad input accepted");
         assert_eq!(err.code, ErrorCode::InvalidArgument, "{err}");
-        assert_eq!(err.violations.first().map(|v| v.field.as_str()), Some(field), "{err}");
+        assert_eq!(
+            err.violations.first().map(|v| v.field.as_str()),
+            Some(field),
+            "{err}"
+        );
         if addr.contains('@') && addr.len() < 254 {
-            let lookup = c.get_user_by_email(&ctx(), &addr).await.expect_err("half-written user");
+            let lookup = c
+                .get_user_by_email(&ctx(), &addr)
+                .await
+                .expect_err("half-written user");
             assert_eq!(lookup.code, ErrorCode::NotFound);
         }
     }
@@ -159,22 +189,37 @@ pub async fn bad_input_is_refused_and_nothing_is_written(fx: &IdentityFixture) {
 pub async fn unknown_ids_are_not_found(fx: &IdentityFixture) {
     let c = &fx.client;
     let id = Uuid::now_v7();
-    assert_eq!(c.get_user(&ctx(), id).await.unwrap_err().code, ErrorCode::NotFound);
+    assert_eq!(
+        c.get_user(&ctx(), id).await.unwrap_err().code,
+        ErrorCode::NotFound
+    );
     let upd = UserUpdate {
         display_name: Some("x".into()),
         ..Default::default()
     };
-    assert_eq!(c.update_user(&ctx(), id, upd).await.unwrap_err().code, ErrorCode::NotFound);
-    assert_eq!(c.delete_user(&ctx(), id).await.unwrap_err().code, ErrorCode::NotFound);
     assert_eq!(
-        c.get_user_by_email(&ctx(), &email("nobody")).await.unwrap_err().code,
+        c.update_user(&ctx(), id, upd).await.unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        c.delete_user(&ctx(), id).await.unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        c.get_user_by_email(&ctx(), &email("nobody"))
+            .await
+            .unwrap_err()
+            .code,
         ErrorCode::NotFound
     );
 }
 
 pub async fn update_changes_only_given_fields(fx: &IdentityFixture) {
     let c = &fx.client;
-    let u = c.create_user(&ctx(), new_user(&email("upd"))).await.unwrap();
+    let u = c
+        .create_user(&ctx(), new_user(&email("upd")))
+        .await
+        .unwrap();
     let renamed = c
         .update_user(
             &ctx(),
@@ -215,7 +260,11 @@ pub async fn update_changes_only_given_fields(fx: &IdentityFixture) {
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidArgument);
-    assert_eq!(c.get_user(&ctx(), u.id).await.unwrap(), disabled, "failed update changed data");
+    assert_eq!(
+        c.get_user(&ctx(), u.id).await.unwrap(),
+        disabled,
+        "failed update changed data"
+    );
 }
 
 pub async fn changing_email_requires_new_verification(fx: &IdentityFixture) {
@@ -284,9 +333,14 @@ pub async fn verify_email_is_single_use(fx: &IdentityFixture) {
 pub async fn password_reset_flow(fx: &IdentityFixture) {
     let c = &fx.client;
     let unknown = email("ghost");
-    c.request_password_reset(&ctx(), &unknown).await.expect("same answer for unknown address");
+    c.request_password_reset(&ctx(), &unknown)
+        .await
+        .expect("same answer for unknown address");
     assert!(fx.mail.latest_to(&unknown).unwrap().is_none());
-    let err = c.request_password_reset(&ctx(), "not an email").await.unwrap_err();
+    let err = c
+        .request_password_reset(&ctx(), "not an email")
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidArgument);
 
     let addr = email("reset");
@@ -317,7 +371,11 @@ pub async fn password_reset_flow(fx: &IdentityFixture) {
         .unwrap_err();
     assert_eq!(old.code, ErrorCode::Unauthenticated);
     let reuse = c
-        .reset_password(&ctx(), &token, Secret::new("a different fine passphrase 7".into()))
+        .reset_password(
+            &ctx(),
+            &token,
+            Secret::new("a different fine passphrase 7".into()),
+        )
         .await
         .unwrap_err();
     assert_eq!(reuse.code, ErrorCode::InvalidArgument);
@@ -328,7 +386,11 @@ pub async fn credential_failures_look_alike(fx: &IdentityFixture) {
     let addr = email("cred");
     let u = c.create_user(&ctx(), new_user(&addr)).await.unwrap();
     let ok: User = c
-        .verify_credentials(&ctx(), &addr.to_uppercase(), Secret::new(GOOD_PASSWORD.into()))
+        .verify_credentials(
+            &ctx(),
+            &addr.to_uppercase(),
+            Secret::new(GOOD_PASSWORD.into()),
+        )
         .await
         .expect("right password");
     assert_eq!(ok.id, u.id);
@@ -370,7 +432,12 @@ pub async fn list_users_pages_through_everyone_once(fx: &IdentityFixture) {
     let c = &fx.client;
     let mut mine = Vec::new();
     for i in 0..5 {
-        mine.push(c.create_user(&ctx(), new_user(&email(&format!("list{i}")))).await.unwrap().id);
+        mine.push(
+            c.create_user(&ctx(), new_user(&email(&format!("list{i}"))))
+                .await
+                .unwrap()
+                .id,
+        );
     }
     let mut seen = Vec::new();
     let mut token = None;
@@ -431,7 +498,13 @@ pub async fn delete_frees_the_address(fx: &IdentityFixture) {
     let addr = email("del");
     let u = c.create_user(&ctx(), new_user(&addr)).await.unwrap();
     c.delete_user(&ctx(), u.id).await.unwrap();
-    assert_eq!(c.get_user(&ctx(), u.id).await.unwrap_err().code, ErrorCode::NotFound);
-    let again = c.create_user(&ctx(), new_user(&addr)).await.expect("address reusable");
+    assert_eq!(
+        c.get_user(&ctx(), u.id).await.unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    let again = c
+        .create_user(&ctx(), new_user(&addr))
+        .await
+        .expect("address reusable");
     assert_ne!(again.id, u.id);
 }

@@ -14,7 +14,10 @@ pub fn config_dir() -> PathBuf {
 pub fn config(vars: &[(&str, &str)]) -> Config {
     let source = ConfigSource {
         dir: config_dir(),
-        vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        vars: vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     };
     source.load(SECTION).expect("test configuration loads")
 }
@@ -54,7 +57,10 @@ pub async fn start(backend: Backend) -> Option<Running> {
     plt_kernel::telemetry::init_for_tests();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_string_lossy().to_string();
-    let mut vars = vec![("PLT_DATABASE__DATA_DIR", data.as_str()), ("PLT_SERVER__SHUTDOWN_TIMEOUT", "5s")];
+    let mut vars = vec![
+        ("PLT_DATABASE__DATA_DIR", data.as_str()),
+        ("PLT_SERVER__SHUTDOWN_TIMEOUT", "5s"),
+    ];
     let pg;
     if backend == Backend::Postgres {
         pg = plt_db::testing::postgres_url()?;
