@@ -309,3 +309,56 @@ async fn postgres_tables_live_in_the_service_schema() {
     assert_eq!(in_public, 0);
     svc.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_pass_promtool_when_available() {
+    let svc = start(Backend::Sqlite).await.unwrap();
+    let c = Client::new();
+    let base = svc.url();
+    c.post(format!("{base}/v1/users"))
+        .json(&json!({"email": "m@example.com", "password": PW}))
+        .send()
+        .await
+        .unwrap();
+    c.get(format!("{base}/v1/users/not-a-uuid")).send().await.unwrap();
+    let grpc = plt_contracts::identity::grpc::IdentityGrpcClient::connect_lazy(&base).unwrap();
+    use plt_contracts::identity::IdentityServiceClient as _;
+    let ctx = plt_contracts::RequestContext::new();
+    grpc.get_user_by_email(&ctx, "m@example.com").await.unwrap();
+    let _ = grpc.get_user_by_email(&ctx, "nobody@example.com").await;
+    let text = c.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    for series in [
+        "http_server_requests_total{",
+        "http_server_request_duration_seconds_bucket{",
+        "grpc_server_handled_total{",
+        "grpc_server_handling_seconds_bucket{",
+        "db_pool_connections{",
+        "db_pool_max_connections{",
+    ] {
+        assert!(text.contains(series), "{series} missing from /metrics");
+    }
+    assert!(text.contains(r#"grpc_method="GetUserByEmail",grpc_code="NotFound""#), "{text}");
+    assert!(text.contains(r#"route="/v1/users/{id}",status="400""#), "{text}");
+    match std::env::var("PLT_TEST_PROMTOOL") {
+        Ok(promtool) if !promtool.is_empty() => {
+            use std::io::Write;
+            let mut child = std::process::Command::new(promtool)
+                .args(["check", "metrics"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("promtool runs");
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool check metrics: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        _ => eprintln!("SKIPPED promtool check: PLT_TEST_PROMTOOL is not set"),
+    }
+    svc.stop().await;
+}

@@ -13,7 +13,7 @@ use plt_db::Db;
 use std::sync::Arc;
 use uuid::Uuid;
 
-async fn open(backend: common::Backend) -> Option<(Arc<dyn UserStore>, Db, tempfile::TempDir)> {
+async fn open(backend: common::Backend) -> Option<(Arc<dyn UserStore>, Db, String, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_string_lossy().to_string();
     let mut vars = vec![("PLT_DATABASE__DATA_DIR", data.as_str())];
@@ -24,10 +24,9 @@ async fn open(backend: common::Backend) -> Option<(Arc<dyn UserStore>, Db, tempf
         vars.push(("PLT_DATABASE__URL", url.as_str()));
     }
     let cfg = common::config(&vars);
-    let db = identity_service::connect_db(&cfg, &plt_db::testing::unique_schema("idstore"))
-        .await
-        .unwrap();
-    Some((for_db(&db), db, dir))
+    let schema = plt_db::testing::unique_schema("idstore");
+    let db = identity_service::connect_db(&cfg, &schema).await.unwrap();
+    Some((for_db(&db), db, schema, dir))
 }
 
 fn user(tag: &str) -> UserRecord {
@@ -59,7 +58,7 @@ fn token(u: &UserRecord, purpose: TokenPurpose, ttl: Duration) -> NewToken {
 }
 
 async fn suite(backend: common::Backend) {
-    let Some((store, db, _dir)) = open(backend).await else {
+    let Some((store, db, schema, _dir)) = open(backend).await else {
         common::skipped("identity store suite on postgres");
         return;
     };
@@ -71,6 +70,9 @@ async fn suite(backend: common::Backend) {
     verification_is_bound_to_the_address(store.as_ref()).await;
     listing_is_keyset_ordered(store.as_ref()).await;
     db.close().await;
+    if backend == common::Backend::Postgres {
+        common::drop_schema(&schema).await;
+    }
 }
 
 async fn round_trip_and_uniqueness(s: &dyn UserStore) {

@@ -44,11 +44,13 @@ impl Running {
         format!("http://{}", self.addr)
     }
 
+    /// Stops the service gracefully and, on PostgreSQL, drops the test's schema.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         self.task.await.expect("server task").expect("server ran");
+        drop_schema(&self.schema).await;
     }
 }
 
@@ -97,6 +99,18 @@ pub async fn start(backend: Backend) -> Option<Running> {
         task,
         _dir: dir,
     })
+}
+
+/// Drops a test schema on PostgreSQL (a no-op without `PLT_TEST_POSTGRES_URL`).
+pub async fn drop_schema(schema: &str) {
+    let Some(url) = plt_db::testing::postgres_url() else {
+        return;
+    };
+    if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+        pool.close().await;
+    }
 }
 
 /// Says loudly that a PostgreSQL test did not run because its variable is not set.
