@@ -59,8 +59,11 @@ impl ConfigError {
         let mut reason = err.kind.to_string();
         if let Some(md) = &err.metadata {
             // Environment overrides are merged as one serialized value; name them plainly.
+            // A file is named by its path, since default.yaml and <env>.yaml are both YAML.
             let source = if md.name.contains("serde_json") {
                 "environment variables".into()
+            } else if let Some(path) = md.source.as_ref().and_then(|s| s.file_path()) {
+                format!("{} {}", md.name, path.display())
             } else {
                 md.name.to_string()
             };
@@ -270,11 +273,12 @@ impl ConfigSource {
     {
         let figment = self.figment()?;
         check_known_keys(&figment)?;
-        let kernel: KernelConfig = figment.extract().map_err(ConfigError::from_figment)?;
+        // Lossy: variables are strings, read as numbers or booleans where the key needs one.
+        let kernel: KernelConfig = figment.extract_lossy().map_err(ConfigError::from_figment)?;
         kernel.validate("")?;
         let service: S = figment
             .focus(section)
-            .extract()
+            .extract_lossy()
             .map_err(|e| ConfigError::from_figment_in(e, section))?;
         service.validate(section)?;
         let mut printed = serde_json::Map::new();
@@ -352,7 +356,9 @@ impl ConfigSource {
             }
             let key = key.to_ascii_lowercase();
             let parts: Vec<&str> = key.split("__").collect();
-            insert_path(&mut root, &parts, parse_env_value(value));
+            // Kept as a string: `PLT_ENV=2024` or a numeric password must stay text. The
+            // lossy extraction turns it into a number or boolean where the key needs one.
+            insert_path(&mut root, &parts, serde_json::Value::String(value.clone()));
         }
         for (key, path) in files {
             let content = read_secret_file(Path::new(path)).map_err(|reason| {
@@ -366,25 +372,6 @@ impl ConfigSource {
         }
         Ok(root)
     }
-}
-
-/// Numbers and booleans become typed values; everything else stays a string.
-fn parse_env_value(raw: &str) -> serde_json::Value {
-    match raw {
-        "true" => return serde_json::Value::Bool(true),
-        "false" => return serde_json::Value::Bool(false),
-        _ => {}
-    }
-    if let Ok(n) = raw.parse::<i64>() {
-        return serde_json::Value::from(n);
-    }
-    if let Ok(n) = raw.parse::<f64>()
-        && raw.contains('.')
-        && n.is_finite()
-    {
-        return serde_json::Value::from(n);
-    }
-    serde_json::Value::String(raw.to_string())
 }
 
 fn read_secret_file(path: &Path) -> Result<String, String> {

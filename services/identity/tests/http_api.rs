@@ -320,13 +320,23 @@ async fn metrics_pass_promtool_when_available() {
         .send()
         .await
         .unwrap();
-    c.get(format!("{base}/v1/users/not-a-uuid")).send().await.unwrap();
+    c.get(format!("{base}/v1/users/not-a-uuid"))
+        .send()
+        .await
+        .unwrap();
     let grpc = plt_contracts::identity::grpc::IdentityGrpcClient::connect_lazy(&base).unwrap();
     use plt_contracts::identity::IdentityServiceClient as _;
     let ctx = plt_contracts::RequestContext::new();
     grpc.get_user_by_email(&ctx, "m@example.com").await.unwrap();
     let _ = grpc.get_user_by_email(&ctx, "nobody@example.com").await;
-    let text = c.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for series in [
         "http_server_requests_total{",
         "http_server_request_duration_seconds_bucket{",
@@ -337,8 +347,14 @@ async fn metrics_pass_promtool_when_available() {
     ] {
         assert!(text.contains(series), "{series} missing from /metrics");
     }
-    assert!(text.contains(r#"grpc_method="GetUserByEmail",grpc_code="NotFound""#), "{text}");
-    assert!(text.contains(r#"route="/v1/users/{id}",status="400""#), "{text}");
+    assert!(
+        text.contains(r#"grpc_method="GetUserByEmail",grpc_code="NotFound""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="/v1/users/{id}",status="400""#),
+        "{text}"
+    );
     match std::env::var("PLT_TEST_PROMTOOL") {
         Ok(promtool) if !promtool.is_empty() => {
             use std::io::Write;
@@ -349,7 +365,12 @@ async fn metrics_pass_promtool_when_available() {
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .expect("promtool runs");
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
             let out = child.wait_with_output().unwrap();
             assert!(
                 out.status.success(),

@@ -13,7 +13,9 @@ use plt_db::Db;
 use std::sync::Arc;
 use uuid::Uuid;
 
-async fn open(backend: common::Backend) -> Option<(Arc<dyn UserStore>, Db, String, tempfile::TempDir)> {
+async fn open(
+    backend: common::Backend,
+) -> Option<(Arc<dyn UserStore>, Db, String, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_string_lossy().to_string();
     let mut vars = vec![("PLT_DATABASE__DATA_DIR", data.as_str())];
