@@ -3,6 +3,7 @@
 
 use http::HeaderMap;
 use plt_kernel::{REQUEST_ID_HEADER, Secret};
+use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
@@ -10,6 +11,11 @@ pub struct RequestContext {
     pub request_id: Option<String>,
     /// The caller's `Authorization` header value, forwarded as is.
     pub authorization: Option<Secret<String>>,
+    /// The TCP peer of the incoming connection (server side only; never forwarded).
+    pub peer: Option<SocketAddr>,
+    /// The raw `X-Forwarded-For` header of the incoming request (server side only). Whether
+    /// to believe it is the receiving service's decision (its trusted-proxy list).
+    pub forwarded_for: Option<String>,
 }
 
 impl RequestContext {
@@ -34,7 +40,26 @@ impl RequestContext {
         Self {
             request_id: text(REQUEST_ID_HEADER),
             authorization: text(http::header::AUTHORIZATION.as_str()).map(Secret::new),
+            peer: None,
+            forwarded_for: text("x-forwarded-for"),
         }
+    }
+
+    /// Reads the context from an incoming request's headers and extensions (the host puts
+    /// the peer address there as axum's `ConnectInfo`).
+    pub fn from_parts(headers: &HeaderMap, extensions: &http::Extensions) -> Self {
+        let mut ctx = Self::from_headers(headers);
+        ctx.peer = extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        ctx
+    }
+
+    /// The access token of a `Bearer` authorization, if any.
+    pub fn bearer_token(&self) -> Option<&str> {
+        let auth = self.authorization.as_ref()?.expose();
+        let (scheme, token) = auth.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
     }
 
     /// Writes the context into outgoing headers.
@@ -63,6 +88,17 @@ impl RequestContext {
 
     /// Reads the context of an incoming tonic request.
     pub fn from_grpc<T>(req: &tonic::Request<T>) -> Self {
-        Self::from_headers(&req.metadata().clone().into_headers())
+        Self::from_parts(&req.metadata().clone().into_headers(), req.extensions())
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self::from_parts(&parts.headers, &parts.extensions))
     }
 }

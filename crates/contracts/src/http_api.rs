@@ -1,7 +1,10 @@
 //! Helpers for the HTTP/JSON side of every service: errors as problem+json, a JSON body
 //! extractor whose failures name the field, and a problem+json 404 fallback.
 
-use crate::error::{Error, ErrorCode, PROBLEM_CONTENT_TYPE};
+use crate::{
+    RequestContext,
+    error::{Error, ErrorCode, PROBLEM_CONTENT_TYPE, Problem},
+};
 use axum::{
     body::Bytes,
     extract::{FromRequest, Request},
@@ -121,5 +124,83 @@ pub fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Resp
     match serde_json::to_vec(value) {
         Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => ApiError(Error::internal("serialising response", &e)).into_response(),
+    }
+}
+
+/// The HTTP side of a contract client: requests carrying the [`RequestContext`], answers
+/// parsed as JSON, errors read back from problem+json. Cheap to clone; connections pooled.
+#[derive(Clone)]
+pub struct JsonClient {
+    http: reqwest::Client,
+    base: String,
+    service: &'static str,
+}
+
+impl JsonClient {
+    pub fn new(http: reqwest::Client, base_url: &str, service: &'static str) -> Self {
+        Self {
+            http,
+            base: base_url.trim_end_matches('/').to_owned(),
+            service,
+        }
+    }
+
+    pub fn request(
+        &self,
+        ctx: &RequestContext,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let mut headers = HeaderMap::new();
+        ctx.write_headers(&mut headers);
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .headers(headers)
+    }
+
+    /// Sends; a non-2xx answer becomes its [`Error`].
+    pub async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
+        let resp = rb.send().await.map_err(|e| {
+            Error::unavailable(format!("{} unreachable: {}", self.service, without_url(&e)))
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(error_from_response(resp).await)
+    }
+
+    /// Sends and parses the JSON answer.
+    pub async fn json<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, Error> {
+        let resp = self.send(rb).await?;
+        let bytes = resp.bytes().await.map_err(|e| {
+            Error::unavailable(format!("reading {} response: {}", self.service, without_url(&e)))
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::new(
+                ErrorCode::Internal,
+                format!("unexpected {} response: {e}", self.service),
+            )
+        })
+    }
+}
+
+/// The error without its URL (which may carry query parameters such as an e-mail address).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    if let Some(url) = e.url() {
+        msg = msg.replace(url.as_str(), "<url>");
+    }
+    msg
+}
+
+/// Turns a non-2xx answer into an [`Error`], from its problem+json body when it has one.
+pub async fn error_from_response(resp: reqwest::Response) -> Error {
+    let status = resp.status().as_u16();
+    match resp.bytes().await {
+        Ok(body) => match serde_json::from_slice::<Problem>(&body) {
+            Ok(p) => Error::from_problem(p),
+            Err(_) => Error::new(ErrorCode::from_http(status), format!("HTTP {status}")),
+        },
+        Err(_) => Error::new(ErrorCode::from_http(status), format!("HTTP {status}")),
     }
 }

@@ -18,14 +18,13 @@
 use super::{IdentityServiceClient, NewUser, PageRequest, User, UserPage, UserStatus, UserUpdate};
 use crate::{
     Error, ErrorCode, RequestContext, Result,
-    error::Problem,
-    http_api::{ApiError, ApiJson, json_response},
+    http_api::{ApiError, ApiJson, JsonClient, json_response},
 };
 use async_trait::async_trait;
 use axum::{
     Router,
     extract::{Path, Query, State, rejection::QueryRejection},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     response::Response,
     routing::{get, post},
 };
@@ -115,10 +114,9 @@ fn path_id(raw: &str) -> Result<Uuid> {
 
 async fn create_user(
     State(svc): State<Svc>,
-    headers: HeaderMap,
+    ctx: RequestContext,
     ApiJson(b): ApiJson<CreateUserBody>,
 ) -> HttpResult {
-    let ctx = RequestContext::from_headers(&headers);
     let user = svc
         .create_user(
             &ctx,
@@ -134,10 +132,9 @@ async fn create_user(
 
 async fn list_users(
     State(svc): State<Svc>,
-    headers: HeaderMap,
+    ctx: RequestContext,
     query: std::result::Result<Query<ListUsersQuery>, QueryRejection>,
 ) -> HttpResult {
-    let ctx = RequestContext::from_headers(&headers);
     let Query(q) = query.map_err(|e| Error::invalid("query", e.body_text()))?;
     if let Some(email) = q.email {
         if q.page_size.is_some() || q.page_token.is_some() {
@@ -170,21 +167,19 @@ async fn list_users(
 
 async fn get_user(
     State(svc): State<Svc>,
-    headers: HeaderMap,
+    ctx: RequestContext,
     Path(id): Path<String>,
 ) -> HttpResult {
-    let ctx = RequestContext::from_headers(&headers);
     let user = svc.get_user(&ctx, path_id(&id)?).await?;
     Ok(json_response(StatusCode::OK, &user))
 }
 
 async fn update_user(
     State(svc): State<Svc>,
-    headers: HeaderMap,
+    ctx: RequestContext,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<UpdateUserBody>,
 ) -> HttpResult {
-    let ctx = RequestContext::from_headers(&headers);
     let update = UserUpdate {
         email: b.email,
         display_name: b.display_name,
@@ -196,30 +191,27 @@ async fn update_user(
 
 async fn delete_user(
     State(svc): State<Svc>,
-    headers: HeaderMap,
+    ctx: RequestContext,
     Path(id): Path<String>,
 ) -> HttpResult {
-    let ctx = RequestContext::from_headers(&headers);
     svc.delete_user(&ctx, path_id(&id)?).await?;
     Ok(no_content())
 }
 
 async fn verify_email(
     State(svc): State<Svc>,
-    headers: HeaderMap,
+    ctx: RequestContext,
     ApiJson(b): ApiJson<TokenBody>,
 ) -> HttpResult {
-    let ctx = RequestContext::from_headers(&headers);
     svc.verify_email(&ctx, &b.token).await?;
     Ok(no_content())
 }
 
 async fn request_password_reset(
     State(svc): State<Svc>,
-    headers: HeaderMap,
+    ctx: RequestContext,
     ApiJson(b): ApiJson<EmailBody>,
 ) -> HttpResult {
-    let ctx = RequestContext::from_headers(&headers);
     svc.request_password_reset(&ctx, &b.email).await?;
     Ok(axum::response::IntoResponse::into_response(
         StatusCode::ACCEPTED,
@@ -228,10 +220,9 @@ async fn request_password_reset(
 
 async fn reset_password(
     State(svc): State<Svc>,
-    headers: HeaderMap,
+    ctx: RequestContext,
     ApiJson(b): ApiJson<ResetPasswordBody>,
 ) -> HttpResult {
-    let ctx = RequestContext::from_headers(&headers);
     svc.reset_password(&ctx, &b.token, Secret::new(b.new_password))
         .await?;
     Ok(no_content())
@@ -239,10 +230,9 @@ async fn reset_password(
 
 async fn verify_credentials(
     State(svc): State<Svc>,
-    headers: HeaderMap,
+    ctx: RequestContext,
     ApiJson(b): ApiJson<CredentialsBody>,
 ) -> HttpResult {
-    let ctx = RequestContext::from_headers(&headers);
     let user = svc
         .verify_credentials(&ctx, &b.email, Secret::new(b.password))
         .await?;
@@ -256,16 +246,14 @@ fn no_content() -> Response {
 /// The identity contract over HTTP/JSON. Cheap to clone; connections are pooled.
 #[derive(Clone)]
 pub struct IdentityHttpClient {
-    http: reqwest::Client,
-    base: String,
+    api: JsonClient,
 }
 
 impl IdentityHttpClient {
     /// A client for `base_url` (`http://host:port`).
     pub fn new(http: reqwest::Client, base_url: &str) -> Self {
         Self {
-            http,
-            base: base_url.trim_end_matches('/').to_owned(),
+            api: JsonClient::new(http, base_url, "identity"),
         }
     }
 
@@ -275,55 +263,15 @@ impl IdentityHttpClient {
         method: reqwest::Method,
         path: &str,
     ) -> reqwest::RequestBuilder {
-        let mut headers = HeaderMap::new();
-        ctx.write_headers(&mut headers);
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .headers(headers)
+        self.api.request(ctx, method, path)
     }
 
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = rb.send().await.map_err(|e| {
-            Error::unavailable(format!("identity unreachable: {}", without_url(&e)))
-        })?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        Err(error_from_response(resp).await)
+        self.api.send(rb).await
     }
 
     async fn json<T: serde::de::DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T> {
-        let resp = self.send(rb).await?;
-        let bytes = resp.bytes().await.map_err(|e| {
-            Error::unavailable(format!("reading identity response: {}", without_url(&e)))
-        })?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Error::new(
-                ErrorCode::Internal,
-                format!("unexpected identity response: {e}"),
-            )
-        })
-    }
-}
-
-/// The error without its URL (which may carry query parameters such as an e-mail address).
-fn without_url(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    if let Some(url) = e.url() {
-        msg = msg.replace(url.as_str(), "<url>");
-    }
-    msg
-}
-
-/// Turns a non-2xx answer into an [`Error`], from its problem+json body when it has one.
-pub async fn error_from_response(resp: reqwest::Response) -> Error {
-    let status = resp.status().as_u16();
-    match resp.bytes().await {
-        Ok(body) => match serde_json::from_slice::<Problem>(&body) {
-            Ok(p) => Error::from_problem(p),
-            Err(_) => Error::new(ErrorCode::from_http(status), format!("HTTP {status}")),
-        },
-        Err(_) => Error::new(ErrorCode::from_http(status), format!("HTTP {status}")),
+        self.api.json(rb).await
     }
 }
 

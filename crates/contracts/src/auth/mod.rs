@@ -1,12 +1,17 @@
 //! The auth contract (the seeds' `AuthServiceClient`): sign-in, token refresh, validation
-//! and revocation. Adapters arrive with the auth service.
+//! and revocation, with its gRPC and HTTP adapters.
+
+pub mod grpc;
+pub mod http;
 
 use crate::{RequestContext, Result};
 use async_trait::async_trait;
 use plt_kernel::Secret;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A token pair. Its secrets are `Secret`s: it has no `Serialize`, the HTTP adapter writes
+/// its own wire form.
+#[derive(Debug, Clone)]
 pub struct TokenResponse {
     pub access_token: Secret<String>,
     pub refresh_token: Secret<String>,
@@ -52,6 +57,9 @@ pub struct Jwks {
 }
 
 pub const IDEMPOTENT_METHODS: &[&str] = &["ValidateToken", "GetJwks"];
+
+/// Internal methods: meant for other services, not for end users.
+pub const INTERNAL_METHODS: &[&str] = &["ValidateToken"];
 
 #[async_trait]
 pub trait AuthServiceClient: Send + Sync + 'static {

@@ -1,0 +1,18 @@
+//! plt-authn: plt access tokens. Signs them (compact JWS, EdDSA over Ed25519, `typ: at+jwt`
+//! per RFC 9068, `kid` in the header) and verifies them locally under the RFC 8725 rules from
+//! a cached JWKS, refetched at most once per interval when an unknown `kid` appears. The auth
+//! service signs with it; the gateway and every service verify with it.
+//!
+//! The profile is deliberately narrow: one algorithm (`EdDSA`, compared exactly, so `none`,
+//! `noNE`, `HS256` and the like never reach a key), a header holding only `alg`, `typ` and
+//! `kid` (a `jku`, `x5u`, `jwk`, `x5c` or `crit` header is refused, never followed), required
+//! `iss`, `aud`, `exp`, `iat`, `sub`, `jti`, a bounded token size checked before any parsing,
+//! and strict unpadded base64url.
+
+mod jwks;
+mod token;
+
+pub use jwks::{HttpJwksSource, JwksSource, StaticJwks};
+pub use token::{
+    ALGORITHM, AccessClaims, Signer, TOKEN_TYPE, VerifierConfig, VerifyError, Verifier, valid_kid,
+};

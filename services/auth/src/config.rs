@@ -1,0 +1,199 @@
+//! The `auth` section of the configuration (see config/default.yaml).
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use plt_kernel::{
+    Secret,
+    config::{ConfigError, Validate},
+};
+use serde::{Deserialize, Serialize};
+use std::{net::SocketAddr, time::Duration};
+
+/// The development key-encryption key shipped in config/default.yaml. Refused when
+/// `env` is `production`.
+pub const DEV_ENCRYPTION_KEY: &str = "cGx0LWRldmVsb3BtZW50LWtleS1kby1ub3QtdXNlISE=";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub listen: SocketAddr,
+    /// `iss` of access tokens.
+    pub issuer: String,
+    /// `aud` of access tokens.
+    pub audience: String,
+    #[serde(with = "humantime_serde")]
+    pub access_token_ttl: Duration,
+    pub refresh: RefreshConfig,
+    pub keys: KeysConfig,
+    pub identity: UpstreamConfig,
+    pub throttle: ThrottleConfig,
+    /// Peers (IPs or CIDRs) whose `X-Forwarded-For` is believed; from anyone else it is ignored.
+    pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshConfig {
+    /// Absolute lifetime of a sign-in: no refresh after this, whatever the activity.
+    #[serde(with = "humantime_serde")]
+    pub absolute_lifetime: Duration,
+    /// A sign-in unused this long expires.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A spent refresh token presented again within this window returns the same successor
+    /// (the client lost the answer); later, it revokes the family.
+    #[serde(with = "humantime_serde")]
+    pub reuse_grace: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// How long a key signs before the next one takes over.
+    #[serde(with = "humantime_serde")]
+    pub rotation_interval: Duration,
+    /// How often each instance reloads keys and applies due rotations and removals.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// Base64 of 32 bytes: encrypts private keys at rest. Secret: use
+    /// PLT_AUTH__KEYS__ENCRYPTION_KEY_FILE in production.
+    pub encryption_key: Secret<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Grpc,
+    Http,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `http://host:port` of the service.
+    pub endpoint: String,
+    pub protocol: Protocol,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleConfig {
+    /// Failed sign-ins per account allowed before back-off starts.
+    pub account_free_failures: u32,
+    /// First back-off after the free failures; doubles with each further failure.
+    #[serde(with = "humantime_serde")]
+    pub account_base_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub account_max_delay: Duration,
+    /// Failures older than this are forgotten.
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+    /// Failed sign-ins allowed per source address within `failure_window`.
+    pub source_max_failures: u32,
+}
+
+impl KeysConfig {
+    /// The 32-byte key-encryption key.
+    pub fn encryption_key_bytes(&self) -> Result<[u8; 32], String> {
+        let bytes = STANDARD
+            .decode(self.encryption_key.expose().trim())
+            .map_err(|_| "must be base64".to_owned())?;
+        <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| "must decode to exactly 32 bytes".to_owned())
+    }
+}
+
+/// Parses an IP address or CIDR block.
+pub fn parse_cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (ip, len) = match s.split_once('/') {
+        Some((ip, len)) => (ip.parse().ok()?, len.parse().ok()?),
+        None => {
+            let ip: std::net::IpAddr = s.parse().ok()?;
+            (ip, if ip.is_ipv4() { 32 } else { 128 })
+        }
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    (len <= max).then_some((ip, len))
+}
+
+impl AuthConfig {
+    pub fn validate_for_env(&self, env: &str) -> Result<(), ConfigError> {
+        if env == "production" && self.keys.encryption_key.expose() == DEV_ENCRYPTION_KEY {
+            return Err(ConfigError::new(
+                "auth.keys.encryption_key",
+                "the development key must not be used in production; set PLT_AUTH__KEYS__ENCRYPTION_KEY_FILE",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Validate for AuthConfig {
+    fn validate(&self, p: &str) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("{p}.{k}");
+        if self.issuer.trim().is_empty() {
+            return Err(ConfigError::new(key("issuer"), "must not be empty"));
+        }
+        if self.audience.trim().is_empty() {
+            return Err(ConfigError::new(key("audience"), "must not be empty"));
+        }
+        let ttl = self.access_token_ttl;
+        if ttl < Duration::from_secs(30) || ttl > Duration::from_secs(3600) {
+            return Err(ConfigError::new(key("access_token_ttl"), "must be between 30s and 1h"));
+        }
+        let r = &self.refresh;
+        if r.idle_timeout.is_zero() || r.absolute_lifetime < r.idle_timeout {
+            return Err(ConfigError::new(
+                key("refresh.absolute_lifetime"),
+                "must be at least refresh.idle_timeout, which must be greater than 0",
+            ));
+        }
+        if r.reuse_grace > Duration::from_secs(60) {
+            return Err(ConfigError::new(key("refresh.reuse_grace"), "must be at most 60s"));
+        }
+        let k = &self.keys;
+        if k.rotation_interval < ttl * 2 {
+            return Err(ConfigError::new(
+                key("keys.rotation_interval"),
+                "must be at least twice access_token_ttl",
+            ));
+        }
+        if k.check_interval.is_zero() || k.check_interval > k.rotation_interval {
+            return Err(ConfigError::new(
+                key("keys.check_interval"),
+                "must be greater than 0 and at most keys.rotation_interval",
+            ));
+        }
+        if let Err(reason) = k.encryption_key_bytes() {
+            return Err(ConfigError::new(key("keys.encryption_key"), reason));
+        }
+        if !(self.identity.endpoint.starts_with("http://") || self.identity.endpoint.starts_with("https://")) {
+            return Err(ConfigError::new(key("identity.endpoint"), "must be an http:// or https:// URL"));
+        }
+        if self.identity.timeout.is_zero() {
+            return Err(ConfigError::new(key("identity.timeout"), "must be greater than 0"));
+        }
+        let t = &self.throttle;
+        if t.account_base_delay.is_zero() || t.account_max_delay < t.account_base_delay {
+            return Err(ConfigError::new(
+                key("throttle.account_max_delay"),
+                "must be at least throttle.account_base_delay, which must be greater than 0",
+            ));
+        }
+        if t.failure_window.is_zero() || t.source_max_failures == 0 {
+            return Err(ConfigError::new(
+                key("throttle.source_max_failures"),
+                "must be greater than 0 (and failure_window too)",
+            ));
+        }
+        for (i, proxy) in self.trusted_proxies.iter().enumerate() {
+            if parse_cidr(proxy).is_none() {
+                return Err(ConfigError::new(
+                    format!("{p}.trusted_proxies[{i}]"),
+                    "must be an IP address or CIDR block",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,402 @@
+//! The auth core: sign-in, refresh rotation with reuse detection, validation, logout,
+//! implementing the auth contract directly.
+
+use crate::{
+    config::{AuthConfig, parse_cidr},
+    keys::{KeyRing, now},
+    store::{AuthStore, Family, RefreshRow},
+    throttle::{Throttle, Verdict},
+};
+use async_trait::async_trait;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use plt_authn::AccessClaims;
+use plt_contracts::{
+    Error, ErrorCode, RequestContext, Result,
+    auth::{AuthServiceClient, Jwks, TokenClaims, TokenResponse},
+    identity::IdentityServiceClient,
+};
+use plt_kernel::Secret;
+use sha2::{Digest, Sha256};
+use std::{net::IpAddr, sync::Arc, time::Instant};
+use uuid::Uuid;
+
+/// The one answer to every failed sign-in: unknown e-mail, wrong password, disabled account,
+/// throttled account or source.
+const SIGN_IN_FAILED: &str = "invalid e-mail or password";
+const INVALID_REFRESH: &str = "invalid or expired refresh token";
+const REFRESH_TOKEN_CHARS: usize = 43;
+
+pub struct AuthCore {
+    cfg: AuthConfig,
+    store: Arc<dyn AuthStore>,
+    keys: Arc<KeyRing>,
+    identity: Arc<dyn IdentityServiceClient>,
+    throttle: Throttle,
+    trusted_proxies: Vec<(IpAddr, u8)>,
+}
+
+fn store_err(context: &str, e: crate::store::StoreError) -> Error {
+    Error::internal(context, &e)
+}
+
+fn chrono(d: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn new_refresh_token() -> Result<(String, Vec<u8>)> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| Error::internal("generating refresh token", &e))?;
+    let token = URL_SAFE_NO_PAD.encode(bytes);
+    let h = hash(&token);
+    Ok((token, h))
+}
+
+fn in_cidr(ip: IpAddr, (net, len): (IpAddr, u8)) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The client's address: the TCP peer, unless the peer is a trusted proxy, in which case the
+/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub fn client_ip(ctx: &RequestContext, trusted: &[(IpAddr, u8)]) -> Option<IpAddr> {
+    let peer = ctx.peer?.ip();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| in_cidr(ip, *c));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    if let Some(xff) = &ctx.forwarded_for {
+        for part in xff.rsplit(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) if is_trusted(ip) => continue,
+                Ok(ip) => return Some(ip),
+                Err(_) => break,
+            }
+        }
+    }
+    Some(peer)
+}
+
+impl AuthCore {
+    pub fn new(
+        cfg: AuthConfig,
+        store: Arc<dyn AuthStore>,
+        keys: Arc<KeyRing>,
+        identity: Arc<dyn IdentityServiceClient>,
+    ) -> Self {
+        let trusted_proxies = cfg.trusted_proxies.iter().filter_map(|p| parse_cidr(p)).collect();
+        Self {
+            throttle: Throttle::new(cfg.throttle.clone()),
+            cfg,
+            store,
+            keys,
+            identity,
+            trusted_proxies,
+        }
+    }
+
+    pub fn keys(&self) -> &Arc<KeyRing> {
+        &self.keys
+    }
+
+    fn access_token(&self, user_id: Uuid, now: DateTime<Utc>) -> (Secret<String>, u32) {
+        let ttl = self.cfg.access_token_ttl.as_secs();
+        let iat = now.timestamp();
+        let claims = AccessClaims {
+            iss: self.cfg.issuer.clone(),
+            sub: user_id.to_string(),
+            aud: vec![self.cfg.audience.clone()],
+            exp: iat + ttl as i64,
+            nbf: iat,
+            iat,
+            jti: Uuid::new_v4().to_string(),
+            scope: String::new(),
+            client_id: String::new(),
+        };
+        let token = self.keys.signer().sign(&claims);
+        (Secret::new(token), ttl as u32)
+    }
+
+    fn pair(&self, user_id: Uuid, refresh: String, now: DateTime<Utc>) -> TokenResponse {
+        let (access, expires_in) = self.access_token(user_id, now);
+        TokenResponse {
+            access_token: access,
+            refresh_token: Secret::new(refresh),
+            token_type: "Bearer".into(),
+            expires_in,
+        }
+    }
+
+    fn family_usable(&self, f: &Family, now: DateTime<Utc>) -> bool {
+        f.revoked_at.is_none()
+            && f.expires_at > now
+            && f.last_used_at + chrono(self.cfg.refresh.idle_timeout) > now
+    }
+
+    fn sealing_context(family: Uuid) -> Vec<u8> {
+        format!("refresh-successor:{family}").into_bytes()
+    }
+
+    async fn revoke(&self, family: &Family, now: DateTime<Utc>, reason: &str) -> Result<()> {
+        let first = self
+            .store
+            .revoke_family(family.id, now, reason)
+            .await
+            .map_err(|e| store_err("revoking token family", e))?;
+        if first {
+            tracing::warn!(
+                event = "auth.token_family.revoked",
+                family_id = %family.id,
+                user_id = %family.user_id,
+                reason,
+                "refresh-token family revoked"
+            );
+        }
+        Ok(())
+    }
+
+    /// A spent token presented again: within the grace window, while its successor is
+    /// unspent, the same successor (the client lost our answer); otherwise reuse.
+    async fn replay(&self, row: &RefreshRow, family: &Family, now: DateTime<Utc>) -> Result<TokenResponse> {
+        let spent_at = row.spent_at.unwrap_or(now);
+        let in_grace = now - spent_at <= chrono(self.cfg.refresh.reuse_grace);
+        if in_grace
+            && let (Some(succ_hash), Some(sealed)) = (&row.successor_hash, &row.successor_sealed)
+            && let Some((succ, _)) = self
+                .store
+                .refresh_token(succ_hash)
+                .await
+                .map_err(|e| store_err("reading refresh token", e))?
+            && succ.spent_at.is_none()
+            && let Ok(plain) = self.keys.sealer().open(&Self::sealing_context(family.id), sealed)
+            && let Ok(successor) = String::from_utf8(plain)
+        {
+            tracing::info!(family_id = %family.id, "refresh retried within the grace window; same successor returned");
+            return Ok(self.pair(family.user_id, successor, now));
+        }
+        self.revoke(family, now, "refresh token reuse").await?;
+        Err(Error::unauthenticated(INVALID_REFRESH))
+    }
+}
+
+#[async_trait]
+impl AuthServiceClient for AuthCore {
+    async fn login(&self, ctx: &RequestContext, email: &str, password: Secret<String>) -> Result<TokenResponse> {
+        let account = email.trim().to_ascii_lowercase();
+        let source = client_ip(ctx, &self.trusted_proxies);
+        if let Verdict::Wait(wait) = self.throttle.check(&account, source, Instant::now()) {
+            tracing::info!(event = "auth.login.throttled", ?source, wait_secs = wait.as_secs(), "sign-in throttled");
+            return Err(Error::unauthenticated(SIGN_IN_FAILED));
+        }
+        // Only the request id travels on; the end user's credentials go in the message.
+        let upstream = RequestContext {
+            request_id: ctx.request_id.clone(),
+            ..Default::default()
+        };
+        let verified = tokio::time::timeout(
+            self.cfg.identity.timeout,
+            self.identity.verify_credentials(&upstream, email, password),
+        )
+        .await
+        .map_err(|_| Error::new(ErrorCode::Unavailable, "identity did not answer in time"))?;
+        let user = match verified {
+            Ok(user) => user,
+            Err(e) if matches!(e.code, ErrorCode::Unauthenticated | ErrorCode::InvalidArgument) => {
+                self.throttle.failure(&account, source, Instant::now());
+                tracing::info!(event = "auth.login.failed", ?source, "sign-in failed");
+                return Err(Error::unauthenticated(SIGN_IN_FAILED));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "identity unavailable for sign-in");
+                return Err(Error::unavailable("sign-in is temporarily unavailable"));
+            }
+        };
+        self.throttle.success(&account);
+        let now = now();
+        let family = Family {
+            id: Uuid::now_v7(),
+            user_id: user.id,
+            created_at: now,
+            expires_at: now + chrono(self.cfg.refresh.absolute_lifetime),
+            last_used_at: now,
+            revoked_at: None,
+        };
+        let (refresh, refresh_hash) = new_refresh_token()?;
+        let first = RefreshRow {
+            token_hash: refresh_hash,
+            family_id: family.id,
+            created_at: now,
+            spent_at: None,
+            successor_hash: None,
+            successor_sealed: None,
+        };
+        self.store
+            .create_family(&family, &first)
+            .await
+            .map_err(|e| store_err("creating sign-in", e))?;
+        tracing::info!(event = "auth.login.succeeded", user_id = %user.id, family_id = %family.id, "signed in");
+        Ok(self.pair(user.id, refresh, now))
+    }
+
+    async fn refresh_token(&self, _ctx: &RequestContext, refresh_token: Secret<String>) -> Result<TokenResponse> {
+        let token = refresh_token.expose().trim();
+        if token.len() != REFRESH_TOKEN_CHARS || URL_SAFE_NO_PAD.decode(token).is_err() {
+            return Err(Error::unauthenticated(INVALID_REFRESH));
+        }
+        let presented = hash(token);
+        // Two rounds at most: a lost race for the same token is answered like a replay.
+        for _ in 0..2 {
+            let now = now();
+            let Some((row, family)) = self
+                .store
+                .refresh_token(&presented)
+                .await
+                .map_err(|e| store_err("reading refresh token", e))?
+            else {
+                return Err(Error::unauthenticated(INVALID_REFRESH));
+            };
+            if !self.family_usable(&family, now) {
+                return Err(Error::unauthenticated(INVALID_REFRESH));
+            }
+            if row.spent_at.is_some() {
+                return self.replay(&row, &family, now).await;
+            }
+            let (next, next_hash) = new_refresh_token()?;
+            let sealed = self
+                .keys
+                .sealer()
+                .seal(&Self::sealing_context(family.id), next.as_bytes())
+                .map_err(|e| Error::internal("sealing refresh token", &e))?;
+            let new_row = RefreshRow {
+                token_hash: next_hash,
+                family_id: family.id,
+                created_at: now,
+                spent_at: None,
+                successor_hash: None,
+                successor_sealed: None,
+            };
+            if self
+                .store
+                .spend_refresh_token(&presented, &new_row, &sealed, now)
+                .await
+                .map_err(|e| store_err("rotating refresh token", e))?
+            {
+                return Ok(self.pair(family.user_id, next, now));
+            }
+        }
+        Err(Error::unauthenticated(INVALID_REFRESH))
+    }
+
+    async fn validate_token(&self, _ctx: &RequestContext, token: &str) -> Result<TokenClaims> {
+        let claims = self.keys.verifier().verify(token).await?;
+        if self
+            .store
+            .is_access_token_denied(&claims.jti)
+            .await
+            .map_err(|e| store_err("checking revoked tokens", e))?
+        {
+            return Err(Error::unauthenticated("invalid or expired token"));
+        }
+        Ok(claims)
+    }
+
+    async fn logout(
+        &self,
+        _ctx: &RequestContext,
+        refresh_token: Option<Secret<String>>,
+        access_token: Option<Secret<String>>,
+    ) -> Result<()> {
+        if refresh_token.is_none() && access_token.is_none() {
+            return Err(Error::invalid("refresh_token", "give a refresh token, an access token, or both"));
+        }
+        let now = now();
+        if let Some(rt) = refresh_token
+            && let Some((_, family)) = self
+                .store
+                .refresh_token(&hash(rt.expose().trim()))
+                .await
+                .map_err(|e| store_err("reading refresh token", e))?
+        {
+            self.revoke(&family, now, "logout").await?;
+        }
+        // An invalid or expired access token needs no revocation; logout still succeeds, and
+        // says nothing about which tokens were valid.
+        if let Some(at) = access_token
+            && let Ok(claims) = self.keys.verifier().verify(at.expose()).await
+        {
+            let exp = DateTime::from_timestamp(claims.exp, 0).unwrap_or(now);
+            self.store
+                .deny_access_token(&claims.jti, exp)
+                .await
+                .map_err(|e| store_err("revoking access token", e))?;
+            tracing::info!(event = "auth.access_token.revoked", user_id = %claims.sub, "access token revoked");
+        }
+        Ok(())
+    }
+
+    async fn get_jwks(&self, _ctx: &RequestContext) -> Result<Jwks> {
+        self.keys.verifier().config();
+        let jwks = Jwks {
+            keys: self
+                .keys
+                .keys()
+                .iter()
+                .filter(|r| r.remove_after.is_none_or(|t| t > now()))
+                .map(|r| plt_contracts::auth::Jwk {
+                    kty: "OKP".into(),
+                    crv: "Ed25519".into(),
+                    x: r.public_x.clone(),
+                    y: String::new(),
+                    kid: r.kid.clone(),
+                    alg: plt_authn::ALGORITHM.into(),
+                    use_: "sig".into(),
+                })
+                .collect(),
+        };
+        Ok(jwks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(peer: &str, xff: Option<&str>) -> RequestContext {
+        RequestContext {
+            peer: Some(peer.parse().unwrap()),
+            forwarded_for: xff.map(str::to_owned),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = vec![parse_cidr("10.0.0.0/8").unwrap(), parse_cidr("::1").unwrap()];
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // Untrusted peer: its own address, whatever it claims.
+        assert_eq!(client_ip(&ctx("198.51.100.9:5000", Some("1.2.3.4")), &trusted), ip("198.51.100.9"));
+        // Trusted proxy: the right-most untrusted hop.
+        assert_eq!(
+            client_ip(&ctx("10.1.2.3:5000", Some("6.6.6.6, 203.0.113.5, 10.9.9.9")), &trusted),
+            ip("203.0.113.5")
+        );
+        assert_eq!(client_ip(&ctx("[::1]:5000", Some("203.0.113.5")), &trusted), ip("203.0.113.5"));
+        // Trusted proxy without a usable header: the proxy itself.
+        assert_eq!(client_ip(&ctx("10.1.2.3:5000", None), &trusted), ip("10.1.2.3"));
+        assert_eq!(client_ip(&ctx("10.1.2.3:5000", Some("garbage")), &trusted), ip("10.1.2.3"));
+        assert_eq!(client_ip(&RequestContext::default(), &trusted), None);
+    }
+}

@@ -1,0 +1,228 @@
+//! The signing-key ring: every instance loads the keys from the store, signs with the active
+//! one, publishes next + active + retiring in the JWKS, and applies due rotations and
+//! removals. Rotations are compare-and-swap in the store, so concurrent instances agree.
+//!
+//! Lifecycle: `next` (published a full rotation interval before it signs, so every verifier
+//! has it cached by then) → `active` (signs) → `retiring` (still published until every token
+//! it signed has expired: `access_token_ttl` + leeway after retirement) → removed.
+
+use crate::{
+    seal::Sealer,
+    store::{AuthStore, KeyRow, KeyState},
+};
+use chrono::{DateTime, SubsecRound, Utc};
+use plt_authn::{Signer, StaticJwks, Verifier, VerifierConfig};
+use plt_contracts::{
+    Error,
+    auth::{Jwk, Jwks},
+};
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+use uuid::Uuid;
+
+/// Extra time a retired key stays published beyond the last token's expiry (clock skew).
+const REMOVAL_MARGIN: Duration = Duration::from_secs(30);
+
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+struct Current {
+    signer: Arc<Signer>,
+    rows: Vec<KeyRow>,
+}
+
+pub struct KeyRing {
+    store: Arc<dyn AuthStore>,
+    sealer: Sealer,
+    rotation_interval: Duration,
+    access_ttl: Duration,
+    current: RwLock<Option<Current>>,
+    jwks: StaticJwks,
+    verifier: Verifier,
+}
+
+fn internal(context: &str, e: impl std::error::Error + 'static) -> Error {
+    Error::internal(context, &e)
+}
+
+fn chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl KeyRing {
+    /// Loads the keys, creating the first active and next keys on a fresh database.
+    pub async fn open(
+        store: Arc<dyn AuthStore>,
+        sealer: Sealer,
+        verifier_cfg: VerifierConfig,
+        rotation_interval: Duration,
+        access_ttl: Duration,
+    ) -> Result<Arc<Self>, Error> {
+        let jwks = StaticJwks::default();
+        let verifier = Verifier::new(verifier_cfg, Arc::new(jwks.clone()));
+        let ring = Arc::new(Self {
+            store,
+            sealer,
+            rotation_interval,
+            access_ttl,
+            current: RwLock::new(None),
+            jwks,
+            verifier,
+        });
+        ring.ensure_keys().await?;
+        ring.reload().await?;
+        Ok(ring)
+    }
+
+    fn new_key(&self, state: KeyState, now: DateTime<Utc>) -> Result<KeyRow, Error> {
+        let kid = Uuid::now_v7().simple().to_string();
+        let signer = Signer::generate(kid.clone())?;
+        let encrypted_seed = self
+            .sealer
+            .seal(kid.as_bytes(), signer.seed().expose())
+            .map_err(|e| internal("sealing signing key", e))?;
+        Ok(KeyRow {
+            public_x: signer.public_jwk().x,
+            kid,
+            state,
+            encrypted_seed,
+            created_at: now,
+            activated_at: (state == KeyState::Active).then_some(now),
+            retired_at: None,
+            remove_after: None,
+        })
+    }
+
+    async fn ensure_keys(&self) -> Result<(), Error> {
+        let rows = self.store.keys().await.map_err(|e| internal("reading keys", e))?;
+        let now = now();
+        for state in [KeyState::Active, KeyState::Next] {
+            if !rows.iter().any(|r| r.state == state) {
+                let key = self.new_key(state, now)?;
+                // Another instance may create it at the same time; a unique index keeps one.
+                if let Err(e) = self.store.insert_key(&key).await {
+                    tracing::info!(error = %e, state = state.as_str(), "key created concurrently elsewhere");
+                } else {
+                    tracing::info!(kid = %key.kid, state = state.as_str(), "signing key created");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reloads keys from the store.
+    pub async fn reload(&self) -> Result<(), Error> {
+        let rows = self.store.keys().await.map_err(|e| internal("reading keys", e))?;
+        let active = rows
+            .iter()
+            .find(|r| r.state == KeyState::Active)
+            .ok_or_else(|| Error::unavailable("no active signing key"))?;
+        let seed = self
+            .sealer
+            .open(active.kid.as_bytes(), &active.encrypted_seed)
+            .map_err(|e| internal("opening signing key (wrong auth.keys.encryption_key?)", e))?;
+        let signer = Arc::new(Signer::from_seed(active.kid.clone(), &seed)?);
+        let now = now();
+        let published: Vec<Jwk> = rows
+            .iter()
+            .filter(|r| r.remove_after.is_none_or(|t| t > now))
+            .map(|r| Jwk {
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                x: r.public_x.clone(),
+                y: String::new(),
+                kid: r.kid.clone(),
+                alg: plt_authn::ALGORITHM.into(),
+                use_: "sig".into(),
+            })
+            .collect();
+        let jwks = Jwks { keys: published };
+        self.jwks.set(jwks.clone());
+        self.verifier.set_keys(&jwks);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Current { signer, rows });
+        Ok(())
+    }
+
+    /// Applies a due rotation and due removals, then reloads.
+    pub async fn maintain(&self) -> Result<(), Error> {
+        let now = now();
+        let rows = self.rows();
+        if let Some(active) = rows.iter().find(|r| r.state == KeyState::Active) {
+            let since = active.activated_at.unwrap_or(active.created_at);
+            if since + chrono(self.rotation_interval) <= now {
+                self.rotate_at(now).await?;
+            }
+        }
+        for r in rows.iter().filter(|r| r.state == KeyState::Retiring) {
+            if r.remove_after.is_some_and(|t| t <= now) {
+                self.store.delete_key(&r.kid).await.map_err(|e| internal("removing key", e))?;
+                tracing::info!(kid = %r.kid, "retired signing key removed");
+            }
+        }
+        self.reload().await
+    }
+
+    /// Rotates now (on demand): next becomes active, active starts retiring.
+    pub async fn rotate(&self) -> Result<String, Error> {
+        self.reload().await?;
+        self.rotate_at(now()).await?;
+        self.reload().await?;
+        Ok(self.signer().kid().to_owned())
+    }
+
+    async fn rotate_at(&self, now: DateTime<Utc>) -> Result<(), Error> {
+        let rows = self.rows();
+        let (Some(active), Some(next)) = (
+            rows.iter().find(|r| r.state == KeyState::Active),
+            rows.iter().find(|r| r.state == KeyState::Next),
+        ) else {
+            return Err(Error::unavailable("key ring incomplete"));
+        };
+        let new_next = self.new_key(KeyState::Next, now)?;
+        let remove_after = now + chrono(self.access_ttl) + chrono(REMOVAL_MARGIN);
+        let done = self
+            .store
+            .rotate_keys(&active.kid, &next.kid, &new_next, now, remove_after)
+            .await
+            .map_err(|e| internal("rotating keys", e))?;
+        if done {
+            tracing::info!(retiring = %active.kid, active = %next.kid, next = %new_next.kid, "signing keys rotated");
+        }
+        Ok(())
+    }
+
+    fn rows(&self) -> Vec<KeyRow> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.rows.clone())
+            .unwrap_or_default()
+    }
+
+    /// The key that signs now.
+    pub fn signer(&self) -> Arc<Signer> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.signer.clone())
+            .expect("the key ring is loaded when opened")
+    }
+
+    /// The keys published now (as the JWKS document).
+    pub fn keys(&self) -> Vec<KeyRow> {
+        self.rows()
+    }
+
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+}

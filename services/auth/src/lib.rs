@@ -1,0 +1,151 @@
+//! auth-service: sign-in through identity's credential check, EdDSA access tokens from a
+//! rotating key ring published as JWKS, refresh-token families with rotation and reuse
+//! detection, revocation, and sign-in throttling — over gRPC and HTTP/JSON on one port.
+
+pub mod config;
+pub mod core;
+pub mod keys;
+pub mod seal;
+pub mod store;
+pub mod throttle;
+
+use crate::{
+    config::{AuthConfig, Protocol},
+    core::AuthCore,
+    keys::KeyRing,
+    seal::Sealer,
+};
+use anyhow::Context as _;
+use plt_authn::VerifierConfig;
+use plt_contracts::{
+    auth::{AuthServiceClient, grpc::AuthGrpcServer},
+    identity::{IdentityServiceClient, grpc::IdentityGrpcClient, http::IdentityHttpClient},
+};
+use plt_db::{Db, Migrations};
+use plt_kernel::{BoundHost, Loaded, ServiceHost};
+use sqlx::migrate::Migrator;
+use std::{net::SocketAddr, sync::Arc};
+
+pub const SERVICE_NAME: &str = "auth-service";
+pub const SECTION: &str = "auth";
+
+static PG_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+
+pub const MIGRATIONS: Migrations = Migrations {
+    postgres: &PG_MIGRATIONS,
+    sqlite: &SQLITE_MIGRATIONS,
+};
+
+pub type Config = Loaded<AuthConfig>;
+
+#[derive(Default)]
+pub struct Overrides {
+    pub schema: Option<String>,
+    /// The identity client instead of the configured one (tests inject fakes).
+    pub identity: Option<Arc<dyn IdentityServiceClient>>,
+    pub listen: Option<SocketAddr>,
+}
+
+pub async fn connect_db(cfg: &Config, schema: &str) -> anyhow::Result<Db> {
+    let db = Db::connect(&cfg.kernel.database, schema).await?;
+    db.migrate(MIGRATIONS).await?;
+    Ok(db)
+}
+
+/// The identity client described by `auth.identity`.
+pub fn identity_client(cfg: &AuthConfig) -> anyhow::Result<Arc<dyn IdentityServiceClient>> {
+    let ep = &cfg.identity.endpoint;
+    Ok(match cfg.identity.protocol {
+        Protocol::Grpc => Arc::new(IdentityGrpcClient::connect_lazy(ep).map_err(|e| anyhow::anyhow!("auth.identity.endpoint: {e}"))?),
+        Protocol::Http => Arc::new(IdentityHttpClient::new(
+            reqwest::Client::builder().timeout(cfg.identity.timeout).build()?,
+            ep,
+        )),
+    })
+}
+
+/// Opens the key ring of this configuration on `db`.
+pub async fn key_ring(cfg: &Config, db: &Db) -> anyhow::Result<Arc<KeyRing>> {
+    let a = &cfg.service;
+    let kek = a
+        .keys
+        .encryption_key_bytes()
+        .map_err(|e| anyhow::anyhow!("auth.keys.encryption_key: {e}"))?;
+    let ring = KeyRing::open(
+        store::for_db(db),
+        Sealer::new(&kek),
+        VerifierConfig::new(&a.issuer, &a.audience),
+        a.keys.rotation_interval,
+        a.access_token_ttl,
+    )
+    .await?;
+    Ok(ring)
+}
+
+pub struct App {
+    host: BoundHost,
+    db: Db,
+    core: Arc<AuthCore>,
+    maintenance: tokio::task::JoinHandle<()>,
+}
+
+impl App {
+    pub async fn build(cfg: &Config, overrides: Overrides) -> anyhow::Result<Self> {
+        cfg.service.validate_for_env(&cfg.kernel.env)?;
+        let schema = overrides.schema.unwrap_or_else(|| SECTION.to_owned());
+        let db = connect_db(cfg, &schema).await?;
+        let keys = key_ring(cfg, &db).await?;
+        let identity = match overrides.identity {
+            Some(i) => i,
+            None => identity_client(&cfg.service)?,
+        };
+        let core = Arc::new(AuthCore::new(cfg.service.clone(), store::for_db(&db), keys.clone(), identity));
+        let contract: Arc<dyn AuthServiceClient> = core.clone();
+        let listen = overrides.listen.unwrap_or(cfg.service.listen);
+        let host = ServiceHost::new(SERVICE_NAME, &cfg.kernel.server)
+            .http(plt_contracts::auth::http::routes(contract.clone()).fallback(plt_contracts::http_api::not_found_fallback))
+            .grpc(AuthGrpcServer::new(contract))
+            .reflection(plt_contracts::FILE_DESCRIPTOR_SET)
+            .health_check(db.health_check())
+            .metrics_collector(db.metrics_collector(SERVICE_NAME))
+            .bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let store = store::for_db(&db);
+        let every = cfg.service.keys.check_interval;
+        let maintenance = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = keys.maintain().await {
+                    tracing::warn!(error = %e, "key maintenance failed; will retry");
+                }
+                if let Err(e) = store.purge_expired(keys::now()).await {
+                    tracing::warn!(error = %e, "purging expired tokens failed; will retry");
+                }
+            }
+        });
+        Ok(Self { host, db, core, maintenance })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.host.local_addr()
+    }
+
+    pub fn core(&self) -> Arc<AuthCore> {
+        self.core.clone()
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let result = self.host.run(shutdown).await;
+        self.maintenance.abort();
+        self.db.close().await;
+        Ok(result?)
+    }
+}
