@@ -4,7 +4,8 @@
 //! Environment mapping: strip the `PLT_` prefix, lower-case, and read `__` as a level
 //! separator: `PLT_IDENTITY__LISTEN=0.0.0.0:9000` sets `identity.listen`. A variable ending in
 //! `_FILE` names a file whose trimmed content becomes the value of the key without the suffix:
-//! `PLT_DATABASE__URL_FILE=/run/secrets/db` sets `database.url`. `PLT_ENV` selects the
+//! `PLT_DATABASE__URL_FILE=/run/secrets/db` sets `database.url`. A list is written as a YAML
+//! flow sequence: `PLT_AUTH__TRUSTED_PROXIES='[10.0.0.0/8, "::1"]'`. `PLT_ENV` selects the
 //! environment file; `PLT_CONFIG_DIR` the directory (default `config`).
 
 use crate::secret::Secret;
@@ -358,7 +359,7 @@ impl ConfigSource {
             let parts: Vec<&str> = key.split("__").collect();
             // Kept as a string: `PLT_ENV=2024` or a numeric password must stay text. The
             // lossy extraction turns it into a number or boolean where the key needs one.
-            insert_path(&mut root, &parts, serde_json::Value::String(value.clone()));
+            insert_path(&mut root, &parts, env_value(value));
         }
         for (key, path) in files {
             let content = read_secret_file(Path::new(path)).map_err(|reason| {
@@ -372,6 +373,19 @@ impl ConfigSource {
         }
         Ok(root)
     }
+}
+
+/// A variable's value: a YAML flow sequence (`[a, b]`) becomes a list, anything else stays a
+/// string (read as a number or boolean later, where the key needs one).
+fn env_value(raw: &str) -> serde_json::Value {
+    let t = raw.trim();
+    if t.starts_with('[')
+        && t.ends_with(']')
+        && let Ok(list @ serde_json::Value::Array(_)) = serde_yaml::from_str::<serde_json::Value>(t)
+    {
+        return list;
+    }
+    serde_json::Value::String(raw.to_owned())
 }
 
 fn read_secret_file(path: &Path) -> Result<String, String> {

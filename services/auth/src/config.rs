@@ -99,7 +99,8 @@ impl KeysConfig {
         let bytes = STANDARD
             .decode(self.encryption_key.expose().trim())
             .map_err(|_| "must be base64".to_owned())?;
-        <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| "must decode to exactly 32 bytes".to_owned())
+        <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|_| "must decode to exactly 32 bytes".to_owned())
     }
 }
 
@@ -139,7 +140,10 @@ impl Validate for AuthConfig {
         }
         let ttl = self.access_token_ttl;
         if ttl < Duration::from_secs(30) || ttl > Duration::from_secs(3600) {
-            return Err(ConfigError::new(key("access_token_ttl"), "must be between 30s and 1h"));
+            return Err(ConfigError::new(
+                key("access_token_ttl"),
+                "must be between 30s and 1h",
+            ));
         }
         let r = &self.refresh;
         if r.idle_timeout.is_zero() || r.absolute_lifetime < r.idle_timeout {
@@ -149,7 +153,10 @@ impl Validate for AuthConfig {
             ));
         }
         if r.reuse_grace > Duration::from_secs(60) {
-            return Err(ConfigError::new(key("refresh.reuse_grace"), "must be at most 60s"));
+            return Err(ConfigError::new(
+                key("refresh.reuse_grace"),
+                "must be at most 60s",
+            ));
         }
         let k = &self.keys;
         if k.rotation_interval < ttl * 2 {
@@ -167,11 +174,19 @@ impl Validate for AuthConfig {
         if let Err(reason) = k.encryption_key_bytes() {
             return Err(ConfigError::new(key("keys.encryption_key"), reason));
         }
-        if !(self.identity.endpoint.starts_with("http://") || self.identity.endpoint.starts_with("https://")) {
-            return Err(ConfigError::new(key("identity.endpoint"), "must be an http:// or https:// URL"));
+        if !(self.identity.endpoint.starts_with("http://")
+            || self.identity.endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError::new(
+                key("identity.endpoint"),
+                "must be an http:// or https:// URL",
+            ));
         }
         if self.identity.timeout.is_zero() {
-            return Err(ConfigError::new(key("identity.timeout"), "must be greater than 0"));
+            return Err(ConfigError::new(
+                key("identity.timeout"),
+                "must be greater than 0",
+            ));
         }
         let t = &self.throttle;
         if t.account_base_delay.is_zero() || t.account_max_delay < t.account_base_delay {

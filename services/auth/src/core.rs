@@ -59,11 +59,19 @@ fn new_refresh_token() -> Result<(String, Vec<u8>)> {
 fn in_cidr(ip: IpAddr, (net, len): (IpAddr, u8)) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len))
+            };
             u32::from(a) & mask == u32::from(b) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len))
+            };
             u128::from(a) & mask == u128::from(b) & mask
         }
         _ => false,
@@ -97,7 +105,11 @@ impl AuthCore {
         keys: Arc<KeyRing>,
         identity: Arc<dyn IdentityServiceClient>,
     ) -> Self {
-        let trusted_proxies = cfg.trusted_proxies.iter().filter_map(|p| parse_cidr(p)).collect();
+        let trusted_proxies = cfg
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| parse_cidr(p))
+            .collect();
         Self {
             throttle: Throttle::new(cfg.throttle.clone()),
             cfg,
@@ -170,7 +182,12 @@ impl AuthCore {
 
     /// A spent token presented again: within the grace window, while its successor is
     /// unspent, the same successor (the client lost our answer); otherwise reuse.
-    async fn replay(&self, row: &RefreshRow, family: &Family, now: DateTime<Utc>) -> Result<TokenResponse> {
+    async fn replay(
+        &self,
+        row: &RefreshRow,
+        family: &Family,
+        now: DateTime<Utc>,
+    ) -> Result<TokenResponse> {
         let spent_at = row.spent_at.unwrap_or(now);
         let in_grace = now - spent_at <= chrono(self.cfg.refresh.reuse_grace);
         if in_grace
@@ -181,7 +198,10 @@ impl AuthCore {
                 .await
                 .map_err(|e| store_err("reading refresh token", e))?
             && succ.spent_at.is_none()
-            && let Ok(plain) = self.keys.sealer().open(&Self::sealing_context(family.id), sealed)
+            && let Ok(plain) = self
+                .keys
+                .sealer()
+                .open(&Self::sealing_context(family.id), sealed)
             && let Ok(successor) = String::from_utf8(plain)
         {
             tracing::info!(family_id = %family.id, "refresh retried within the grace window; same successor returned");
@@ -194,11 +214,21 @@ impl AuthCore {
 
 #[async_trait]
 impl AuthServiceClient for AuthCore {
-    async fn login(&self, ctx: &RequestContext, email: &str, password: Secret<String>) -> Result<TokenResponse> {
+    async fn login(
+        &self,
+        ctx: &RequestContext,
+        email: &str,
+        password: Secret<String>,
+    ) -> Result<TokenResponse> {
         let account = email.trim().to_ascii_lowercase();
         let source = client_ip(ctx, &self.trusted_proxies);
         if let Verdict::Wait(wait) = self.throttle.check(&account, source, Instant::now()) {
-            tracing::info!(event = "auth.login.throttled", ?source, wait_secs = wait.as_secs(), "sign-in throttled");
+            tracing::info!(
+                event = "auth.login.throttled",
+                ?source,
+                wait_secs = wait.as_secs(),
+                "sign-in throttled"
+            );
             return Err(Error::unauthenticated(SIGN_IN_FAILED));
         }
         // Only the request id travels on; the end user's credentials go in the message.
@@ -214,7 +244,12 @@ impl AuthServiceClient for AuthCore {
         .map_err(|_| Error::new(ErrorCode::Unavailable, "identity did not answer in time"))?;
         let user = match verified {
             Ok(user) => user,
-            Err(e) if matches!(e.code, ErrorCode::Unauthenticated | ErrorCode::InvalidArgument) => {
+            Err(e)
+                if matches!(
+                    e.code,
+                    ErrorCode::Unauthenticated | ErrorCode::InvalidArgument
+                ) =>
+            {
                 self.throttle.failure(&account, source, Instant::now());
                 tracing::info!(event = "auth.login.failed", ?source, "sign-in failed");
                 return Err(Error::unauthenticated(SIGN_IN_FAILED));
@@ -251,7 +286,11 @@ impl AuthServiceClient for AuthCore {
         Ok(self.pair(user.id, refresh, now))
     }
 
-    async fn refresh_token(&self, _ctx: &RequestContext, refresh_token: Secret<String>) -> Result<TokenResponse> {
+    async fn refresh_token(
+        &self,
+        _ctx: &RequestContext,
+        refresh_token: Secret<String>,
+    ) -> Result<TokenResponse> {
         let token = refresh_token.expose().trim();
         if token.len() != REFRESH_TOKEN_CHARS || URL_SAFE_NO_PAD.decode(token).is_err() {
             return Err(Error::unauthenticated(INVALID_REFRESH));
@@ -320,7 +359,10 @@ impl AuthServiceClient for AuthCore {
         access_token: Option<Secret<String>>,
     ) -> Result<()> {
         if refresh_token.is_none() && access_token.is_none() {
-            return Err(Error::invalid("refresh_token", "give a refresh token, an access token, or both"));
+            return Err(Error::invalid(
+                "refresh_token",
+                "give a refresh token, an access token, or both",
+            ));
         }
         let now = now();
         if let Some(rt) = refresh_token
@@ -384,19 +426,37 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let trusted = vec![parse_cidr("10.0.0.0/8").unwrap(), parse_cidr("::1").unwrap()];
+        let trusted = vec![
+            parse_cidr("10.0.0.0/8").unwrap(),
+            parse_cidr("::1").unwrap(),
+        ];
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
         // Untrusted peer: its own address, whatever it claims.
-        assert_eq!(client_ip(&ctx("198.51.100.9:5000", Some("1.2.3.4")), &trusted), ip("198.51.100.9"));
+        assert_eq!(
+            client_ip(&ctx("198.51.100.9:5000", Some("1.2.3.4")), &trusted),
+            ip("198.51.100.9")
+        );
         // Trusted proxy: the right-most untrusted hop.
         assert_eq!(
-            client_ip(&ctx("10.1.2.3:5000", Some("6.6.6.6, 203.0.113.5, 10.9.9.9")), &trusted),
+            client_ip(
+                &ctx("10.1.2.3:5000", Some("6.6.6.6, 203.0.113.5, 10.9.9.9")),
+                &trusted
+            ),
             ip("203.0.113.5")
         );
-        assert_eq!(client_ip(&ctx("[::1]:5000", Some("203.0.113.5")), &trusted), ip("203.0.113.5"));
+        assert_eq!(
+            client_ip(&ctx("[::1]:5000", Some("203.0.113.5")), &trusted),
+            ip("203.0.113.5")
+        );
         // Trusted proxy without a usable header: the proxy itself.
-        assert_eq!(client_ip(&ctx("10.1.2.3:5000", None), &trusted), ip("10.1.2.3"));
-        assert_eq!(client_ip(&ctx("10.1.2.3:5000", Some("garbage")), &trusted), ip("10.1.2.3"));
+        assert_eq!(
+            client_ip(&ctx("10.1.2.3:5000", None), &trusted),
+            ip("10.1.2.3")
+        );
+        assert_eq!(
+            client_ip(&ctx("10.1.2.3:5000", Some("garbage")), &trusted),
+            ip("10.1.2.3")
+        );
         assert_eq!(client_ip(&RequestContext::default(), &trusted), None);
     }
 }

@@ -97,7 +97,11 @@ impl KeyRing {
     }
 
     async fn ensure_keys(&self) -> Result<(), Error> {
-        let rows = self.store.keys().await.map_err(|e| internal("reading keys", e))?;
+        let rows = self
+            .store
+            .keys()
+            .await
+            .map_err(|e| internal("reading keys", e))?;
         let now = now();
         for state in [KeyState::Active, KeyState::Next] {
             if !rows.iter().any(|r| r.state == state) {
@@ -115,7 +119,11 @@ impl KeyRing {
 
     /// Reloads keys from the store.
     pub async fn reload(&self) -> Result<(), Error> {
-        let rows = self.store.keys().await.map_err(|e| internal("reading keys", e))?;
+        let rows = self
+            .store
+            .keys()
+            .await
+            .map_err(|e| internal("reading keys", e))?;
         let active = rows
             .iter()
             .find(|r| r.state == KeyState::Active)
@@ -148,6 +156,8 @@ impl KeyRing {
 
     /// Applies a due rotation and due removals, then reloads.
     pub async fn maintain(&self) -> Result<(), Error> {
+        // Start from the store: another instance may have rotated or changed keys.
+        self.reload().await?;
         let now = now();
         let rows = self.rows();
         if let Some(active) = rows.iter().find(|r| r.state == KeyState::Active) {
@@ -158,7 +168,10 @@ impl KeyRing {
         }
         for r in rows.iter().filter(|r| r.state == KeyState::Retiring) {
             if r.remove_after.is_some_and(|t| t <= now) {
-                self.store.delete_key(&r.kid).await.map_err(|e| internal("removing key", e))?;
+                self.store
+                    .delete_key(&r.kid)
+                    .await
+                    .map_err(|e| internal("removing key", e))?;
                 tracing::info!(kid = %r.kid, "retired signing key removed");
             }
         }

@@ -57,9 +57,14 @@ pub async fn connect_db(cfg: &Config, schema: &str) -> anyhow::Result<Db> {
 pub fn identity_client(cfg: &AuthConfig) -> anyhow::Result<Arc<dyn IdentityServiceClient>> {
     let ep = &cfg.identity.endpoint;
     Ok(match cfg.identity.protocol {
-        Protocol::Grpc => Arc::new(IdentityGrpcClient::connect_lazy(ep).map_err(|e| anyhow::anyhow!("auth.identity.endpoint: {e}"))?),
+        Protocol::Grpc => Arc::new(
+            IdentityGrpcClient::connect_lazy(ep)
+                .map_err(|e| anyhow::anyhow!("auth.identity.endpoint: {e}"))?,
+        ),
         Protocol::Http => Arc::new(IdentityHttpClient::new(
-            reqwest::Client::builder().timeout(cfg.identity.timeout).build()?,
+            reqwest::Client::builder()
+                .timeout(cfg.identity.timeout)
+                .build()?,
             ep,
         )),
     })
@@ -100,11 +105,19 @@ impl App {
             Some(i) => i,
             None => identity_client(&cfg.service)?,
         };
-        let core = Arc::new(AuthCore::new(cfg.service.clone(), store::for_db(&db), keys.clone(), identity));
+        let core = Arc::new(AuthCore::new(
+            cfg.service.clone(),
+            store::for_db(&db),
+            keys.clone(),
+            identity,
+        ));
         let contract: Arc<dyn AuthServiceClient> = core.clone();
         let listen = overrides.listen.unwrap_or(cfg.service.listen);
         let host = ServiceHost::new(SERVICE_NAME, &cfg.kernel.server)
-            .http(plt_contracts::auth::http::routes(contract.clone()).fallback(plt_contracts::http_api::not_found_fallback))
+            .http(
+                plt_contracts::auth::http::routes(contract.clone())
+                    .fallback(plt_contracts::http_api::not_found_fallback),
+            )
             .grpc(AuthGrpcServer::new(contract))
             .reflection(plt_contracts::FILE_DESCRIPTOR_SET)
             .health_check(db.health_check())
@@ -127,7 +140,12 @@ impl App {
                 }
             }
         });
-        Ok(Self { host, db, core, maintenance })
+        Ok(Self {
+            host,
+            db,
+            core,
+            maintenance,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -142,7 +160,10 @@ impl App {
         &self.db
     }
 
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let result = self.host.run(shutdown).await;
         self.maintenance.abort();
         self.db.close().await;

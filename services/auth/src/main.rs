@@ -70,7 +70,9 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
     match command {
-        Command::Config { command: ConfigCommand::Print } => {
+        Command::Config {
+            command: ConfigCommand::Print,
+        } => {
             print!("{}", cfg.to_yaml());
             Ok(())
         }
@@ -92,8 +94,12 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
                     k.kid,
                     k.state.as_str(),
                     k.created_at.to_rfc3339(),
-                    k.activated_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into()),
-                    k.remove_after.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into()),
+                    k.activated_at
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| "-".into()),
+                    k.remove_after
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| "-".into()),
                 );
             }
             db.close().await;

@@ -61,7 +61,13 @@ impl Sealer {
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SealError::Open)?;
         self.cipher
-            .decrypt(&XNonce::from(nonce), Payload { msg: ct, aad: context })
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: ct,
+                    aad: context,
+                },
+            )
             .map_err(|_| SealError::Open)
     }
 }
@@ -80,6 +86,10 @@ mod tests {
         *bad.last_mut().unwrap() ^= 1;
         assert!(s.open(b"kid-1", &bad).is_err());
         assert!(Sealer::new(&[8u8; 32]).open(b"kid-1", &sealed).is_err());
-        assert_ne!(s.seal(b"kid-1", b"secret seed").unwrap(), sealed, "nonce reused");
+        assert_ne!(
+            s.seal(b"kid-1", b"secret seed").unwrap(),
+            sealed,
+            "nonce reused"
+        );
     }
 }

@@ -146,8 +146,11 @@ struct RefreshDbRow {
 
 fn key_row(r: KeyDbRow) -> R<KeyRow> {
     Ok(KeyRow {
-        state: KeyState::parse(&r.state)
-            .ok_or_else(|| StoreError(sqlx::Error::Decode(format!("key state {:?}", r.state).into())))?,
+        state: KeyState::parse(&r.state).ok_or_else(|| {
+            StoreError(sqlx::Error::Decode(
+                format!("key state {:?}", r.state).into(),
+            ))
+        })?,
         kid: r.kid,
         public_x: r.public_x,
         encrypted_seed: r.encrypted_seed,
@@ -387,8 +390,16 @@ macro_rules! sql_store {
     };
 }
 
-sql_store!(PgAuthStore, sqlx::PgPool, "The auth store on PostgreSQL (schema `auth`).");
-sql_store!(SqliteAuthStore, sqlx::SqlitePool, "The auth store on SQLite (`auth.db`).");
+sql_store!(
+    PgAuthStore,
+    sqlx::PgPool,
+    "The auth store on PostgreSQL (schema `auth`)."
+);
+sql_store!(
+    SqliteAuthStore,
+    sqlx::SqlitePool,
+    "The auth store on SQLite (`auth.db`)."
+);
 
 pub fn for_db(db: &plt_db::Db) -> std::sync::Arc<dyn AuthStore> {
     match db {

@@ -93,7 +93,11 @@ impl Throttle {
                 last: now,
             });
             if now.duration_since(e.last) >= window {
-                *e = Entry { failures: 0, first: now, last: now };
+                *e = Entry {
+                    failures: 0,
+                    first: now,
+                    last: now,
+                };
             }
             e.failures = e.failures.saturating_add(1);
             e.last = now;
@@ -107,7 +111,11 @@ impl Throttle {
                 last: now,
             });
             if now.duration_since(e.first) >= window {
-                *e = Entry { failures: 0, first: now, last: now };
+                *e = Entry {
+                    failures: 0,
+                    first: now,
+                    last: now,
+                };
             }
             e.failures = e.failures.saturating_add(1);
             e.last = now;
@@ -123,7 +131,11 @@ impl Throttle {
     }
 }
 
-fn bound<K: Clone + Eq + std::hash::Hash>(map: &mut HashMap<K, Entry>, window: Duration, now: Instant) {
+fn bound<K: Clone + Eq + std::hash::Hash>(
+    map: &mut HashMap<K, Entry>,
+    window: Duration,
+    now: Instant,
+) {
     if map.len() < MAX_ENTRIES {
         return;
     }
@@ -160,8 +172,14 @@ mod tests {
             t.failure("a", None, t0);
         }
         // 3 failures: 1 s back-off.
-        assert_eq!(t.check("a", None, t0), Verdict::Wait(Duration::from_secs(1)));
-        assert_eq!(t.check("a", None, t0 + Duration::from_secs(1)), Verdict::Allowed);
+        assert_eq!(
+            t.check("a", None, t0),
+            Verdict::Wait(Duration::from_secs(1))
+        );
+        assert_eq!(
+            t.check("a", None, t0 + Duration::from_secs(1)),
+            Verdict::Allowed
+        );
         t.failure("a", None, t0 + Duration::from_secs(1));
         assert_eq!(
             t.check("a", None, t0 + Duration::from_secs(1)),
@@ -171,8 +189,16 @@ mod tests {
             t.failure("a", None, t0 + Duration::from_secs(2 + i));
         }
         let at = t0 + Duration::from_secs(21);
-        assert_eq!(t.check("a", None, at), Verdict::Wait(Duration::from_secs(60)), "capped");
-        assert_eq!(t.check("a", None, at + Duration::from_secs(60)), Verdict::Allowed, "no hard lock");
+        assert_eq!(
+            t.check("a", None, at),
+            Verdict::Wait(Duration::from_secs(60)),
+            "capped"
+        );
+        assert_eq!(
+            t.check("a", None, at + Duration::from_secs(60)),
+            Verdict::Allowed,
+            "no hard lock"
+        );
         // Other accounts are unaffected; success clears.
         assert_eq!(t.check("b", None, at), Verdict::Allowed);
         t.success("a");
@@ -188,7 +214,13 @@ mod tests {
             t.failure(&format!("user{i}"), Some(ip), t0);
         }
         assert!(matches!(t.check("fresh", Some(ip), t0), Verdict::Wait(_)));
-        assert_eq!(t.check("fresh", Some("203.0.113.8".parse().unwrap()), t0), Verdict::Allowed);
-        assert_eq!(t.check("fresh", Some(ip), t0 + Duration::from_secs(901)), Verdict::Allowed);
+        assert_eq!(
+            t.check("fresh", Some("203.0.113.8".parse().unwrap()), t0),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            t.check("fresh", Some(ip), t0 + Duration::from_secs(901)),
+            Verdict::Allowed
+        );
     }
 }

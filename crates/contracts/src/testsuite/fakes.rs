@@ -1,0 +1,137 @@
+//! Fakes of the contracts, for services whose tests need a peer without running it.
+
+use crate::{
+    Error, RequestContext, Result,
+    identity::{
+        IdentityServiceClient, NewUser, PageRequest, User, UserPage, UserStatus, UserUpdate,
+    },
+};
+use async_trait::async_trait;
+use chrono::Utc;
+use plt_kernel::Secret;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+use uuid::Uuid;
+
+/// An in-memory identity: users with plain-text passwords (test data only). Implements only
+/// what other services call: user reads and `verify_credentials`.
+#[derive(Clone, Default)]
+pub struct FakeIdentity {
+    users: Arc<Mutex<HashMap<String, (User, String)>>>,
+}
+
+impl FakeIdentity {
+    /// Adds an active user and returns it.
+    pub fn add_user(&self, email: &str, password: &str) -> User {
+        let now = Utc::now();
+        let user = User {
+            id: Uuid::now_v7(),
+            email: email.to_owned(),
+            display_name: email.split('@').next().unwrap_or(email).to_owned(),
+            status: UserStatus::Active,
+            email_verified: true,
+            created_at: now,
+            updated_at: now,
+        };
+        self.users.lock().unwrap().insert(
+            email.to_ascii_lowercase(),
+            (user.clone(), password.to_owned()),
+        );
+        user
+    }
+
+    pub fn set_status(&self, email: &str, status: UserStatus) {
+        if let Some((u, _)) = self
+            .users
+            .lock()
+            .unwrap()
+            .get_mut(&email.to_ascii_lowercase())
+        {
+            u.status = status;
+        }
+    }
+}
+
+fn unsupported() -> Error {
+    Error::new(
+        crate::ErrorCode::Unimplemented,
+        "not supported by FakeIdentity",
+    )
+}
+
+#[async_trait]
+impl IdentityServiceClient for FakeIdentity {
+    async fn get_user(&self, _ctx: &RequestContext, id: Uuid) -> Result<User> {
+        self.users
+            .lock()
+            .unwrap()
+            .values()
+            .find(|(u, _)| u.id == id)
+            .map(|(u, _)| u.clone())
+            .ok_or_else(|| Error::not_found("user"))
+    }
+
+    async fn get_user_by_email(&self, _ctx: &RequestContext, email: &str) -> Result<User> {
+        self.users
+            .lock()
+            .unwrap()
+            .get(&email.to_ascii_lowercase())
+            .map(|(u, _)| u.clone())
+            .ok_or_else(|| Error::not_found("user"))
+    }
+
+    async fn list_users(&self, _ctx: &RequestContext, _page: PageRequest) -> Result<UserPage> {
+        Err(unsupported())
+    }
+
+    async fn create_user(&self, _ctx: &RequestContext, _user: NewUser) -> Result<User> {
+        Err(unsupported())
+    }
+
+    async fn update_user(
+        &self,
+        _ctx: &RequestContext,
+        _id: Uuid,
+        _update: UserUpdate,
+    ) -> Result<User> {
+        Err(unsupported())
+    }
+
+    async fn delete_user(&self, _ctx: &RequestContext, _id: Uuid) -> Result<()> {
+        Err(unsupported())
+    }
+
+    async fn verify_email(&self, _ctx: &RequestContext, _token: &str) -> Result<()> {
+        Err(unsupported())
+    }
+
+    async fn request_password_reset(&self, _ctx: &RequestContext, _email: &str) -> Result<()> {
+        Err(unsupported())
+    }
+
+    async fn reset_password(
+        &self,
+        _ctx: &RequestContext,
+        _token: &str,
+        _new: Secret<String>,
+    ) -> Result<()> {
+        Err(unsupported())
+    }
+
+    async fn verify_credentials(
+        &self,
+        _ctx: &RequestContext,
+        email: &str,
+        password: Secret<String>,
+    ) -> Result<User> {
+        let users = self.users.lock().unwrap();
+        match users.get(&email.trim().to_ascii_lowercase()) {
+            Some((u, pw)) if pw == password.expose() && u.status == UserStatus::Active => {
+                Ok(u.clone())
+            }
+            _ => Err(Error::unauthenticated("invalid e-mail or password")),
+        }
+    }
+}

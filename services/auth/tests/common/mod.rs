@@ -1,0 +1,111 @@
+//! Test support: the auth service built as the binary builds it, on port 0, with a fake
+//! identity, on SQLite in a temporary directory or on PostgreSQL in a fresh schema.
+#![allow(dead_code)]
+
+use auth_service::{App, Config, Overrides, SECTION};
+use plt_contracts::testsuite::fakes::FakeIdentity;
+use plt_kernel::config::ConfigSource;
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn config(vars: &[(&str, &str)]) -> Config {
+    let source = ConfigSource {
+        dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config"),
+        vars: vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    source.load(SECTION).expect("test configuration loads")
+}
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub identity: FakeIdentity,
+    pub core: Arc<auth_service::core::AuthCore>,
+    pub db: plt_db::Db,
+    pub schema: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.expect("server task").expect("server ran");
+        drop_schema(&self.schema).await;
+    }
+}
+
+/// Starts auth with extra configuration variables; `None` for PostgreSQL without
+/// `PLT_TEST_POSTGRES_URL`.
+pub async fn start(backend: Backend, extra: &[(&str, &str)]) -> Option<Running> {
+    plt_kernel::telemetry::init_for_tests();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_string_lossy().to_string();
+    let mut vars = vec![("PLT_DATABASE__DATA_DIR", data.as_str())];
+    let pg;
+    if backend == Backend::Postgres {
+        pg = plt_db::testing::postgres_url()?;
+        vars.push(("PLT_DATABASE__DRIVER", "postgres"));
+        vars.push(("PLT_DATABASE__URL", pg.as_str()));
+    }
+    vars.extend_from_slice(extra);
+    let cfg = config(&vars);
+    let schema = plt_db::testing::unique_schema("auth");
+    let identity = FakeIdentity::default();
+    let app = App::build(
+        &cfg,
+        Overrides {
+            schema: Some(schema.clone()),
+            identity: Some(Arc::new(identity.clone())),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+        },
+    )
+    .await
+    .expect("auth builds");
+    let addr = app.local_addr();
+    let core = app.core();
+    let db = app.db().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async move {
+        let _ = rx.await;
+    }));
+    Some(Running {
+        addr,
+        identity,
+        core,
+        db,
+        schema,
+        shutdown: Some(tx),
+        task,
+        _dir: dir,
+    })
+}
+
+pub async fn drop_schema(schema: &str) {
+    let Some(url) = plt_db::testing::postgres_url() else {
+        return;
+    };
+    if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+        pool.close().await;
+    }
+}
+
+pub fn skipped(name: &str) {
+    eprintln!("SKIPPED {name}: PLT_TEST_POSTGRES_URL is not set");
+}

@@ -1,0 +1,72 @@
+//! The auth contract suite against the core, gRPC client → server → core and HTTP client →
+//! server → core; with and without a reuse grace window; on SQLite and PostgreSQL.
+
+mod common;
+
+use common::{Backend, start};
+use plt_contracts::{
+    auth::{AuthServiceClient, grpc::AuthGrpcClient, http::AuthHttpClient},
+    testsuite::auth::{AuthFixture, run_all},
+};
+use std::sync::Arc;
+
+#[derive(Clone, Copy)]
+enum Via {
+    Core,
+    Grpc,
+    Http,
+}
+
+async fn suite(backend: Backend, via: Via, zero_grace: bool) {
+    let grace = if zero_grace { "0s" } else { "10s" };
+    let Some(svc) = start(backend, &[("PLT_AUTH__REFRESH__REUSE_GRACE", grace)]).await else {
+        common::skipped("auth contract suite on postgres");
+        return;
+    };
+    let client: Arc<dyn AuthServiceClient> = match via {
+        Via::Core => svc.core.clone(),
+        Via::Grpc => Arc::new(AuthGrpcClient::connect_lazy(&svc.url()).unwrap()),
+        Via::Http => Arc::new(AuthHttpClient::new(reqwest::Client::new(), &svc.url())),
+    };
+    run_all(&AuthFixture {
+        client,
+        identity: svc.identity.clone(),
+        zero_grace,
+    })
+    .await;
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn core_on_sqlite() {
+    suite(Backend::Sqlite, Via::Core, true).await;
+    suite(Backend::Sqlite, Via::Core, false).await;
+}
+
+#[tokio::test]
+async fn grpc_on_sqlite() {
+    suite(Backend::Sqlite, Via::Grpc, true).await;
+    suite(Backend::Sqlite, Via::Grpc, false).await;
+}
+
+#[tokio::test]
+async fn http_on_sqlite() {
+    suite(Backend::Sqlite, Via::Http, true).await;
+    suite(Backend::Sqlite, Via::Http, false).await;
+}
+
+#[tokio::test]
+async fn core_on_postgres() {
+    suite(Backend::Postgres, Via::Core, true).await;
+    suite(Backend::Postgres, Via::Core, false).await;
+}
+
+#[tokio::test]
+async fn grpc_on_postgres() {
+    suite(Backend::Postgres, Via::Grpc, false).await;
+}
+
+#[tokio::test]
+async fn http_on_postgres() {
+    suite(Backend::Postgres, Via::Http, true).await;
+}
