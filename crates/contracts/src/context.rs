@@ -59,7 +59,9 @@ impl RequestContext {
     pub fn bearer_token(&self) -> Option<&str> {
         let auth = self.authorization.as_ref()?.expose();
         let (scheme, token) = auth.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then_some(token.trim())
     }
 
     /// Writes the context into outgoing headers.

@@ -173,7 +173,11 @@ impl JsonClient {
     pub async fn json<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, Error> {
         let resp = self.send(rb).await?;
         let bytes = resp.bytes().await.map_err(|e| {
-            Error::unavailable(format!("reading {} response: {}", self.service, without_url(&e)))
+            Error::unavailable(format!(
+                "reading {} response: {}",
+                self.service,
+                without_url(&e)
+            ))
         })?;
         serde_json::from_slice(&bytes).map_err(|e| {
             Error::new(

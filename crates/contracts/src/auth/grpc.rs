@@ -96,7 +96,10 @@ impl pb::auth_service_server::AuthService for AuthGrpcServer {
     async fn login(&self, req: Request<pb::LoginRequest>) -> GrpcResult<pb::TokenResponse> {
         let ctx = RequestContext::from_grpc(&req);
         let r = req.into_inner();
-        let t = self.inner.login(&ctx, &r.email, Secret::new(r.password)).await?;
+        let t = self
+            .inner
+            .login(&ctx, &r.email, Secret::new(r.password))
+            .await?;
         Ok(Response::new(tokens_to_pb(t)))
     }
 
@@ -118,7 +121,10 @@ impl pb::auth_service_server::AuthService for AuthGrpcServer {
         req: Request<pb::ValidateTokenRequest>,
     ) -> GrpcResult<pb::TokenClaims> {
         let ctx = RequestContext::from_grpc(&req);
-        let c = self.inner.validate_token(&ctx, &req.get_ref().token).await?;
+        let c = self
+            .inner
+            .validate_token(&ctx, &req.get_ref().token)
+            .await?;
         Ok(Response::new(claims_to_pb(c)))
     }
 
@@ -177,7 +183,9 @@ impl AuthServiceClient for AuthGrpcClient {
             email: email.to_owned(),
             password: password.into_inner(),
         });
-        Ok(tokens_from_pb(self.client.clone().login(req).await?.into_inner()))
+        Ok(tokens_from_pb(
+            self.client.clone().login(req).await?.into_inner(),
+        ))
     }
 
     async fn refresh_token(

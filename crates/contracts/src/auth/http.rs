@@ -93,17 +93,31 @@ fn token_response(t: TokenResponse) -> Response {
     resp
 }
 
-async fn login(State(svc): State<Svc>, ctx: RequestContext, ApiJson(b): ApiJson<LoginBody>) -> HttpResult {
+async fn login(
+    State(svc): State<Svc>,
+    ctx: RequestContext,
+    ApiJson(b): ApiJson<LoginBody>,
+) -> HttpResult {
     let t = svc.login(&ctx, &b.email, Secret::new(b.password)).await?;
     Ok(token_response(t))
 }
 
-async fn refresh(State(svc): State<Svc>, ctx: RequestContext, ApiJson(b): ApiJson<RefreshBody>) -> HttpResult {
-    let t = svc.refresh_token(&ctx, Secret::new(b.refresh_token)).await?;
+async fn refresh(
+    State(svc): State<Svc>,
+    ctx: RequestContext,
+    ApiJson(b): ApiJson<RefreshBody>,
+) -> HttpResult {
+    let t = svc
+        .refresh_token(&ctx, Secret::new(b.refresh_token))
+        .await?;
     Ok(token_response(t))
 }
 
-async fn logout(State(svc): State<Svc>, ctx: RequestContext, body: axum::body::Bytes) -> HttpResult {
+async fn logout(
+    State(svc): State<Svc>,
+    ctx: RequestContext,
+    body: axum::body::Bytes,
+) -> HttpResult {
     // The body is optional: a bare `Authorization: Bearer` logout is allowed.
     let b: LogoutBody = if body.iter().all(u8::is_ascii_whitespace) {
         LogoutBody::default()
@@ -114,11 +128,16 @@ async fn logout(State(svc): State<Svc>, ctx: RequestContext, body: axum::body::B
         .access_token
         .or_else(|| ctx.bearer_token().map(str::to_owned))
         .map(Secret::new);
-    svc.logout(&ctx, b.refresh_token.map(Secret::new), access).await?;
+    svc.logout(&ctx, b.refresh_token.map(Secret::new), access)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn validate(State(svc): State<Svc>, ctx: RequestContext, ApiJson(b): ApiJson<ValidateBody>) -> HttpResult {
+async fn validate(
+    State(svc): State<Svc>,
+    ctx: RequestContext,
+    ApiJson(b): ApiJson<ValidateBody>,
+) -> HttpResult {
     let claims = svc.validate_token(&ctx, &b.token).await?;
     Ok(json_response(StatusCode::OK, &claims))
 }
@@ -127,8 +146,10 @@ async fn jwks(State(svc): State<Svc>, ctx: RequestContext) -> HttpResult {
     let jwks = svc.get_jwks(&ctx).await?;
     let mut resp = json_response(StatusCode::OK, &jwks);
     // Short, so rotations and removals reach verifiers quickly; unknown kids refetch anyway.
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
     Ok(resp)
 }
 
@@ -157,26 +178,46 @@ fn from_body(b: TokenBody) -> TokenResponse {
 
 #[async_trait]
 impl AuthServiceClient for AuthHttpClient {
-    async fn login(&self, ctx: &RequestContext, email: &str, password: Secret<String>) -> Result<TokenResponse> {
+    async fn login(
+        &self,
+        ctx: &RequestContext,
+        email: &str,
+        password: Secret<String>,
+    ) -> Result<TokenResponse> {
         let body = LoginBody {
             email: email.to_owned(),
             password: password.into_inner(),
         };
-        let rb = self.api.request(ctx, reqwest::Method::POST, "/v1/auth/login").json(&body);
+        let rb = self
+            .api
+            .request(ctx, reqwest::Method::POST, "/v1/auth/login")
+            .json(&body);
         self.api.json(rb).await.map(from_body)
     }
 
-    async fn refresh_token(&self, ctx: &RequestContext, refresh_token: Secret<String>) -> Result<TokenResponse> {
+    async fn refresh_token(
+        &self,
+        ctx: &RequestContext,
+        refresh_token: Secret<String>,
+    ) -> Result<TokenResponse> {
         let body = RefreshBody {
             refresh_token: refresh_token.into_inner(),
         };
-        let rb = self.api.request(ctx, reqwest::Method::POST, "/v1/auth/refresh").json(&body);
+        let rb = self
+            .api
+            .request(ctx, reqwest::Method::POST, "/v1/auth/refresh")
+            .json(&body);
         self.api.json(rb).await.map(from_body)
     }
 
     async fn validate_token(&self, ctx: &RequestContext, token: &str) -> Result<TokenClaims> {
-        let body = ValidateBody { token: token.to_owned() };
-        let rb = self.api.request(ctx, reqwest::Method::POST, "/v1/auth/validate").json(&body);
+        let body = ValidateBody {
+            token: token.to_owned(),
+        };
+        let rb = self
+            .api
+            .request(ctx, reqwest::Method::POST, "/v1/auth/validate")
+            .json(&body);
         self.api.json(rb).await
     }
 
@@ -190,12 +231,17 @@ impl AuthServiceClient for AuthHttpClient {
             refresh_token: refresh_token.map(Secret::into_inner),
             access_token: access_token.map(Secret::into_inner),
         };
-        let rb = self.api.request(ctx, reqwest::Method::POST, "/v1/auth/logout").json(&body);
+        let rb = self
+            .api
+            .request(ctx, reqwest::Method::POST, "/v1/auth/logout")
+            .json(&body);
         self.api.send(rb).await.map(drop)
     }
 
     async fn get_jwks(&self, ctx: &RequestContext) -> Result<Jwks> {
-        let rb = self.api.request(ctx, reqwest::Method::GET, "/.well-known/jwks.json");
+        let rb = self
+            .api
+            .request(ctx, reqwest::Method::GET, "/.well-known/jwks.json");
         self.api.json(rb).await
     }
 }
