@@ -19,7 +19,10 @@ pub struct HttpJwksSource {
 
 impl HttpJwksSource {
     pub fn new(client: reqwest::Client, url: impl Into<String>) -> Self {
-        Self { client, url: url.into() }
+        Self {
+            client,
+            url: url.into(),
+        }
     }
 }
 
@@ -35,7 +38,9 @@ impl JwksSource for HttpJwksSource {
         if !resp.status().is_success() {
             return Err(format!("fetching JWKS: HTTP {}", resp.status()));
         }
-        resp.json::<Jwks>().await.map_err(|e| format!("reading JWKS: {e}"))
+        resp.json::<Jwks>()
+            .await
+            .map_err(|e| format!("reading JWKS: {e}"))
     }
 }
 

@@ -14,5 +14,5 @@ mod token;
 
 pub use jwks::{HttpJwksSource, JwksSource, StaticJwks};
 pub use token::{
-    ALGORITHM, AccessClaims, Signer, TOKEN_TYPE, VerifierConfig, VerifyError, Verifier, valid_kid,
+    ALGORITHM, AccessClaims, Signer, TOKEN_TYPE, Verifier, VerifierConfig, VerifyError, valid_kid,
 };

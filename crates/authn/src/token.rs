@@ -24,7 +24,9 @@ pub const TOKEN_TYPE: &str = "at+jwt";
 pub fn valid_kid(kid: &str) -> bool {
     !kid.is_empty()
         && kid.len() <= 64
-        && kid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The claims plt puts in an access token.
@@ -58,7 +60,9 @@ pub struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("Signer")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,7 +78,10 @@ impl Signer {
     pub fn from_seed(kid: impl Into<String>, seed: &[u8]) -> Result<Self, Error> {
         let kid = kid.into();
         if !valid_kid(&kid) {
-            return Err(Error::invalid("kid", "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_'"));
+            return Err(Error::invalid(
+                "kid",
+                "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_'",
+            ));
         }
         let seed: [u8; 32] = seed
             .try_into()
@@ -238,7 +245,19 @@ fn b64(part: &str, what: &'static str) -> Result<Vec<u8>, VerifyError> {
     if part.is_empty() {
         return Err(VerifyError::Malformed(what));
     }
-    URL_SAFE_NO_PAD.decode(part).map_err(|_| VerifyError::Malformed(what))
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| VerifyError::Malformed(what))
+}
+
+/// RFC 7515 §4 / RFC 7519 §7.2: the header and the claims set are JSON objects. Checked
+/// before deserialising because serde's derived structs also accept a JSON array (fields by
+/// position), which no other JOSE implementation would.
+fn json_object(bytes: Vec<u8>, what: &'static str) -> Result<Vec<u8>, VerifyError> {
+    match bytes.iter().find(|b| !b" \t\r\n".contains(b)) {
+        Some(b'{') => Ok(bytes),
+        _ => Err(VerifyError::Malformed(what)),
+    }
 }
 
 fn now_secs() -> i64 {
@@ -266,7 +285,11 @@ fn parse_jwks(jwks: &Jwks) -> HashMap<String, VerifyingKey> {
         let Ok(bytes) = <[u8; 32]>::try_from(bytes.as_slice()) else {
             continue;
         };
-        if let Ok(vk) = VerifyingKey::from_bytes(&bytes) {
+        // Small-order ("weak") points would let anyone forge signatures under lax checks;
+        // verify_strict refuses them too, but such a key has no business in the cache.
+        if let Ok(vk) = VerifyingKey::from_bytes(&bytes)
+            && !vk.is_weak()
+        {
             keys.insert(k.kid.clone(), vk);
         }
     }
@@ -299,7 +322,9 @@ impl Verifier {
 
     fn lookup(&self, kid: &str) -> (Option<VerifyingKey>, bool) {
         let c = self.cache.read().unwrap_or_else(|p| p.into_inner());
-        let stale = c.fetched_at.is_none_or(|t| t.elapsed() > self.cfg.max_key_age);
+        let stale = c
+            .fetched_at
+            .is_none_or(|t| t.elapsed() > self.cfg.max_key_age);
         (c.keys.get(kid).copied(), stale)
     }
 
@@ -323,10 +348,13 @@ impl Verifier {
             return Err(VerifyError::TooLarge(self.cfg.max_token_bytes));
         }
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(VerifyError::Malformed("not three dot-separated parts"));
         };
-        let header: StrictHeader = serde_json::from_slice(&b64(h, "header")?).map_err(|e| {
+        let header = json_object(b64(h, "header")?, "header is not a JSON object")?;
+        let header: StrictHeader = serde_json::from_slice(&header).map_err(|e| {
             if e.to_string().contains("unknown field") {
                 let name = e.to_string().split('`').nth(1).unwrap_or("?").to_owned();
                 VerifyError::Header(name)
@@ -348,8 +376,9 @@ impl Verifier {
             return Err(VerifyError::Kid);
         }
         let sig_bytes = b64(s, "signature")?;
-        let signature = Signature::from_slice(&sig_bytes).map_err(|_| VerifyError::Malformed("signature"))?;
-        let payload = b64(p, "payload")?;
+        let signature =
+            Signature::from_slice(&sig_bytes).map_err(|_| VerifyError::Malformed("signature"))?;
+        let payload = json_object(b64(p, "payload")?, "claims are not a JSON object")?;
 
         let (mut key, stale) = self.lookup(&kid);
         if key.is_none() || stale {
@@ -361,20 +390,21 @@ impl Verifier {
         key.verify_strict(signing_input.as_bytes(), &signature)
             .map_err(|_| VerifyError::Signature)?;
 
-        let raw: RawClaims =
-            serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed("claims are not a JSON object"))?;
+        let raw: RawClaims = serde_json::from_slice(&payload)
+            .map_err(|_| VerifyError::Malformed("claims are not a JSON object"))?;
         let now = now_secs();
-        let leeway = self.cfg.leeway.as_secs() as i64;
+        // Saturating: an absurd (but signed) `exp` or a huge leeway must not overflow.
+        let leeway = i64::try_from(self.cfg.leeway.as_secs()).unwrap_or(i64::MAX);
         let exp = raw.exp.ok_or(VerifyError::Claim("exp"))?;
-        if now > exp + leeway {
+        if now > exp.saturating_add(leeway) {
             return Err(VerifyError::Expired);
         }
         let iat = raw.iat.ok_or(VerifyError::Claim("iat"))?;
-        if iat > now + leeway {
+        if iat > now.saturating_add(leeway) {
             return Err(VerifyError::NotYetValid);
         }
         if let Some(nbf) = raw.nbf
-            && nbf > now + leeway
+            && nbf > now.saturating_add(leeway)
         {
             return Err(VerifyError::NotYetValid);
         }
@@ -389,8 +419,14 @@ impl Verifier {
         if !aud.iter().any(|a| *a == self.cfg.audience) {
             return Err(VerifyError::Audience);
         }
-        let sub = raw.sub.filter(|s| !s.is_empty()).ok_or(VerifyError::Claim("sub"))?;
-        let jti = raw.jti.filter(|s| !s.is_empty()).ok_or(VerifyError::Claim("jti"))?;
+        let sub = raw
+            .sub
+            .filter(|s| !s.is_empty())
+            .ok_or(VerifyError::Claim("sub"))?;
+        let jti = raw
+            .jti
+            .filter(|s| !s.is_empty())
+            .ok_or(VerifyError::Claim("jti"))?;
         Ok(TokenClaims {
             sub,
             iss,
