@@ -1,0 +1,97 @@
+//! `plt dev` end to end, as separate OS-level processes see it: the platform comes up,
+//! a user is created over identity's HTTP API, signs in over auth's HTTP API (auth calling
+//! identity over loopback gRPC), and Ctrl-C (SIGINT) stops everything with exit code 0.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+#[test]
+fn dev_starts_the_platform_and_stops_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plt"))
+        .args(["dev", "--data-dir"])
+        .arg(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "PLT_CONFIG_DIR",
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config"),
+        )
+        .env("PLT_IDENTITY__LISTEN", "127.0.0.1:0")
+        .env("PLT_AUTH__LISTEN", "127.0.0.1:0")
+        .env("PLT_LOG__LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut identity = None;
+    let mut auth = None;
+    while identity.is_none() || auth.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("plt dev prints its banner");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .map(str::to_owned);
+        if line.trim_start().starts_with("identity") {
+            identity = url;
+        } else if line.trim_start().starts_with("auth") {
+            auth = url;
+        }
+    }
+    let (identity, auth) = (identity.unwrap(), auth.unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let r = c
+            .post(format!("{identity}/v1/users"))
+            .json(&serde_json::json!({"email": "dev@example.com", "password": "correct horse battery staple"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let r = c
+            .post(format!("{auth}/v1/auth/login"))
+            .json(&serde_json::json!({"email": "dev@example.com", "password": "correct horse battery staple"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["token_type"], "Bearer");
+        let jwks: serde_json::Value = c
+            .get(format!("{auth}/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    });
+    assert!(dir.path().join("identity.db").exists() && dir.path().join("auth.db").exists());
+    assert!(
+        std::fs::read_dir(dir.path().join("mail")).unwrap().count() >= 1,
+        "verification mail in the outbox"
+    );
+    let kill = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
