@@ -1,0 +1,198 @@
+//! The registry contract suite, run against the in-memory registry, Consul (the in-repo API
+//! server), and a real etcd when `PLT_TEST_ETCD_URL` is set; plus static and Kubernetes DNS.
+
+use plt_registry::{
+    HealthSpec, Instance, RegistryError, ServiceRegistry, consul::ConsulRegistry,
+    consul::testserver::ConsulTestServer, etcd::EtcdRegistry, kubernetes::KubernetesDnsRegistry,
+    memory::MemoryRegistry, static_registry::StaticRegistry,
+};
+use std::{collections::BTreeMap, time::Duration};
+
+fn instance(service: &str, n: u16) -> Instance {
+    Instance {
+        id: format!("{service}-{n}"),
+        service: service.to_owned(),
+        address: format!("127.0.0.1:{}", 9000 + n),
+        version: "1.2.3".into(),
+        tags: vec!["grpc".into(), "http".into()],
+        metadata: BTreeMap::from([
+            ("protocols".to_owned(), "grpc,http".to_owned()),
+            (
+                "routes".to_owned(),
+                "/v1/users,/v1/password-reset".to_owned(),
+            ),
+        ]),
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `death_bound`: how long a crashed instance may stay visible (its TTL plus the backend's
+/// expiry granularity).
+async fn suite(r: &dyn ServiceRegistry, death_bound: Duration) {
+    let svc = unique("identity");
+    let health = HealthSpec {
+        ttl: Duration::from_secs(1),
+    };
+    assert!(r.discover(&svc).await.unwrap().is_empty());
+    let mut watch = r.watch(&svc).await.unwrap();
+    assert!(watch.borrow().is_empty());
+
+    let a = r.register(instance(&svc, 1), health.clone()).await.unwrap();
+    let b = r.register(instance(&svc, 2), health.clone()).await.unwrap();
+    eventually(
+        "both instances discovered",
+        Duration::from_secs(3),
+        async || r.discover(&svc).await.unwrap().len() == 2,
+    )
+    .await;
+    let found = r.discover(&svc).await.unwrap();
+    assert_eq!(
+        found,
+        vec![instance(&svc, 1), instance(&svc, 2)],
+        "metadata must round-trip"
+    );
+    // Other services are not mixed in.
+    assert!(r.discover(&unique("other")).await.unwrap().is_empty());
+
+    // The watch sees the set.
+    tokio::time::timeout(Duration::from_secs(5), watch.wait_for(|s| s.len() == 2))
+        .await
+        .expect("watch saw both")
+        .unwrap();
+
+    // Heartbeats keep instances alive past their TTL.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        r.discover(&svc).await.unwrap().len(),
+        2,
+        "heartbeats did not keep instances alive"
+    );
+
+    // Graceful deregistration.
+    a.deregister().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), watch.wait_for(|s| s.len() == 1))
+        .await
+        .expect("watch saw the deregistration")
+        .unwrap();
+    assert_eq!(r.discover(&svc).await.unwrap(), vec![instance(&svc, 2)]);
+
+    // A crash: heartbeats stop without deregistering; the instance goes within the bound.
+    let crashed_at = tokio::time::Instant::now();
+    b.abandon();
+    tokio::time::timeout(
+        death_bound + Duration::from_secs(1),
+        watch.wait_for(|s| s.is_empty()),
+    )
+    .await
+    .expect("crashed instance left the watch")
+    .unwrap();
+    assert!(crashed_at.elapsed() <= death_bound + Duration::from_secs(1));
+    assert!(r.discover(&svc).await.unwrap().is_empty());
+
+    // Invalid instances are refused.
+    let mut bad = instance(&svc, 3);
+    bad.address = "no-port".into();
+    assert!(matches!(
+        r.register(bad, health.clone()).await,
+        Err(RegistryError::Invalid(_))
+    ));
+    let mut bad = instance(&svc, 4);
+    bad.id = "has space".into();
+    assert!(matches!(
+        r.register(bad, health).await,
+        Err(RegistryError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn memory() {
+    suite(&MemoryRegistry::new(), Duration::from_millis(1500)).await;
+}
+
+#[tokio::test]
+async fn consul_api() {
+    let (server, url) = ConsulTestServer::start().await.unwrap();
+    let mut r = ConsulRegistry::new(reqwest::Client::new(), &url);
+    r.deregister_critical_after = Duration::from_secs(1);
+    suite(&r, Duration::from_millis(1500)).await;
+    // The crashed instance was also reaped after DeregisterCriticalServiceAfter.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(server.registered().is_empty(), "{:?}", server.registered());
+}
+
+#[tokio::test]
+async fn etcd() {
+    let Some(url) = std::env::var("PLT_TEST_ETCD_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("SKIPPED etcd registry suite: PLT_TEST_ETCD_URL is not set");
+        return;
+    };
+    let prefix = format!("/plt-test/{}", uuid::Uuid::new_v4().simple());
+    let r = EtcdRegistry::new(reqwest::Client::new(), &url, &prefix);
+    // etcd expires leases on its own schedule (TTL, checked about every 500 ms).
+    suite(&r, Duration::from_millis(2000)).await;
+}
+
+#[tokio::test]
+async fn etcd_unreachable_keeps_the_last_known_set() {
+    // A watch whose registry goes away keeps its last set (no endpoint: refused at once).
+    let r = EtcdRegistry::new(reqwest::Client::new(), "http://127.0.0.1:1", "/plt");
+    assert!(matches!(
+        r.discover("x").await,
+        Err(RegistryError::Unavailable(_))
+    ));
+}
+
+#[tokio::test]
+async fn static_lists_configured_instances() {
+    let r = StaticRegistry::new(&BTreeMap::from([(
+        "identity".to_owned(),
+        vec!["127.0.0.1:8082".to_owned(), "10.0.0.2:8082".to_owned()],
+    )]))
+    .unwrap();
+    let found = r.discover("identity").await.unwrap();
+    assert_eq!(found.len(), 2);
+    assert_eq!(found[0].address, "127.0.0.1:8082");
+    assert!(r.discover("auth").await.unwrap().is_empty());
+    assert_eq!(r.watch("identity").await.unwrap().borrow().len(), 2);
+    assert!(
+        StaticRegistry::new(&BTreeMap::from([("x".to_owned(), vec!["nope".to_owned()])])).is_err()
+    );
+}
+
+#[tokio::test]
+async fn kubernetes_dns_resolves_a_headless_name() {
+    // `localhost` stands in for `<service>.<namespace>.svc.cluster.local`.
+    let r = KubernetesDnsRegistry::new("localhost", 8082);
+    let found = r.discover("identity").await.unwrap();
+    assert!(!found.is_empty());
+    assert!(
+        found
+            .iter()
+            .all(|i| i.address.ends_with(":8082") && i.service == "identity")
+    );
+    let r = KubernetesDnsRegistry::new("{service}.invalid", 8082);
+    assert!(matches!(
+        r.discover("identity").await,
+        Err(RegistryError::Unavailable(_))
+    ));
+}
