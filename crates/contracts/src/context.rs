@@ -3,7 +3,14 @@
 
 use http::HeaderMap;
 use plt_kernel::{REQUEST_ID_HEADER, Secret};
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+/// The HTTP header carrying the caller's remaining deadline, in milliseconds (gRPC uses
+/// `grpc-timeout`).
+pub const TIMEOUT_HEADER: &str = "x-plt-timeout-ms";
 
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
@@ -16,6 +23,9 @@ pub struct RequestContext {
     /// The raw `X-Forwarded-For` header of the incoming request (server side only). Whether
     /// to believe it is the receiving service's decision (its trusted-proxy list).
     pub forwarded_for: Option<String>,
+    /// When the originating caller stops waiting. Outgoing calls carry the time left
+    /// (`grpc-timeout` / `x-plt-timeout-ms`), and a callee never extends it.
+    pub deadline: Option<Instant>,
 }
 
 impl RequestContext {
@@ -42,7 +52,31 @@ impl RequestContext {
             authorization: text(http::header::AUTHORIZATION.as_str()).map(Secret::new),
             peer: None,
             forwarded_for: text("x-forwarded-for"),
+            deadline: text("grpc-timeout")
+                .and_then(|t| parse_grpc_timeout(&t))
+                .or_else(|| {
+                    text(TIMEOUT_HEADER)
+                        .and_then(|t| t.parse::<u64>().ok())
+                        .map(Duration::from_millis)
+                })
+                .map(|d| Instant::now() + d),
         }
+    }
+
+    /// The time left before the deadline (zero once passed), if there is one.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// This context with a deadline at most `timeout` from now (an earlier one is kept).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        let candidate = Instant::now() + timeout;
+        self.deadline = Some(match self.deadline {
+            Some(d) if d < candidate => d,
+            _ => candidate,
+        });
+        self
     }
 
     /// Reads the context from an incoming request's headers and extensions (the host puts
@@ -77,14 +111,24 @@ impl RequestContext {
             v.set_sensitive(true);
             headers.insert(http::header::AUTHORIZATION, v);
         }
+        if let Some(left) = self.remaining()
+            && let Ok(v) = left.as_millis().to_string().parse()
+        {
+            headers.insert(TIMEOUT_HEADER, v);
+        }
     }
 
     /// Builds a tonic request carrying this context in its metadata.
     pub fn grpc_request<T>(&self, message: T) -> tonic::Request<T> {
         let mut headers = HeaderMap::new();
         self.write_headers(&mut headers);
+        headers.remove(TIMEOUT_HEADER);
         let mut req = tonic::Request::new(message);
         *req.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
+        if let Some(left) = self.remaining() {
+            // Sent as `grpc-timeout`; the client also gives up when it passes.
+            req.set_timeout(left);
+        }
         req
     }
 
@@ -92,6 +136,24 @@ impl RequestContext {
     pub fn from_grpc<T>(req: &tonic::Request<T>) -> Self {
         Self::from_parts(&req.metadata().clone().into_headers(), req.extensions())
     }
+}
+
+/// Parses a `grpc-timeout` value: digits then one of `H M S m u n`.
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestContext {
@@ -102,5 +164,48 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestContext {
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
         Ok(Self::from_parts(&parts.headers, &parts.extensions))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_travel_and_never_grow() {
+        let ctx = RequestContext::new().with_timeout(Duration::from_secs(2));
+        let mut h = HeaderMap::new();
+        ctx.write_headers(&mut h);
+        let ms: u64 = h[TIMEOUT_HEADER].to_str().unwrap().parse().unwrap();
+        assert!((1900..=2000).contains(&ms), "{ms}");
+        let callee = RequestContext::from_headers(&h);
+        let left = callee.remaining().unwrap();
+        assert!(left <= Duration::from_secs(2) && left > Duration::from_millis(1800));
+        // A callee asking for more time keeps the caller's deadline.
+        let extended = callee.clone().with_timeout(Duration::from_secs(60));
+        assert_eq!(extended.deadline, callee.deadline);
+        let req = ctx.grpc_request(());
+        let t = req
+            .metadata()
+            .get("grpc-timeout")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            parse_grpc_timeout(&t).unwrap() <= Duration::from_secs(2),
+            "{t}"
+        );
+        assert!(req.metadata().get(TIMEOUT_HEADER).is_none());
+    }
+
+    #[test]
+    fn grpc_timeout_values() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        for bad in ["", "m", "10", "10x", "123456789S", "-1S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
     }
 }

@@ -1,0 +1,134 @@
+//! The client factory: from configuration and a registry to `Arc<dyn …ServiceClient>`.
+
+use crate::{
+    balanced::{BalancedAuth, BalancedIdentity},
+    pool::{Policy, Pool},
+};
+use plt_contracts::{
+    Error, Result,
+    auth::{AuthServiceClient, grpc::AuthGrpcClient, http::AuthHttpClient},
+    identity::{IdentityServiceClient, grpc::IdentityGrpcClient, http::IdentityHttpClient},
+};
+use plt_registry::{Instance, ServiceRegistry};
+use serde::{Deserialize, Serialize};
+use std::{sync::Arc, time::Duration};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Grpc,
+    Http,
+}
+
+/// The configuration of one client (`clients.<service>`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub protocol: Protocol,
+    /// Per-call deadline when the caller has none.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per idempotent call, the first included.
+    pub max_attempts: u32,
+    /// At most this fraction of extra load from retries.
+    pub retry_budget_ratio: f64,
+    /// Consecutive failures that open an instance's breaker, and how long it stays open.
+    pub breaker_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub breaker_open_for: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        let p = Policy::default();
+        Self {
+            protocol: Protocol::Grpc,
+            timeout: p.timeout,
+            max_attempts: p.max_attempts,
+            retry_budget_ratio: p.retry_budget_ratio,
+            breaker_failures: p.breaker_failures,
+            breaker_open_for: p.breaker_open_for,
+        }
+    }
+}
+
+impl ClientConfig {
+    fn policy(&self) -> Policy {
+        Policy {
+            timeout: self.timeout,
+            max_attempts: self.max_attempts.max(1),
+            retry_budget_ratio: self.retry_budget_ratio,
+            breaker_failures: self.breaker_failures,
+            breaker_open_for: self.breaker_open_for,
+            ..Policy::default()
+        }
+    }
+}
+
+/// Builds contract clients. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct ClientFactory {
+    registry: Arc<dyn ServiceRegistry>,
+    http: reqwest::Client,
+}
+
+fn base_url(i: &Instance) -> String {
+    format!("http://{}", i.address)
+}
+
+impl ClientFactory {
+    pub fn new(registry: Arc<dyn ServiceRegistry>) -> Self {
+        Self {
+            registry,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn watch(&self, service: &str) -> Result<plt_registry::Watch> {
+        self.registry
+            .watch(service)
+            .await
+            .map_err(|e| Error::unavailable(format!("discovering {service}: {e}")))
+    }
+
+    /// The identity service, found as `identity` in the registry.
+    pub async fn identity(&self, cfg: &ClientConfig) -> Result<Arc<dyn IdentityServiceClient>> {
+        let http = self.http.clone();
+        let protocol = cfg.protocol;
+        let make = move |i: &Instance| -> Option<Arc<dyn IdentityServiceClient>> {
+            match protocol {
+                Protocol::Grpc => IdentityGrpcClient::connect_lazy(&base_url(i))
+                    .ok()
+                    .map(|c| Arc::new(c) as Arc<dyn IdentityServiceClient>),
+                Protocol::Http => Some(Arc::new(IdentityHttpClient::new(
+                    http.clone(),
+                    &base_url(i),
+                ))),
+            }
+        };
+        let pool = Pool::new(
+            "identity",
+            self.watch("identity").await?,
+            make,
+            cfg.policy(),
+        );
+        Ok(Arc::new(BalancedIdentity(pool)))
+    }
+
+    /// The auth service, found as `auth` in the registry.
+    pub async fn auth(&self, cfg: &ClientConfig) -> Result<Arc<dyn AuthServiceClient>> {
+        let http = self.http.clone();
+        let protocol = cfg.protocol;
+        let make = move |i: &Instance| -> Option<Arc<dyn AuthServiceClient>> {
+            match protocol {
+                Protocol::Grpc => AuthGrpcClient::connect_lazy(&base_url(i))
+                    .ok()
+                    .map(|c| Arc::new(c) as Arc<dyn AuthServiceClient>),
+                Protocol::Http => Some(Arc::new(AuthHttpClient::new(http.clone(), &base_url(i)))),
+            }
+        };
+        let pool = Pool::new("auth", self.watch("auth").await?, make, cfg.policy());
+        Ok(Arc::new(BalancedAuth(pool)))
+    }
+}

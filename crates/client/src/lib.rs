@@ -1,0 +1,18 @@
+//! plt-client: how a service calls another. A [`Pool`] keeps the healthy instances of a
+//! service current from a registry watch and sends each call to one of them — power of two
+//! choices over in-flight calls, skipping instances whose circuit breaker is open — within
+//! the caller's deadline, retrying only methods marked idempotent, with exponential back-off,
+//! jitter and a retry budget. [`ClientFactory`] builds the contract clients
+//! (`Arc<dyn IdentityServiceClient>`, …) on top, over gRPC or HTTP as configured.
+
+mod balanced;
+mod breaker;
+mod budget;
+mod factory;
+mod pool;
+
+pub use balanced::{BalancedAuth, BalancedIdentity};
+pub use breaker::{Breaker, BreakerState};
+pub use budget::RetryBudget;
+pub use factory::{ClientConfig, ClientFactory, Protocol};
+pub use pool::{Policy, Pool};
