@@ -10,7 +10,8 @@ use plt_kernel::{
     notify::{MailReader, OutboxNotifier},
     telemetry,
 };
-use std::{path::PathBuf, process::ExitCode, time::Instant};
+use plt_registry::{ServiceRegistry, memory::MemoryRegistry};
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Instant};
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -130,23 +131,36 @@ async fn dev(data_dir: PathBuf) -> anyhow::Result<()> {
     let started = Instant::now();
     let s = source(Some(&data_dir));
     let identity_cfg: identity_service::Config = s.load(identity_service::SECTION)?;
-    let mut auth_cfg: auth_service::Config = s.load(auth_service::SECTION)?;
+    let auth_cfg: auth_service::Config = s.load(auth_service::SECTION)?;
     telemetry::init(&identity_cfg.kernel.log);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // One in-memory registry for the process: each service registers the port it really got
+    // and finds the others there, then calls them over loopback gRPC.
+    let registry: Arc<dyn ServiceRegistry> = Arc::new(MemoryRegistry::new());
     // Identity first: auth calls it.
-    let identity = identity_service::App::build(&identity_cfg, Default::default())
-        .await
-        .context("starting identity-service")?;
+    let identity = identity_service::App::build(
+        &identity_cfg,
+        identity_service::Overrides {
+            registry: Some(registry.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .context("starting identity-service")?;
     let identity_addr = identity.local_addr();
-    // Point auth at the port identity really got (it may be 0 in the config, as in tests).
-    auth_cfg.service.identity.endpoint = format!("http://{identity_addr}");
-    let auth = auth_service::App::build(&auth_cfg, Default::default())
-        .await
-        .context("starting auth-service")?;
+    let auth = auth_service::App::build(
+        &auth_cfg,
+        auth_service::Overrides {
+            registry: Some(registry.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .context("starting auth-service")?;
     let auth_addr = auth.local_addr();
     let tasks = vec![
         tokio::spawn(identity.run(stop(stop_rx.clone()))),

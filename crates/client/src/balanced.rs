@@ -55,7 +55,7 @@ impl IdentityServiceClient for BalancedIdentity {
             "GetUserByEmail",
             ctx,
             [email],
-            |c, cx| { c.get_user_by_email(&cx, &email).await }
+            |c, cx| c.get_user_by_email(&cx, &email).await
         )
     }
 
@@ -66,7 +66,7 @@ impl IdentityServiceClient for BalancedIdentity {
             "ListUsers",
             ctx,
             [page],
-            |c, cx| { c.list_users(&cx, page).await }
+            |c, cx| c.list_users(&cx, page).await
         )
     }
 
@@ -77,7 +77,7 @@ impl IdentityServiceClient for BalancedIdentity {
             "CreateUser",
             ctx,
             [user],
-            |c, cx| { c.create_user(&cx, user).await }
+            |c, cx| c.create_user(&cx, user).await
         )
     }
 
@@ -93,7 +93,7 @@ impl IdentityServiceClient for BalancedIdentity {
             "UpdateUser",
             ctx,
             [update],
-            |c, cx| { c.update_user(&cx, id, update).await }
+            |c, cx| c.update_user(&cx, id, update).await
         )
     }
 
@@ -116,7 +116,7 @@ impl IdentityServiceClient for BalancedIdentity {
             "VerifyEmail",
             ctx,
             [token],
-            |c, cx| { c.verify_email(&cx, &token).await }
+            |c, cx| c.verify_email(&cx, &token).await
         )
     }
 
@@ -128,7 +128,7 @@ impl IdentityServiceClient for BalancedIdentity {
             "RequestPasswordReset",
             ctx,
             [email],
-            |c, cx| { c.request_password_reset(&cx, &email).await }
+            |c, cx| c.request_password_reset(&cx, &email).await
         )
     }
 
@@ -145,7 +145,7 @@ impl IdentityServiceClient for BalancedIdentity {
             "ResetPassword",
             ctx,
             [token, new_password],
-            |c, cx| { c.reset_password(&cx, &token, new_password).await }
+            |c, cx| c.reset_password(&cx, &token, new_password).await
         )
     }
 
@@ -162,7 +162,7 @@ impl IdentityServiceClient for BalancedIdentity {
             "VerifyCredentials",
             ctx,
             [email, password],
-            |c, cx| { c.verify_credentials(&cx, &email, password).await }
+            |c, cx| c.verify_credentials(&cx, &email, password).await
         )
     }
 }
@@ -186,7 +186,7 @@ impl AuthServiceClient for BalancedAuth {
             "Login",
             ctx,
             [email, password],
-            |c, cx| { c.login(&cx, &email, password).await }
+            |c, cx| c.login(&cx, &email, password).await
         )
     }
 
@@ -201,7 +201,7 @@ impl AuthServiceClient for BalancedAuth {
             "RefreshToken",
             ctx,
             [refresh_token],
-            |c, cx| { c.refresh_token(&cx, refresh_token).await }
+            |c, cx| c.refresh_token(&cx, refresh_token).await
         )
     }
 
@@ -213,7 +213,7 @@ impl AuthServiceClient for BalancedAuth {
             "ValidateToken",
             ctx,
             [token],
-            |c, cx| { c.validate_token(&cx, &token).await }
+            |c, cx| c.validate_token(&cx, &token).await
         )
     }
 
@@ -229,7 +229,7 @@ impl AuthServiceClient for BalancedAuth {
             "Logout",
             ctx,
             [refresh_token, access_token],
-            |c, cx| { c.logout(&cx, refresh_token, access_token).await }
+            |c, cx| c.logout(&cx, refresh_token, access_token).await
         )
     }
 

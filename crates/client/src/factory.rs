@@ -132,3 +132,45 @@ impl ClientFactory {
         Ok(Arc::new(BalancedAuth(pool)))
     }
 }
+
+/// The `clients` section: one entry per target service; missing ones use the defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClientsConfig(pub std::collections::BTreeMap<String, ClientConfig>);
+
+impl ClientsConfig {
+    pub fn get(&self, service: &str) -> ClientConfig {
+        self.0.get(service).cloned().unwrap_or_default()
+    }
+}
+
+impl plt_kernel::config::Validate for ClientsConfig {
+    fn validate(&self, p: &str) -> Result<(), plt_kernel::config::ConfigError> {
+        use plt_kernel::config::ConfigError;
+        for (name, c) in &self.0 {
+            let key = |k: &str| format!("{p}.{name}.{k}");
+            if c.timeout.is_zero() {
+                return Err(ConfigError::new(key("timeout"), "must be greater than 0"));
+            }
+            if c.max_attempts == 0 || c.max_attempts > 10 {
+                return Err(ConfigError::new(
+                    key("max_attempts"),
+                    "must be between 1 and 10",
+                ));
+            }
+            if !(0.0..=1.0).contains(&c.retry_budget_ratio) {
+                return Err(ConfigError::new(
+                    key("retry_budget_ratio"),
+                    "must be between 0 and 1",
+                ));
+            }
+            if c.breaker_failures == 0 {
+                return Err(ConfigError::new(
+                    key("breaker_failures"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -14,5 +14,5 @@ mod pool;
 pub use balanced::{BalancedAuth, BalancedIdentity};
 pub use breaker::{Breaker, BreakerState};
 pub use budget::RetryBudget;
-pub use factory::{ClientConfig, ClientFactory, Protocol};
+pub use factory::{ClientConfig, ClientFactory, ClientsConfig, Protocol};
 pub use pool::{Policy, Pool};

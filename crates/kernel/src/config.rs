@@ -228,6 +228,9 @@ pub struct Loaded<S> {
     pub section_name: &'static str,
     #[serde(skip)]
     pub service: S,
+    /// Where this was read from, to read shared sections (`registry`, `clients`) the same way.
+    #[serde(skip)]
+    pub source: ConfigSource,
     /// The service section as printed (same values, under its own key).
     #[serde(flatten)]
     printed: serde_json::Map<String, serde_json::Value>,
@@ -267,6 +270,21 @@ impl ConfigSource {
         Self { dir, vars }
     }
 
+    /// Loads one more top-level section (shared ones such as `registry` or `clients`).
+    pub fn section<T>(&self, name: &str) -> Result<T, ConfigError>
+    where
+        T: DeserializeOwned + Validate,
+    {
+        let figment = self.figment()?;
+        check_known_keys(&figment)?;
+        let value: T = figment
+            .focus(name)
+            .extract_lossy()
+            .map_err(|e| ConfigError::from_figment_in(e, name))?;
+        value.validate(name)?;
+        Ok(value)
+    }
+
     /// Loads the kernel settings and the service's own section `section`.
     pub fn load<S>(&self, section: &'static str) -> Result<Loaded<S>, ConfigError>
     where
@@ -291,6 +309,7 @@ impl ConfigSource {
             kernel,
             section_name: section,
             service,
+            source: self.clone(),
             printed,
         })
     }

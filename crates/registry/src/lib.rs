@@ -6,6 +6,7 @@
 //! watch), Consul (agent HTTP API with TTL checks and blocking queries) and Kubernetes (DNS
 //! of a headless Service).
 
+pub mod config;
 pub mod consul;
 pub mod etcd;
 pub mod kubernetes;
@@ -172,4 +173,41 @@ pub(crate) fn jitter(base: Duration) -> Duration {
 pub(crate) fn sorted(mut v: Vec<Instance>) -> Vec<Instance> {
     v.sort_by(|a, b| a.id.cmp(&b.id));
     v
+}
+
+/// Registers a service instance listening on `listen` under a fresh id, advertising the
+/// address from `cfg`, with protocols and any extra metadata.
+pub async fn register_service(
+    registry: &dyn ServiceRegistry,
+    cfg: &config::RegistryConfig,
+    service: &str,
+    version: &str,
+    listen: std::net::SocketAddr,
+    metadata: BTreeMap<String, String>,
+) -> Result<Registration> {
+    let mut suffix = [0u8; 8];
+    let _ = getrandom::fill(&mut suffix);
+    let id = format!(
+        "{service}-{}",
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let mut meta = metadata;
+    meta.entry("protocols".into())
+        .or_insert_with(|| "grpc,http".into());
+    registry
+        .register(
+            Instance {
+                id,
+                service: service.to_owned(),
+                address: cfg.advertised(listen),
+                version: version.to_owned(),
+                tags: vec![],
+                metadata: meta,
+            },
+            HealthSpec { ttl: cfg.ttl },
+        )
+        .await
 }

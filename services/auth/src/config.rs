@@ -24,7 +24,6 @@ pub struct AuthConfig {
     pub access_token_ttl: Duration,
     pub refresh: RefreshConfig,
     pub keys: KeysConfig,
-    pub identity: UpstreamConfig,
     pub throttle: ThrottleConfig,
     /// Peers (IPs or CIDRs) whose `X-Forwarded-For` is believed; from anyone else it is ignored.
     pub trusted_proxies: Vec<String>,
@@ -57,23 +56,6 @@ pub struct KeysConfig {
     /// Base64 of 32 bytes: encrypts private keys at rest. Secret: use
     /// PLT_AUTH__KEYS__ENCRYPTION_KEY_FILE in production.
     pub encryption_key: Secret<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Grpc,
-    Http,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
-    /// `http://host:port` of the service.
-    pub endpoint: String,
-    pub protocol: Protocol,
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,20 +155,6 @@ impl Validate for AuthConfig {
         }
         if let Err(reason) = k.encryption_key_bytes() {
             return Err(ConfigError::new(key("keys.encryption_key"), reason));
-        }
-        if !(self.identity.endpoint.starts_with("http://")
-            || self.identity.endpoint.starts_with("https://"))
-        {
-            return Err(ConfigError::new(
-                key("identity.endpoint"),
-                "must be an http:// or https:// URL",
-            ));
-        }
-        if self.identity.timeout.is_zero() {
-            return Err(ConfigError::new(
-                key("identity.timeout"),
-                "must be greater than 0",
-            ));
         }
         let t = &self.throttle;
         if t.account_base_delay.is_zero() || t.account_max_delay < t.account_base_delay {

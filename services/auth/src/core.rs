@@ -234,14 +234,14 @@ impl AuthServiceClient for AuthCore {
         // Only the request id travels on; the end user's credentials go in the message.
         let upstream = RequestContext {
             request_id: ctx.request_id.clone(),
+            deadline: ctx.deadline,
             ..Default::default()
         };
-        let verified = tokio::time::timeout(
-            self.cfg.identity.timeout,
-            self.identity.verify_credentials(&upstream, email, password),
-        )
-        .await
-        .map_err(|_| Error::new(ErrorCode::Unavailable, "identity did not answer in time"))?;
+        // The identity client enforces its configured deadline (clients.identity.timeout).
+        let verified = self
+            .identity
+            .verify_credentials(&upstream, email, password)
+            .await;
         let user = match verified {
             Ok(user) => user,
             Err(e)

@@ -9,20 +9,17 @@ pub mod seal;
 pub mod store;
 pub mod throttle;
 
-use crate::{
-    config::{AuthConfig, Protocol},
-    core::AuthCore,
-    keys::KeyRing,
-    seal::Sealer,
-};
+use crate::{config::AuthConfig, core::AuthCore, keys::KeyRing, seal::Sealer};
 use anyhow::Context as _;
 use plt_authn::VerifierConfig;
+use plt_client::{ClientFactory, ClientsConfig};
 use plt_contracts::{
     auth::{AuthServiceClient, grpc::AuthGrpcServer},
-    identity::{IdentityServiceClient, grpc::IdentityGrpcClient, http::IdentityHttpClient},
+    identity::IdentityServiceClient,
 };
 use plt_db::{Db, Migrations};
 use plt_kernel::{BoundHost, Loaded, ServiceHost};
+use plt_registry::{Registration, ServiceRegistry, config::RegistryConfig};
 use sqlx::migrate::Migrator;
 use std::{net::SocketAddr, sync::Arc};
 
@@ -45,29 +42,14 @@ pub struct Overrides {
     /// The identity client instead of the configured one (tests inject fakes).
     pub identity: Option<Arc<dyn IdentityServiceClient>>,
     pub listen: Option<SocketAddr>,
+    /// The registry instead of the configured one (plt dev shares one in-memory registry).
+    pub registry: Option<Arc<dyn ServiceRegistry>>,
 }
 
 pub async fn connect_db(cfg: &Config, schema: &str) -> anyhow::Result<Db> {
     let db = Db::connect(&cfg.kernel.database, schema).await?;
     db.migrate(MIGRATIONS).await?;
     Ok(db)
-}
-
-/// The identity client described by `auth.identity`.
-pub fn identity_client(cfg: &AuthConfig) -> anyhow::Result<Arc<dyn IdentityServiceClient>> {
-    let ep = &cfg.identity.endpoint;
-    Ok(match cfg.identity.protocol {
-        Protocol::Grpc => Arc::new(
-            IdentityGrpcClient::connect_lazy(ep)
-                .map_err(|e| anyhow::anyhow!("auth.identity.endpoint: {e}"))?,
-        ),
-        Protocol::Http => Arc::new(IdentityHttpClient::new(
-            reqwest::Client::builder()
-                .timeout(cfg.identity.timeout)
-                .build()?,
-            ep,
-        )),
-    })
 }
 
 /// Opens the key ring of this configuration on `db`.
@@ -93,6 +75,7 @@ pub struct App {
     db: Db,
     core: Arc<AuthCore>,
     maintenance: tokio::task::JoinHandle<()>,
+    registration: Option<Registration>,
 }
 
 impl App {
@@ -101,9 +84,18 @@ impl App {
         let schema = overrides.schema.unwrap_or_else(|| SECTION.to_owned());
         let db = connect_db(cfg, &schema).await?;
         let keys = key_ring(cfg, &db).await?;
+        let reg_cfg: RegistryConfig = cfg.source.section("registry")?;
+        let clients: ClientsConfig = cfg.source.section("clients")?;
+        let registry = match overrides.registry {
+            Some(r) => r,
+            None => reg_cfg.build(reqwest::Client::new())?,
+        };
         let identity = match overrides.identity {
             Some(i) => i,
-            None => identity_client(&cfg.service)?,
+            None => ClientFactory::new(registry.clone())
+                .identity(&clients.get("identity"))
+                .await
+                .map_err(|e| anyhow::anyhow!("identity client: {e}"))?,
         };
         let core = Arc::new(AuthCore::new(
             cfg.service.clone(),
@@ -140,11 +132,27 @@ impl App {
                 }
             }
         });
+        let registration = plt_registry::register_service(
+            registry.as_ref(),
+            &reg_cfg,
+            SECTION,
+            env!("CARGO_PKG_VERSION"),
+            host.local_addr(),
+            [(
+                "routes".to_owned(),
+                "/v1/auth,/.well-known/jwks.json".to_owned(),
+            )]
+            .into(),
+        )
+        .await
+        .context("registering in the service registry")?;
+        tracing::info!(instance = registration.id(), "registered");
         Ok(Self {
             host,
             db,
             core,
             maintenance,
+            registration: Some(registration),
         })
     }
 
@@ -160,11 +168,23 @@ impl App {
         &self.db
     }
 
+    /// Serves until `shutdown`, then deregisters, drains and closes the pool.
     pub async fn run(
-        self,
+        mut self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let result = self.host.run(shutdown).await;
+        let registration = self.registration.take();
+        let result = self
+            .host
+            .run(async move {
+                shutdown.await;
+                if let Some(r) = registration
+                    && let Err(e) = r.deregister().await
+                {
+                    tracing::warn!(error = %e, "deregistration failed; the registry will expire this instance");
+                }
+            })
+            .await;
         self.maintenance.abort();
         self.db.close().await;
         Ok(result?)

@@ -54,7 +54,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = cfg.service.validate_for_env(&cfg.kernel.env) {
+    let shared = cfg
+        .service
+        .validate_for_env(&cfg.kernel.env)
+        .and_then(|()| {
+            cfg.source
+                .section::<plt_registry::config::RegistryConfig>("registry")
+        })
+        .and_then(|_| cfg.source.section::<plt_client::ClientsConfig>("clients"));
+    if let Err(e) = shared {
         eprintln!("auth-service: {e}");
         return ExitCode::from(2);
     }

@@ -41,10 +41,11 @@ fn bad_values_name_their_keys() {
             "auth.trusted_proxies[0]",
         ),
         (
-            "PLT_AUTH__IDENTITY__PROTOCOL",
+            "PLT_CLIENTS__IDENTITY__PROTOCOL",
             "carrier-pigeon",
-            "auth.identity.protocol",
+            "clients.identity.protocol",
         ),
+        ("PLT_REGISTRY__KIND", "zookeeper", "registry.kind"),
     ] {
         let out = bin()
             .env(var, value)

@@ -17,6 +17,7 @@ use plt_kernel::{
     BoundHost, Loaded, ServiceHost,
     notify::{Notifier, OutboxNotifier},
 };
+use plt_registry::{Registration, ServiceRegistry, config::RegistryConfig};
 use sqlx::migrate::Migrator;
 use std::{net::SocketAddr, sync::Arc};
 
@@ -44,6 +45,8 @@ pub struct Overrides {
     pub notifier: Option<Arc<dyn Notifier>>,
     /// Listen address instead of `identity.listen` (port 0 for tests).
     pub listen: Option<SocketAddr>,
+    /// The registry instead of the configured one (plt dev shares one in-memory registry).
+    pub registry: Option<Arc<dyn ServiceRegistry>>,
 }
 
 /// The configured notifier.
@@ -63,6 +66,7 @@ pub struct App {
     host: BoundHost,
     db: Db,
     core: Arc<dyn IdentityServiceClient>,
+    registration: Option<Registration>,
 }
 
 impl App {
@@ -94,7 +98,33 @@ impl App {
             .bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
-        Ok(Self { host, db, core })
+        // Ready: database migrated, port bound. Now others may find us.
+        let reg_cfg: RegistryConfig = cfg.source.section("registry")?;
+        let registry = match overrides.registry {
+            Some(r) => r,
+            None => reg_cfg.build(reqwest::Client::new())?,
+        };
+        let registration = plt_registry::register_service(
+            registry.as_ref(),
+            &reg_cfg,
+            SECTION,
+            env!("CARGO_PKG_VERSION"),
+            host.local_addr(),
+            [(
+                "routes".to_owned(),
+                "/v1/users,/v1/password-reset".to_owned(),
+            )]
+            .into(),
+        )
+        .await
+        .context("registering in the service registry")?;
+        tracing::info!(instance = registration.id(), "registered");
+        Ok(Self {
+            host,
+            db,
+            core,
+            registration: Some(registration),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -110,12 +140,23 @@ impl App {
         self.core.clone()
     }
 
-    /// Serves until `shutdown`, drains, and closes the pool.
+    /// Serves until `shutdown`, then deregisters (so no new calls are routed here), drains
+    /// in-flight requests and closes the pool.
     pub async fn run(
-        self,
+        mut self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        self.host.run(shutdown).await?;
+        let registration = self.registration.take();
+        self.host
+            .run(async move {
+                shutdown.await;
+                if let Some(r) = registration
+                    && let Err(e) = r.deregister().await
+                {
+                    tracing::warn!(error = %e, "deregistration failed; the registry will expire this instance");
+                }
+            })
+            .await?;
         self.db.close().await;
         Ok(())
     }

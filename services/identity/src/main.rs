@@ -53,6 +53,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = cfg
+        .source
+        .section::<plt_registry::config::RegistryConfig>("registry")
+    {
+        eprintln!("identity-service: {e}");
+        return ExitCode::from(2);
+    }
     match run(cli.command.unwrap_or(Command::Serve), cfg).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -72,6 +72,7 @@ pub async fn start(backend: Backend, extra: &[(&str, &str)]) -> Option<Running> 
             schema: Some(schema.clone()),
             identity: Some(Arc::new(identity.clone())),
             listen: Some("127.0.0.1:0".parse().unwrap()),
+            registry: None,
         },
     )
     .await

@@ -78,6 +78,7 @@ pub async fn start(backend: Backend) -> Option<Running> {
             schema: Some(schema.clone()),
             notifier: Some(Arc::new(mail.clone())),
             listen: Some("127.0.0.1:0".parse().unwrap()),
+            registry: None,
         },
     )
     .await
