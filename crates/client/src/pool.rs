@@ -228,8 +228,9 @@ impl<C: Clone + Send + Sync + 'static> Pool<C> {
                 // The instance answered: the request was wrong, not the instance.
                 ep.breaker.on_success();
             }
-            let retry = idempotent
-                && instance_failure(&err)
+            // Retry an idempotent call after an instance failure, and any call that provably
+            // never reached the server (connection refused).
+            let retry = ((idempotent && instance_failure(&err)) || err.never_sent())
                 && attempt < self.policy.max_attempts
                 && ctx.remaining().is_none_or(|l| !l.is_zero())
                 && self.budget.try_withdraw();

@@ -218,6 +218,15 @@ async fn a_crashed_instance_is_survived_and_leaves_the_pool() {
         {
             failures += 1;
         }
+        // Not idempotent, but a refused connection proves the request never reached the
+        // dead instance, so it too goes to the live one.
+        if client
+            .verify_credentials(&ctx, "a@example.com", Secret::new("pw".into()))
+            .await
+            .is_err()
+        {
+            failures += 1;
+        }
         if gone_after.is_none() && registry.discover("identity").await.unwrap().len() == 1 {
             gone_after = Some(killed_at.elapsed());
         }

@@ -273,6 +273,17 @@ impl Error {
         Self::new(ErrorCode::Internal, "internal error")
     }
 
+    /// Whether the request provably never reached the server (the connection was refused),
+    /// so that even a non-idempotent call may be retried elsewhere.
+    pub fn never_sent(&self) -> bool {
+        self.code == ErrorCode::Unavailable && self.message.starts_with(NOT_SENT_PREFIX)
+    }
+
+    /// An Unavailable error for a request that was never sent.
+    pub fn not_sent(detail: impl std::fmt::Display) -> Self {
+        Self::new(ErrorCode::Unavailable, format!("{NOT_SENT_PREFIX}{detail}"))
+    }
+
     pub fn with_violation(mut self, field: impl Into<String>, reason: impl Into<String>) -> Self {
         self.violations.push(FieldViolation {
             field: field.into(),
@@ -280,6 +291,22 @@ impl Error {
         });
         self
     }
+}
+
+/// Message prefix of errors for requests that never left the client (see [`Error::never_sent`]).
+pub const NOT_SENT_PREFIX: &str = "not sent: ";
+
+/// Whether an error chain contains a refused TCP connection.
+pub fn is_connection_refused(mut e: Option<&(dyn std::error::Error + 'static)>) -> bool {
+    while let Some(err) = e {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        e = err.source();
+    }
+    false
 }
 
 /// RFC 9457 problem details, as served with `application/problem+json`.
@@ -370,6 +397,9 @@ impl From<tonic::Status> for Error {
                     .collect()
             })
             .unwrap_or_default();
+        if code == ErrorCode::Unavailable && is_connection_refused(std::error::Error::source(&s)) {
+            return Self::not_sent(s.message());
+        }
         Self {
             code,
             message: s.message().to_owned(),

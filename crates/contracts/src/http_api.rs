@@ -161,7 +161,13 @@ impl JsonClient {
     /// Sends; a non-2xx answer becomes its [`Error`].
     pub async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
         let resp = rb.send().await.map_err(|e| {
-            Error::unavailable(format!("{} unreachable: {}", self.service, without_url(&e)))
+            let msg = format!("{} unreachable: {}", self.service, without_url(&e));
+            if e.is_connect() && crate::error::is_connection_refused(std::error::Error::source(&e))
+            {
+                Error::not_sent(msg)
+            } else {
+                Error::unavailable(msg)
+            }
         })?;
         if resp.status().is_success() {
             return Ok(resp);
