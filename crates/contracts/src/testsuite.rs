@@ -2,6 +2,7 @@
 //! implementation's tests — the service core directly, and gRPC and HTTP clients talking to
 //! a served core — so that every implementation behaves the same.
 
+pub mod audit;
 pub mod auth;
 pub mod fakes;
 pub mod identity;

@@ -1,0 +1,165 @@
+//! Test support: build the audit service exactly as the binary does, on port 0, on SQLite
+//! in a temporary directory or on PostgreSQL in a fresh schema.
+#![allow(dead_code)]
+
+use audit_service::{App, Config, Overrides, SECTION};
+use plt_contracts::{
+    RequestContext,
+    audit::{AuditServiceClient, NewAuditEntry, Outcome},
+};
+use plt_kernel::config::ConfigSource;
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+pub fn config_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config")
+}
+
+/// The configuration from the repository's config/ with these variables on top.
+pub fn config(vars: &[(&str, &str)]) -> Config {
+    let source = ConfigSource {
+        dir: config_dir(),
+        vars: vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    source.load(SECTION).expect("test configuration loads")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub app_core: Arc<dyn AuditServiceClient>,
+    pub db: plt_db::Db,
+    pub schema: String,
+    pub cfg: Config,
+    pub shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the service gracefully and, on PostgreSQL, drops the test's schema.
+    pub async fn stop(self) {
+        let schema = self.schema.clone();
+        self.stop_keeping_data().await;
+        drop_schema(&schema).await;
+    }
+
+    /// Stops the service gracefully; the database (and its temp dir) stay.
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.expect("server task").expect("server ran");
+        self.dir
+    }
+}
+
+pub fn backend_vars(backend: Backend, data_dir: &str) -> Option<Vec<(String, String)>> {
+    let mut vars = vec![
+        ("PLT_DATABASE__DATA_DIR".to_owned(), data_dir.to_owned()),
+        ("PLT_SERVER__SHUTDOWN_TIMEOUT".to_owned(), "5s".to_owned()),
+    ];
+    if backend == Backend::Postgres {
+        let pg = plt_db::testing::postgres_url()?;
+        vars.push(("PLT_DATABASE__DRIVER".into(), "postgres".into()));
+        vars.push(("PLT_DATABASE__URL".into(), pg));
+    }
+    Some(vars)
+}
+
+/// Starts the service with extra configuration variables; `None` for PostgreSQL when
+/// `PLT_TEST_POSTGRES_URL` is not set.
+pub async fn start_with(backend: Backend, extra: &[(&str, &str)]) -> Option<Running> {
+    plt_kernel::telemetry::init_for_tests();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_string_lossy().to_string();
+    let owned = backend_vars(backend, &data)?;
+    let mut vars: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    vars.extend_from_slice(extra);
+    let cfg = config(&vars);
+    let schema = plt_db::testing::unique_schema("audit");
+    let app = App::build(
+        &cfg,
+        Overrides {
+            schema: Some(schema.clone()),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            registry: None,
+        },
+    )
+    .await
+    .expect("app builds");
+    let addr = app.local_addr();
+    let app_core = app.core();
+    let db = app.db().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async move {
+        let _ = rx.await;
+    }));
+    Some(Running {
+        addr,
+        app_core,
+        db,
+        schema,
+        cfg,
+        shutdown: Some(tx),
+        task,
+        dir,
+    })
+}
+
+/// Starts the service; `None` for PostgreSQL when `PLT_TEST_POSTGRES_URL` is not set.
+pub async fn start(backend: Backend) -> Option<Running> {
+    start_with(backend, &[]).await
+}
+
+/// Drops a test schema on PostgreSQL (a no-op without `PLT_TEST_POSTGRES_URL`).
+pub async fn drop_schema(schema: &str) {
+    let Some(url) = plt_db::testing::postgres_url() else {
+        return;
+    };
+    if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+        pool.close().await;
+    }
+}
+
+/// Says loudly that a PostgreSQL test did not run because its variable is not set.
+pub fn skipped(name: &str) {
+    eprintln!("SKIPPED {name}: PLT_TEST_POSTGRES_URL is not set");
+}
+
+pub fn ctx() -> RequestContext {
+    RequestContext::new()
+}
+
+/// A valid entry by `actor`.
+pub fn entry(actor: &str, i: usize) -> NewAuditEntry {
+    NewAuditEntry {
+        actor: actor.to_owned(),
+        action: "test.thing.do".into(),
+        resource: format!("thing/{i}"),
+        outcome: Outcome::Success,
+        metadata: serde_json::json!({"i": i, "why": "testing"})
+            .as_object()
+            .unwrap()
+            .clone(),
+        source_ip: "198.51.100.7".into(),
+        user_agent: "audit-tests".into(),
+        trace_id: format!("trace-{i}"),
+    }
+}
