@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the platform for development: identity and auth, SQLite files and the mail outbox
+    /// Run the platform for development: identity, auth and audit, SQLite files and the mail outbox
     /// under the data directory, no external servers.
     Dev {
         /// Where SQLite files and the mail outbox go.
@@ -55,7 +55,7 @@ enum MailCommand {
 enum ConfigCommand {
     /// Print the effective configuration of a service, secrets redacted.
     Print {
-        /// identity or auth
+        /// identity, auth or audit
         service: String,
     },
 }
@@ -132,6 +132,7 @@ async fn dev(data_dir: PathBuf) -> anyhow::Result<()> {
     let s = source(Some(&data_dir));
     let identity_cfg: identity_service::Config = s.load(identity_service::SECTION)?;
     let auth_cfg: auth_service::Config = s.load(auth_service::SECTION)?;
+    let audit_cfg: audit_service::Config = s.load(audit_service::SECTION)?;
     telemetry::init(&identity_cfg.kernel.log);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -162,12 +163,23 @@ async fn dev(data_dir: PathBuf) -> anyhow::Result<()> {
     .await
     .context("starting auth-service")?;
     let auth_addr = auth.local_addr();
+    let audit = audit_service::App::build(
+        &audit_cfg,
+        audit_service::Overrides {
+            registry: Some(registry.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .context("starting audit-service")?;
+    let audit_addr = audit.local_addr();
     let tasks = vec![
         tokio::spawn(identity.run(stop(stop_rx.clone()))),
         tokio::spawn(auth.run(stop(stop_rx.clone()))),
+        tokio::spawn(audit.run(stop(stop_rx.clone()))),
     ];
     println!(
-        "\nplt dev is up in {} ms\n  identity  http://{identity_addr}  (gRPC and HTTP)\n  auth      http://{auth_addr}  (gRPC and HTTP; JWKS at /.well-known/jwks.json)\n  data      {}  (SQLite, one file per service)\n  mail      {}  (read with: cargo run -p plt -- mail list)\nCtrl-C stops everything.\n",
+        "\nplt dev is up in {} ms\n  identity  http://{identity_addr}  (gRPC and HTTP)\n  auth      http://{auth_addr}  (gRPC and HTTP; JWKS at /.well-known/jwks.json)\n  audit     http://{audit_addr}  (gRPC and HTTP)\n  data      {}  (SQLite, one file per service)\n  mail      {}  (read with: cargo run -p plt -- mail list)\nCtrl-C stops everything.\n",
         started.elapsed().as_millis(),
         data_dir.display(),
         data_dir.join("mail").display(),

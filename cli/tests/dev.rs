@@ -23,6 +23,7 @@ fn dev_starts_the_platform_and_stops_on_sigint() {
         )
         .env("PLT_IDENTITY__LISTEN", "127.0.0.1:0")
         .env("PLT_AUTH__LISTEN", "127.0.0.1:0")
+        .env("PLT_AUDIT__LISTEN", "127.0.0.1:0")
         .env("PLT_LOG__LEVEL", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -37,7 +38,8 @@ fn dev_starts_the_platform_and_stops_on_sigint() {
     });
     let mut identity = None;
     let mut auth = None;
-    while identity.is_none() || auth.is_none() {
+    let mut audit = None;
+    while identity.is_none() || auth.is_none() || audit.is_none() {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("plt dev prints its banner");
@@ -49,9 +51,11 @@ fn dev_starts_the_platform_and_stops_on_sigint() {
             identity = url;
         } else if line.trim_start().starts_with("auth") {
             auth = url;
+        } else if line.trim_start().starts_with("audit") {
+            audit = url;
         }
     }
-    let (identity, auth) = (identity.unwrap(), auth.unwrap());
+    let (identity, auth, audit) = (identity.unwrap(), auth.unwrap(), audit.unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = reqwest::Client::new();
@@ -80,8 +84,19 @@ fn dev_starts_the_platform_and_stops_on_sigint() {
             .await
             .unwrap();
         assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+        let verify: serde_json::Value = c
+            .post(format!("{audit}/v1/audit/verify"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(verify["ok"], true, "{verify}");
     });
-    assert!(dir.path().join("identity.db").exists() && dir.path().join("auth.db").exists());
+    for db in ["identity.db", "auth.db", "audit.db"] {
+        assert!(dir.path().join(db).exists(), "{db} missing");
+    }
     assert!(
         std::fs::read_dir(dir.path().join("mail")).unwrap().count() >= 1,
         "verification mail in the outbox"
