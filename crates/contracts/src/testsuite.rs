@@ -4,5 +4,6 @@
 
 pub mod audit;
 pub mod auth;
+pub mod authz;
 pub mod fakes;
 pub mod identity;

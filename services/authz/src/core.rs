@@ -1,0 +1,659 @@
+//! The authz core: the business rules, implementing the authz contract directly. The gRPC
+//! server and the HTTP routes are thin adapters over it.
+
+use crate::{
+    audit::AuditQueue,
+    cache::{Policy, unavailable},
+    store::{AuthzStore, Change, RoleRow},
+};
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use plt_authn::Verifier;
+use plt_contracts::{
+    Error, ErrorCode, RequestContext, Result,
+    audit::{NewAuditEntry, Outcome},
+    authz::{
+        ADMIN_ROLE, AuthzServiceClient, MANAGE_PERMISSION, Permission, Role, USER_ROLE,
+        validate_permission_name, validate_role_name, validate_service_name,
+    },
+};
+use serde_json::{Value, json};
+use std::{collections::HashSet, sync::Arc};
+use uuid::Uuid;
+
+/// The actor of changes authz makes itself (bootstrap admins at start).
+pub const SYSTEM_ACTOR: &str = "authz-service";
+/// The actor of changes made with `authz-service grant|revoke` on the command line.
+pub const CLI_ACTOR: &str = "authz-service-cli";
+
+/// The longest accepted description of a role or permission, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 500;
+/// The most permissions one registration or one role may list.
+pub const MAX_LIST: usize = 1000;
+
+/// Permissions authz declares at every start: its own, and those of the platform services
+/// that do not yet declare theirs themselves (identity, audit). Registering them again from
+/// those services later is harmless (registration is idempotent).
+pub const PLATFORM_PERMISSIONS: &[(&str, &str, &str)] = &[
+    (
+        "authz",
+        "authz.roles.manage",
+        "Create, change and delete roles; grant and revoke them",
+    ),
+    (
+        "authz",
+        "authz.roles.read",
+        "List roles and read any user's roles and permissions",
+    ),
+    (
+        "authz",
+        "authz.permissions.read_self",
+        "Read one's own roles and permissions",
+    ),
+    ("identity", "identity.users.read", "Read any user"),
+    (
+        "identity",
+        "identity.users.manage",
+        "Create, update, disable and delete users",
+    ),
+    (
+        "identity",
+        "identity.users.read_self",
+        "Read one's own profile",
+    ),
+    (
+        "identity",
+        "identity.users.update_self",
+        "Change one's own profile",
+    ),
+    ("audit", "audit.logs.read", "Query the audit log"),
+    (
+        "audit",
+        "audit.logs.verify",
+        "Verify the audit log's hash chain",
+    ),
+];
+
+/// The permissions the built-in `user` role starts with (an operator may change them; they
+/// are set only when the role is first created).
+pub const USER_DEFAULT_PERMISSIONS: &[&str] = &[
+    "authz.permissions.read_self",
+    "identity.users.read_self",
+    "identity.users.update_self",
+];
+
+pub struct AuthzCore {
+    policy: Arc<Policy>,
+    store: Arc<dyn AuthzStore>,
+    verifier: Verifier,
+    audit: AuditQueue,
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+fn internal(context: &str, e: crate::store::StoreError) -> Error {
+    unavailable(context, &e)
+}
+
+fn check_description(field: &str, d: &str) -> Result<()> {
+    if d.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the shape of a role's permission list (`permissions[i]`, `i` indexing the caller's
+/// list).
+fn check_permission_list(permissions: &[String]) -> Result<()> {
+    if permissions.len() > MAX_LIST {
+        return Err(Error::invalid(
+            "permissions",
+            format!("must list at most {MAX_LIST} permissions"),
+        ));
+    }
+    for (i, p) in permissions.iter().enumerate() {
+        validate_permission_name(&format!("permissions[{i}]"), p)?;
+    }
+    Ok(())
+}
+
+/// The list sorted, without duplicates (as stored).
+fn normalized(permissions: &[String]) -> Vec<String> {
+    let mut out = permissions.to_vec();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn role_to_contract(r: RoleRow, all: &[Permission]) -> Role {
+    let permissions = if r.all_permissions {
+        all.iter().map(|p| p.name.clone()).collect()
+    } else {
+        r.permissions
+    };
+    Role {
+        name: r.name,
+        description: r.description,
+        permissions,
+        built_in: r.built_in,
+    }
+}
+
+fn metadata(ctx: Option<&RequestContext>, v: Value) -> serde_json::Map<String, Value> {
+    let mut m = match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    if let Some(id) = ctx.and_then(|c| c.request_id.as_ref()) {
+        m.insert("request_id".into(), Value::String(id.clone()));
+    }
+    m
+}
+
+fn entry(
+    actor: &str,
+    action: &str,
+    resource: String,
+    outcome: Outcome,
+    metadata: serde_json::Map<String, Value>,
+) -> NewAuditEntry {
+    NewAuditEntry {
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        resource,
+        outcome,
+        metadata,
+        source_ip: String::new(),
+        user_agent: String::new(),
+        trace_id: String::new(),
+    }
+}
+
+impl AuthzCore {
+    /// The core over `store`, deciding through `policy`, verifying admin callers' tokens
+    /// with `verifier` and sending audit records to `audit`.
+    pub fn new(
+        store: Arc<dyn AuthzStore>,
+        policy: Arc<Policy>,
+        verifier: Verifier,
+        audit: AuditQueue,
+    ) -> Self {
+        Self {
+            policy,
+            store,
+            verifier,
+            audit,
+        }
+    }
+
+    /// Declares the platform permissions and creates the built-in roles if missing
+    /// (idempotent, safe when several instances start at once).
+    pub async fn ensure_platform(store: &dyn AuthzStore) -> Result<(), crate::store::StoreError> {
+        let t = now();
+        let mut services: Vec<&str> = PLATFORM_PERMISSIONS.iter().map(|p| p.0).collect();
+        services.dedup();
+        for svc in services {
+            let perms: Vec<Permission> = PLATFORM_PERMISSIONS
+                .iter()
+                .filter(|p| p.0 == svc)
+                .map(|p| Permission {
+                    name: p.1.to_owned(),
+                    description: p.2.to_owned(),
+                })
+                .collect();
+            store.register_permissions(svc, &perms, t).await?;
+        }
+        store
+            .create_role(
+                &RoleRow {
+                    name: ADMIN_ROLE.into(),
+                    description: "Every permission, including ones declared later".into(),
+                    built_in: true,
+                    all_permissions: true,
+                    permissions: vec![],
+                },
+                t,
+            )
+            .await?;
+        store
+            .create_role(
+                &RoleRow {
+                    name: USER_ROLE.into(),
+                    description: "Self-service defaults for signed-up users".into(),
+                    built_in: true,
+                    all_permissions: false,
+                    permissions: USER_DEFAULT_PERMISSIONS
+                        .iter()
+                        .map(|s| (*s).to_owned())
+                        .collect(),
+                },
+                t,
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    pub fn audit(&self) -> &AuditQueue {
+        &self.audit
+    }
+
+    /// Grants `role` without a caller check: for the bootstrap configuration and the
+    /// command line, whose authority is access to the configuration or the database.
+    /// Returns whether anything changed.
+    pub async fn grant_as(
+        &self,
+        actor: &str,
+        user: Uuid,
+        role: &str,
+        source: &str,
+    ) -> Result<bool> {
+        validate_role_name("role", role)?;
+        let change = self
+            .store
+            .grant(user, role, actor, now())
+            .await
+            .map_err(|e| internal("granting role", e))?;
+        self.after_grant_change(actor, None, user, role, change, "authz.role.grant", source)
+    }
+
+    /// Revokes `role` without a caller check (command line).
+    pub async fn revoke_as(
+        &self,
+        actor: &str,
+        user: Uuid,
+        role: &str,
+        source: &str,
+    ) -> Result<bool> {
+        validate_role_name("role", role)?;
+        let change = self
+            .store
+            .revoke(user, role)
+            .await
+            .map_err(|e| internal("revoking role", e))?;
+        self.after_grant_change(actor, None, user, role, change, "authz.role.revoke", source)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn after_grant_change(
+        &self,
+        actor: &str,
+        ctx: Option<&RequestContext>,
+        user: Uuid,
+        role: &str,
+        change: Change,
+        action: &str,
+        source: &str,
+    ) -> Result<bool> {
+        let changed = match change {
+            Change::NoRole => return Err(Error::not_found(format!("role {role}"))),
+            Change::Unchanged => false,
+            Change::Changed(v) => {
+                self.policy.advance(v);
+                true
+            }
+        };
+        if !changed && source == "bootstrap" {
+            // Every start repeats the bootstrap grant; only the first one is an event.
+            return Ok(false);
+        }
+        tracing::info!(
+            event = action,
+            actor,
+            user_id = %user,
+            role,
+            changed,
+            "role assignment"
+        );
+        self.audit.record(entry(
+            actor,
+            action,
+            format!("user/{user}"),
+            Outcome::Success,
+            metadata(
+                ctx,
+                json!({"role": role, "changed": changed, "source": source}),
+            ),
+        ));
+        Ok(changed)
+    }
+
+    /// The verified caller of an admin method, who must hold `authz.roles.manage` (read from
+    /// the database, not the cache: admin calls are rare and a revoked admin stops at once).
+    async fn admin(&self, ctx: &RequestContext, action: &str, resource: &str) -> Result<String> {
+        let token = ctx
+            .bearer_token()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::unauthenticated("a bearer access token is required"))?;
+        let claims = self.verifier.verify(token).await.map_err(Error::from)?;
+        let allowed = match Uuid::parse_str(&claims.sub) {
+            Ok(user) => {
+                let g = self
+                    .store
+                    .grants(user)
+                    .await
+                    .map_err(|e| internal("reading caller grants", e))?;
+                g.all || g.permissions.iter().any(|p| p == MANAGE_PERMISSION)
+            }
+            Err(_) => false,
+        };
+        if !allowed {
+            self.audit.record(entry(
+                &claims.sub,
+                action,
+                resource.to_owned(),
+                Outcome::Denied,
+                metadata(Some(ctx), json!({"required_permission": MANAGE_PERMISSION})),
+            ));
+            return Err(Error::new(
+                ErrorCode::PermissionDenied,
+                format!("{MANAGE_PERMISSION} is required"),
+            ));
+        }
+        Ok(claims.sub)
+    }
+
+    /// Checks that every permission is declared (`permissions[i]`, naming it).
+    async fn check_all_declared(&self, permissions: &[String]) -> Result<Vec<Permission>> {
+        let declared = self
+            .store
+            .permissions()
+            .await
+            .map_err(|e| internal("reading permissions", e))?;
+        let names: HashSet<&str> = declared.iter().map(|p| p.name.as_str()).collect();
+        for (i, p) in permissions.iter().enumerate() {
+            if !names.contains(p.as_str()) {
+                return Err(Error::invalid(
+                    format!("permissions[{i}]"),
+                    format!("{p} is not a declared permission"),
+                ));
+            }
+        }
+        Ok(declared)
+    }
+
+    fn audit_role_change(
+        &self,
+        ctx: &RequestContext,
+        actor: &str,
+        action: &str,
+        role: &str,
+        v: Value,
+    ) {
+        tracing::info!(event = action, actor, role, "role changed");
+        self.audit.record(entry(
+            actor,
+            action,
+            format!("role/{role}"),
+            Outcome::Success,
+            metadata(Some(ctx), v),
+        ));
+    }
+}
+
+#[async_trait]
+impl AuthzServiceClient for AuthzCore {
+    async fn authorize(&self, ctx: &RequestContext, user_id: Uuid, permission: &str) -> Result<()> {
+        if self.policy.has_permission(user_id, permission).await? {
+            return Ok(());
+        }
+        self.audit.record(entry(
+            &user_id.to_string(),
+            "authz.authorize",
+            format!("permission/{permission}"),
+            Outcome::Denied,
+            metadata(Some(ctx), json!({"permission": permission})),
+        ));
+        Err(Error::new(
+            ErrorCode::PermissionDenied,
+            format!("permission denied: {permission}"),
+        ))
+    }
+
+    async fn has_permission(
+        &self,
+        _ctx: &RequestContext,
+        user_id: Uuid,
+        permission: &str,
+    ) -> Result<bool> {
+        self.policy.has_permission(user_id, permission).await
+    }
+
+    async fn get_user_permissions(
+        &self,
+        _ctx: &RequestContext,
+        user_id: Uuid,
+    ) -> Result<Vec<Permission>> {
+        self.policy.user_permissions(user_id).await
+    }
+
+    async fn get_user_roles(&self, _ctx: &RequestContext, user_id: Uuid) -> Result<Vec<String>> {
+        Ok(self.policy.grants(user_id).await?.roles.clone())
+    }
+
+    async fn list_roles(&self, _ctx: &RequestContext) -> Result<Vec<Role>> {
+        let roles = self
+            .store
+            .roles()
+            .await
+            .map_err(|e| internal("listing roles", e))?;
+        let all = self
+            .store
+            .permissions()
+            .await
+            .map_err(|e| internal("reading permissions", e))?;
+        Ok(roles
+            .into_iter()
+            .map(|r| role_to_contract(r, &all))
+            .collect())
+    }
+
+    async fn register_permissions(
+        &self,
+        _ctx: &RequestContext,
+        service: &str,
+        permissions: Vec<Permission>,
+    ) -> Result<()> {
+        validate_service_name("service", service)?;
+        if permissions.len() > MAX_LIST {
+            return Err(Error::invalid(
+                "permissions",
+                format!("must list at most {MAX_LIST} permissions"),
+            ));
+        }
+        let prefix = format!("{service}.");
+        let mut seen = HashSet::new();
+        for (i, p) in permissions.iter().enumerate() {
+            let field = format!("permissions[{i}].name");
+            validate_permission_name(&field, &p.name)?;
+            if !p.name.starts_with(&prefix) {
+                return Err(Error::invalid(
+                    field,
+                    format!("must start with {prefix:?} (a service declares its own permissions)"),
+                ));
+            }
+            if !seen.insert(p.name.as_str()) {
+                return Err(Error::invalid(field, "is listed twice"));
+            }
+            check_description(&format!("permissions[{i}].description"), &p.description)?;
+        }
+        if permissions.is_empty() {
+            return Ok(());
+        }
+        let changed = self
+            .store
+            .register_permissions(service, &permissions, now())
+            .await
+            .map_err(|e| internal("registering permissions", e))?;
+        if let Some(v) = changed {
+            self.policy.advance(v);
+            tracing::info!(service, count = permissions.len(), "permissions declared");
+        }
+        Ok(())
+    }
+
+    async fn create_role(&self, ctx: &RequestContext, role: Role) -> Result<Role> {
+        validate_role_name("name", &role.name)?;
+        check_description("description", &role.description)?;
+        check_permission_list(&role.permissions)?;
+        let actor = self
+            .admin(ctx, "authz.role.create", &format!("role/{}", role.name))
+            .await?;
+        self.check_all_declared(&role.permissions).await?;
+        let row = RoleRow {
+            permissions: normalized(&role.permissions),
+            name: role.name,
+            description: role.description.trim().to_owned(),
+            built_in: false,
+            all_permissions: false,
+        };
+        let v = self
+            .store
+            .create_role(&row, now())
+            .await
+            .map_err(|e| internal("creating role", e))?
+            .ok_or_else(|| Error::already_exists(format!("role {} already exists", row.name)))?;
+        self.policy.advance(v);
+        self.audit_role_change(
+            ctx,
+            &actor,
+            "authz.role.create",
+            &row.name,
+            json!({"permissions": row.permissions}),
+        );
+        Ok(role_to_contract(row, &[]))
+    }
+
+    async fn delete_role(&self, ctx: &RequestContext, name: &str) -> Result<()> {
+        validate_role_name("name", name)?;
+        let actor = self
+            .admin(ctx, "authz.role.delete", &format!("role/{name}"))
+            .await?;
+        let role = self
+            .store
+            .role(name)
+            .await
+            .map_err(|e| internal("reading role", e))?
+            .ok_or_else(|| Error::not_found(format!("role {name}")))?;
+        if role.built_in {
+            return Err(Error::new(
+                ErrorCode::FailedPrecondition,
+                format!("{name} is a built-in role and cannot be deleted"),
+            ));
+        }
+        let v = self
+            .store
+            .delete_role(name)
+            .await
+            .map_err(|e| internal("deleting role", e))?
+            .ok_or_else(|| Error::not_found(format!("role {name}")))?;
+        self.policy.advance(v);
+        self.audit_role_change(
+            ctx,
+            &actor,
+            "authz.role.delete",
+            name,
+            json!({"permissions": role.permissions}),
+        );
+        Ok(())
+    }
+
+    async fn set_role_permissions(
+        &self,
+        ctx: &RequestContext,
+        name: &str,
+        permissions: Vec<String>,
+    ) -> Result<Role> {
+        validate_role_name("name", name)?;
+        check_permission_list(&permissions)?;
+        let actor = self
+            .admin(ctx, "authz.role.set_permissions", &format!("role/{name}"))
+            .await?;
+        let role = self
+            .store
+            .role(name)
+            .await
+            .map_err(|e| internal("reading role", e))?
+            .ok_or_else(|| Error::not_found(format!("role {name}")))?;
+        if role.all_permissions {
+            return Err(Error::new(
+                ErrorCode::FailedPrecondition,
+                format!("{name} holds every permission; its permissions cannot be set"),
+            ));
+        }
+        self.check_all_declared(&permissions).await?;
+        let permissions = normalized(&permissions);
+        let v = self
+            .store
+            .set_role_permissions(name, &permissions, now())
+            .await
+            .map_err(|e| internal("setting role permissions", e))?
+            .ok_or_else(|| Error::not_found(format!("role {name}")))?;
+        self.policy.advance(v);
+        self.audit_role_change(
+            ctx,
+            &actor,
+            "authz.role.set_permissions",
+            name,
+            json!({"permissions": permissions, "previous": role.permissions}),
+        );
+        Ok(Role {
+            name: role.name,
+            description: role.description,
+            permissions,
+            built_in: role.built_in,
+        })
+    }
+
+    async fn grant_role(&self, ctx: &RequestContext, user_id: Uuid, role: &str) -> Result<()> {
+        validate_role_name("role", role)?;
+        let actor = self
+            .admin(ctx, "authz.role.grant", &format!("user/{user_id}"))
+            .await?;
+        let change = self
+            .store
+            .grant(user_id, role, &actor, now())
+            .await
+            .map_err(|e| internal("granting role", e))?;
+        self.after_grant_change(
+            &actor,
+            Some(ctx),
+            user_id,
+            role,
+            change,
+            "authz.role.grant",
+            "api",
+        )
+        .map(drop)
+    }
+
+    async fn revoke_role(&self, ctx: &RequestContext, user_id: Uuid, role: &str) -> Result<()> {
+        validate_role_name("role", role)?;
+        let actor = self
+            .admin(ctx, "authz.role.revoke", &format!("user/{user_id}"))
+            .await?;
+        let change = self
+            .store
+            .revoke(user_id, role)
+            .await
+            .map_err(|e| internal("revoking role", e))?;
+        self.after_grant_change(
+            &actor,
+            Some(ctx),
+            user_id,
+            role,
+            change,
+            "authz.role.revoke",
+            "api",
+        )
+        .map(drop)
+    }
+}

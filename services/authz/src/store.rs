@@ -1,0 +1,441 @@
+//! Authz storage: declared permissions, roles, grants and the policy version. One SQL text
+//! for PostgreSQL and SQLite through a macro, as in identity and auth.
+//!
+//! Every change runs in one transaction whose FIRST statement bumps the policy version (so
+//! the version and the change commit together, and on SQLite the write lock is taken at
+//! once instead of upgrading a read lock); a call that turns out to change nothing rolls
+//! back, so the version moves only when the policy did.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use plt_contracts::authz::Permission;
+use uuid::Uuid;
+
+/// A stored role. `permissions` is empty for an `all_permissions` role (admin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRow {
+    pub name: String,
+    pub description: String,
+    pub built_in: bool,
+    pub all_permissions: bool,
+    /// Sorted by name.
+    pub permissions: Vec<String>,
+}
+
+/// A user's grants as read at `version` (the version was read BEFORE the grants, so they
+/// reflect at least that version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grants {
+    pub version: u64,
+    /// Sorted.
+    pub roles: Vec<String>,
+    /// Holds a role with `all_permissions` (admin).
+    pub all: bool,
+    /// Sorted, distinct.
+    pub permissions: Vec<String>,
+}
+
+/// The result of a grant or revoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// No such role.
+    NoRole,
+    /// Already so: nothing written, version unchanged.
+    Unchanged,
+    /// Written at this policy version.
+    Changed(u64),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct StoreError(#[from] pub sqlx::Error);
+
+type R<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait AuthzStore: Send + Sync {
+    /// The current policy version (one cheap query; polled by every instance).
+    async fn version(&self) -> R<u64>;
+    /// Every declared permission, sorted by name.
+    async fn permissions(&self) -> R<Vec<Permission>>;
+    async fn permission_exists(&self, name: &str) -> R<bool>;
+    /// Declares `permissions` of `service` (inserting new ones, updating changed
+    /// descriptions). `Some(version)` when anything changed.
+    async fn register_permissions(
+        &self,
+        service: &str,
+        permissions: &[Permission],
+        now: DateTime<Utc>,
+    ) -> R<Option<u64>>;
+    /// Every role, sorted by name.
+    async fn roles(&self) -> R<Vec<RoleRow>>;
+    async fn role(&self, name: &str) -> R<Option<RoleRow>>;
+    /// Creates the role with its permissions (all declared: the caller checked, the foreign
+    /// key guards). `None` when the name is taken.
+    async fn create_role(&self, role: &RoleRow, now: DateTime<Utc>) -> R<Option<u64>>;
+    /// Deletes a role that is not built in, and every grant of it. `None` when there is no
+    /// such role (or it is built in).
+    async fn delete_role(&self, name: &str) -> R<Option<u64>>;
+    /// Replaces the permissions of a role that does not hold all permissions. `None` when
+    /// there is no such role (or it is admin).
+    async fn set_role_permissions(
+        &self,
+        name: &str,
+        permissions: &[String],
+        now: DateTime<Utc>,
+    ) -> R<Option<u64>>;
+    async fn grant(
+        &self,
+        user: Uuid,
+        role: &str,
+        granted_by: &str,
+        now: DateTime<Utc>,
+    ) -> R<Change>;
+    async fn revoke(&self, user: Uuid, role: &str) -> R<Change>;
+    /// The user's roles and effective permissions, tagged with the version read first.
+    async fn grants(&self, user: Uuid) -> R<Grants>;
+}
+
+#[derive(sqlx::FromRow)]
+struct RoleDbRow {
+    name: String,
+    description: String,
+    built_in: bool,
+    all_permissions: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct RolePermDbRow {
+    role: String,
+    permission: String,
+}
+
+fn version_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn assemble(rows: Vec<RoleDbRow>, perms: Vec<RolePermDbRow>) -> Vec<RoleRow> {
+    let mut by_role: std::collections::HashMap<String, Vec<String>> =
+        std::collections::HashMap::new();
+    for p in perms {
+        by_role.entry(p.role).or_default().push(p.permission);
+    }
+    let mut roles: Vec<RoleRow> = rows
+        .into_iter()
+        .map(|r| {
+            let mut permissions = by_role.remove(&r.name).unwrap_or_default();
+            permissions.sort();
+            RoleRow {
+                name: r.name,
+                description: r.description,
+                built_in: r.built_in,
+                all_permissions: r.all_permissions,
+                permissions,
+            }
+        })
+        .collect();
+    // Sorted here, not by ORDER BY: PostgreSQL collations and SQLite order '-' and '_'
+    // differently.
+    roles.sort_by(|a, b| a.name.cmp(&b.name));
+    roles
+}
+
+const BUMP: &str = "UPDATE policy_version SET version = version + 1 WHERE id = 1 RETURNING version";
+
+macro_rules! sql_store {
+    ($name:ident, $pool:ty, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone)]
+        pub struct $name {
+            pool: $pool,
+        }
+
+        impl $name {
+            pub fn new(pool: $pool) -> Self {
+                Self { pool }
+            }
+        }
+
+        #[async_trait]
+        impl AuthzStore for $name {
+            async fn version(&self) -> R<u64> {
+                let v: i64 = sqlx::query_scalar("SELECT version FROM policy_version WHERE id = 1")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(version_of(v))
+            }
+
+            async fn permissions(&self) -> R<Vec<Permission>> {
+                let rows: Vec<(String, String)> =
+                    sqlx::query_as("SELECT name, description FROM permissions")
+                        .fetch_all(&self.pool)
+                        .await?;
+                let mut out: Vec<Permission> = rows
+                    .into_iter()
+                    .map(|(name, description)| Permission { name, description })
+                    .collect();
+                out.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(out)
+            }
+
+            async fn permission_exists(&self, name: &str) -> R<bool> {
+                let found: Option<String> =
+                    sqlx::query_scalar("SELECT name FROM permissions WHERE name = $1")
+                        .bind(name)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(found.is_some())
+            }
+
+            async fn register_permissions(
+                &self,
+                service: &str,
+                permissions: &[Permission],
+                now: DateTime<Utc>,
+            ) -> R<Option<u64>> {
+                let mut tx = self.pool.begin().await?;
+                let v: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
+                let mut changed = 0;
+                for p in permissions {
+                    let done = sqlx::query(
+                        "INSERT INTO permissions (name, service, description, created_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (name) DO UPDATE SET description = excluded.description \
+                         WHERE permissions.description <> excluded.description",
+                    )
+                    .bind(&p.name)
+                    .bind(service)
+                    .bind(&p.description)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    changed += done.rows_affected();
+                }
+                if changed == 0 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                tx.commit().await?;
+                Ok(Some(version_of(v)))
+            }
+
+            async fn roles(&self) -> R<Vec<RoleRow>> {
+                let rows: Vec<RoleDbRow> = sqlx::query_as(
+                    "SELECT name, description, built_in, all_permissions FROM roles",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let perms: Vec<RolePermDbRow> =
+                    sqlx::query_as("SELECT role, permission FROM role_permissions")
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(assemble(rows, perms))
+            }
+
+            async fn role(&self, name: &str) -> R<Option<RoleRow>> {
+                let rows: Vec<RoleDbRow> = sqlx::query_as(
+                    "SELECT name, description, built_in, all_permissions FROM roles WHERE name = $1",
+                )
+                .bind(name)
+                .fetch_all(&self.pool)
+                .await?;
+                if rows.is_empty() {
+                    return Ok(None);
+                }
+                let perms: Vec<RolePermDbRow> = sqlx::query_as(
+                    "SELECT role, permission FROM role_permissions WHERE role = $1",
+                )
+                .bind(name)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(assemble(rows, perms).into_iter().next())
+            }
+
+            async fn create_role(&self, role: &RoleRow, now: DateTime<Utc>) -> R<Option<u64>> {
+                let mut tx = self.pool.begin().await?;
+                let v: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO roles (name, description, built_in, all_permissions, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(&role.name)
+                .bind(&role.description)
+                .bind(role.built_in)
+                .bind(role.all_permissions)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                for p in &role.permissions {
+                    sqlx::query("INSERT INTO role_permissions (role, permission) VALUES ($1, $2)")
+                        .bind(&role.name)
+                        .bind(p)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(Some(version_of(v)))
+            }
+
+            async fn delete_role(&self, name: &str) -> R<Option<u64>> {
+                let mut tx = self.pool.begin().await?;
+                let v: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
+                let deleted = sqlx::query("DELETE FROM roles WHERE name = $1 AND built_in = FALSE")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                if deleted.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                tx.commit().await?;
+                Ok(Some(version_of(v)))
+            }
+
+            async fn set_role_permissions(
+                &self,
+                name: &str,
+                permissions: &[String],
+                now: DateTime<Utc>,
+            ) -> R<Option<u64>> {
+                let mut tx = self.pool.begin().await?;
+                let v: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
+                let found = sqlx::query(
+                    "UPDATE roles SET updated_at = $2 WHERE name = $1 AND all_permissions = FALSE",
+                )
+                .bind(name)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if found.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                sqlx::query("DELETE FROM role_permissions WHERE role = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                for p in permissions {
+                    sqlx::query("INSERT INTO role_permissions (role, permission) VALUES ($1, $2)")
+                        .bind(name)
+                        .bind(p)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(Some(version_of(v)))
+            }
+
+            async fn grant(
+                &self,
+                user: Uuid,
+                role: &str,
+                granted_by: &str,
+                now: DateTime<Utc>,
+            ) -> R<Change> {
+                let mut tx = self.pool.begin().await?;
+                let v: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
+                let exists: Option<String> =
+                    sqlx::query_scalar("SELECT name FROM roles WHERE name = $1")
+                        .bind(role)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if exists.is_none() {
+                    tx.rollback().await?;
+                    return Ok(Change::NoRole);
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO user_roles (user_id, role, granted_at, granted_by) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (user_id, role) DO NOTHING",
+                )
+                .bind(user)
+                .bind(role)
+                .bind(now)
+                .bind(granted_by)
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(Change::Unchanged);
+                }
+                tx.commit().await?;
+                Ok(Change::Changed(version_of(v)))
+            }
+
+            async fn revoke(&self, user: Uuid, role: &str) -> R<Change> {
+                let mut tx = self.pool.begin().await?;
+                let v: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
+                let exists: Option<String> =
+                    sqlx::query_scalar("SELECT name FROM roles WHERE name = $1")
+                        .bind(role)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if exists.is_none() {
+                    tx.rollback().await?;
+                    return Ok(Change::NoRole);
+                }
+                let deleted = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
+                    .bind(user)
+                    .bind(role)
+                    .execute(&mut *tx)
+                    .await?;
+                if deleted.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(Change::Unchanged);
+                }
+                tx.commit().await?;
+                Ok(Change::Changed(version_of(v)))
+            }
+
+            async fn grants(&self, user: Uuid) -> R<Grants> {
+                // The version first: the grants read after it reflect at least this version,
+                // so a cache entry tagged with it is never fresher than it claims.
+                let version = self.version().await?;
+                let roles: Vec<(String, bool)> = sqlx::query_as(
+                    "SELECT r.name, r.all_permissions FROM user_roles ur JOIN roles r ON r.name = ur.role \
+                     WHERE ur.user_id = $1",
+                )
+                .bind(user)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut permissions: Vec<String> = sqlx::query_scalar(
+                    "SELECT DISTINCT rp.permission FROM user_roles ur JOIN role_permissions rp ON rp.role = ur.role \
+                     WHERE ur.user_id = $1",
+                )
+                .bind(user)
+                .fetch_all(&self.pool)
+                .await?;
+                permissions.sort();
+                let all = roles.iter().any(|(_, all)| *all);
+                let mut roles: Vec<String> = roles.into_iter().map(|(n, _)| n).collect();
+                roles.sort();
+                Ok(Grants {
+                    version,
+                    roles,
+                    all,
+                    permissions,
+                })
+            }
+        }
+    };
+}
+
+sql_store!(
+    PgAuthzStore,
+    sqlx::PgPool,
+    "The authz store on PostgreSQL (schema `authz`)."
+);
+sql_store!(
+    SqliteAuthzStore,
+    sqlx::SqlitePool,
+    "The authz store on SQLite (`authz.db`)."
+);
+
+pub fn for_db(db: &plt_db::Db) -> std::sync::Arc<dyn AuthzStore> {
+    match db {
+        plt_db::Db::Postgres(p) => std::sync::Arc::new(PgAuthzStore::new(p.clone())),
+        plt_db::Db::Sqlite(p) => std::sync::Arc::new(SqliteAuthzStore::new(p.clone())),
+    }
+}

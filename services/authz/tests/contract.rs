@@ -1,0 +1,68 @@
+//! The authz contract suite against the core, gRPC client → server → core and HTTP client →
+//! server → core, on SQLite and PostgreSQL. Admin calls carry a bootstrap admin's access
+//! token signed by a key the service trusts.
+
+mod common;
+
+use common::{Backend, start};
+use plt_contracts::{
+    authz::{AuthzServiceClient, grpc::AuthzGrpcClient, http::AuthzHttpClient},
+    testsuite::authz::{AuthzFixture, run_all},
+};
+use std::sync::Arc;
+
+#[derive(Clone, Copy)]
+enum Via {
+    Core,
+    Grpc,
+    Http,
+}
+
+async fn suite(backend: Backend, via: Via) {
+    let Some(svc) = start(backend, &[]).await else {
+        common::skipped("authz contract suite on postgres");
+        return;
+    };
+    let client: Arc<dyn AuthzServiceClient> = match via {
+        Via::Core => svc.core.clone(),
+        Via::Grpc => Arc::new(AuthzGrpcClient::connect_lazy(&svc.url()).unwrap()),
+        Via::Http => Arc::new(AuthzHttpClient::new(reqwest::Client::new(), &svc.url())),
+    };
+    run_all(&AuthzFixture {
+        client,
+        admin: svc.admin.clone(),
+        unprivileged: svc.unprivileged.clone(),
+    })
+    .await;
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn core_on_sqlite() {
+    suite(Backend::Sqlite, Via::Core).await;
+}
+
+#[tokio::test]
+async fn grpc_on_sqlite() {
+    suite(Backend::Sqlite, Via::Grpc).await;
+}
+
+#[tokio::test]
+async fn http_on_sqlite() {
+    suite(Backend::Sqlite, Via::Http).await;
+}
+
+#[tokio::test]
+async fn core_on_postgres() {
+    suite(Backend::Postgres, Via::Core).await;
+}
+
+#[tokio::test]
+async fn grpc_on_postgres() {
+    suite(Backend::Postgres, Via::Grpc).await;
+}
+
+#[tokio::test]
+async fn http_on_postgres() {
+    suite(Backend::Postgres, Via::Http).await;
+}
