@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the platform for development: identity, auth and audit, SQLite files and the mail outbox
+    /// Run the platform for development: identity, auth, authz and audit, SQLite files and the mail outbox
     /// under the data directory, no external servers.
     Dev {
         /// Where SQLite files and the mail outbox go.
@@ -55,7 +55,7 @@ enum MailCommand {
 enum ConfigCommand {
     /// Print the effective configuration of a service, secrets redacted.
     Print {
-        /// identity, auth or audit
+        /// identity, auth, authz or audit
         service: String,
     },
 }
@@ -133,6 +133,8 @@ async fn dev(data_dir: PathBuf) -> anyhow::Result<()> {
     let identity_cfg: identity_service::Config = s.load(identity_service::SECTION)?;
     let auth_cfg: auth_service::Config = s.load(auth_service::SECTION)?;
     let audit_cfg: audit_service::Config = s.load(audit_service::SECTION)?;
+    let authz_cfg: authz_service::Config = s.load(authz_service::SECTION)?;
+    let clients: plt_client::ClientsConfig = s.section("clients")?;
     telemetry::init(&identity_cfg.kernel.log);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -173,13 +175,30 @@ async fn dev(data_dir: PathBuf) -> anyhow::Result<()> {
     .await
     .context("starting audit-service")?;
     let audit_addr = audit.local_addr();
+    // authz sends its audit records to audit through the registry like every other call.
+    let audit_client = plt_client::ClientFactory::new(registry.clone())
+        .audit(&clients.get("audit"))
+        .await
+        .map_err(|e| anyhow::anyhow!("audit client: {e}"))?;
+    let authz = authz_service::App::build(
+        &authz_cfg,
+        authz_service::Overrides {
+            registry: Some(registry.clone()),
+            audit: Some(audit_client),
+            ..Default::default()
+        },
+    )
+    .await
+    .context("starting authz-service")?;
+    let authz_addr = authz.local_addr();
     let tasks = vec![
+        tokio::spawn(authz.run(stop(stop_rx.clone()))),
         tokio::spawn(identity.run(stop(stop_rx.clone()))),
         tokio::spawn(auth.run(stop(stop_rx.clone()))),
         tokio::spawn(audit.run(stop(stop_rx.clone()))),
     ];
     println!(
-        "\nplt dev is up in {} ms\n  identity  http://{identity_addr}  (gRPC and HTTP)\n  auth      http://{auth_addr}  (gRPC and HTTP; JWKS at /.well-known/jwks.json)\n  audit     http://{audit_addr}  (gRPC and HTTP)\n  data      {}  (SQLite, one file per service)\n  mail      {}  (read with: cargo run -p plt -- mail list)\nCtrl-C stops everything.\n",
+        "\nplt dev is up in {} ms\n  identity  http://{identity_addr}  (gRPC and HTTP)\n  auth      http://{auth_addr}  (gRPC and HTTP; JWKS at /.well-known/jwks.json)\n  authz     http://{authz_addr}  (gRPC and HTTP)\n  audit     http://{audit_addr}  (gRPC and HTTP)\n  data      {}  (SQLite, one file per service)\n  mail      {}  (read with: cargo run -p plt -- mail list)\nCtrl-C stops everything.\n",
         started.elapsed().as_millis(),
         data_dir.display(),
         data_dir.join("mail").display(),

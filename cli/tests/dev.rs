@@ -24,12 +24,25 @@ fn dev_starts_the_platform_and_stops_on_sigint() {
         .env("PLT_IDENTITY__LISTEN", "127.0.0.1:0")
         .env("PLT_AUTH__LISTEN", "127.0.0.1:0")
         .env("PLT_AUDIT__LISTEN", "127.0.0.1:0")
+        .env("PLT_AUTHZ__LISTEN", "127.0.0.1:0")
         .env("PLT_LOG__LEVEL", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    // Whatever happens below, do not leave the platform running.
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(self.0.to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    let _guard = KillOnDrop(child.id());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -47,12 +60,11 @@ fn dev_starts_the_platform_and_stops_on_sigint() {
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
             .map(str::to_owned);
-        if line.trim_start().starts_with("identity") {
-            identity = url;
-        } else if line.trim_start().starts_with("auth") {
-            auth = url;
-        } else if line.trim_start().starts_with("audit") {
-            audit = url;
+        match line.split_whitespace().next() {
+            Some("identity") => identity = url,
+            Some("auth") => auth = url,
+            Some("audit") => audit = url,
+            _ => {}
         }
     }
     let (identity, auth, audit) = (identity.unwrap(), auth.unwrap(), audit.unwrap());
@@ -84,17 +96,11 @@ fn dev_starts_the_platform_and_stops_on_sigint() {
             .await
             .unwrap();
         assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
-        let verify: serde_json::Value = c
-            .post(format!("{audit}/v1/audit/verify"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(verify["ok"], true, "{verify}");
+        // The audit log is guarded: without a token, 401 problem+json.
+        let r = c.post(format!("{audit}/v1/audit/verify")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
     });
-    for db in ["identity.db", "auth.db", "audit.db"] {
+    for db in ["identity.db", "auth.db", "authz.db", "audit.db"] {
         assert!(dir.path().join(db).exists(), "{db} missing");
     }
     assert!(

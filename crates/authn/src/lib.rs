@@ -9,9 +9,11 @@
 //! `iss`, `aud`, `exp`, `iat`, `sub`, `jti`, a bounded token size checked before any parsing,
 //! and strict unpadded base64url.
 
+mod config;
 mod jwks;
 mod token;
 
+pub use config::TokenConfig;
 pub use jwks::{HttpJwksSource, JwksSource, StaticJwks};
 pub use token::{
     ALGORITHM, AccessClaims, Signer, TOKEN_TYPE, Verifier, VerifierConfig, VerifyError, valid_kid,

@@ -6,7 +6,9 @@ use crate::pool::Pool;
 use async_trait::async_trait;
 use plt_contracts::{
     RequestContext, Result,
+    audit::{self, AuditPage, AuditQuery, AuditServiceClient, NewAuditEntry, VerifyReport},
     auth::{self, AuthServiceClient, Jwks, TokenClaims, TokenResponse},
+    authz::{self, AuthzServiceClient, Permission, Role},
     identity::{self, IdentityServiceClient, NewUser, PageRequest, User, UserPage, UserUpdate},
 };
 use plt_kernel::Secret;
@@ -241,6 +243,200 @@ impl AuthServiceClient for BalancedAuth {
             ctx,
             [],
             |c, cx| c.get_jwks(&cx).await
+        )
+    }
+}
+
+/// `AuthzServiceClient` over the healthy authz instances.
+#[derive(Clone)]
+pub struct BalancedAuthz(pub Arc<Pool<Arc<dyn AuthzServiceClient>>>);
+
+#[async_trait]
+impl AuthzServiceClient for BalancedAuthz {
+    async fn authorize(&self, ctx: &RequestContext, user_id: Uuid, permission: &str) -> Result<()> {
+        let permission = permission.to_owned();
+        via!(
+            self,
+            authz::IDEMPOTENT_METHODS,
+            "Authorize",
+            ctx,
+            [permission],
+            |c, cx| c.authorize(&cx, user_id, &permission).await
+        )
+    }
+
+    async fn has_permission(
+        &self,
+        ctx: &RequestContext,
+        user_id: Uuid,
+        permission: &str,
+    ) -> Result<bool> {
+        let permission = permission.to_owned();
+        via!(
+            self,
+            authz::IDEMPOTENT_METHODS,
+            "HasPermission",
+            ctx,
+            [permission],
+            |c, cx| c.has_permission(&cx, user_id, &permission).await
+        )
+    }
+
+    async fn get_user_permissions(
+        &self,
+        ctx: &RequestContext,
+        user_id: Uuid,
+    ) -> Result<Vec<Permission>> {
+        via!(
+            self,
+            authz::IDEMPOTENT_METHODS,
+            "GetUserPermissions",
+            ctx,
+            [],
+            |c, cx| c.get_user_permissions(&cx, user_id).await
+        )
+    }
+
+    async fn get_user_roles(&self, ctx: &RequestContext, user_id: Uuid) -> Result<Vec<String>> {
+        via!(
+            self,
+            authz::IDEMPOTENT_METHODS,
+            "GetUserRoles",
+            ctx,
+            [],
+            |c, cx| c.get_user_roles(&cx, user_id).await
+        )
+    }
+
+    async fn list_roles(&self, ctx: &RequestContext) -> Result<Vec<Role>> {
+        via!(
+            self,
+            authz::IDEMPOTENT_METHODS,
+            "ListRoles",
+            ctx,
+            [],
+            |c, cx| c.list_roles(&cx).await
+        )
+    }
+
+    async fn register_permissions(
+        &self,
+        ctx: &RequestContext,
+        service: &str,
+        permissions: Vec<Permission>,
+    ) -> Result<()> {
+        let service = service.to_owned();
+        via!(
+            self,
+            authz::IDEMPOTENT_METHODS,
+            "RegisterPermissions",
+            ctx,
+            [service, permissions],
+            |c, cx| c.register_permissions(&cx, &service, permissions).await
+        )
+    }
+
+    async fn create_role(&self, ctx: &RequestContext, role: Role) -> Result<Role> {
+        via!(
+            self,
+            authz::IDEMPOTENT_METHODS,
+            "CreateRole",
+            ctx,
+            [role],
+            |c, cx| c.create_role(&cx, role).await
+        )
+    }
+
+    async fn delete_role(&self, ctx: &RequestContext, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        via!(
+            self,
+            authz::IDEMPOTENT_METHODS,
+            "DeleteRole",
+            ctx,
+            [name],
+            |c, cx| c.delete_role(&cx, &name).await
+        )
+    }
+
+    async fn set_role_permissions(
+        &self,
+        ctx: &RequestContext,
+        name: &str,
+        permissions: Vec<String>,
+    ) -> Result<Role> {
+        let name = name.to_owned();
+        via!(
+            self,
+            authz::IDEMPOTENT_METHODS,
+            "SetRolePermissions",
+            ctx,
+            [name, permissions],
+            |c, cx| c.set_role_permissions(&cx, &name, permissions).await
+        )
+    }
+
+    async fn grant_role(&self, ctx: &RequestContext, user_id: Uuid, role: &str) -> Result<()> {
+        let role = role.to_owned();
+        via!(
+            self,
+            authz::IDEMPOTENT_METHODS,
+            "GrantRole",
+            ctx,
+            [role],
+            |c, cx| c.grant_role(&cx, user_id, &role).await
+        )
+    }
+
+    async fn revoke_role(&self, ctx: &RequestContext, user_id: Uuid, role: &str) -> Result<()> {
+        let role = role.to_owned();
+        via!(
+            self,
+            authz::IDEMPOTENT_METHODS,
+            "RevokeRole",
+            ctx,
+            [role],
+            |c, cx| c.revoke_role(&cx, user_id, &role).await
+        )
+    }
+}
+
+/// `AuditServiceClient` over the healthy audit instances.
+#[derive(Clone)]
+pub struct BalancedAudit(pub Arc<Pool<Arc<dyn AuditServiceClient>>>);
+
+#[async_trait]
+impl AuditServiceClient for BalancedAudit {
+    async fn record(&self, ctx: &RequestContext, entry: NewAuditEntry) -> Result<u64> {
+        via!(
+            self,
+            audit::IDEMPOTENT_METHODS,
+            "Record",
+            ctx,
+            [entry],
+            |c, cx| c.record(&cx, entry).await
+        )
+    }
+
+    async fn query(&self, ctx: &RequestContext, filters: AuditQuery) -> Result<AuditPage> {
+        via!(
+            self,
+            audit::IDEMPOTENT_METHODS,
+            "Query",
+            ctx,
+            [filters],
+            |c, cx| c.query(&cx, filters).await
+        )
+    }
+
+    async fn verify(&self, ctx: &RequestContext) -> Result<VerifyReport> {
+        via!(
+            self,
+            audit::IDEMPOTENT_METHODS,
+            "Verify",
+            ctx,
+            [],
+            |c, cx| c.verify(&cx).await
         )
     }
 }

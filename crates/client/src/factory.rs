@@ -1,12 +1,14 @@
 //! The client factory: from configuration and a registry to `Arc<dyn …ServiceClient>`.
 
 use crate::{
-    balanced::{BalancedAuth, BalancedIdentity},
+    balanced::{BalancedAudit, BalancedAuth, BalancedAuthz, BalancedIdentity},
     pool::{Policy, Pool},
 };
 use plt_contracts::{
     Error, Result,
+    audit::{AuditServiceClient, grpc::AuditGrpcClient, http::AuditHttpClient},
     auth::{AuthServiceClient, grpc::AuthGrpcClient, http::AuthHttpClient},
+    authz::{AuthzServiceClient, grpc::AuthzGrpcClient, http::AuthzHttpClient},
     identity::{IdentityServiceClient, grpc::IdentityGrpcClient, http::IdentityHttpClient},
 };
 use plt_registry::{Instance, ServiceRegistry};
@@ -131,6 +133,45 @@ impl ClientFactory {
         let pool = Pool::new("auth", self.watch("auth").await?, make, cfg.policy());
         Ok(Arc::new(BalancedAuth(pool)))
     }
+}
+
+macro_rules! pool_client {
+    ($fn:ident, $svc:literal, $trait:ident, $grpc:ident, $http:ident, $balanced:ident) => {
+        #[doc = concat!("The ", $svc, " service, found as `", $svc, "` in the registry.")]
+        pub async fn $fn(&self, cfg: &ClientConfig) -> Result<Arc<dyn $trait>> {
+            let http = self.http.clone();
+            let protocol = cfg.protocol;
+            let make = move |i: &Instance| -> Option<Arc<dyn $trait>> {
+                match protocol {
+                    Protocol::Grpc => $grpc::connect_lazy(&base_url(i))
+                        .ok()
+                        .map(|c| Arc::new(c) as Arc<dyn $trait>),
+                    Protocol::Http => Some(Arc::new($http::new(http.clone(), &base_url(i)))),
+                }
+            };
+            let pool = Pool::new($svc, self.watch($svc).await?, make, cfg.policy());
+            Ok(Arc::new($balanced(pool)))
+        }
+    };
+}
+
+impl ClientFactory {
+    pool_client!(
+        authz,
+        "authz",
+        AuthzServiceClient,
+        AuthzGrpcClient,
+        AuthzHttpClient,
+        BalancedAuthz
+    );
+    pool_client!(
+        audit,
+        "audit",
+        AuditServiceClient,
+        AuditGrpcClient,
+        AuditHttpClient,
+        BalancedAudit
+    );
 }
 
 /// The `clients` section: one entry per target service; missing ones use the defaults.

@@ -11,7 +11,7 @@ mod budget;
 mod factory;
 mod pool;
 
-pub use balanced::{BalancedAuth, BalancedIdentity};
+pub use balanced::{BalancedAudit, BalancedAuth, BalancedAuthz, BalancedIdentity};
 pub use breaker::{Breaker, BreakerState};
 pub use budget::RetryBudget;
 pub use factory::{ClientConfig, ClientFactory, ClientsConfig, Protocol};

@@ -18,6 +18,7 @@ use axum::{
     extract::{DefaultBodyLimit, Request},
     response::Response,
     routing::get,
+    serve::ListenerExt,
 };
 use http::HeaderName;
 use std::{
@@ -248,8 +249,12 @@ impl BoundHost {
         let reporter = self.health_reporter.clone();
         let name = self.name.clone();
         tracing::info!(service = %name, addr = %self.local_addr, "listening (gRPC and HTTP)");
+        // TCP_NODELAY: small gRPC/HTTP answers must not wait for the peer's delayed ACK.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let serve = axum::serve(
-            self.listener,
+            listener,
             self.app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move {

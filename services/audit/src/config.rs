@@ -16,6 +16,11 @@ pub struct AuditConfig {
     pub queue_capacity: usize,
     /// Largest page size of `query`.
     pub max_page_size: u32,
+    /// Reading (`audit.logs.read`) and verifying (`audit.logs.verify`) require a verified
+    /// access token whose user holds the permission in authz. Off only for isolated tests.
+    pub access_control: bool,
+    /// How callers' access tokens are verified.
+    pub auth: plt_authn::TokenConfig,
 }
 
 /// Largest `max_batch`: 12 bind parameters per entry must stay under SQLite's 32766.
@@ -24,6 +29,7 @@ pub const MAX_BATCH_LIMIT: usize = 2000;
 impl Validate for AuditConfig {
     fn validate(&self, p: &str) -> Result<(), ConfigError> {
         let key = |k: &str| format!("{p}.{k}");
+        self.auth.check(&key("auth"))?;
         if !(2..=1024 * 1024).contains(&self.max_metadata_bytes) {
             return Err(ConfigError::new(
                 key("max_metadata_bytes"),

@@ -10,6 +10,7 @@
 pub mod chain;
 pub mod config;
 pub mod core;
+pub mod guard;
 pub mod store;
 pub mod validate;
 pub mod writer;
@@ -47,6 +48,10 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// The registry instead of the configured one (plt dev shares one in-memory registry).
     pub registry: Option<Arc<dyn ServiceRegistry>>,
+    /// The authz client instead of one from the registry (tests inject fakes).
+    pub authz: Option<Arc<dyn plt_contracts::authz::AuthzServiceClient>>,
+    /// Where access-token keys come from instead of `audit.auth.jwks_url` (tests).
+    pub jwks: Option<Arc<dyn plt_authn::JwksSource>>,
 }
 
 /// Connects the database and applies migrations.
@@ -90,13 +95,38 @@ impl App {
         tracing::info!(head = handle.committed(), "audit chain head loaded");
         let core: Arc<dyn AuditServiceClient> =
             Arc::new(AuditCore::new(store, handle, cfg.service.clone()));
+        let reg_cfg: RegistryConfig = cfg.source.section("registry")?;
+        let registry = match overrides.registry {
+            Some(r) => r,
+            None => reg_cfg.build(reqwest::Client::new())?,
+        };
+        // What the network sees: the core behind access control (unless switched off).
+        let served: Arc<dyn AuditServiceClient> = if cfg.service.access_control {
+            let authz = match overrides.authz {
+                Some(a) => a,
+                None => {
+                    let clients: plt_client::ClientsConfig = cfg.source.section("clients")?;
+                    plt_client::ClientFactory::new(registry.clone())
+                        .authz(&clients.get("authz"))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("authz client: {e}"))?
+                }
+            };
+            let verifier = cfg.service.auth.verifier(overrides.jwks)?;
+            Arc::new(guard::Guarded::new(core.clone(), verifier, authz))
+        } else {
+            tracing::warn!(
+                "audit.access_control is off: anyone reaching this port can read the log"
+            );
+            core.clone()
+        };
         let listen = overrides.listen.unwrap_or(cfg.service.listen);
         let host = ServiceHost::new(SERVICE_NAME, &cfg.kernel.server)
             .http(
-                plt_contracts::audit::http::routes(core.clone())
+                plt_contracts::audit::http::routes(served.clone())
                     .fallback(plt_contracts::http_api::not_found_fallback),
             )
-            .grpc(AuditGrpcServer::new(core.clone()))
+            .grpc(AuditGrpcServer::new(served))
             .reflection(plt_contracts::FILE_DESCRIPTOR_SET)
             .health_check(db.health_check())
             .metrics_collector(db.metrics_collector(SERVICE_NAME))
@@ -104,11 +134,6 @@ impl App {
             .await
             .with_context(|| format!("binding {listen}"))?;
         // Ready: database migrated, chain head loaded, port bound. Now others may find us.
-        let reg_cfg: RegistryConfig = cfg.source.section("registry")?;
-        let registry = match overrides.registry {
-            Some(r) => r,
-            None => reg_cfg.build(reqwest::Client::new())?,
-        };
         // Routes for the gateway: reading and verifying; `POST /v1/audit/records` is for
         // services only and is not advertised.
         let registration = plt_registry::register_service(

@@ -33,13 +33,7 @@ pub struct CacheConfig {
 }
 
 /// How admin callers' access tokens are verified (locally, against auth's JWKS).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenConfig {
-    pub jwks_url: String,
-    pub issuer: String,
-    pub audience: String,
-}
+pub use plt_authn::TokenConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

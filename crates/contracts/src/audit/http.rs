@@ -79,10 +79,9 @@ type Svc = Arc<dyn AuditServiceClient>;
 type HttpResult = std::result::Result<Response, ApiError>;
 
 /// The audit HTTP API, to be hosted by the service.
-// TODO(authz): nothing here authenticates the caller yet. `POST /v1/audit/records` is meant
-// for services only, and `GET /v1/audit/logs` / `POST /v1/audit/verify` need the
-// `audit.logs.read` permission; the lead wires both once service identities and authz land.
-// Until then the audit API must not be exposed beyond loopback.
+// Access control is applied by the service around the `Arc<dyn AuditServiceClient>` it hands
+// in (audit-service's `guard`): reading needs `audit.logs.read`, verifying `audit.logs.verify`.
+// `POST /v1/audit/records` is for services (service identities will guard it).
 pub fn routes(svc: Svc) -> Router {
     Router::new()
         .route("/v1/audit/records", post(record))

@@ -135,3 +135,113 @@ impl IdentityServiceClient for FakeIdentity {
         }
     }
 }
+
+/// An in-memory authz: `grant(user, permission)` and the checks; admin calls unsupported.
+#[derive(Clone, Default)]
+pub struct FakeAuthz {
+    grants: Arc<Mutex<std::collections::HashSet<(Uuid, String)>>>,
+    /// When set, every check answers Unavailable (authz down).
+    pub down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeAuthz {
+    pub fn grant(&self, user: Uuid, permission: &str) {
+        self.grants
+            .lock()
+            .unwrap()
+            .insert((user, permission.to_owned()));
+    }
+
+    fn check(&self, user: Uuid, permission: &str) -> Result<bool> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::unavailable("authz down"));
+        }
+        Ok(self
+            .grants
+            .lock()
+            .unwrap()
+            .contains(&(user, permission.to_owned())))
+    }
+}
+
+#[async_trait]
+impl crate::authz::AuthzServiceClient for FakeAuthz {
+    async fn authorize(
+        &self,
+        _ctx: &RequestContext,
+        user_id: Uuid,
+        permission: &str,
+    ) -> Result<()> {
+        if self.check(user_id, permission)? {
+            Ok(())
+        } else {
+            Err(Error::new(
+                crate::ErrorCode::PermissionDenied,
+                "permission denied",
+            ))
+        }
+    }
+
+    async fn has_permission(
+        &self,
+        _ctx: &RequestContext,
+        user_id: Uuid,
+        permission: &str,
+    ) -> Result<bool> {
+        self.check(user_id, permission)
+    }
+
+    async fn get_user_permissions(
+        &self,
+        _ctx: &RequestContext,
+        _user_id: Uuid,
+    ) -> Result<Vec<crate::authz::Permission>> {
+        Err(unsupported())
+    }
+
+    async fn get_user_roles(&self, _ctx: &RequestContext, _user_id: Uuid) -> Result<Vec<String>> {
+        Err(unsupported())
+    }
+
+    async fn list_roles(&self, _ctx: &RequestContext) -> Result<Vec<crate::authz::Role>> {
+        Err(unsupported())
+    }
+
+    async fn register_permissions(
+        &self,
+        _ctx: &RequestContext,
+        _service: &str,
+        _permissions: Vec<crate::authz::Permission>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    async fn create_role(
+        &self,
+        _ctx: &RequestContext,
+        _role: crate::authz::Role,
+    ) -> Result<crate::authz::Role> {
+        Err(unsupported())
+    }
+
+    async fn delete_role(&self, _ctx: &RequestContext, _name: &str) -> Result<()> {
+        Err(unsupported())
+    }
+
+    async fn set_role_permissions(
+        &self,
+        _ctx: &RequestContext,
+        _name: &str,
+        _permissions: Vec<String>,
+    ) -> Result<crate::authz::Role> {
+        Err(unsupported())
+    }
+
+    async fn grant_role(&self, _ctx: &RequestContext, _user_id: Uuid, _role: &str) -> Result<()> {
+        Err(unsupported())
+    }
+
+    async fn revoke_role(&self, _ctx: &RequestContext, _user_id: Uuid, _role: &str) -> Result<()> {
+        Err(unsupported())
+    }
+}

@@ -69,6 +69,8 @@ pub fn backend_vars(backend: Backend, data_dir: &str) -> Option<Vec<(String, Str
     let mut vars = vec![
         ("PLT_DATABASE__DATA_DIR".to_owned(), data_dir.to_owned()),
         ("PLT_SERVER__SHUTDOWN_TIMEOUT".to_owned(), "5s".to_owned()),
+        // Access control has its own test (tests/access.rs); the suites test the log itself.
+        ("PLT_AUDIT__ACCESS_CONTROL".to_owned(), "false".to_owned()),
     ];
     if backend == Backend::Postgres {
         let pg = plt_db::testing::postgres_url()?;
@@ -98,6 +100,7 @@ pub async fn start_with(backend: Backend, extra: &[(&str, &str)]) -> Option<Runn
             schema: Some(schema.clone()),
             listen: Some("127.0.0.1:0".parse().unwrap()),
             registry: None,
+            ..Default::default()
         },
     )
     .await
