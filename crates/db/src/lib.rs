@@ -225,6 +225,23 @@ pub mod testing {
             .filter(|u| !u.is_empty())
     }
 
+    /// Drops a test schema (a no-op without `PLT_TEST_POSTGRES_URL`).
+    pub async fn drop_schema(schema: &str) {
+        let Some(url) = postgres_url() else {
+            return;
+        };
+        if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+            let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+            pool.close().await;
+        }
+    }
+
+    /// Says loudly that a PostgreSQL test did not run because its variable is not set.
+    pub fn skipped(name: &str) {
+        eprintln!("SKIPPED {name}: PLT_TEST_POSTGRES_URL is not set");
+    }
+
     /// A fresh schema name, unique per test run: `<prefix>_<random>`.
     pub fn unique_schema(prefix: &str) -> String {
         format!("{prefix}_t{}", uuid::Uuid::new_v4().simple())

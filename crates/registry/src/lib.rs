@@ -211,3 +211,18 @@ pub async fn register_service(
         )
         .await
 }
+
+/// Waits for `shutdown`, then deregisters, so that a service stops receiving new calls before
+/// it drains. Pass the result to the host as its shutdown signal. A failed deregistration is
+/// logged: the registry expires the instance after its TTL anyway.
+pub async fn deregister_after(
+    shutdown: impl std::future::Future<Output = ()>,
+    registration: Option<Registration>,
+) {
+    shutdown.await;
+    if let Some(r) = registration
+        && let Err(e) = r.deregister().await
+    {
+        tracing::warn!(error = %e, "deregistration failed; the registry will expire this instance");
+    }
+}

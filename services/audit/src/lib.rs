@@ -183,14 +183,7 @@ impl App {
         let registration = self.registration.take();
         let served = self
             .host
-            .run(async move {
-                shutdown.await;
-                if let Some(r) = registration
-                    && let Err(e) = r.deregister().await
-                {
-                    tracing::warn!(error = %e, "deregistration failed; the registry will expire this instance");
-                }
-            })
+            .run(plt_registry::deregister_after(shutdown, registration))
             .await;
         self.writer.shutdown().await;
         self.db.close().await;

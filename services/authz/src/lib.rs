@@ -260,14 +260,7 @@ impl App {
         let registration = self.registration.take();
         let result = self
             .host
-            .run(async move {
-                shutdown.await;
-                if let Some(r) = registration
-                    && let Err(e) = r.deregister().await
-                {
-                    tracing::warn!(error = %e, "deregistration failed; the registry will expire this instance");
-                }
-            })
+            .run(plt_registry::deregister_after(shutdown, registration))
             .await;
         self.poller.abort();
         self.core.audit().shutdown(self.audit_grace).await;

@@ -129,23 +129,6 @@ pub async fn start(backend: Backend) -> Option<Running> {
     start_with(backend, &[]).await
 }
 
-/// Drops a test schema on PostgreSQL (a no-op without `PLT_TEST_POSTGRES_URL`).
-pub async fn drop_schema(schema: &str) {
-    let Some(url) = plt_db::testing::postgres_url() else {
-        return;
-    };
-    if let Ok(pool) = sqlx::PgPool::connect(&url).await {
-        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
-        pool.close().await;
-    }
-}
-
-/// Says loudly that a PostgreSQL test did not run because its variable is not set.
-pub fn skipped(name: &str) {
-    eprintln!("SKIPPED {name}: PLT_TEST_POSTGRES_URL is not set");
-}
-
 pub fn ctx() -> RequestContext {
     RequestContext::new()
 }
@@ -166,3 +149,6 @@ pub fn entry(actor: &str, i: usize) -> NewAuditEntry {
         trace_id: format!("trace-{i}"),
     }
 }
+
+#[allow(unused_imports)] // each test binary uses a part of this module
+pub use plt_db::testing::{drop_schema, skipped};

@@ -357,21 +357,9 @@ pub async fn start_with(setup: Setup) -> Option<Running> {
     })
 }
 
-pub async fn drop_schema(schema: &str) {
-    let Some(url) = plt_db::testing::postgres_url() else {
-        return;
-    };
-    if let Ok(pool) = sqlx::PgPool::connect(&url).await {
-        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
-        pool.close().await;
-    }
-}
-
-pub fn skipped(name: &str) {
-    eprintln!("SKIPPED {name}: PLT_TEST_POSTGRES_URL is not set");
-}
-
 pub fn ctx() -> RequestContext {
     RequestContext::new().with_request_id(format!("test-{}", Uuid::new_v4()))
 }
+
+#[allow(unused_imports)] // each test binary uses a part of this module
+pub use plt_db::testing::{drop_schema, skipped};
