@@ -134,7 +134,6 @@ async fn dev(data_dir: PathBuf) -> anyhow::Result<()> {
     let auth_cfg: auth_service::Config = s.load(auth_service::SECTION)?;
     let audit_cfg: audit_service::Config = s.load(audit_service::SECTION)?;
     let authz_cfg: authz_service::Config = s.load(authz_service::SECTION)?;
-    let clients: plt_client::ClientsConfig = s.section("clients")?;
     telemetry::init(&identity_cfg.kernel.log);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -176,15 +175,10 @@ async fn dev(data_dir: PathBuf) -> anyhow::Result<()> {
     .context("starting audit-service")?;
     let audit_addr = audit.local_addr();
     // authz sends its audit records to audit through the registry like every other call.
-    let audit_client = plt_client::ClientFactory::new(registry.clone())
-        .audit(&clients.get("audit"))
-        .await
-        .map_err(|e| anyhow::anyhow!("audit client: {e}"))?;
     let authz = authz_service::App::build(
         &authz_cfg,
         authz_service::Overrides {
             registry: Some(registry.clone()),
-            audit: Some(audit_client),
             ..Default::default()
         },
     )

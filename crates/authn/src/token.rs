@@ -19,6 +19,9 @@ use std::{
 pub const ALGORITHM: &str = "EdDSA";
 /// The `typ` header of access tokens (RFC 9068).
 pub const TOKEN_TYPE: &str = "at+jwt";
+/// The `typ` header of service tokens: a different type, so neither kind is ever accepted as
+/// the other (RFC 8725 §3.11).
+pub const SERVICE_TOKEN_TYPE: &str = "svc+jwt";
 
 /// A `kid` is 1–64 characters of `A-Z a-z 0-9 - _`.
 pub fn valid_kid(kid: &str) -> bool {
@@ -114,11 +117,21 @@ impl Signer {
         }
     }
 
-    /// A compact JWS of `claims`.
+    /// A compact JWS of `claims`, typed as an access token.
     pub fn sign(&self, claims: &AccessClaims) -> String {
+        self.sign_typed(TOKEN_TYPE, claims)
+    }
+
+    /// A compact JWS of `claims`, typed as a service token (`sub` is the calling service,
+    /// `aud` the called one).
+    pub fn sign_service(&self, claims: &AccessClaims) -> String {
+        self.sign_typed(SERVICE_TOKEN_TYPE, claims)
+    }
+
+    fn sign_typed(&self, typ: &str, claims: &AccessClaims) -> String {
         let header = Header {
             alg: ALGORITHM,
-            typ: TOKEN_TYPE,
+            typ,
             kid: &self.kid,
         };
         // Serialising these plain structs cannot fail.
@@ -342,8 +355,27 @@ impl Verifier {
         }
     }
 
-    /// Verifies `token` and returns its claims.
+    /// Verifies the access token `token` and returns its claims.
     pub async fn verify(&self, token: &str) -> Result<TokenClaims, VerifyError> {
+        self.verify_typed(token, TOKEN_TYPE, &self.cfg.audience).await
+    }
+
+    /// Verifies the service token `token` addressed to `audience` (the verifying service's
+    /// name) and returns its claims; `sub` is the calling service.
+    pub async fn verify_service(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<TokenClaims, VerifyError> {
+        self.verify_typed(token, SERVICE_TOKEN_TYPE, audience).await
+    }
+
+    async fn verify_typed(
+        &self,
+        token: &str,
+        expected_typ: &str,
+        audience: &str,
+    ) -> Result<TokenClaims, VerifyError> {
         if token.len() > self.cfg.max_token_bytes {
             return Err(VerifyError::TooLarge(self.cfg.max_token_bytes));
         }
@@ -366,7 +398,9 @@ impl Verifier {
             return Err(VerifyError::Algorithm);
         }
         let typ_ok = header.typ.as_deref().is_some_and(|t| {
-            t.eq_ignore_ascii_case(TOKEN_TYPE) || t.eq_ignore_ascii_case("application/at+jwt")
+            t.eq_ignore_ascii_case(expected_typ)
+                || t.strip_prefix("application/")
+                    .is_some_and(|t| t.eq_ignore_ascii_case(expected_typ))
         });
         if !typ_ok {
             return Err(VerifyError::Type);
@@ -416,7 +450,7 @@ impl Verifier {
             Audience::One(a) => vec![a],
             Audience::Many(v) => v,
         };
-        if !aud.iter().any(|a| *a == self.cfg.audience) {
+        if !aud.iter().any(|a| a == audience) {
             return Err(VerifyError::Audience);
         }
         let sub = raw

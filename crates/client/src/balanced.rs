@@ -10,6 +10,7 @@ use plt_contracts::{
     auth::{self, AuthServiceClient, Jwks, TokenClaims, TokenResponse},
     authz::{self, AuthzServiceClient, Permission, Role},
     identity::{self, IdentityServiceClient, NewUser, PageRequest, User, UserPage, UserUpdate},
+    service_identity::ServiceToken,
 };
 use plt_kernel::Secret;
 use std::sync::Arc;
@@ -243,6 +244,24 @@ impl AuthServiceClient for BalancedAuth {
             ctx,
             [],
             |c, cx| c.get_jwks(&cx).await
+        )
+    }
+
+    async fn issue_service_token(
+        &self,
+        ctx: &RequestContext,
+        service: &str,
+        secret: Secret<String>,
+        audience: &str,
+    ) -> Result<ServiceToken> {
+        let (service, audience) = (service.to_owned(), audience.to_owned());
+        via!(
+            self,
+            auth::IDEMPOTENT_METHODS,
+            "IssueServiceToken",
+            ctx,
+            [service, secret, audience],
+            |c, cx| c.issue_service_token(&cx, &service, secret, &audience).await
         )
     }
 }

@@ -1,6 +1,7 @@
 //! The client factory: from configuration and a registry to `Arc<dyn …ServiceClient>`.
 
 use crate::{
+    credentials::{IssuedCredentials, ServiceIdentityConfig},
     balanced::{BalancedAudit, BalancedAuth, BalancedAuthz, BalancedIdentity},
     pool::{Policy, Pool},
 };
@@ -10,7 +11,9 @@ use plt_contracts::{
     auth::{AuthServiceClient, grpc::AuthGrpcClient, http::AuthHttpClient},
     authz::{AuthzServiceClient, grpc::AuthzGrpcClient, http::AuthzHttpClient},
     identity::{IdentityServiceClient, grpc::IdentityGrpcClient, http::IdentityHttpClient},
+    service_identity::ServiceCredentials,
 };
+use plt_kernel::Secret;
 use plt_registry::{Instance, ServiceRegistry};
 use serde::{Deserialize, Serialize};
 use std::{sync::Arc, time::Duration};
@@ -73,6 +76,7 @@ impl ClientConfig {
 pub struct ClientFactory {
     registry: Arc<dyn ServiceRegistry>,
     http: reqwest::Client,
+    credentials: Option<Arc<dyn ServiceCredentials>>,
 }
 
 fn base_url(i: &Instance) -> String {
@@ -84,7 +88,50 @@ impl ClientFactory {
         Self {
             registry,
             http: reqwest::Client::new(),
+            credentials: None,
         }
+    }
+
+    /// This factory, with every client it builds presenting a service token from
+    /// `credentials` on every call.
+    pub fn with_credentials(mut self, credentials: Arc<dyn ServiceCredentials>) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// The credentials of `service` issued by auth in exchange for `secret` (auth reached
+    /// through this factory's registry with `auth_cfg`).
+    pub async fn issued_credentials(
+        &self,
+        service: &str,
+        secret: Secret<String>,
+        auth_cfg: &ClientConfig,
+    ) -> Result<Arc<dyn ServiceCredentials>> {
+        let anonymous = Self {
+            credentials: None,
+            ..self.clone()
+        };
+        let auth = anonymous.auth(auth_cfg).await?;
+        Ok(Arc::new(IssuedCredentials::new(service, secret, auth)))
+    }
+
+    /// The factory of the process `service`: its clients present tokens issued by auth for
+    /// the secret in `identity` (the development secret outside production).
+    pub async fn for_service(
+        registry: Arc<dyn ServiceRegistry>,
+        service: &str,
+        env: &str,
+        identity: &ServiceIdentityConfig,
+        clients: &ClientsConfig,
+    ) -> Result<Self> {
+        let secret = identity
+            .secret_for(service, env)
+            .map_err(|e| Error::invalid(e.key.clone(), e.reason.clone()))?;
+        let base = Self::new(registry);
+        let creds = base
+            .issued_credentials(service, secret, &clients.get("auth"))
+            .await?;
+        Ok(base.with_credentials(creds))
     }
 
     async fn watch(&self, service: &str) -> Result<plt_registry::Watch> {
@@ -109,11 +156,12 @@ impl ClientFactory {
                 ))),
             }
         };
-        let pool = Pool::new(
+        let pool = Pool::with_credentials(
             "identity",
             self.watch("identity").await?,
             make,
             cfg.policy(),
+            self.credentials.clone(),
         );
         Ok(Arc::new(BalancedIdentity(pool)))
     }
@@ -130,7 +178,13 @@ impl ClientFactory {
                 Protocol::Http => Some(Arc::new(AuthHttpClient::new(http.clone(), &base_url(i)))),
             }
         };
-        let pool = Pool::new("auth", self.watch("auth").await?, make, cfg.policy());
+        let pool = Pool::with_credentials(
+            "auth",
+            self.watch("auth").await?,
+            make,
+            cfg.policy(),
+            self.credentials.clone(),
+        );
         Ok(Arc::new(BalancedAuth(pool)))
     }
 }
@@ -149,7 +203,13 @@ macro_rules! pool_client {
                     Protocol::Http => Some(Arc::new($http::new(http.clone(), &base_url(i)))),
                 }
             };
-            let pool = Pool::new($svc, self.watch($svc).await?, make, cfg.policy());
+            let pool = Pool::with_credentials(
+                $svc,
+                self.watch($svc).await?,
+                make,
+                cfg.policy(),
+                self.credentials.clone(),
+            );
             Ok(Arc::new($balanced(pool)))
         }
     };

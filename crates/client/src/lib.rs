@@ -8,11 +8,15 @@
 mod balanced;
 mod breaker;
 mod budget;
+mod credentials;
 mod factory;
 mod pool;
 
 pub use balanced::{BalancedAudit, BalancedAuth, BalancedAuthz, BalancedIdentity};
 pub use breaker::{Breaker, BreakerState};
 pub use budget::RetryBudget;
+pub use credentials::{
+    IssuedCredentials, ServiceIdentityConfig, development_secret, is_development_secret,
+};
 pub use factory::{ClientConfig, ClientFactory, ClientsConfig, Protocol};
 pub use pool::{Policy, Pool};

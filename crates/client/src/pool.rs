@@ -3,7 +3,9 @@
 //! client), breakers and in-flight counts, and the call policy.
 
 use crate::{breaker::Breaker, budget::RetryBudget};
-use plt_contracts::{Error, ErrorCode, RequestContext, Result};
+use plt_contracts::{
+    Error, ErrorCode, RequestContext, Result, service_identity::ServiceCredentials,
+};
 use plt_registry::{Instance, Watch};
 use std::{
     future::Future,
@@ -55,6 +57,7 @@ pub struct Pool<C> {
     endpoints: RwLock<Vec<Arc<Endpoint<C>>>>,
     policy: Policy,
     budget: RetryBudget,
+    credentials: Option<Arc<dyn ServiceCredentials>>,
 }
 
 fn random_u64() -> u64 {
@@ -69,18 +72,33 @@ fn instance_failure(e: &Error) -> bool {
 }
 
 impl<C: Clone + Send + Sync + 'static> Pool<C> {
-    /// A pool following `watch`, building each instance's client with `make`.
+    /// A pool following `watch`, building each instance's client with `make`. Its calls
+    /// carry no service credential (see [`Pool::with_credentials`]).
     pub fn new(
+        service: &str,
+        watch: Watch,
+        make: impl Fn(&Instance) -> Option<C> + Send + Sync + 'static,
+        policy: Policy,
+    ) -> Arc<Self> {
+        Self::with_credentials(service, watch, make, policy, None)
+    }
+
+    /// A pool whose every call carries a service token from `credentials` addressed to
+    /// `service`, replacing whatever token the context held (a received token is never
+    /// passed on). Without credentials the context's token is removed.
+    pub fn with_credentials(
         service: &str,
         mut watch: Watch,
         make: impl Fn(&Instance) -> Option<C> + Send + Sync + 'static,
         policy: Policy,
+        credentials: Option<Arc<dyn ServiceCredentials>>,
     ) -> Arc<Self> {
         let pool = Arc::new(Self {
             service: service.to_owned(),
             endpoints: RwLock::new(Vec::new()),
             budget: RetryBudget::new(policy.retry_budget_ratio, 3.0),
             policy,
+            credentials,
         });
         let initial = watch.borrow_and_update().clone();
         pool.update(&initial, &make);
@@ -190,7 +208,11 @@ impl<C: Clone + Send + Sync + 'static> Pool<C> {
         F: Fn(C, RequestContext) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let ctx = ctx.clone().with_timeout(self.policy.timeout);
+        let mut ctx = ctx.clone().with_timeout(self.policy.timeout);
+        ctx.service_token = match &self.credentials {
+            Some(c) => Some(c.token(&self.service).await?),
+            None => None,
+        };
         let started = Instant::now();
         self.budget.deposit();
         let mut tried: Vec<String> = Vec::new();

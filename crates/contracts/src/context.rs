@@ -1,6 +1,7 @@
 //! What travels with every call between services besides its arguments: the request id
 //! (for logs across services) and the caller's credentials.
 
+use crate::service_identity::SERVICE_TOKEN_HEADER;
 use http::HeaderMap;
 use plt_kernel::{REQUEST_ID_HEADER, Secret};
 use std::{
@@ -23,6 +24,11 @@ pub struct RequestContext {
     /// The raw `X-Forwarded-For` header of the incoming request (server side only). Whether
     /// to believe it is the receiving service's decision (its trusted-proxy list).
     pub forwarded_for: Option<String>,
+    /// The calling service's service token ([`crate::service_identity`]). On the server side
+    /// it is what the caller presented, to be verified by the callee; outgoing, the client
+    /// factory replaces it with this service's own token for the callee (a received token is
+    /// never passed on).
+    pub service_token: Option<Secret<String>>,
     /// When the originating caller stops waiting. Outgoing calls carry the time left
     /// (`grpc-timeout` / `x-plt-timeout-ms`), and a callee never extends it.
     pub deadline: Option<Instant>,
@@ -35,6 +41,12 @@ impl RequestContext {
 
     pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
         self.request_id = Some(id.into());
+        self
+    }
+
+    /// This context carrying `token` as the caller's service token.
+    pub fn with_service_token(mut self, token: Secret<String>) -> Self {
+        self.service_token = Some(token);
         self
     }
 
@@ -52,6 +64,7 @@ impl RequestContext {
             authorization: text(http::header::AUTHORIZATION.as_str()).map(Secret::new),
             peer: None,
             forwarded_for: text("x-forwarded-for"),
+            service_token: text(SERVICE_TOKEN_HEADER).map(Secret::new),
             deadline: text("grpc-timeout")
                 .and_then(|t| parse_grpc_timeout(&t))
                 .or_else(|| {
@@ -110,6 +123,12 @@ impl RequestContext {
         {
             v.set_sensitive(true);
             headers.insert(http::header::AUTHORIZATION, v);
+        }
+        if let Some(token) = &self.service_token
+            && let Ok(mut v) = http::HeaderValue::from_str(token.expose())
+        {
+            v.set_sensitive(true);
+            headers.insert(SERVICE_TOKEN_HEADER, v);
         }
         if let Some(left) = self.remaining()
             && let Ok(v) = left.as_millis().to_string().parse()

@@ -10,6 +10,7 @@ pub mod context;
 pub mod error;
 pub mod http_api;
 pub mod identity;
+pub mod service_identity;
 pub mod wire;
 
 #[cfg(feature = "testsuite")]

@@ -247,7 +247,7 @@ impl<S: Serialize> Loaded<S> {
 /// so that a typo never silently falls back to a default.
 pub const KNOWN_SECTIONS: &[&str] = &[
     "env", "log", "server", "database", "notifier", "identity", "auth", "authz", "audit",
-    "gateway", "registry", "clients",
+    "gateway", "registry", "clients", "service_identity",
 ];
 
 /// Where configuration is read from.

@@ -17,6 +17,7 @@ use plt_contracts::{
         AuditEntry, AuditPage, AuditQuery, AuditServiceClient, NewAuditEntry, Outcome, VerifyReport,
     },
 };
+use plt_authn::ServiceGuard;
 use std::sync::Arc;
 
 /// The default page size of `query`.
@@ -26,6 +27,7 @@ pub struct AuditCore {
     store: Arc<dyn AuditStore>,
     writer: WriterHandle,
     cfg: AuditConfig,
+    guard: ServiceGuard,
 }
 
 fn store_err(context: &str, e: StoreError) -> Error {
@@ -96,14 +98,26 @@ fn to_entry(e: StoredEntry) -> Result<AuditEntry> {
 }
 
 impl AuditCore {
-    pub fn new(store: Arc<dyn AuditStore>, writer: WriterHandle, cfg: AuditConfig) -> Self {
-        Self { store, writer, cfg }
+    /// `guard` admits `Record` callers: platform services only.
+    pub fn new(
+        store: Arc<dyn AuditStore>,
+        writer: WriterHandle,
+        cfg: AuditConfig,
+        guard: ServiceGuard,
+    ) -> Self {
+        Self {
+            store,
+            writer,
+            cfg,
+            guard,
+        }
     }
 }
 
 #[async_trait]
 impl AuditServiceClient for AuditCore {
-    async fn record(&self, _ctx: &RequestContext, entry: NewAuditEntry) -> Result<u64> {
+    async fn record(&self, ctx: &RequestContext, entry: NewAuditEntry) -> Result<u64> {
+        self.guard.caller(ctx).await?;
         let draft = validate::entry(entry, self.cfg.max_metadata_bytes)?;
         self.writer.append(draft).await
     }

@@ -93,8 +93,13 @@ impl App {
         .await
         .context("loading the head of the audit chain")?;
         tracing::info!(head = handle.committed(), "audit chain head loaded");
-        let core: Arc<dyn AuditServiceClient> =
-            Arc::new(AuditCore::new(store, handle, cfg.service.clone()));
+        let verifier = cfg.service.auth.verifier(overrides.jwks)?;
+        let core: Arc<dyn AuditServiceClient> = Arc::new(AuditCore::new(
+            store,
+            handle,
+            cfg.service.clone(),
+            plt_authn::ServiceGuard::new(verifier.clone(), SECTION),
+        ));
         let reg_cfg: RegistryConfig = cfg.source.section("registry")?;
         let registry = match overrides.registry {
             Some(r) => r,
@@ -106,13 +111,22 @@ impl App {
                 Some(a) => a,
                 None => {
                     let clients: plt_client::ClientsConfig = cfg.source.section("clients")?;
-                    plt_client::ClientFactory::new(registry.clone())
-                        .authz(&clients.get("authz"))
-                        .await
-                        .map_err(|e| anyhow::anyhow!("authz client: {e}"))?
+                    let identity: plt_client::ServiceIdentityConfig =
+                        cfg.source.section("service_identity")?;
+                    plt_client::ClientFactory::for_service(
+                        registry.clone(),
+                        SECTION,
+                        &cfg.kernel.env,
+                        &identity,
+                        &clients,
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("service clients: {e}"))?
+                    .authz(&clients.get("authz"))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("authz client: {e}"))?
                 }
             };
-            let verifier = cfg.service.auth.verifier(overrides.jwks)?;
             Arc::new(guard::Guarded::new(core.clone(), verifier, authz))
         } else {
             tracing::warn!(

@@ -29,6 +29,7 @@ async fn suite(backend: Backend, via: Via) {
         Via::Http => Arc::new(AuditHttpClient::new(reqwest::Client::new(), &svc.url())),
     };
     let fixture = AuditFixture {
+        service: common::ctx(),
         client,
         max_metadata_bytes: svc.cfg.service.max_metadata_bytes,
         max_page_size: svc.cfg.service.max_page_size,

@@ -6,7 +6,7 @@ use plt_kernel::{
     config::{ConfigError, Validate},
 };
 use serde::{Deserialize, Serialize};
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 /// The development key-encryption key shipped in config/default.yaml. Refused when
 /// `env` is `production`.
@@ -27,6 +27,11 @@ pub struct AuthConfig {
     pub throttle: ThrottleConfig,
     /// Peers (IPs or CIDRs) whose `X-Forwarded-For` is believed; from anyone else it is ignored.
     pub trusted_proxies: Vec<String>,
+    /// Platform services allowed service tokens: name → the secret it presents.
+    pub service_accounts: BTreeMap<String, Secret<String>>,
+    /// Lifetime of service tokens.
+    #[serde(with = "humantime_serde")]
+    pub service_token_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +112,16 @@ impl AuthConfig {
                 "the development key must not be used in production; set PLT_AUTH__KEYS__ENCRYPTION_KEY_FILE",
             ));
         }
+        if env == "production" {
+            for (name, secret) in &self.service_accounts {
+                if plt_client::is_development_secret(secret.expose()) {
+                    return Err(ConfigError::new(
+                        format!("auth.service_accounts.{name}"),
+                        "is a development secret; set PLT_AUTH__SERVICE_ACCOUNTS__<NAME>_FILE in production",
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -167,6 +182,27 @@ impl Validate for AuthConfig {
             return Err(ConfigError::new(
                 key("throttle.source_max_failures"),
                 "must be greater than 0 (and failure_window too)",
+            ));
+        }
+        for (name, secret) in &self.service_accounts {
+            if !plt_contracts::service_identity::valid_service_name(name) {
+                return Err(ConfigError::new(
+                    format!("{p}.service_accounts.{name}"),
+                    "service names are 1-64 characters of a-z, 0-9 and '-', starting with a letter",
+                ));
+            }
+            if secret.expose().len() < 16 {
+                return Err(ConfigError::new(
+                    format!("{p}.service_accounts.{name}"),
+                    "must be at least 16 characters",
+                ));
+            }
+        }
+        let st = self.service_token_ttl;
+        if st < Duration::from_secs(30) || st > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                key("service_token_ttl"),
+                "must be between 30s and 1h",
             ));
         }
         for (i, proxy) in self.trusted_proxies.iter().enumerate() {

@@ -10,15 +10,22 @@ use crate::{
 use async_trait::async_trait;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
-use plt_authn::AccessClaims;
+use plt_authn::{AccessClaims, ServiceGuard};
 use plt_contracts::{
     Error, ErrorCode, RequestContext, Result,
     auth::{AuthServiceClient, Jwks, TokenClaims, TokenResponse},
     identity::IdentityServiceClient,
+    service_identity::{ServiceCredentials, ServiceToken, valid_service_name},
 };
 use plt_kernel::Secret;
 use sha2::{Digest, Sha256};
-use std::{net::IpAddr, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 /// The one answer to every failed sign-in: unknown e-mail, wrong password, disabled account,
@@ -34,6 +41,9 @@ pub struct AuthCore {
     identity: Arc<dyn IdentityServiceClient>,
     throttle: Throttle,
     trusted_proxies: Vec<(IpAddr, u8)>,
+    guard: ServiceGuard,
+    /// SHA-256 of each service account's secret (compared in constant time).
+    service_accounts: HashMap<String, [u8; 32]>,
 }
 
 fn store_err(context: &str, e: crate::store::StoreError) -> Error {
@@ -110,13 +120,20 @@ impl AuthCore {
             .iter()
             .filter_map(|p| parse_cidr(p))
             .collect();
+        let service_accounts = cfg
+            .service_accounts
+            .iter()
+            .map(|(name, secret)| (name.clone(), Sha256::digest(secret.expose().as_bytes()).into()))
+            .collect();
         Self {
             throttle: Throttle::new(cfg.throttle.clone()),
+            guard: ServiceGuard::new(keys.verifier().clone(), crate::SECTION),
             cfg,
             store,
             keys,
             identity,
             trusted_proxies,
+            service_accounts,
         }
     }
 
@@ -339,7 +356,8 @@ impl AuthServiceClient for AuthCore {
         Err(Error::unauthenticated(INVALID_REFRESH))
     }
 
-    async fn validate_token(&self, _ctx: &RequestContext, token: &str) -> Result<TokenClaims> {
+    async fn validate_token(&self, ctx: &RequestContext, token: &str) -> Result<TokenClaims> {
+        self.guard.caller(ctx).await?;
         let claims = self.keys.verifier().verify(token).await?;
         if self
             .store
@@ -389,6 +407,44 @@ impl AuthServiceClient for AuthCore {
         Ok(())
     }
 
+    async fn issue_service_token(
+        &self,
+        _ctx: &RequestContext,
+        service: &str,
+        secret: Secret<String>,
+        audience: &str,
+    ) -> Result<ServiceToken> {
+        if !valid_service_name(audience) {
+            return Err(Error::invalid(
+                "audience",
+                "must be a service name: 1-64 characters of a-z, 0-9 and '-', starting with a letter",
+            ));
+        }
+        let presented: [u8; 32] = Sha256::digest(secret.expose().as_bytes()).into();
+        // Compare against a dummy when the service is unknown, so both refusals cost the same.
+        let (known, expected) = match self.service_accounts.get(service) {
+            Some(h) => (true, *h),
+            None => (false, [0u8; 32]),
+        };
+        let matches: bool = presented[..].ct_eq(&expected[..]).into();
+        if !(known && matches) {
+            tracing::warn!(event = "auth.service_token.refused", service = %service.chars().take(64).collect::<String>(), "service token refused: unknown service or wrong secret");
+            return Err(Error::unauthenticated("invalid service credentials"));
+        }
+        let ttl = self.cfg.service_token_ttl;
+        let token = plt_authn::sign_service_token(
+            &self.keys.signer(),
+            &self.cfg.issuer,
+            service,
+            audience,
+            ttl,
+        );
+        Ok(ServiceToken {
+            token: Secret::new(token),
+            expires_in: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
+        })
+    }
+
     async fn get_jwks(&self, _ctx: &RequestContext) -> Result<Jwks> {
         self.keys.verifier().config();
         let jwks = Jwks {
@@ -409,6 +465,54 @@ impl AuthServiceClient for AuthCore {
                 .collect(),
         };
         Ok(jwks)
+    }
+}
+
+/// Auth's own service credentials: it signs its service tokens itself (for its calls to
+/// identity), reusing each until half its lifetime has passed.
+pub struct LocalCredentials {
+    keys: Arc<KeyRing>,
+    issuer: String,
+    ttl: std::time::Duration,
+    cache: Mutex<HashMap<String, (Secret<String>, Instant)>>,
+}
+
+impl LocalCredentials {
+    pub fn new(keys: Arc<KeyRing>, cfg: &AuthConfig) -> Self {
+        Self {
+            keys,
+            issuer: cfg.issuer.clone(),
+            ttl: cfg.service_token_ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl ServiceCredentials for LocalCredentials {
+    fn service(&self) -> &str {
+        crate::SECTION
+    }
+
+    async fn token(&self, audience: &str) -> Result<Secret<String>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((t, renew_at)) = cache.get(audience)
+            && Instant::now() < *renew_at
+        {
+            return Ok(t.clone());
+        }
+        let token = Secret::new(plt_authn::sign_service_token(
+            &self.keys.signer(),
+            &self.issuer,
+            crate::SECTION,
+            audience,
+            self.ttl,
+        ));
+        cache.insert(
+            audience.to_owned(),
+            (token.clone(), Instant::now() + self.ttl / 2),
+        );
+        Ok(token)
     }
 }
 

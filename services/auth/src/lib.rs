@@ -93,6 +93,10 @@ impl App {
         let identity = match overrides.identity {
             Some(i) => i,
             None => ClientFactory::new(registry.clone())
+                .with_credentials(Arc::new(core::LocalCredentials::new(
+                    keys.clone(),
+                    &cfg.service,
+                )))
                 .identity(&clients.get("identity"))
                 .await
                 .map_err(|e| anyhow::anyhow!("identity client: {e}"))?,

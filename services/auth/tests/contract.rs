@@ -29,6 +29,11 @@ async fn suite(backend: Backend, via: Via, zero_grace: bool) {
         Via::Http => Arc::new(AuthHttpClient::new(reqwest::Client::new(), &svc.url())),
     };
     run_all(&AuthFixture {
+        service: svc.service_ctx().await,
+        service_account: (
+            "gateway".into(),
+            plt_kernel::Secret::new(plt_client::development_secret("gateway")),
+        ),
         client,
         identity: svc.identity.clone(),
         zero_grace,

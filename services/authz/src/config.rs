@@ -35,20 +35,11 @@ pub struct CacheConfig {
 /// How admin callers' access tokens are verified (locally, against auth's JWKS).
 pub use plt_authn::TokenConfig;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Grpc,
-    Http,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
-    /// `http://host:port` of the audit service.
-    pub endpoint: String,
-    pub protocol: Protocol,
-    /// Per delivery attempt.
+    /// Per delivery attempt. (Audit is found in the registry and called through the client
+    /// factory, `clients.audit`.)
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// Records waiting for delivery; when full, new records are dropped and counted.
@@ -116,12 +107,6 @@ impl Validate for AuthzConfig {
             return Err(ConfigError::new(key("auth.audience"), "must not be empty"));
         }
         let a = &self.audit;
-        if !http_url(&a.endpoint) {
-            return Err(ConfigError::new(
-                key("audit.endpoint"),
-                "must be an http:// or https:// URL",
-            ));
-        }
         if a.timeout.is_zero() {
             return Err(ConfigError::new(
                 key("audit.timeout"),

@@ -8,7 +8,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
-use plt_authn::Verifier;
+use plt_authn::{ServiceGuard, Verifier};
 use plt_contracts::{
     Error, ErrorCode, RequestContext, Result,
     audit::{NewAuditEntry, Outcome},
@@ -87,6 +87,7 @@ pub struct AuthzCore {
     store: Arc<dyn AuthzStore>,
     verifier: Verifier,
     audit: AuditQueue,
+    guard: ServiceGuard,
 }
 
 fn now() -> DateTime<Utc> {
@@ -184,6 +185,7 @@ impl AuthzCore {
         audit: AuditQueue,
     ) -> Self {
         Self {
+            guard: ServiceGuard::new(verifier.clone(), crate::SECTION),
             policy,
             store,
             verifier,
@@ -402,6 +404,9 @@ impl AuthzCore {
 #[async_trait]
 impl AuthzServiceClient for AuthzCore {
     async fn authorize(&self, ctx: &RequestContext, user_id: Uuid, permission: &str) -> Result<()> {
+        // Internal: services and the gateway ask on behalf of a user; users do not probe
+        // each other's permissions.
+        self.guard.caller(ctx).await?;
         if self.policy.has_permission(user_id, permission).await? {
             return Ok(());
         }
@@ -420,10 +425,11 @@ impl AuthzServiceClient for AuthzCore {
 
     async fn has_permission(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         user_id: Uuid,
         permission: &str,
     ) -> Result<bool> {
+        self.guard.caller(ctx).await?;
         self.policy.has_permission(user_id, permission).await
     }
 
@@ -458,10 +464,11 @@ impl AuthzServiceClient for AuthzCore {
 
     async fn register_permissions(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         service: &str,
         permissions: Vec<Permission>,
     ) -> Result<()> {
+        self.guard.caller(ctx).await?;
         validate_service_name("service", service)?;
         if permissions.len() > MAX_LIST {
             return Err(Error::invalid(

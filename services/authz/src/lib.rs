@@ -13,15 +13,16 @@ pub mod store;
 use crate::{
     audit::{AuditQueue, AuditQueueConfig},
     cache::Policy,
-    config::{AuthzConfig, Protocol},
+    config::AuthzConfig,
     core::{AuthzCore, SYSTEM_ACTOR},
 };
 use anyhow::Context as _;
 use plt_authn::{HttpJwksSource, JwksSource, Verifier, VerifierConfig};
 use plt_contracts::{
-    audit::{AuditServiceClient, grpc::AuditGrpcClient, http::AuditHttpClient},
+    audit::AuditServiceClient,
     authz::{ADMIN_ROLE, AuthzServiceClient, grpc::AuthzGrpcServer},
 };
+use plt_client::{ClientFactory, ClientsConfig, ServiceIdentityConfig};
 use plt_db::{Db, Migrations};
 use plt_kernel::{BoundHost, Loaded, ServiceHost};
 use plt_registry::{Registration, ServiceRegistry, config::RegistryConfig};
@@ -69,23 +70,34 @@ pub async fn connect_db(cfg: &Config, schema: &str) -> anyhow::Result<Db> {
     Ok(db)
 }
 
-/// The audit client described by `authz.audit` (one endpoint). plt-client's factory has no
-/// `audit` pool yet; when it has, this becomes `ClientFactory::audit(&clients.get("audit"))`
-/// like auth's identity client, and `authz.audit.endpoint`/`protocol` go away.
-pub fn audit_client(cfg: &AuthzConfig) -> anyhow::Result<Arc<dyn AuditServiceClient>> {
-    let ep = &cfg.audit.endpoint;
-    Ok(match cfg.audit.protocol {
-        Protocol::Grpc => Arc::new(
-            AuditGrpcClient::connect_lazy(ep)
-                .map_err(|e| anyhow::anyhow!("authz.audit.endpoint: {e}"))?,
-        ),
-        Protocol::Http => Arc::new(AuditHttpClient::new(
-            reqwest::Client::builder()
-                .timeout(cfg.audit.timeout)
-                .build()?,
-            ep,
-        )),
-    })
+/// This service's audit client: audit found in `registry` and called through the client
+/// factory (`clients.audit`), presenting authz's service tokens (`service_identity`).
+pub async fn audit_client(
+    cfg: &Config,
+    registry: Arc<dyn ServiceRegistry>,
+) -> anyhow::Result<Arc<dyn AuditServiceClient>> {
+    let clients: ClientsConfig = cfg.source.section("clients")?;
+    let identity: ServiceIdentityConfig = cfg.source.section("service_identity")?;
+    let factory = ClientFactory::for_service(registry, SECTION, &cfg.kernel.env, &identity, &clients)
+        .await
+        .map_err(|e| anyhow::anyhow!("service clients: {e}"))?;
+    factory
+        .audit(&clients.get("audit"))
+        .await
+        .map_err(|e| anyhow::anyhow!("audit client: {e}"))
+}
+
+/// The configured registry, or `registry` when given.
+pub fn registry(
+    cfg: &Config,
+    registry: Option<Arc<dyn ServiceRegistry>>,
+) -> anyhow::Result<(RegistryConfig, Arc<dyn ServiceRegistry>)> {
+    let reg_cfg: RegistryConfig = cfg.source.section("registry")?;
+    let registry = match registry {
+        Some(r) => r,
+        None => reg_cfg.build(reqwest::Client::new())?,
+    };
+    Ok((reg_cfg, registry))
 }
 
 /// The verifier of admin callers' access tokens described by `authz.auth`.
@@ -184,9 +196,10 @@ impl App {
         let schema = overrides.schema.unwrap_or_else(|| SECTION.to_owned());
         let db = connect_db(cfg, &schema).await?;
         tracing::info!(backend = db.backend(), schema = %schema, "database ready");
+        let (reg_cfg, registry) = registry(cfg, overrides.registry)?;
         let audit = match overrides.audit {
             Some(a) => a,
-            None => audit_client(&cfg.service)?,
+            None => audit_client(cfg, registry.clone()).await?,
         };
         let core = build_core(cfg, &db, audit, overrides.jwks).await?;
         let poller = core.policy().spawn_poller(cfg.service.poll_interval());
@@ -207,11 +220,6 @@ impl App {
             .with_context(|| format!("binding {listen}"))?;
         // Ready: database migrated, platform declared, policy loaded, port bound. Now others
         // may find us.
-        let reg_cfg: RegistryConfig = cfg.source.section("registry")?;
-        let registry = match overrides.registry {
-            Some(r) => r,
-            None => reg_cfg.build(reqwest::Client::new())?,
-        };
         let registration = plt_registry::register_service(
             registry.as_ref(),
             &reg_cfg,

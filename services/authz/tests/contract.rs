@@ -29,6 +29,7 @@ async fn suite(backend: Backend, via: Via) {
         Via::Http => Arc::new(AuthzHttpClient::new(reqwest::Client::new(), &svc.url())),
     };
     run_all(&AuthzFixture {
+        service: common::ctx(),
         client,
         admin: svc.admin.clone(),
         unprivileged: svc.unprivileged.clone(),

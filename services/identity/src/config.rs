@@ -17,6 +17,9 @@ pub struct IdentityConfig {
     pub password: PasswordPolicy,
     pub argon2: Argon2Config,
     pub max_page_size: u32,
+    /// Auth's keys, for verifying callers' service tokens (VerifyCredentials is for
+    /// platform services only).
+    pub auth: plt_authn::TokenConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -42,6 +45,7 @@ pub const MIN_ARGON2_ITERATIONS: u32 = 2;
 impl Validate for IdentityConfig {
     fn validate(&self, p: &str) -> Result<(), ConfigError> {
         let key = |k: &str| format!("{p}.{k}");
+        self.auth.check(&key("auth"))?;
         if self.verification_token_ttl.is_zero() {
             return Err(ConfigError::new(
                 key("verification_token_ttl"),

@@ -17,6 +17,7 @@ use plt_contracts::{
     },
 };
 use plt_kernel::{Secret, notify::Notifier};
+use plt_authn::ServiceGuard;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -31,6 +32,7 @@ pub struct IdentityCore {
     passwords: Passwords,
     notifier: Arc<dyn Notifier>,
     cfg: IdentityConfig,
+    guard: ServiceGuard,
 }
 
 fn store_err(context: &str, e: StoreError) -> Error {
@@ -65,12 +67,14 @@ impl IdentityCore {
         passwords: Passwords,
         notifier: Arc<dyn Notifier>,
         cfg: IdentityConfig,
+        guard: ServiceGuard,
     ) -> Self {
         Self {
             store,
             passwords,
             notifier,
             cfg,
+            guard,
         }
     }
 
@@ -397,10 +401,12 @@ impl IdentityServiceClient for IdentityCore {
 
     async fn verify_credentials(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         email: &str,
         password: Secret<String>,
     ) -> Result<User> {
+        // Internal: only platform services (auth) check passwords.
+        self.guard.caller(ctx).await?;
         let fail = || Error::unauthenticated(INVALID_CREDENTIALS);
         let Ok((_, normalized)) = validate::email("email", email) else {
             self.passwords.verify_dummy(&password).await?;

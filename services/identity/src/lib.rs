@@ -47,6 +47,8 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// The registry instead of the configured one (plt dev shares one in-memory registry).
     pub registry: Option<Arc<dyn ServiceRegistry>>,
+    /// Auth's keys instead of `identity.auth.jwks_url` (tests).
+    pub jwks: Option<Arc<dyn plt_authn::JwksSource>>,
 }
 
 /// The configured notifier.
@@ -79,11 +81,17 @@ impl App {
             .unwrap_or_else(|| Arc::new(notifier(cfg)) as Arc<dyn Notifier>);
         let passwords = Passwords::new(cfg.service.password, &cfg.service.argon2)
             .map_err(|e| anyhow::anyhow!("identity.argon2: {e}"))?;
+        let verifier = cfg
+            .service
+            .auth
+            .verifier(overrides.jwks)
+            .context("building the token verifier")?;
         let core: Arc<dyn IdentityServiceClient> = Arc::new(IdentityCore::new(
             store::for_db(&db),
             passwords,
             notifier,
             cfg.service.clone(),
+            plt_authn::ServiceGuard::new(verifier, SECTION),
         ));
         let listen = overrides.listen.unwrap_or(cfg.service.listen);
         let host = ServiceHost::new(SERVICE_NAME, &cfg.kernel.server)

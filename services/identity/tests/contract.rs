@@ -29,6 +29,7 @@ async fn suite(backend: Backend, via: Via) {
         Via::Http => Arc::new(IdentityHttpClient::new(reqwest::Client::new(), &svc.url())),
     };
     let fixture = IdentityFixture {
+        service: svc.service_ctx(),
         client,
         mail: Arc::new(svc.mail.clone()),
     };

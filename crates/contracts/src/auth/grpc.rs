@@ -1,7 +1,9 @@
 //! gRPC adapters for the auth contract.
 
 use super::{AuthServiceClient, Jwk, Jwks, TokenClaims, TokenResponse};
-use crate::{Error, RequestContext, Result, pb::auth::v1 as pb, wire};
+use crate::{
+    Error, RequestContext, Result, pb::auth::v1 as pb, service_identity::ServiceToken, wire,
+};
 use async_trait::async_trait;
 use plt_kernel::Secret;
 use std::sync::Arc;
@@ -148,6 +150,22 @@ impl pb::auth_service_server::AuthService for AuthGrpcServer {
             keys: jwks.keys.into_iter().map(jwk_to_pb).collect(),
         }))
     }
+
+    async fn issue_service_token(
+        &self,
+        req: Request<pb::IssueServiceTokenRequest>,
+    ) -> GrpcResult<pb::ServiceTokenResponse> {
+        let ctx = RequestContext::from_grpc(&req);
+        let r = req.into_inner();
+        let t = self
+            .inner
+            .issue_service_token(&ctx, &r.service, Secret::new(r.secret), &r.audience)
+            .await?;
+        Ok(Response::new(pb::ServiceTokenResponse {
+            token: t.token.into_inner(),
+            expires_in: t.expires_in,
+        }))
+    }
 }
 
 /// The auth contract over gRPC.
@@ -229,6 +247,30 @@ impl AuthServiceClient for AuthGrpcClient {
         let r = self.client.clone().get_jwks(req).await?.into_inner();
         Ok(Jwks {
             keys: r.keys.into_iter().map(jwk_from_pb).collect(),
+        })
+    }
+
+    async fn issue_service_token(
+        &self,
+        ctx: &RequestContext,
+        service: &str,
+        secret: Secret<String>,
+        audience: &str,
+    ) -> Result<ServiceToken> {
+        let req = ctx.grpc_request(pb::IssueServiceTokenRequest {
+            service: service.to_owned(),
+            secret: secret.into_inner(),
+            audience: audience.to_owned(),
+        });
+        let r = self
+            .client
+            .clone()
+            .issue_service_token(req)
+            .await?
+            .into_inner();
+        Ok(ServiceToken {
+            token: Secret::new(r.token),
+            expires_in: r.expires_in,
         })
     }
 }

@@ -7,12 +7,14 @@
 //! | POST | /v1/auth/logout | `{refresh_token?, access_token?}` (or `Authorization: Bearer`) | 204 |
 //! | POST | /v1/auth/validate | `{token}` (internal) | 200 claims |
 //! | GET | /.well-known/jwks.json | | 200 JWKS |
+//! | POST | /v1/auth/service-token | `{service, secret, audience}` (services only) | 200 `{token, expires_in}` |
 //!
 //! Token answers carry `Cache-Control: no-store` (RFC 6749 §5.1).
 
 use super::{AuthServiceClient, Jwks, TokenClaims, TokenResponse};
 use crate::{
     RequestContext, Result,
+    service_identity::ServiceToken,
     http_api::{ApiError, ApiJson, JsonClient, json_response, parse_json},
 };
 use async_trait::async_trait;
@@ -55,6 +57,20 @@ pub struct ValidateBody {
     pub token: String,
 }
 
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceTokenRequestBody {
+    pub service: String,
+    pub secret: String,
+    pub audience: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ServiceTokenBody {
+    pub token: String,
+    pub expires_in: u32,
+}
+
 /// The wire form of a token pair (RFC 6749 §5.1 names).
 #[derive(Debug, Deserialize, Serialize)]
 pub struct TokenBody {
@@ -75,6 +91,7 @@ pub fn routes(svc: Svc) -> Router {
         .route("/v1/auth/logout", post(logout))
         .route("/v1/auth/validate", post(validate))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/v1/auth/service-token", post(service_token))
         .with_state(svc)
 }
 
@@ -150,6 +167,24 @@ async fn jwks(State(svc): State<Svc>, ctx: RequestContext) -> HttpResult {
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=60"),
     );
+    Ok(resp)
+}
+
+async fn service_token(
+    State(svc): State<Svc>,
+    ctx: RequestContext,
+    ApiJson(b): ApiJson<ServiceTokenRequestBody>,
+) -> HttpResult {
+    let t = svc
+        .issue_service_token(&ctx, &b.service, Secret::new(b.secret), &b.audience)
+        .await?;
+    let body = ServiceTokenBody {
+        token: t.token.into_inner(),
+        expires_in: t.expires_in,
+    };
+    let mut resp = json_response(StatusCode::OK, &body);
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }
 
@@ -243,5 +278,28 @@ impl AuthServiceClient for AuthHttpClient {
             .api
             .request(ctx, reqwest::Method::GET, "/.well-known/jwks.json");
         self.api.json(rb).await
+    }
+
+    async fn issue_service_token(
+        &self,
+        ctx: &RequestContext,
+        service: &str,
+        secret: Secret<String>,
+        audience: &str,
+    ) -> Result<ServiceToken> {
+        let body = ServiceTokenRequestBody {
+            service: service.to_owned(),
+            secret: secret.into_inner(),
+            audience: audience.to_owned(),
+        };
+        let rb = self
+            .api
+            .request(ctx, reqwest::Method::POST, "/v1/auth/service-token")
+            .json(&body);
+        let b: ServiceTokenBody = self.api.json(rb).await?;
+        Ok(ServiceToken {
+            token: Secret::new(b.token),
+            expires_in: b.expires_in,
+        })
     }
 }

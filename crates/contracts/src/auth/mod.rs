@@ -4,7 +4,7 @@
 pub mod grpc;
 pub mod http;
 
-use crate::{RequestContext, Result};
+use crate::{RequestContext, Result, service_identity::ServiceToken};
 use async_trait::async_trait;
 use plt_kernel::Secret;
 use serde::{Deserialize, Serialize};
@@ -56,7 +56,7 @@ pub struct Jwks {
     pub keys: Vec<Jwk>,
 }
 
-pub const IDEMPOTENT_METHODS: &[&str] = &["ValidateToken", "GetJwks"];
+pub const IDEMPOTENT_METHODS: &[&str] = &["ValidateToken", "GetJwks", "IssueServiceToken"];
 
 /// Internal methods: meant for other services, not for end users.
 pub const INTERNAL_METHODS: &[&str] = &["ValidateToken"];
@@ -84,4 +84,13 @@ pub trait AuthServiceClient: Send + Sync + 'static {
         access_token: Option<Secret<String>>,
     ) -> Result<()>;
     async fn get_jwks(&self, ctx: &RequestContext) -> Result<Jwks>;
+    /// A service token for `service` (authenticated by its `secret`) addressed to
+    /// `audience`. A wrong secret and an unknown service get the same `Unauthenticated`.
+    async fn issue_service_token(
+        &self,
+        ctx: &RequestContext,
+        service: &str,
+        secret: Secret<String>,
+        audience: &str,
+    ) -> Result<ServiceToken>;
 }

@@ -128,7 +128,7 @@ pub const ADMIN_METHODS: &[&str] = &[
 ];
 
 /// Internal methods: meant for other services, not for end users.
-pub const INTERNAL_METHODS: &[&str] = &["RegisterPermissions"];
+pub const INTERNAL_METHODS: &[&str] = &["RegisterPermissions", "Authorize", "HasPermission"];
 
 /// The authz service contract. Errors: a malformed or undeclared permission name is
 /// `InvalidArgument` naming the field (and, for role contents, the permission); an unknown

@@ -14,14 +14,22 @@ use uuid::Uuid;
 /// What a suite run needs: the implementation under test and two of its limits.
 pub struct AuditFixture {
     pub client: Arc<dyn AuditServiceClient>,
+    /// The context of a calling platform service: carries a service token for the service
+    /// under test, or nothing when `client` attaches its own (the client factory's do).
+    pub service: RequestContext,
     /// The service's `audit.max_metadata_bytes`.
     pub max_metadata_bytes: usize,
     /// The service's `audit.max_page_size`.
     pub max_page_size: u32,
 }
 
-fn ctx() -> RequestContext {
-    RequestContext::new().with_request_id(format!("suite-{}", Uuid::new_v4()))
+impl AuditFixture {
+    /// A fresh context: the fixture's `service` context with a new request id.
+    pub fn ctx(&self) -> RequestContext {
+        self.service
+            .clone()
+            .with_request_id(format!("suite-{}", Uuid::new_v4()))
+    }
 }
 
 fn tag(prefix: &str) -> String {
@@ -57,10 +65,11 @@ fn by_actor(actor: &str) -> AuditQuery {
 }
 
 /// Every entry matching `q`, following page tokens.
-async fn all_pages(c: &dyn AuditServiceClient, mut q: AuditQuery) -> Vec<AuditEntry> {
+async fn all_pages(fx: &AuditFixture, mut q: AuditQuery) -> Vec<AuditEntry> {
+    let c = fx.client.as_ref();
     let mut out = Vec::new();
     loop {
-        let page = c.query(&ctx(), q.clone()).await.expect("query");
+        let page = c.query(&fx.ctx(), q.clone()).await.expect("query");
         out.extend(page.entries);
         match page.next_page_token {
             Some(t) => q.page_token = Some(t),
@@ -94,11 +103,11 @@ pub async fn record_and_read_back(fx: &AuditFixture) {
     let actor = tag("rec");
     let input = entry(&actor);
     let before = Utc::now() - Duration::seconds(1);
-    let seq = c.record(&ctx(), input.clone()).await.expect("record");
+    let seq = c.record(&fx.ctx(), input.clone()).await.expect("record");
     let after = Utc::now() + Duration::seconds(1);
     assert!(seq >= 1, "sequences start at 1");
     // Durable when record returns: readable at once.
-    let page = c.query(&ctx(), by_actor(&actor)).await.expect("query");
+    let page = c.query(&fx.ctx(), by_actor(&actor)).await.expect("query");
     assert_eq!(page.entries.len(), 1, "{page:?}");
     assert!(page.next_page_token.is_none());
     let got = &page.entries[0];
@@ -129,8 +138,8 @@ pub async fn record_and_read_back(fx: &AuditFixture) {
         outcome: Outcome::Denied,
         ..entry(&actor)
     };
-    let seq2 = c.record(&ctx(), bare.clone()).await.expect("bare record");
-    let page = c.query(&ctx(), by_actor(&actor)).await.unwrap();
+    let seq2 = c.record(&fx.ctx(), bare.clone()).await.expect("bare record");
+    let page = c.query(&fx.ctx(), by_actor(&actor)).await.unwrap();
     assert_eq!(page.entries.len(), 2);
     assert_eq!(page.entries[0].sequence, seq2, "newest first");
     assert_eq!(page.entries[0].entry, bare);
@@ -142,13 +151,13 @@ pub async fn sequences_increase_and_times_never_decrease(fx: &AuditFixture) {
     let actor = tag("seq");
     let mut seqs = Vec::new();
     for _ in 0..5 {
-        seqs.push(c.record(&ctx(), entry(&actor)).await.unwrap());
+        seqs.push(c.record(&fx.ctx(), entry(&actor)).await.unwrap());
     }
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),
         "sequences of one caller do not increase: {seqs:?}"
     );
-    let got = all_pages(c.as_ref(), by_actor(&actor)).await;
+    let got = all_pages(fx, by_actor(&actor)).await;
     let mut got_seqs: Vec<u64> = got.iter().map(|e| e.sequence).collect();
     got_seqs.reverse();
     assert_eq!(got_seqs, seqs);
@@ -172,8 +181,8 @@ pub async fn metadata_round_trips(fx: &AuditFixture) {
         })),
         ..entry(&actor)
     };
-    c.record(&ctx(), input.clone()).await.expect("record");
-    let page = c.query(&ctx(), by_actor(&actor)).await.unwrap();
+    c.record(&fx.ctx(), input.clone()).await.expect("record");
+    let page = c.query(&fx.ctx(), by_actor(&actor)).await.unwrap();
     assert_eq!(page.entries.len(), 1);
     assert_eq!(page.entries[0].entry.metadata, input.metadata);
 }
@@ -212,12 +221,11 @@ pub async fn filters_select_matching_entries(fx: &AuditFixture) {
             outcome: out,
             ..entry(a)
         };
-        seqs.push(c.record(&ctx(), e).await.unwrap());
+        seqs.push(c.record(&fx.ctx(), e).await.unwrap());
     }
     let pick = |q: AuditQuery| {
-        let c = c.clone();
         async move {
-            let mut s: Vec<u64> = all_pages(c.as_ref(), q)
+            let mut s: Vec<u64> = all_pages(fx, q)
                 .await
                 .iter()
                 .map(|e| e.sequence)
@@ -285,7 +293,7 @@ pub async fn pages_newest_first_without_repeats(fx: &AuditFixture) {
     let actor = tag("page");
     let mut seqs = Vec::new();
     for _ in 0..7 {
-        seqs.push(c.record(&ctx(), entry(&actor)).await.unwrap());
+        seqs.push(c.record(&fx.ctx(), entry(&actor)).await.unwrap());
     }
     let mut q = AuditQuery {
         page_size: 3,
@@ -294,7 +302,7 @@ pub async fn pages_newest_first_without_repeats(fx: &AuditFixture) {
     let mut sizes = Vec::new();
     let mut seen = Vec::new();
     loop {
-        let page = c.query(&ctx(), q.clone()).await.expect("query page");
+        let page = c.query(&fx.ctx(), q.clone()).await.expect("query page");
         sizes.push(page.entries.len());
         seen.extend(page.entries.iter().map(|e| e.sequence));
         match page.next_page_token {
@@ -315,11 +323,11 @@ pub async fn time_range_is_half_open(fx: &AuditFixture) {
     let c = &fx.client;
     let actor = tag("time");
     for _ in 0..3 {
-        c.record(&ctx(), entry(&actor)).await.unwrap();
+        c.record(&fx.ctx(), entry(&actor)).await.unwrap();
         // Distinct times (the service keeps microseconds).
         tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     }
-    let all = all_pages(c.as_ref(), by_actor(&actor)).await;
+    let all = all_pages(fx, by_actor(&actor)).await;
     assert_eq!(all.len(), 3);
     let (a, b, cc) = (&all[2], &all[1], &all[0]);
     assert!(a.time < b.time && b.time < cc.time, "times not distinct");
@@ -330,26 +338,26 @@ pub async fn time_range_is_half_open(fx: &AuditFixture) {
     };
     let seqs = |v: Vec<AuditEntry>| v.iter().map(|e| e.sequence).collect::<Vec<_>>();
     assert_eq!(
-        seqs(all_pages(c.as_ref(), range(Some(b.time), None)).await),
+        seqs(all_pages(fx, range(Some(b.time), None)).await),
         vec![cc.sequence, b.sequence],
         "from is inclusive"
     );
     assert_eq!(
-        seqs(all_pages(c.as_ref(), range(None, Some(b.time))).await),
+        seqs(all_pages(fx, range(None, Some(b.time))).await),
         vec![a.sequence],
         "to is exclusive"
     );
     assert_eq!(
-        seqs(all_pages(c.as_ref(), range(Some(b.time), Some(cc.time))).await),
+        seqs(all_pages(fx, range(Some(b.time), Some(cc.time))).await),
         vec![b.sequence]
     );
     assert_eq!(
-        seqs(all_pages(c.as_ref(), range(Some(b.time), Some(b.time))).await),
+        seqs(all_pages(fx, range(Some(b.time), Some(b.time))).await),
         Vec::<u64>::new(),
         "an empty range is valid and empty"
     );
     let err = c
-        .query(&ctx(), range(Some(cc.time), Some(a.time)))
+        .query(&fx.ctx(), range(Some(cc.time), Some(a.time)))
         .await
         .expect_err("inverted range accepted");
     assert_eq!(err.code, ErrorCode::InvalidArgument, "{err}");
@@ -358,7 +366,7 @@ pub async fn time_range_is_half_open(fx: &AuditFixture) {
 
 pub async fn bad_input_is_refused_and_nothing_is_written(fx: &AuditFixture) {
     let c = &fx.client;
-    let before = c.verify(&ctx()).await.expect("verify").checked;
+    let before = c.verify(&fx.ctx()).await.expect("verify").checked;
     let resource = tag("bad");
     let good = || NewAuditEntry {
         resource: resource.clone(),
@@ -436,7 +444,7 @@ pub async fn bad_input_is_refused_and_nothing_is_written(fx: &AuditFixture) {
     ];
     for (input, field) in cases {
         let err = c
-            .record(&ctx(), input)
+            .record(&fx.ctx(), input)
             .await
             .expect_err("bad input accepted");
         assert_eq!(err.code, ErrorCode::InvalidArgument, "{field}: {err}");
@@ -448,7 +456,7 @@ pub async fn bad_input_is_refused_and_nothing_is_written(fx: &AuditFixture) {
     }
     let written = c
         .query(
-            &ctx(),
+            &fx.ctx(),
             AuditQuery {
                 resource: Some(resource.clone()),
                 ..Default::default()
@@ -457,13 +465,13 @@ pub async fn bad_input_is_refused_and_nothing_is_written(fx: &AuditFixture) {
         .await
         .unwrap();
     assert!(written.entries.is_empty(), "refused entries were written");
-    let after = c.verify(&ctx()).await.unwrap();
+    let after = c.verify(&fx.ctx()).await.unwrap();
     assert!(after.ok, "{after:?}");
     assert_eq!(after.checked, before, "refused entries were written");
     // Just under the limit is fine.
     let fits = json!({ "blob": "x".repeat(fx.max_metadata_bytes - 12) });
     c.record(
-        &ctx(),
+        &fx.ctx(),
         NewAuditEntry {
             metadata: metadata(fits),
             ..good()
@@ -478,7 +486,7 @@ pub async fn bad_queries_are_refused(fx: &AuditFixture) {
     let now = Utc::now();
     let err = c
         .query(
-            &ctx(),
+            &fx.ctx(),
             AuditQuery {
                 from: Some(now),
                 to: Some(now - Duration::seconds(1)),
@@ -492,7 +500,7 @@ pub async fn bad_queries_are_refused(fx: &AuditFixture) {
     for token in ["%%%", "AAAA", "not a token at all", &"A".repeat(5000)] {
         let err = c
             .query(
-                &ctx(),
+                &fx.ctx(),
                 AuditQuery {
                     page_token: Some(token.to_owned()),
                     ..Default::default()
@@ -507,15 +515,15 @@ pub async fn bad_queries_are_refused(fx: &AuditFixture) {
 
 pub async fn page_size_is_capped(fx: &AuditFixture) {
     let c = &fx.client;
-    let have = c.verify(&ctx()).await.unwrap().checked;
+    let have = c.verify(&fx.ctx()).await.unwrap().checked;
     let max = u64::from(fx.max_page_size);
     let actor = tag("cap");
     for _ in have..=max {
-        c.record(&ctx(), entry(&actor)).await.unwrap();
+        c.record(&fx.ctx(), entry(&actor)).await.unwrap();
     }
     let page = c
         .query(
-            &ctx(),
+            &fx.ctx(),
             AuditQuery {
                 page_size: 1_000_000,
                 ..Default::default()
@@ -525,7 +533,7 @@ pub async fn page_size_is_capped(fx: &AuditFixture) {
         .unwrap();
     assert_eq!(page.entries.len() as u64, max, "page size not capped");
     assert!(page.next_page_token.is_some());
-    let default = c.query(&ctx(), AuditQuery::default()).await.unwrap();
+    let default = c.query(&fx.ctx(), AuditQuery::default()).await.unwrap();
     assert!(!default.entries.is_empty() && default.entries.len() as u64 <= max);
 }
 
@@ -538,22 +546,23 @@ pub async fn concurrent_records_get_distinct_sequences(fx: &AuditFixture) {
             resource: format!("r{i}"),
             ..entry(&actor)
         };
-        tasks.push(tokio::spawn(async move { c.record(&ctx(), e).await }));
+        let cx = fx.ctx();
+        tasks.push(tokio::spawn(async move { c.record(&cx, e).await }));
     }
     let mut seqs = HashSet::new();
     for t in tasks {
         assert!(seqs.insert(t.await.unwrap().expect("concurrent record")));
     }
-    let got = all_pages(fx.client.as_ref(), by_actor(&actor)).await;
+    let got = all_pages(fx, by_actor(&actor)).await;
     let got: HashSet<u64> = got.iter().map(|e| e.sequence).collect();
     assert_eq!(got, seqs);
 }
 
 pub async fn verify_reports_an_intact_chain(fx: &AuditFixture) {
     let c = &fx.client;
-    let newest = c.query(&ctx(), AuditQuery::default()).await.unwrap();
+    let newest = c.query(&fx.ctx(), AuditQuery::default()).await.unwrap();
     let last = newest.entries.first().map(|e| e.sequence).unwrap_or(0);
-    let report = c.verify(&ctx()).await.expect("verify");
+    let report = c.verify(&fx.ctx()).await.expect("verify");
     assert!(report.ok, "{report:?}");
     assert_eq!(report.first_broken_sequence, None);
     assert_eq!(report.reason, "");

@@ -15,14 +15,22 @@ use uuid::Uuid;
 
 pub struct AuthzFixture {
     pub client: Arc<dyn AuthzServiceClient>,
+    /// The context of a calling platform service: carries a service token for the service
+    /// under test, or nothing when `client` attaches its own (the client factory's do).
+    pub service: RequestContext,
     /// Carries the access token of a user holding `admin`.
     pub admin: RequestContext,
     /// Carries a valid access token of a user holding no role.
     pub unprivileged: RequestContext,
 }
 
-fn ctx() -> RequestContext {
-    RequestContext::new().with_request_id(format!("authz-suite-{}", Uuid::new_v4()))
+impl AuthzFixture {
+    /// A fresh context: the fixture's `service` context with a new request id.
+    pub fn ctx(&self) -> RequestContext {
+        self.service
+            .clone()
+            .with_request_id(format!("authz-suite-{}", Uuid::new_v4()))
+    }
 }
 
 /// A fresh service name (a valid permission segment).
@@ -50,7 +58,7 @@ async fn declare(fx: &AuthzFixture) -> (String, [String; 3]) {
         format!("{svc}.things.delete"),
     ];
     fx.client
-        .register_permissions(&ctx(), &svc, names.iter().map(|n| perm(n)).collect())
+        .register_permissions(&fx.ctx(), &svc, names.iter().map(|n| perm(n)).collect())
         .await
         .expect("register_permissions");
     (svc, names)
@@ -99,7 +107,7 @@ pub async fn register_is_idempotent_and_roles_are_listed(fx: &AuthzFixture) {
     let (svc, names) = declare(fx).await;
     // Again, and with a changed description: still fine.
     c.register_permissions(
-        &ctx(),
+        &fx.ctx(),
         &svc,
         vec![Permission {
             name: names[0].clone(),
@@ -116,7 +124,7 @@ pub async fn register_is_idempotent_and_roles_are_listed(fx: &AuthzFixture) {
         "role permissions come back sorted"
     );
     assert!(!role.built_in);
-    let roles = c.list_roles(&ctx()).await.expect("list_roles");
+    let roles = c.list_roles(&fx.ctx()).await.expect("list_roles");
     let listed = roles
         .iter()
         .find(|r| r.name == role.name)
@@ -146,7 +154,7 @@ pub async fn register_is_idempotent_and_roles_are_listed(fx: &AuthzFixture) {
     // The description update is visible through a holder's permissions.
     let u = Uuid::new_v4();
     c.grant_role(&fx.admin, u, &role.name).await.unwrap();
-    let perms = c.get_user_permissions(&ctx(), u).await.unwrap();
+    let perms = c.get_user_permissions(&fx.ctx(), u).await.unwrap();
     let read = perms.iter().find(|p| p.name == names[0]).unwrap();
     assert_eq!(read.description, "read things (v2)");
 }
@@ -156,33 +164,33 @@ pub async fn grant_check_and_revoke(fx: &AuthzFixture) {
     let (_, names) = declare(fx).await;
     let role = make_role(fx, "writer", &names[..2]).await;
     let u = Uuid::new_v4();
-    assert!(!c.has_permission(&ctx(), u, &names[0]).await.unwrap());
-    let denied = c.authorize(&ctx(), u, &names[0]).await.unwrap_err();
+    assert!(!c.has_permission(&fx.ctx(), u, &names[0]).await.unwrap());
+    let denied = c.authorize(&fx.ctx(), u, &names[0]).await.unwrap_err();
     assert_eq!(denied.code, ErrorCode::PermissionDenied, "{denied}");
 
     c.grant_role(&fx.admin, u, &role.name).await.expect("grant");
     c.grant_role(&fx.admin, u, &role.name)
         .await
         .expect("granting again is not an error");
-    assert!(c.has_permission(&ctx(), u, &names[0]).await.unwrap());
-    assert!(c.has_permission(&ctx(), u, &names[1]).await.unwrap());
-    assert!(!c.has_permission(&ctx(), u, &names[2]).await.unwrap());
-    c.authorize(&ctx(), u, &names[1]).await.expect("allowed");
+    assert!(c.has_permission(&fx.ctx(), u, &names[0]).await.unwrap());
+    assert!(c.has_permission(&fx.ctx(), u, &names[1]).await.unwrap());
+    assert!(!c.has_permission(&fx.ctx(), u, &names[2]).await.unwrap());
+    c.authorize(&fx.ctx(), u, &names[1]).await.expect("allowed");
     assert_eq!(
-        c.authorize(&ctx(), u, &names[2]).await.unwrap_err().code,
+        c.authorize(&fx.ctx(), u, &names[2]).await.unwrap_err().code,
         ErrorCode::PermissionDenied
     );
     assert_eq!(
-        c.get_user_roles(&ctx(), u).await.unwrap(),
+        c.get_user_roles(&fx.ctx(), u).await.unwrap(),
         vec![role.name.clone()]
     );
-    let perms = c.get_user_permissions(&ctx(), u).await.unwrap();
+    let perms = c.get_user_permissions(&fx.ctx(), u).await.unwrap();
     let mut expected: Vec<Permission> = names[..2].iter().map(|n| perm(n)).collect();
     expected.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(perms, expected);
     // Another user is unaffected.
     assert!(
-        !c.has_permission(&ctx(), Uuid::new_v4(), &names[0])
+        !c.has_permission(&fx.ctx(), Uuid::new_v4(), &names[0])
             .await
             .unwrap()
     );
@@ -193,27 +201,27 @@ pub async fn grant_check_and_revoke(fx: &AuthzFixture) {
     c.revoke_role(&fx.admin, u, &role.name)
         .await
         .expect("revoking again is not an error");
-    assert!(!c.has_permission(&ctx(), u, &names[0]).await.unwrap());
+    assert!(!c.has_permission(&fx.ctx(), u, &names[0]).await.unwrap());
     assert_eq!(
-        c.authorize(&ctx(), u, &names[0]).await.unwrap_err().code,
+        c.authorize(&fx.ctx(), u, &names[0]).await.unwrap_err().code,
         ErrorCode::PermissionDenied
     );
-    assert!(c.get_user_roles(&ctx(), u).await.unwrap().is_empty());
-    assert!(c.get_user_permissions(&ctx(), u).await.unwrap().is_empty());
+    assert!(c.get_user_roles(&fx.ctx(), u).await.unwrap().is_empty());
+    assert!(c.get_user_permissions(&fx.ctx(), u).await.unwrap().is_empty());
 }
 
 pub async fn a_user_without_roles_has_nothing(fx: &AuthzFixture) {
     let c = &fx.client;
     let u = Uuid::new_v4();
-    assert!(c.get_user_roles(&ctx(), u).await.unwrap().is_empty());
-    assert!(c.get_user_permissions(&ctx(), u).await.unwrap().is_empty());
+    assert!(c.get_user_roles(&fx.ctx(), u).await.unwrap().is_empty());
+    assert!(c.get_user_permissions(&fx.ctx(), u).await.unwrap().is_empty());
     assert!(
-        !c.has_permission(&ctx(), u, MANAGE_PERMISSION)
+        !c.has_permission(&fx.ctx(), u, MANAGE_PERMISSION)
             .await
             .unwrap()
     );
     assert!(
-        !c.has_permission(&ctx(), u, "identity.users.read_self")
+        !c.has_permission(&fx.ctx(), u, "identity.users.read_self")
             .await
             .unwrap(),
         "the user role is granted explicitly, not implied"
@@ -225,24 +233,24 @@ pub async fn admin_holds_every_permission_including_later_ones(fx: &AuthzFixture
     let u = Uuid::new_v4();
     c.grant_role(&fx.admin, u, ADMIN_ROLE).await.unwrap();
     assert!(
-        c.has_permission(&ctx(), u, MANAGE_PERMISSION)
+        c.has_permission(&fx.ctx(), u, MANAGE_PERMISSION)
             .await
             .unwrap()
     );
-    c.authorize(&ctx(), u, "audit.logs.read").await.unwrap();
+    c.authorize(&fx.ctx(), u, "audit.logs.read").await.unwrap();
     // Declared after the grant (and after the admin's permissions were cached).
     let (_, names) = declare(fx).await;
     for n in &names {
-        assert!(c.has_permission(&ctx(), u, n).await.unwrap(), "{n}");
+        assert!(c.has_permission(&fx.ctx(), u, n).await.unwrap(), "{n}");
     }
-    let perms = c.get_user_permissions(&ctx(), u).await.unwrap();
+    let perms = c.get_user_permissions(&fx.ctx(), u).await.unwrap();
     assert!(names.iter().all(|n| perms.iter().any(|p| &p.name == n)));
     assert_eq!(
-        c.get_user_roles(&ctx(), u).await.unwrap(),
+        c.get_user_roles(&fx.ctx(), u).await.unwrap(),
         vec![ADMIN_ROLE.to_owned()]
     );
     c.revoke_role(&fx.admin, u, ADMIN_ROLE).await.unwrap();
-    assert!(!c.has_permission(&ctx(), u, &names[0]).await.unwrap());
+    assert!(!c.has_permission(&fx.ctx(), u, &names[0]).await.unwrap());
 }
 
 pub async fn set_role_permissions_changes_what_holders_may_do(fx: &AuthzFixture) {
@@ -251,23 +259,23 @@ pub async fn set_role_permissions_changes_what_holders_may_do(fx: &AuthzFixture)
     let role = make_role(fx, "editor", &names[..1]).await;
     let u = Uuid::new_v4();
     c.grant_role(&fx.admin, u, &role.name).await.unwrap();
-    assert!(c.has_permission(&ctx(), u, &names[0]).await.unwrap());
-    assert!(!c.has_permission(&ctx(), u, &names[2]).await.unwrap());
+    assert!(c.has_permission(&fx.ctx(), u, &names[0]).await.unwrap());
+    assert!(!c.has_permission(&fx.ctx(), u, &names[2]).await.unwrap());
     let updated = c
         .set_role_permissions(&fx.admin, &role.name, vec![names[2].clone()])
         .await
         .expect("set_role_permissions");
     assert_eq!(updated.permissions, vec![names[2].clone()]);
     assert_eq!(updated.description, role.description);
-    assert!(!c.has_permission(&ctx(), u, &names[0]).await.unwrap());
-    assert!(c.has_permission(&ctx(), u, &names[2]).await.unwrap());
+    assert!(!c.has_permission(&fx.ctx(), u, &names[0]).await.unwrap());
+    assert!(c.has_permission(&fx.ctx(), u, &names[2]).await.unwrap());
     let emptied = c
         .set_role_permissions(&fx.admin, &role.name, vec![])
         .await
         .unwrap();
     assert!(emptied.permissions.is_empty());
-    assert!(!c.has_permission(&ctx(), u, &names[2]).await.unwrap());
-    assert_eq!(c.get_user_roles(&ctx(), u).await.unwrap(), vec![role.name]);
+    assert!(!c.has_permission(&fx.ctx(), u, &names[2]).await.unwrap());
+    assert_eq!(c.get_user_roles(&fx.ctx(), u).await.unwrap(), vec![role.name]);
 }
 
 pub async fn deleting_a_role_removes_its_grants(fx: &AuthzFixture) {
@@ -278,15 +286,15 @@ pub async fn deleting_a_role_removes_its_grants(fx: &AuthzFixture) {
     let u = Uuid::new_v4();
     c.grant_role(&fx.admin, u, &doomed.name).await.unwrap();
     c.grant_role(&fx.admin, u, &kept.name).await.unwrap();
-    assert!(c.has_permission(&ctx(), u, &names[0]).await.unwrap());
+    assert!(c.has_permission(&fx.ctx(), u, &names[0]).await.unwrap());
     c.delete_role(&fx.admin, &doomed.name)
         .await
         .expect("delete_role");
-    assert!(!c.has_permission(&ctx(), u, &names[0]).await.unwrap());
-    assert!(c.has_permission(&ctx(), u, &names[1]).await.unwrap());
-    assert_eq!(c.get_user_roles(&ctx(), u).await.unwrap(), vec![kept.name]);
+    assert!(!c.has_permission(&fx.ctx(), u, &names[0]).await.unwrap());
+    assert!(c.has_permission(&fx.ctx(), u, &names[1]).await.unwrap());
+    assert_eq!(c.get_user_roles(&fx.ctx(), u).await.unwrap(), vec![kept.name]);
     assert!(
-        !c.list_roles(&ctx())
+        !c.list_roles(&fx.ctx())
             .await
             .unwrap()
             .iter()
@@ -308,7 +316,7 @@ pub async fn deleting_a_role_removes_its_grants(fx: &AuthzFixture) {
         .await
         .unwrap();
     assert_eq!(reborn.name, doomed.name);
-    assert!(!c.has_permission(&ctx(), u, &names[0]).await.unwrap());
+    assert!(!c.has_permission(&fx.ctx(), u, &names[0]).await.unwrap());
 }
 
 pub async fn built_in_roles_are_protected(fx: &AuthzFixture) {
@@ -335,19 +343,19 @@ pub async fn built_in_roles_are_protected(fx: &AuthzFixture) {
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::AlreadyExists, "{e}");
-    let roles = c.list_roles(&ctx()).await.unwrap();
+    let roles = c.list_roles(&fx.ctx()).await.unwrap();
     assert!(roles.iter().any(|r| r.name == ADMIN_ROLE && r.built_in));
     assert!(roles.iter().any(|r| r.name == USER_ROLE && r.built_in));
     // The user role can be granted like any other.
     let u = Uuid::new_v4();
     c.grant_role(&fx.admin, u, USER_ROLE).await.unwrap();
     assert!(
-        c.has_permission(&ctx(), u, "identity.users.read_self")
+        c.has_permission(&fx.ctx(), u, "identity.users.read_self")
             .await
             .unwrap()
     );
     assert!(
-        !c.has_permission(&ctx(), u, MANAGE_PERMISSION)
+        !c.has_permission(&fx.ctx(), u, MANAGE_PERMISSION)
             .await
             .unwrap()
     );
@@ -364,12 +372,12 @@ pub async fn unknown_and_malformed_permissions_are_refused(fx: &AuthzFixture) {
         "Blog.posts.read",
         "",
     ] {
-        let e = c.authorize(&ctx(), u, p).await.unwrap_err();
+        let e = c.authorize(&fx.ctx(), u, p).await.unwrap_err();
         assert_invalid(&e, "permission");
-        let e = c.has_permission(&ctx(), u, p).await.unwrap_err();
+        let e = c.has_permission(&fx.ctx(), u, p).await.unwrap_err();
         assert_invalid(&e, "permission");
     }
-    let e = c.authorize(&ctx(), u, &unknown).await.unwrap_err();
+    let e = c.authorize(&fx.ctx(), u, &unknown).await.unwrap_err();
     assert!(
         e.to_string().contains(&unknown),
         "the error names the permission: {e}"
@@ -377,13 +385,13 @@ pub async fn unknown_and_malformed_permissions_are_refused(fx: &AuthzFixture) {
     // Registration: bad service name, malformed names, names outside the service.
     let svc = service();
     let e = c
-        .register_permissions(&ctx(), "Bad Service", vec![perm("x.y.z")])
+        .register_permissions(&fx.ctx(), "Bad Service", vec![perm("x.y.z")])
         .await
         .unwrap_err();
     assert_invalid(&e, "service");
     let e = c
         .register_permissions(
-            &ctx(),
+            &fx.ctx(),
             &svc,
             vec![perm(&format!("{svc}.things.read")), perm("nope")],
         )
@@ -391,13 +399,13 @@ pub async fn unknown_and_malformed_permissions_are_refused(fx: &AuthzFixture) {
         .unwrap_err();
     assert_invalid(&e, "permissions[1].name");
     let e = c
-        .register_permissions(&ctx(), &svc, vec![perm("other.things.read")])
+        .register_permissions(&fx.ctx(), &svc, vec![perm("other.things.read")])
         .await
         .unwrap_err();
     assert_invalid(&e, "permissions[0].name");
     // Nothing of a refused registration was written.
     let e = c
-        .has_permission(&ctx(), u, &format!("{svc}.things.read"))
+        .has_permission(&fx.ctx(), u, &format!("{svc}.things.read"))
         .await
         .unwrap_err();
     assert_invalid(&e, "permission");
@@ -423,7 +431,7 @@ pub async fn undeclared_permissions_cannot_be_put_in_roles(fx: &AuthzFixture) {
     assert_invalid(&e, "permissions[1]");
     assert!(e.to_string().contains(&undeclared), "{e}");
     assert!(
-        !c.list_roles(&ctx())
+        !c.list_roles(&fx.ctx())
             .await
             .unwrap()
             .iter()
@@ -450,7 +458,7 @@ pub async fn undeclared_permissions_cannot_be_put_in_roles(fx: &AuthzFixture) {
         .unwrap_err();
     assert_invalid(&e, "permissions[0]");
     assert!(e.to_string().contains(&undeclared), "{e}");
-    let listed = c.list_roles(&ctx()).await.unwrap();
+    let listed = c.list_roles(&fx.ctx()).await.unwrap();
     let r = listed.iter().find(|r| r.name == role.name).unwrap();
     assert_eq!(
         r.permissions,
@@ -516,7 +524,7 @@ pub async fn admin_calls_need_a_token_with_authz_roles_manage(fx: &AuthzFixture)
     let role = make_role(fx, "guarded", &names[..1]).await;
     let u = Uuid::new_v4();
     for (who, call_ctx, code) in [
-        ("no token", ctx(), ErrorCode::Unauthenticated),
+        ("no token", fx.ctx(), ErrorCode::Unauthenticated),
         (
             "unprivileged",
             fx.unprivileged.clone(),
@@ -558,13 +566,13 @@ pub async fn admin_calls_need_a_token_with_authz_roles_manage(fx: &AuthzFixture)
         }
     }
     // Nothing changed.
-    let roles = c.list_roles(&ctx()).await.unwrap();
+    let roles = c.list_roles(&fx.ctx()).await.unwrap();
     let r = roles
         .iter()
         .find(|r| r.name == role.name)
         .expect("role kept");
     assert_eq!(r.permissions, role.permissions);
-    assert!(c.get_user_roles(&ctx(), u).await.unwrap().is_empty());
+    assert!(c.get_user_roles(&fx.ctx(), u).await.unwrap().is_empty());
     // The check methods need no token (service identities arrive later).
-    assert!(!c.has_permission(&ctx(), u, &names[0]).await.unwrap());
+    assert!(!c.has_permission(&fx.ctx(), u, &names[0]).await.unwrap());
 }

@@ -12,14 +12,22 @@ use uuid::Uuid;
 /// What a suite run needs: the implementation under test, and the mail it sends.
 pub struct IdentityFixture {
     pub client: Arc<dyn IdentityServiceClient>,
+    /// The context of a calling platform service: carries a service token for the service
+    /// under test, or nothing when `client` attaches its own (the client factory's do).
+    pub service: RequestContext,
     pub mail: Arc<dyn MailReader>,
 }
 
 pub const GOOD_PASSWORD: &str = "correct horse battery staple";
 const OTHER_PASSWORD: &str = "violet umbrella harbour 93 quietly";
 
-fn ctx() -> RequestContext {
-    RequestContext::new().with_request_id(format!("suite-{}", Uuid::new_v4()))
+impl IdentityFixture {
+    /// A fresh context: the fixture's `service` context with a new request id.
+    pub fn ctx(&self) -> RequestContext {
+        self.service
+            .clone()
+            .with_request_id(format!("suite-{}", Uuid::new_v4()))
+    }
 }
 
 fn email(tag: &str) -> String {
@@ -68,7 +76,7 @@ pub async fn create_and_read_back(fx: &IdentityFixture) {
     let addr = email("Create");
     let created = c
         .create_user(
-            &ctx(),
+            &fx.ctx(),
             NewUser {
                 display_name: "  Ada Lovelace ".into(),
                 ..new_user(&addr)
@@ -87,10 +95,10 @@ pub async fn create_and_read_back(fx: &IdentityFixture) {
         "secret material in {json}"
     );
 
-    let by_id = c.get_user(&ctx(), created.id).await.expect("get_user");
+    let by_id = c.get_user(&fx.ctx(), created.id).await.expect("get_user");
     assert_eq!(by_id, created);
     let by_email = c
-        .get_user_by_email(&ctx(), &addr.to_uppercase())
+        .get_user_by_email(&fx.ctx(), &addr.to_uppercase())
         .await
         .expect("get_user_by_email is case-insensitive");
     assert_eq!(by_email, created);
@@ -102,7 +110,7 @@ pub async fn create_and_read_back(fx: &IdentityFixture) {
     assert!(m.subject.to_lowercase().contains("verify"));
 
     let defaulted = c
-        .create_user(&ctx(), new_user(&email("dflt")))
+        .create_user(&fx.ctx(), new_user(&email("dflt")))
         .await
         .unwrap();
     assert!(
@@ -115,12 +123,12 @@ pub async fn create_and_read_back(fx: &IdentityFixture) {
 pub async fn duplicate_email_is_refused_case_insensitively(fx: &IdentityFixture) {
     let addr = email("dup");
     fx.client
-        .create_user(&ctx(), new_user(&addr))
+        .create_user(&fx.ctx(), new_user(&addr))
         .await
         .unwrap();
     let err = fx
         .client
-        .create_user(&ctx(), new_user(&addr.to_uppercase()))
+        .create_user(&fx.ctx(), new_user(&addr.to_uppercase()))
         .await
         .expect_err("duplicate accepted");
     assert_eq!(err.code, ErrorCode::AlreadyExists, "{err}");
@@ -167,7 +175,7 @@ pub async fn bad_input_is_refused_and_nothing_is_written(fx: &IdentityFixture) {
     for (input, field) in cases {
         let addr = input.email.clone();
         let err = c
-            .create_user(&ctx(), input)
+            .create_user(&fx.ctx(), input)
             .await
             .expect_err("bad input accepted");
         assert_eq!(err.code, ErrorCode::InvalidArgument, "{err}");
@@ -178,7 +186,7 @@ pub async fn bad_input_is_refused_and_nothing_is_written(fx: &IdentityFixture) {
         );
         if addr.contains('@') && addr.len() < 254 {
             let lookup = c
-                .get_user_by_email(&ctx(), &addr)
+                .get_user_by_email(&fx.ctx(), &addr)
                 .await
                 .expect_err("half-written user");
             assert_eq!(lookup.code, ErrorCode::NotFound);
@@ -190,7 +198,7 @@ pub async fn unknown_ids_are_not_found(fx: &IdentityFixture) {
     let c = &fx.client;
     let id = Uuid::now_v7();
     assert_eq!(
-        c.get_user(&ctx(), id).await.unwrap_err().code,
+        c.get_user(&fx.ctx(), id).await.unwrap_err().code,
         ErrorCode::NotFound
     );
     let upd = UserUpdate {
@@ -198,15 +206,15 @@ pub async fn unknown_ids_are_not_found(fx: &IdentityFixture) {
         ..Default::default()
     };
     assert_eq!(
-        c.update_user(&ctx(), id, upd).await.unwrap_err().code,
+        c.update_user(&fx.ctx(), id, upd).await.unwrap_err().code,
         ErrorCode::NotFound
     );
     assert_eq!(
-        c.delete_user(&ctx(), id).await.unwrap_err().code,
+        c.delete_user(&fx.ctx(), id).await.unwrap_err().code,
         ErrorCode::NotFound
     );
     assert_eq!(
-        c.get_user_by_email(&ctx(), &email("nobody"))
+        c.get_user_by_email(&fx.ctx(), &email("nobody"))
             .await
             .unwrap_err()
             .code,
@@ -217,12 +225,12 @@ pub async fn unknown_ids_are_not_found(fx: &IdentityFixture) {
 pub async fn update_changes_only_given_fields(fx: &IdentityFixture) {
     let c = &fx.client;
     let u = c
-        .create_user(&ctx(), new_user(&email("upd")))
+        .create_user(&fx.ctx(), new_user(&email("upd")))
         .await
         .unwrap();
     let renamed = c
         .update_user(
-            &ctx(),
+            &fx.ctx(),
             u.id,
             UserUpdate {
                 display_name: Some("Grace".into()),
@@ -236,7 +244,7 @@ pub async fn update_changes_only_given_fields(fx: &IdentityFixture) {
     assert!(renamed.updated_at >= u.updated_at);
     let disabled = c
         .update_user(
-            &ctx(),
+            &fx.ctx(),
             u.id,
             UserUpdate {
                 status: Some(UserStatus::Disabled),
@@ -247,10 +255,10 @@ pub async fn update_changes_only_given_fields(fx: &IdentityFixture) {
         .unwrap();
     assert_eq!(disabled.status, UserStatus::Disabled);
     assert_eq!(disabled.display_name, "Grace");
-    assert_eq!(c.get_user(&ctx(), u.id).await.unwrap(), disabled);
+    assert_eq!(c.get_user(&fx.ctx(), u.id).await.unwrap(), disabled);
     let err = c
         .update_user(
-            &ctx(),
+            &fx.ctx(),
             u.id,
             UserUpdate {
                 display_name: Some(" ".into()),
@@ -261,7 +269,7 @@ pub async fn update_changes_only_given_fields(fx: &IdentityFixture) {
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidArgument);
     assert_eq!(
-        c.get_user(&ctx(), u.id).await.unwrap(),
+        c.get_user(&fx.ctx(), u.id).await.unwrap(),
         disabled,
         "failed update changed data"
     );
@@ -270,16 +278,16 @@ pub async fn update_changes_only_given_fields(fx: &IdentityFixture) {
 pub async fn changing_email_requires_new_verification(fx: &IdentityFixture) {
     let c = &fx.client;
     let first = email("chg");
-    let u = c.create_user(&ctx(), new_user(&first)).await.unwrap();
+    let u = c.create_user(&fx.ctx(), new_user(&first)).await.unwrap();
     let old_token = token_from_mail(fx.mail.as_ref(), &first);
-    c.verify_email(&ctx(), &old_token).await.unwrap();
-    assert!(c.get_user(&ctx(), u.id).await.unwrap().email_verified);
+    c.verify_email(&fx.ctx(), &old_token).await.unwrap();
+    assert!(c.get_user(&fx.ctx(), u.id).await.unwrap().email_verified);
 
     let taken = email("taken");
-    c.create_user(&ctx(), new_user(&taken)).await.unwrap();
+    c.create_user(&fx.ctx(), new_user(&taken)).await.unwrap();
     let err = c
         .update_user(
-            &ctx(),
+            &fx.ctx(),
             u.id,
             UserUpdate {
                 email: Some(taken.clone()),
@@ -293,7 +301,7 @@ pub async fn changing_email_requires_new_verification(fx: &IdentityFixture) {
     let second = email("chg2");
     let moved = c
         .update_user(
-            &ctx(),
+            &fx.ctx(),
             u.id,
             UserUpdate {
                 email: Some(second.clone()),
@@ -305,10 +313,10 @@ pub async fn changing_email_requires_new_verification(fx: &IdentityFixture) {
     assert_eq!(moved.email, second);
     assert!(!moved.email_verified, "a new address starts unverified");
     let token = token_from_mail(fx.mail.as_ref(), &second);
-    c.verify_email(&ctx(), &token).await.unwrap();
-    assert!(c.get_user(&ctx(), u.id).await.unwrap().email_verified);
+    c.verify_email(&fx.ctx(), &token).await.unwrap();
+    assert!(c.get_user(&fx.ctx(), u.id).await.unwrap().email_verified);
     assert_eq!(
-        c.get_user_by_email(&ctx(), &first).await.unwrap_err().code,
+        c.get_user_by_email(&fx.ctx(), &first).await.unwrap_err().code,
         ErrorCode::NotFound
     );
 }
@@ -316,63 +324,63 @@ pub async fn changing_email_requires_new_verification(fx: &IdentityFixture) {
 pub async fn verify_email_is_single_use(fx: &IdentityFixture) {
     let c = &fx.client;
     let addr = email("verify");
-    let u = c.create_user(&ctx(), new_user(&addr)).await.unwrap();
+    let u = c.create_user(&fx.ctx(), new_user(&addr)).await.unwrap();
     let token = token_from_mail(fx.mail.as_ref(), &addr);
     for bad in ["", "not-a-token", &"A".repeat(43)] {
-        let err = c.verify_email(&ctx(), bad).await.unwrap_err();
+        let err = c.verify_email(&fx.ctx(), bad).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidArgument, "{bad:?}: {err}");
         assert_eq!(err.violations[0].field, "token");
     }
-    assert!(!c.get_user(&ctx(), u.id).await.unwrap().email_verified);
-    c.verify_email(&ctx(), &token).await.expect("first use");
-    assert!(c.get_user(&ctx(), u.id).await.unwrap().email_verified);
-    let err = c.verify_email(&ctx(), &token).await.unwrap_err();
+    assert!(!c.get_user(&fx.ctx(), u.id).await.unwrap().email_verified);
+    c.verify_email(&fx.ctx(), &token).await.expect("first use");
+    assert!(c.get_user(&fx.ctx(), u.id).await.unwrap().email_verified);
+    let err = c.verify_email(&fx.ctx(), &token).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidArgument, "second use: {err}");
 }
 
 pub async fn password_reset_flow(fx: &IdentityFixture) {
     let c = &fx.client;
     let unknown = email("ghost");
-    c.request_password_reset(&ctx(), &unknown)
+    c.request_password_reset(&fx.ctx(), &unknown)
         .await
         .expect("same answer for unknown address");
     assert!(fx.mail.latest_to(&unknown).unwrap().is_none());
     let err = c
-        .request_password_reset(&ctx(), "not an email")
+        .request_password_reset(&fx.ctx(), "not an email")
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidArgument);
 
     let addr = email("reset");
-    c.create_user(&ctx(), new_user(&addr)).await.unwrap();
-    c.request_password_reset(&ctx(), &addr).await.unwrap();
+    c.create_user(&fx.ctx(), new_user(&addr)).await.unwrap();
+    c.request_password_reset(&fx.ctx(), &addr).await.unwrap();
     let m = fx.mail.latest_to(&addr).unwrap().unwrap();
     assert!(m.subject.to_lowercase().contains("reset"));
     let token = token_from_mail(fx.mail.as_ref(), &addr);
 
     // A verification token is not a reset token, and vice versa.
-    let verify_err = c.verify_email(&ctx(), &token).await.unwrap_err();
+    let verify_err = c.verify_email(&fx.ctx(), &token).await.unwrap_err();
     assert_eq!(verify_err.code, ErrorCode::InvalidArgument);
 
     let weak = c
-        .reset_password(&ctx(), &token, Secret::new("password".into()))
+        .reset_password(&fx.ctx(), &token, Secret::new("password".into()))
         .await
         .unwrap_err();
     assert_eq!(weak.violations[0].field, "password");
-    c.reset_password(&ctx(), &token, Secret::new(OTHER_PASSWORD.into()))
+    c.reset_password(&fx.ctx(), &token, Secret::new(OTHER_PASSWORD.into()))
         .await
         .expect("reset with a fresh token");
-    c.verify_credentials(&ctx(), &addr, Secret::new(OTHER_PASSWORD.into()))
+    c.verify_credentials(&fx.ctx(), &addr, Secret::new(OTHER_PASSWORD.into()))
         .await
         .expect("new password works");
     let old = c
-        .verify_credentials(&ctx(), &addr, Secret::new(GOOD_PASSWORD.into()))
+        .verify_credentials(&fx.ctx(), &addr, Secret::new(GOOD_PASSWORD.into()))
         .await
         .unwrap_err();
     assert_eq!(old.code, ErrorCode::Unauthenticated);
     let reuse = c
         .reset_password(
-            &ctx(),
+            &fx.ctx(),
             &token,
             Secret::new("a different fine passphrase 7".into()),
         )
@@ -384,10 +392,10 @@ pub async fn password_reset_flow(fx: &IdentityFixture) {
 pub async fn credential_failures_look_alike(fx: &IdentityFixture) {
     let c = &fx.client;
     let addr = email("cred");
-    let u = c.create_user(&ctx(), new_user(&addr)).await.unwrap();
+    let u = c.create_user(&fx.ctx(), new_user(&addr)).await.unwrap();
     let ok: User = c
         .verify_credentials(
-            &ctx(),
+            &fx.ctx(),
             &addr.to_uppercase(),
             Secret::new(GOOD_PASSWORD.into()),
         )
@@ -396,19 +404,19 @@ pub async fn credential_failures_look_alike(fx: &IdentityFixture) {
     assert_eq!(ok.id, u.id);
 
     let wrong = c
-        .verify_credentials(&ctx(), &addr, Secret::new("wrong password entirely".into()))
+        .verify_credentials(&fx.ctx(), &addr, Secret::new("wrong password entirely".into()))
         .await
         .unwrap_err();
     let unknown = c
-        .verify_credentials(&ctx(), &email("nobody"), Secret::new(GOOD_PASSWORD.into()))
+        .verify_credentials(&fx.ctx(), &email("nobody"), Secret::new(GOOD_PASSWORD.into()))
         .await
         .unwrap_err();
     let malformed = c
-        .verify_credentials(&ctx(), "not-an-address", Secret::new(GOOD_PASSWORD.into()))
+        .verify_credentials(&fx.ctx(), "not-an-address", Secret::new(GOOD_PASSWORD.into()))
         .await
         .unwrap_err();
     c.update_user(
-        &ctx(),
+        &fx.ctx(),
         u.id,
         UserUpdate {
             status: Some(UserStatus::Disabled),
@@ -418,7 +426,7 @@ pub async fn credential_failures_look_alike(fx: &IdentityFixture) {
     .await
     .unwrap();
     let disabled = c
-        .verify_credentials(&ctx(), &addr, Secret::new(GOOD_PASSWORD.into()))
+        .verify_credentials(&fx.ctx(), &addr, Secret::new(GOOD_PASSWORD.into()))
         .await
         .unwrap_err();
     for e in [&wrong, &unknown, &malformed, &disabled] {
@@ -433,7 +441,7 @@ pub async fn list_users_pages_through_everyone_once(fx: &IdentityFixture) {
     let mut mine = Vec::new();
     for i in 0..5 {
         mine.push(
-            c.create_user(&ctx(), new_user(&email(&format!("list{i}"))))
+            c.create_user(&fx.ctx(), new_user(&email(&format!("list{i}"))))
                 .await
                 .unwrap()
                 .id,
@@ -444,7 +452,7 @@ pub async fn list_users_pages_through_everyone_once(fx: &IdentityFixture) {
     loop {
         let page = c
             .list_users(
-                &ctx(),
+                &fx.ctx(),
                 PageRequest {
                     page_size: 2,
                     page_token: token.clone(),
@@ -470,7 +478,7 @@ pub async fn list_users_pages_through_everyone_once(fx: &IdentityFixture) {
     }
     let err = c
         .list_users(
-            &ctx(),
+            &fx.ctx(),
             PageRequest {
                 page_size: 2,
                 page_token: Some("%%%".into()),
@@ -482,7 +490,7 @@ pub async fn list_users_pages_through_everyone_once(fx: &IdentityFixture) {
     assert_eq!(err.violations[0].field, "page_token");
     let capped = c
         .list_users(
-            &ctx(),
+            &fx.ctx(),
             PageRequest {
                 page_size: 1_000_000,
                 page_token: None,
@@ -496,14 +504,14 @@ pub async fn list_users_pages_through_everyone_once(fx: &IdentityFixture) {
 pub async fn delete_frees_the_address(fx: &IdentityFixture) {
     let c = &fx.client;
     let addr = email("del");
-    let u = c.create_user(&ctx(), new_user(&addr)).await.unwrap();
-    c.delete_user(&ctx(), u.id).await.unwrap();
+    let u = c.create_user(&fx.ctx(), new_user(&addr)).await.unwrap();
+    c.delete_user(&fx.ctx(), u.id).await.unwrap();
     assert_eq!(
-        c.get_user(&ctx(), u.id).await.unwrap_err().code,
+        c.get_user(&fx.ctx(), u.id).await.unwrap_err().code,
         ErrorCode::NotFound
     );
     let again = c
-        .create_user(&ctx(), new_user(&addr))
+        .create_user(&fx.ctx(), new_user(&addr))
         .await
         .expect("address reusable");
     assert_ne!(again.id, u.id);

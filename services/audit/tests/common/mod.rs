@@ -100,6 +100,7 @@ pub async fn start_with(backend: Backend, extra: &[(&str, &str)]) -> Option<Runn
             schema: Some(schema.clone()),
             listen: Some("127.0.0.1:0".parse().unwrap()),
             registry: None,
+            jwks: Some(SERVICES.jwks()),
             ..Default::default()
         },
     )
@@ -129,8 +130,13 @@ pub async fn start(backend: Backend) -> Option<Running> {
     start_with(backend, &[]).await
 }
 
+/// Signs the service tokens of [`ctx`]; the service under test trusts it.
+pub static SERVICES: std::sync::LazyLock<plt_authn::testing::TestAuthority> =
+    std::sync::LazyLock::new(plt_authn::testing::TestAuthority::new);
+
+/// The context of a platform service (authz) calling audit: carries a service token.
 pub fn ctx() -> RequestContext {
-    RequestContext::new()
+    SERVICES.service_ctx("authz", SECTION)
 }
 
 /// A valid entry by `actor`.

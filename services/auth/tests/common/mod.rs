@@ -40,6 +40,23 @@ impl Running {
         format!("http://{}", self.addr)
     }
 
+    /// The context of the gateway calling auth: a service token issued for the development
+    /// secret of `auth.service_accounts.gateway`.
+    pub async fn service_ctx(&self) -> plt_contracts::RequestContext {
+        use plt_contracts::auth::AuthServiceClient as _;
+        let t = self
+            .core
+            .issue_service_token(
+                &plt_contracts::RequestContext::new(),
+                "gateway",
+                plt_kernel::Secret::new(plt_client::development_secret("gateway")),
+                SECTION,
+            )
+            .await
+            .expect("service token for the gateway");
+        plt_contracts::RequestContext::new().with_service_token(t.token)
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

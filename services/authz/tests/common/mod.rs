@@ -114,6 +114,10 @@ impl AuditServiceClient for FakeAudit {
     }
 }
 
+/// Signs the service tokens of [`ctx`]; every instance's keys trust it too.
+pub static SERVICES: std::sync::LazyLock<plt_authn::testing::TestAuthority> =
+    std::sync::LazyLock::new(plt_authn::testing::TestAuthority::new);
+
 /// A signing key whose public half the service under test trusts.
 pub struct Keys {
     pub signer: Signer,
@@ -128,7 +132,7 @@ impl Keys {
         ))
         .unwrap();
         let jwks = StaticJwks::new(Jwks {
-            keys: vec![signer.public_jwk()],
+            keys: vec![signer.public_jwk(), SERVICES.signer().public_jwk()],
         });
         Self { signer, jwks }
     }
@@ -357,8 +361,11 @@ pub async fn start_with(setup: Setup) -> Option<Running> {
     })
 }
 
+/// The context of a platform service (the gateway) calling authz: carries a service token.
 pub fn ctx() -> RequestContext {
-    RequestContext::new().with_request_id(format!("test-{}", Uuid::new_v4()))
+    SERVICES
+        .service_ctx("gateway", authz_service::SECTION)
+        .with_request_id(format!("test-{}", Uuid::new_v4()))
 }
 
 #[allow(unused_imports)] // each test binary uses a part of this module

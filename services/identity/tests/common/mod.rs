@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use identity_service::{App, Config, Overrides, SECTION};
+use plt_authn::testing::TestAuthority;
 use plt_kernel::{config::ConfigSource, notify::MemoryNotifier};
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -34,6 +35,8 @@ pub struct Running {
     pub app_core: Arc<dyn plt_contracts::identity::IdentityServiceClient>,
     pub db: plt_db::Db,
     pub schema: String,
+    /// Signs the service tokens identity trusts.
+    pub authority: TestAuthority,
     pub shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
@@ -42,6 +45,11 @@ pub struct Running {
 impl Running {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The context of a platform service calling identity (carries a service token).
+    pub fn service_ctx(&self) -> plt_contracts::RequestContext {
+        self.authority.service_ctx("auth", SECTION)
     }
 
     /// Stops the service gracefully and, on PostgreSQL, drops the test's schema.
@@ -72,6 +80,7 @@ pub async fn start(backend: Backend) -> Option<Running> {
     let cfg = config(&vars);
     let schema = plt_db::testing::unique_schema("identity");
     let mail = MemoryNotifier::default();
+    let authority = TestAuthority::new();
     let app = App::build(
         &cfg,
         Overrides {
@@ -79,6 +88,7 @@ pub async fn start(backend: Backend) -> Option<Running> {
             notifier: Some(Arc::new(mail.clone())),
             listen: Some("127.0.0.1:0".parse().unwrap()),
             registry: None,
+            jwks: Some(authority.jwks()),
         },
     )
     .await
@@ -96,6 +106,7 @@ pub async fn start(backend: Backend) -> Option<Running> {
         app_core,
         db,
         schema,
+        authority,
         shutdown: Some(tx),
         task,
         _dir: dir,
