@@ -143,17 +143,9 @@ async fn dev(data_dir: PathBuf) -> anyhow::Result<()> {
     // One in-memory registry for the process: each service registers the port it really got
     // and finds the others there, then calls them over loopback gRPC.
     let registry: Arc<dyn ServiceRegistry> = Arc::new(MemoryRegistry::new());
-    // Identity first: auth calls it.
-    let identity = identity_service::App::build(
-        &identity_cfg,
-        identity_service::Overrides {
-            registry: Some(registry.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .context("starting identity-service")?;
-    let identity_addr = identity.local_addr();
+    // Auth first: the others verify tokens (users' and services') against its keys, fetched
+    // from where it really listens. Its identity client finds identity through the registry
+    // on first use.
     let auth = auth_service::App::build(
         &auth_cfg,
         auth_service::Overrides {
@@ -164,10 +156,28 @@ async fn dev(data_dir: PathBuf) -> anyhow::Result<()> {
     .await
     .context("starting auth-service")?;
     let auth_addr = auth.local_addr();
+    let jwks = || -> Arc<dyn plt_authn::JwksSource> {
+        Arc::new(plt_authn::HttpJwksSource::new(
+            reqwest::Client::new(),
+            format!("http://{auth_addr}/.well-known/jwks.json"),
+        ))
+    };
+    let identity = identity_service::App::build(
+        &identity_cfg,
+        identity_service::Overrides {
+            registry: Some(registry.clone()),
+            jwks: Some(jwks()),
+            ..Default::default()
+        },
+    )
+    .await
+    .context("starting identity-service")?;
+    let identity_addr = identity.local_addr();
     let audit = audit_service::App::build(
         &audit_cfg,
         audit_service::Overrides {
             registry: Some(registry.clone()),
+            jwks: Some(jwks()),
             ..Default::default()
         },
     )
@@ -179,6 +189,7 @@ async fn dev(data_dir: PathBuf) -> anyhow::Result<()> {
         &authz_cfg,
         authz_service::Overrides {
             registry: Some(registry.clone()),
+            jwks: Some(jwks()),
             ..Default::default()
         },
     )

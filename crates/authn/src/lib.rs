@@ -17,9 +17,8 @@ mod token;
 
 pub use config::TokenConfig;
 pub use jwks::{HttpJwksSource, JwksSource, StaticJwks};
-pub use service::{
-    DEFAULT_SERVICE_TOKEN_TTL, ServiceGuard, service_claims, sign_service_token,
-};
+pub use service::{DEFAULT_SERVICE_TOKEN_TTL, ServiceGuard, service_claims, sign_service_token};
 pub use token::{
-    ALGORITHM, AccessClaims, SERVICE_TOKEN_TYPE, Signer, TOKEN_TYPE, Verifier, VerifierConfig, VerifyError, valid_kid,
+    ALGORITHM, AccessClaims, SERVICE_TOKEN_TYPE, Signer, TOKEN_TYPE, Verifier, VerifierConfig,
+    VerifyError, valid_kid,
 };

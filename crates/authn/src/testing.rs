@@ -3,9 +3,7 @@
 
 use crate::{AccessClaims, JwksSource, Signer, StaticJwks, sign_service_token};
 use async_trait::async_trait;
-use plt_contracts::{
-    RequestContext, Result, auth::Jwks, service_identity::ServiceCredentials,
-};
+use plt_contracts::{RequestContext, Result, auth::Jwks, service_identity::ServiceCredentials};
 use plt_kernel::Secret;
 use std::{sync::Arc, time::Duration};
 
@@ -100,5 +98,60 @@ impl ServiceCredentials for AuthorityCredentials {
 
     async fn token(&self, audience: &str) -> Result<Secret<String>> {
         Ok(self.authority.service_token(&self.caller, audience))
+    }
+}
+
+impl TestAuthority {
+    /// Serves this authority's JWKS over HTTP on a loopback port (for services started as
+    /// separate processes) and returns its URL. Runs until the runtime stops.
+    pub async fn serve_jwks(&self) -> std::io::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/.well-known/jwks.json", listener.local_addr()?);
+        let body = serde_json::to_string(&Jwks {
+            keys: vec![self.signer.public_jwk()],
+        })
+        .unwrap_or_default();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    // One request per connection: read the head, answer, close.
+                    let mut buf = vec![0u8; 8192];
+                    let mut read = 0;
+                    while read < buf.len() {
+                        match conn.read(&mut buf[read..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read += n,
+                        }
+                        if buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(resp.as_bytes()).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        Ok(url)
+    }
+}
+
+impl TestAuthority {
+    /// An HTTP client whose every request carries a service token from `caller` to
+    /// `audience` (the `x-plt-service-token` header), as a platform service's would.
+    pub fn http_client(&self, caller: &str, audience: &str) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(v) = self.service_token(caller, audience).expose().parse() {
+            headers.insert(plt_contracts::service_identity::SERVICE_TOKEN_HEADER, v);
+        }
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap_or_default()
     }
 }

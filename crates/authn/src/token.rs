@@ -357,7 +357,8 @@ impl Verifier {
 
     /// Verifies the access token `token` and returns its claims.
     pub async fn verify(&self, token: &str) -> Result<TokenClaims, VerifyError> {
-        self.verify_typed(token, TOKEN_TYPE, &self.cfg.audience).await
+        self.verify_typed(token, TOKEN_TYPE, &self.cfg.audience)
+            .await
     }
 
     /// Verifies the service token `token` addressed to `audience` (the verifying service's

@@ -261,7 +261,9 @@ impl AuthServiceClient for BalancedAuth {
             "IssueServiceToken",
             ctx,
             [service, secret, audience],
-            |c, cx| c.issue_service_token(&cx, &service, secret, &audience).await
+            |c, cx| c
+                .issue_service_token(&cx, &service, secret, &audience)
+                .await
         )
     }
 }

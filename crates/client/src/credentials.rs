@@ -149,17 +149,14 @@ impl ServiceCredentials for IssuedCredentials {
             Ok(t) => {
                 let now = Instant::now();
                 let life = Duration::from_secs(u64::from(t.expires_in));
-                self.cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(
-                        audience.to_owned(),
-                        Cached {
-                            token: t.token.clone(),
-                            refresh_at: now + life / 2,
-                            expires_at: now + life,
-                        },
-                    );
+                self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                    audience.to_owned(),
+                    Cached {
+                        token: t.token.clone(),
+                        refresh_at: now + life / 2,
+                        expires_at: now + life,
+                    },
+                );
                 Ok(t.token)
             }
             Err(e) => {
@@ -178,4 +175,20 @@ impl ServiceCredentials for IssuedCredentials {
             }
         }
     }
+}
+
+/// Checks the shared sections a service process uses to find and call others — `registry`,
+/// `clients` and `service_identity` (for `service` in environment `env`) — so a bad value
+/// stops the process at start, naming its key.
+pub fn check_shared_config(
+    source: &plt_kernel::config::ConfigSource,
+    service: &str,
+    env: &str,
+) -> std::result::Result<(), ConfigError> {
+    source.section::<plt_registry::config::RegistryConfig>("registry")?;
+    source.section::<crate::ClientsConfig>("clients")?;
+    source
+        .section::<ServiceIdentityConfig>("service_identity")?
+        .secret_for(service, env)?;
+    Ok(())
 }

@@ -1,8 +1,8 @@
 //! The client factory: from configuration and a registry to `Arc<dyn …ServiceClient>`.
 
 use crate::{
-    credentials::{IssuedCredentials, ServiceIdentityConfig},
     balanced::{BalancedAudit, BalancedAuth, BalancedAuthz, BalancedIdentity},
+    credentials::{IssuedCredentials, ServiceIdentityConfig},
     pool::{Policy, Pool},
 };
 use plt_contracts::{

@@ -16,7 +16,8 @@ pub use balanced::{BalancedAudit, BalancedAuth, BalancedAuthz, BalancedIdentity}
 pub use breaker::{Breaker, BreakerState};
 pub use budget::RetryBudget;
 pub use credentials::{
-    IssuedCredentials, ServiceIdentityConfig, development_secret, is_development_secret,
+    IssuedCredentials, ServiceIdentityConfig, check_shared_config, development_secret,
+    is_development_secret,
 };
 pub use factory::{ClientConfig, ClientFactory, ClientsConfig, Protocol};
 pub use pool::{Policy, Pool};

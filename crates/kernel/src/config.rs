@@ -246,8 +246,19 @@ impl<S: Serialize> Loaded<S> {
 /// Every top-level key the platform knows. Anything else in a file or variable is an error,
 /// so that a typo never silently falls back to a default.
 pub const KNOWN_SECTIONS: &[&str] = &[
-    "env", "log", "server", "database", "notifier", "identity", "auth", "authz", "audit",
-    "gateway", "registry", "clients", "service_identity",
+    "env",
+    "log",
+    "server",
+    "database",
+    "notifier",
+    "identity",
+    "auth",
+    "authz",
+    "audit",
+    "gateway",
+    "registry",
+    "clients",
+    "service_identity",
 ];
 
 /// Where configuration is read from.

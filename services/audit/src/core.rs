@@ -11,13 +11,13 @@ use crate::{
 use async_trait::async_trait;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
+use plt_authn::ServiceGuard;
 use plt_contracts::{
     Error, RequestContext, Result,
     audit::{
         AuditEntry, AuditPage, AuditQuery, AuditServiceClient, NewAuditEntry, Outcome, VerifyReport,
     },
 };
-use plt_authn::ServiceGuard;
 use std::sync::Arc;
 
 /// The default page size of `query`.

@@ -51,9 +51,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = cfg
-        .source
-        .section::<plt_registry::config::RegistryConfig>("registry")
+    if let Err(e) =
+        plt_client::check_shared_config(&cfg.source, audit_service::SECTION, &cfg.kernel.env)
     {
         eprintln!("audit-service: {e}");
         return ExitCode::from(2);

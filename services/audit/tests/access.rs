@@ -54,7 +54,7 @@ async fn reading_and_verifying_need_their_permissions() {
     );
     let signer = Signer::generate("k1").unwrap();
     let jwks = StaticJwks::new(Jwks {
-        keys: vec![signer.public_jwk()],
+        keys: vec![signer.public_jwk(), common::SERVICES.signer().public_jwk()],
     });
     let authz = FakeAuthz::default();
     let app = App::build(
@@ -85,23 +85,27 @@ async fn reading_and_verifying_need_their_permissions() {
         Arc::new(AuditHttpClient::new(reqwest::Client::new(), &url)),
         Arc::new(AuditGrpcClient::connect_lazy(&url).unwrap()),
     ];
+    let grant = || NewAuditEntry {
+        actor: "authz-service".into(),
+        action: "authz.role.grant".into(),
+        resource: "role/admin".into(),
+        outcome: Outcome::Success,
+        metadata: Default::default(),
+        source_ip: String::new(),
+        user_agent: String::new(),
+        trace_id: String::new(),
+    };
     for c in &clients {
-        // Services record without a user token (service identities will guard this).
-        c.record(
-            &RequestContext::new(),
-            NewAuditEntry {
-                actor: "authz-service".into(),
-                action: "authz.role.grant".into(),
-                resource: "role/admin".into(),
-                outcome: Outcome::Success,
-                metadata: Default::default(),
-                source_ip: String::new(),
-                user_agent: String::new(),
-                trace_id: String::new(),
-            },
-        )
-        .await
-        .unwrap();
+        // Recording is for platform services: a user's token is not enough, nor a service
+        // token addressed to another service; nothing is written.
+        let user = bearer(&token(&signer, &reader.to_string(), 300));
+        let elsewhere = common::SERVICES.service_ctx("authz", "identity");
+        for refused in [RequestContext::new(), user, elsewhere] {
+            let e = c.record(&refused, grant()).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::Unauthenticated, "{e}");
+        }
+        // Services record with their service token, without a user token.
+        c.record(&common::ctx(), grant()).await.unwrap();
         let q = || AuditQuery::default();
         let page = c
             .query(&bearer(&token(&signer, &reader.to_string(), 300)), q())

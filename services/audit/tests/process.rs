@@ -2,6 +2,8 @@
 //! `verify` exits 0 on an intact chain and 3 naming the first broken sequence, and SIGTERM
 //! drains, commits and exits 0.
 
+mod common;
+
 use std::{
     io::{BufRead, BufReader},
     net::TcpListener,
@@ -79,8 +81,13 @@ fn free_port() -> u16 {
 /// Serves on SQLite in `data`, records `n` entries over HTTP, then SIGTERM: exits 0.
 fn serve_record_and_terminate(data: &Path, n: usize) {
     let port = free_port();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The service verifies the callers' service tokens against this JWKS.
+    let jwks_url = rt.block_on(common::SERVICES.serve_jwks()).unwrap();
+    let token = common::ctx().service_token.unwrap().expose().clone();
     let mut child = bin()
         .env("PLT_DATABASE__DATA_DIR", data)
+        .env("PLT_AUDIT__AUTH__JWKS_URL", &jwks_url)
         .env("PLT_AUDIT__LISTEN", format!("127.0.0.1:{port}"))
         .env("PLT_LOG__FORMAT", "json")
         .stdout(Stdio::piped())
@@ -104,14 +111,15 @@ fn serve_record_and_terminate(data: &Path, n: usize) {
         }
         assert!(Instant::now() < deadline, "service did not start");
     }
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let statuses = rt.block_on(async {
         let client = reqwest::Client::new();
         let mut calls = Vec::new();
         for i in 0..n {
             let c = client.clone();
+            let token = token.clone();
             calls.push(tokio::spawn(async move {
                 c.post(format!("http://127.0.0.1:{port}/v1/audit/records"))
+                    .header("x-plt-service-token", token)
                     .json(&serde_json::json!({
                         "actor": "process-test", "action": "proc.record",
                         "resource": format!("r/{i}"), "outcome": "success"

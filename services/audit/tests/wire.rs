@@ -58,7 +58,7 @@ async fn nothing_written(svc: &Running, c: &Client) {
 #[tokio::test]
 async fn bad_records_over_http_name_the_field_and_write_nothing() {
     let svc = start(Backend::Sqlite).await.unwrap();
-    let c = Client::new();
+    let c = common::service_http_client();
     let records = format!("{}/v1/audit/records", svc.url());
     let with = |k: &str, v: Value| {
         let mut b = good();
@@ -123,7 +123,7 @@ async fn bad_records_over_http_name_the_field_and_write_nothing() {
 #[tokio::test]
 async fn bad_queries_over_http_name_the_parameter() {
     let svc = start(Backend::Sqlite).await.unwrap();
-    let c = Client::new();
+    let c = common::service_http_client();
     let logs = format!("{}/v1/audit/logs", svc.url());
     for (query, f) in [
         (
@@ -153,7 +153,7 @@ async fn bad_queries_over_http_name_the_parameter() {
 #[tokio::test]
 async fn http_bodies_have_the_documented_shape() {
     let svc = start(Backend::Sqlite).await.unwrap();
-    let c = Client::new();
+    let c = common::service_http_client();
     let base = svc.url();
     let r = c
         .post(format!("{base}/v1/audit/records"))
@@ -287,7 +287,7 @@ async fn bad_grpc_records_name_the_field_and_write_nothing() {
     ];
     for (entry, f) in cases {
         let status = client
-            .record(pb::RecordRequest { entry })
+            .record(common::as_service(pb::RecordRequest { entry }))
             .await
             .expect_err("bad record accepted");
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
@@ -312,9 +312,9 @@ async fn bad_grpc_records_name_the_field_and_write_nothing() {
         "from"
     );
     let ok = client
-        .record(pb::RecordRequest {
+        .record(common::as_service(pb::RecordRequest {
             entry: Some(good()),
-        })
+        }))
         .await
         .unwrap();
     assert_eq!(

@@ -123,7 +123,12 @@ impl AuthCore {
         let service_accounts = cfg
             .service_accounts
             .iter()
-            .map(|(name, secret)| (name.clone(), Sha256::digest(secret.expose().as_bytes()).into()))
+            .map(|(name, secret)| {
+                (
+                    name.clone(),
+                    Sha256::digest(secret.expose().as_bytes()).into(),
+                )
+            })
             .collect();
         Self {
             throttle: Throttle::new(cfg.throttle.clone()),

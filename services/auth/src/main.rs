@@ -58,10 +58,8 @@ async fn main() -> ExitCode {
         .service
         .validate_for_env(&cfg.kernel.env)
         .and_then(|()| {
-            cfg.source
-                .section::<plt_registry::config::RegistryConfig>("registry")
-        })
-        .and_then(|_| cfg.source.section::<plt_client::ClientsConfig>("clients"));
+            plt_client::check_shared_config(&cfg.source, auth_service::SECTION, &cfg.kernel.env)
+        });
     if let Err(e) = shared {
         eprintln!("auth-service: {e}");
         return ExitCode::from(2);

@@ -8,7 +8,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use common::{Backend, start};
 use ed25519_dalek::{Signer as _, SigningKey};
 use plt_contracts::{
-    ErrorCode, RequestContext,
+    ErrorCode,
     auth::{AuthServiceClient, grpc::AuthGrpcClient, http::AuthHttpClient},
 };
 use plt_kernel::Secret;
@@ -30,7 +30,7 @@ async fn hostile_tokens_are_unauthenticated_over_both_protocols() {
     let svc = start(Backend::Sqlite, &[]).await.unwrap();
     svc.identity
         .add_user("h@example.com", "correct horse battery staple");
-    let ctx = RequestContext::new();
+    let ctx = svc.service_ctx().await;
     let good = svc
         .core
         .login(

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Backend, start};
-use plt_contracts::{ErrorCode, RequestContext, auth::AuthServiceClient, testsuite::auth::kid_of};
+use plt_contracts::{ErrorCode, auth::AuthServiceClient, testsuite::auth::kid_of};
 use plt_kernel::Secret;
 
 const PW: &str = "correct horse battery staple";
@@ -14,7 +14,7 @@ async fn lifecycle(backend: Backend) {
         common::skipped("key lifecycle on postgres");
         return;
     };
-    let ctx = RequestContext::new();
+    let ctx = svc.service_ctx().await;
     let core = svc.core.clone();
     svc.identity.add_user("rot@example.com", PW);
 

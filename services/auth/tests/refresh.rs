@@ -34,7 +34,7 @@ async fn lifetimes(backend: Backend) {
         common::skipped("refresh lifetimes on postgres");
         return;
     };
-    let ctx = RequestContext::new();
+    let ctx = svc.service_ctx().await;
     svc.identity.add_user("life@example.com", PW);
     let login = || {
         svc.core
@@ -100,7 +100,7 @@ async fn concurrent_refreshes_of_one_token_mint_one_successor() {
     )
     .await
     .unwrap();
-    let ctx = RequestContext::new();
+    let ctx = svc.service_ctx().await;
     svc.identity.add_user("race@example.com", PW);
     let t = svc
         .core

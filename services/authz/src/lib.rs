@@ -18,11 +18,11 @@ use crate::{
 };
 use anyhow::Context as _;
 use plt_authn::{HttpJwksSource, JwksSource, Verifier, VerifierConfig};
+use plt_client::{ClientFactory, ClientsConfig, ServiceIdentityConfig};
 use plt_contracts::{
     audit::AuditServiceClient,
     authz::{ADMIN_ROLE, AuthzServiceClient, grpc::AuthzGrpcServer},
 };
-use plt_client::{ClientFactory, ClientsConfig, ServiceIdentityConfig};
 use plt_db::{Db, Migrations};
 use plt_kernel::{BoundHost, Loaded, ServiceHost};
 use plt_registry::{Registration, ServiceRegistry, config::RegistryConfig};
@@ -78,9 +78,10 @@ pub async fn audit_client(
 ) -> anyhow::Result<Arc<dyn AuditServiceClient>> {
     let clients: ClientsConfig = cfg.source.section("clients")?;
     let identity: ServiceIdentityConfig = cfg.source.section("service_identity")?;
-    let factory = ClientFactory::for_service(registry, SECTION, &cfg.kernel.env, &identity, &clients)
-        .await
-        .map_err(|e| anyhow::anyhow!("service clients: {e}"))?;
+    let factory =
+        ClientFactory::for_service(registry, SECTION, &cfg.kernel.env, &identity, &clients)
+            .await
+            .map_err(|e| anyhow::anyhow!("service clients: {e}"))?;
     factory
         .audit(&clients.get("audit"))
         .await

@@ -49,10 +49,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = cfg
-        .source
-        .section::<plt_registry::config::RegistryConfig>("registry")
-    {
+    let shared = plt_client::check_shared_config(&cfg.source, SECTION, &cfg.kernel.env);
+    if let Err(e) = shared {
         eprintln!("authz-service: {e}");
         return ExitCode::from(2);
     }

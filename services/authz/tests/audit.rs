@@ -298,8 +298,10 @@ async fn a_full_queue_drops_the_newest_and_counts_them() {
 async fn an_unreachable_audit_endpoint_does_not_slow_decisions() {
     for protocol in ["grpc", "http"] {
         let mut setup = Setup::new(Backend::Sqlite)
-            .var("PLT_AUTHZ__AUDIT__ENDPOINT", "http://127.0.0.1:1")
-            .var("PLT_AUTHZ__AUDIT__PROTOCOL", protocol)
+            // Nothing listens where the static registry puts audit (and auth).
+            .var("PLT_REGISTRY__STATIC__AUDIT", "[127.0.0.1:1]")
+            .var("PLT_REGISTRY__STATIC__AUTH", "[127.0.0.1:1]")
+            .var("PLT_CLIENTS__AUDIT__PROTOCOL", protocol)
             .var("PLT_AUTHZ__AUDIT__TIMEOUT", "1s")
             .var("PLT_SERVER__SHUTDOWN_TIMEOUT", "1s");
         setup.real_audit = true;

@@ -154,7 +154,7 @@ async fn admin_calls_over_http() {
     assert!(roles.is_empty());
     let all = svc.core.list_roles(&RequestContext::new()).await.unwrap();
     assert!(!all.iter().any(|r| r.name == "sneaky"));
-    // The admin's token works; the check methods need none.
+    // The admin's token works; the check methods need a service token instead.
     let ok = http
         .put(format!("{base}/v1/authz/users/{target}/roles/user"))
         .header(
@@ -165,9 +165,28 @@ async fn admin_calls_over_http() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 204);
+    let check_body =
+        serde_json::json!({"user_id": target, "permission": "identity.users.read_self"});
+    // A user's token does not make a caller a platform service.
+    let as_user = http
+        .post(format!("{base}/v1/authz/check"))
+        .header(
+            "authorization",
+            format!("Bearer {}", svc.keys.token(&svc.admin_id.to_string())),
+        )
+        .json(&check_body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_user.status(), 401);
+    let service_token = common::ctx().service_token.unwrap();
     let check = http
         .post(format!("{base}/v1/authz/check"))
-        .json(&serde_json::json!({"user_id": target, "permission": "identity.users.read_self"}))
+        .header(
+            plt_contracts::service_identity::SERVICE_TOKEN_HEADER,
+            service_token.expose(),
+        )
+        .json(&check_body)
         .send()
         .await
         .unwrap();

@@ -16,7 +16,8 @@ fn bin(data_dir: &Path) -> Command {
         .env("PLT_DATABASE__DATA_DIR", data_dir)
         .env("PLT_LOG__LEVEL", "error")
         // Nothing listens there: the CLI must still work, and say so.
-        .env("PLT_AUTHZ__AUDIT__ENDPOINT", "http://127.0.0.1:1")
+        .env("PLT_REGISTRY__STATIC__AUDIT", "[127.0.0.1:1]")
+        .env("PLT_REGISTRY__STATIC__AUTH", "[127.0.0.1:1]")
         .env("PLT_AUTHZ__AUDIT__TIMEOUT", "300ms");
     c
 }
@@ -50,9 +51,14 @@ fn bad_values_name_their_keys() {
             "authz.bootstrap_admins[0]",
         ),
         (
-            "PLT_AUTHZ__AUDIT__PROTOCOL",
+            "PLT_CLIENTS__AUDIT__PROTOCOL",
             "carrier-pigeon",
-            "authz.audit.protocol",
+            "clients.audit.protocol",
+        ),
+        (
+            "PLT_AUTHZ__AUDIT__ENDPOINT",
+            "http://127.0.0.1:8084",
+            "authz.audit.endpoint",
         ),
         (
             "PLT_AUTHZ__AUDIT__QUEUE_CAPACITY",

@@ -22,7 +22,7 @@ fn field(p: &Problem) -> &str {
 #[tokio::test]
 async fn http_bad_input() {
     let svc = start(Backend::Sqlite, &[]).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = common::SERVICES.http_client("gateway", authz_service::SECTION);
     let base = svc.url();
     let admin = format!("Bearer {}", svc.keys.token(&svc.admin_id.to_string()));
 
@@ -191,44 +191,44 @@ async fn grpc_bad_input() {
         e.violations[0].field.clone()
     };
     let s = raw
-        .has_permission(pb::HasPermissionRequest {
+        .has_permission(common::ctx().grpc_request(pb::HasPermissionRequest {
             user_id: "not-a-uuid".into(),
             permission: "audit.logs.read".into(),
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(field_of(s), "user_id");
     let s = raw
-        .authorize(pb::AuthorizeRequest {
+        .authorize(common::ctx().grpc_request(pb::AuthorizeRequest {
             user_id: Uuid::new_v4().to_string(),
             permission: "Audit.Logs.Read".into(),
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(field_of(s), "permission");
     let s = raw
-        .get_user_roles(pb::GetUserRolesRequest {
+        .get_user_roles(common::ctx().grpc_request(pb::GetUserRolesRequest {
             user_id: String::new(),
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(field_of(s), "user_id");
     let s = raw
-        .authorize(pb::AuthorizeRequest {
+        .authorize(common::ctx().grpc_request(pb::AuthorizeRequest {
             user_id: Uuid::new_v4().to_string(),
             permission: "audit.logs.read".into(),
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(s.code(), tonic::Code::PermissionDenied);
     let s = raw
-        .register_permissions(pb::RegisterPermissionsRequest {
+        .register_permissions(common::ctx().grpc_request(pb::RegisterPermissionsRequest {
             service: "blog".into(),
             permissions: vec![pb::Permission {
                 name: "identity.users.read".into(),
                 description: String::new(),
             }],
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(field_of(s), "permissions[0].name");

@@ -10,6 +10,7 @@ use crate::{
 use async_trait::async_trait;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, SubsecRound, Utc};
+use plt_authn::ServiceGuard;
 use plt_contracts::{
     Error, RequestContext, Result,
     identity::{
@@ -17,7 +18,6 @@ use plt_contracts::{
     },
 };
 use plt_kernel::{Secret, notify::Notifier};
-use plt_authn::ServiceGuard;
 use std::sync::Arc;
 use uuid::Uuid;
 

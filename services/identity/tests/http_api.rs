@@ -167,12 +167,30 @@ async fn bad_input_gets_clear_errors_and_nothing_is_written() {
     // Wrong password: 401 with a generic message.
     let r = c
         .post(format!("{}/v1/credentials/verify", svc.url()))
+        .header("x-plt-service-token", svc.service_token())
         .json(&json!({"email": "dup@example.com", "password": "not the password at all"}))
         .send()
         .await
         .unwrap();
     let b = problem(r, StatusCode::UNAUTHORIZED).await;
     assert_eq!(b["detail"], "invalid e-mail or password");
+
+    // Checking a password is for platform services only: without a service token, or with
+    // one addressed to another service, 401 before any password is looked at.
+    let foreign = svc.authority.service_token("auth", "authz");
+    for token in [None, Some("garbage"), Some(foreign.expose().as_str())] {
+        let mut rb = c
+            .post(format!("{}/v1/credentials/verify", svc.url()))
+            .json(&json!({"email": "dup@example.com", "password": "not the password at all"}));
+        if let Some(t) = token {
+            rb = rb.header("x-plt-service-token", t);
+        }
+        let b = problem(rb.send().await.unwrap(), StatusCode::UNAUTHORIZED).await;
+        assert!(
+            b["detail"].as_str().unwrap().contains("service credential"),
+            "{b}"
+        );
+    }
 
     // Unknown route: 404 problem+json.
     let r = c
@@ -212,6 +230,7 @@ async fn responses_never_carry_password_material() {
     }
     let r = c
         .post(format!("{base}/v1/credentials/verify"))
+        .header("x-plt-service-token", svc.service_token())
         .json(&json!({"email": "mixed.case@example.com", "password": PW}))
         .send()
         .await

@@ -14,8 +14,8 @@
 use super::{AuthServiceClient, Jwks, TokenClaims, TokenResponse};
 use crate::{
     RequestContext, Result,
-    service_identity::ServiceToken,
     http_api::{ApiError, ApiJson, JsonClient, json_response, parse_json},
+    service_identity::ServiceToken,
 };
 use async_trait::async_trait;
 use axum::{

@@ -138,7 +138,10 @@ pub async fn record_and_read_back(fx: &AuditFixture) {
         outcome: Outcome::Denied,
         ..entry(&actor)
     };
-    let seq2 = c.record(&fx.ctx(), bare.clone()).await.expect("bare record");
+    let seq2 = c
+        .record(&fx.ctx(), bare.clone())
+        .await
+        .expect("bare record");
     let page = c.query(&fx.ctx(), by_actor(&actor)).await.unwrap();
     assert_eq!(page.entries.len(), 2);
     assert_eq!(page.entries[0].sequence, seq2, "newest first");
@@ -223,16 +226,10 @@ pub async fn filters_select_matching_entries(fx: &AuditFixture) {
         };
         seqs.push(c.record(&fx.ctx(), e).await.unwrap());
     }
-    let pick = |q: AuditQuery| {
-        async move {
-            let mut s: Vec<u64> = all_pages(fx, q)
-                .await
-                .iter()
-                .map(|e| e.sequence)
-                .collect();
-            s.sort();
-            s
-        }
+    let pick = |q: AuditQuery| async move {
+        let mut s: Vec<u64> = all_pages(fx, q).await.iter().map(|e| e.sequence).collect();
+        s.sort();
+        s
     };
     assert_eq!(pick(by_actor(&actor)).await, seqs[..3].to_vec());
     assert_eq!(

@@ -217,7 +217,9 @@ pub async fn retry_within_grace_returns_the_same_successor(fx: &AuthFixture) {
         .unwrap_err();
     assert_eq!(replay.code, ErrorCode::Unauthenticated);
     assert!(
-        c.refresh_token(&fx.ctx(), third.refresh_token).await.is_err(),
+        c.refresh_token(&fx.ctx(), third.refresh_token)
+            .await
+            .is_err(),
         "family survived reuse"
     );
 }

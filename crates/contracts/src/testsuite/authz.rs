@@ -207,14 +207,24 @@ pub async fn grant_check_and_revoke(fx: &AuthzFixture) {
         ErrorCode::PermissionDenied
     );
     assert!(c.get_user_roles(&fx.ctx(), u).await.unwrap().is_empty());
-    assert!(c.get_user_permissions(&fx.ctx(), u).await.unwrap().is_empty());
+    assert!(
+        c.get_user_permissions(&fx.ctx(), u)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn a_user_without_roles_has_nothing(fx: &AuthzFixture) {
     let c = &fx.client;
     let u = Uuid::new_v4();
     assert!(c.get_user_roles(&fx.ctx(), u).await.unwrap().is_empty());
-    assert!(c.get_user_permissions(&fx.ctx(), u).await.unwrap().is_empty());
+    assert!(
+        c.get_user_permissions(&fx.ctx(), u)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         !c.has_permission(&fx.ctx(), u, MANAGE_PERMISSION)
             .await
@@ -275,7 +285,10 @@ pub async fn set_role_permissions_changes_what_holders_may_do(fx: &AuthzFixture)
         .unwrap();
     assert!(emptied.permissions.is_empty());
     assert!(!c.has_permission(&fx.ctx(), u, &names[2]).await.unwrap());
-    assert_eq!(c.get_user_roles(&fx.ctx(), u).await.unwrap(), vec![role.name]);
+    assert_eq!(
+        c.get_user_roles(&fx.ctx(), u).await.unwrap(),
+        vec![role.name]
+    );
 }
 
 pub async fn deleting_a_role_removes_its_grants(fx: &AuthzFixture) {
@@ -292,7 +305,10 @@ pub async fn deleting_a_role_removes_its_grants(fx: &AuthzFixture) {
         .expect("delete_role");
     assert!(!c.has_permission(&fx.ctx(), u, &names[0]).await.unwrap());
     assert!(c.has_permission(&fx.ctx(), u, &names[1]).await.unwrap());
-    assert_eq!(c.get_user_roles(&fx.ctx(), u).await.unwrap(), vec![kept.name]);
+    assert_eq!(
+        c.get_user_roles(&fx.ctx(), u).await.unwrap(),
+        vec![kept.name]
+    );
     assert!(
         !c.list_roles(&fx.ctx())
             .await

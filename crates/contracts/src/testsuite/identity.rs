@@ -316,7 +316,10 @@ pub async fn changing_email_requires_new_verification(fx: &IdentityFixture) {
     c.verify_email(&fx.ctx(), &token).await.unwrap();
     assert!(c.get_user(&fx.ctx(), u.id).await.unwrap().email_verified);
     assert_eq!(
-        c.get_user_by_email(&fx.ctx(), &first).await.unwrap_err().code,
+        c.get_user_by_email(&fx.ctx(), &first)
+            .await
+            .unwrap_err()
+            .code,
         ErrorCode::NotFound
     );
 }
@@ -404,15 +407,27 @@ pub async fn credential_failures_look_alike(fx: &IdentityFixture) {
     assert_eq!(ok.id, u.id);
 
     let wrong = c
-        .verify_credentials(&fx.ctx(), &addr, Secret::new("wrong password entirely".into()))
+        .verify_credentials(
+            &fx.ctx(),
+            &addr,
+            Secret::new("wrong password entirely".into()),
+        )
         .await
         .unwrap_err();
     let unknown = c
-        .verify_credentials(&fx.ctx(), &email("nobody"), Secret::new(GOOD_PASSWORD.into()))
+        .verify_credentials(
+            &fx.ctx(),
+            &email("nobody"),
+            Secret::new(GOOD_PASSWORD.into()),
+        )
         .await
         .unwrap_err();
     let malformed = c
-        .verify_credentials(&fx.ctx(), "not-an-address", Secret::new(GOOD_PASSWORD.into()))
+        .verify_credentials(
+            &fx.ctx(),
+            "not-an-address",
+            Secret::new(GOOD_PASSWORD.into()),
+        )
         .await
         .unwrap_err();
     c.update_user(

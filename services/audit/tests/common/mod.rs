@@ -139,6 +139,16 @@ pub fn ctx() -> RequestContext {
     SERVICES.service_ctx("authz", SECTION)
 }
 
+/// An HTTP client whose requests carry a service token for audit (as authz's would).
+pub fn service_http_client() -> reqwest::Client {
+    SERVICES.http_client("authz", SECTION)
+}
+
+/// A raw gRPC request carrying a service token for audit.
+pub fn as_service<T>(message: T) -> tonic::Request<T> {
+    ctx().grpc_request(message)
+}
+
 /// A valid entry by `actor`.
 pub fn entry(actor: &str, i: usize) -> NewAuditEntry {
     NewAuditEntry {

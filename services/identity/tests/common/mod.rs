@@ -47,6 +47,14 @@ impl Running {
         format!("http://{}", self.addr)
     }
 
+    /// A service token from auth to identity, for the `x-plt-service-token` header.
+    pub fn service_token(&self) -> String {
+        self.authority
+            .service_token("auth", SECTION)
+            .expose()
+            .clone()
+    }
+
     /// The context of a platform service calling identity (carries a service token).
     pub fn service_ctx(&self) -> plt_contracts::RequestContext {
         self.authority.service_ctx("auth", SECTION)
