@@ -1,7 +1,13 @@
 //! `plt dev` end to end, as separate OS-level processes see it: the platform comes up,
 //! a user is created over identity's HTTP API, signs in over auth's HTTP API (auth calling
-//! identity over loopback gRPC), and Ctrl-C (SIGINT) stops everything with exit code 0.
+//! identity over loopback gRPC with a service token), internal methods refuse callers
+//! without a service credential over both protocols, and Ctrl-C (SIGINT) stops everything with exit code 0.
 
+use plt_contracts::{
+    ErrorCode, RequestContext,
+    identity::{IdentityServiceClient, grpc::IdentityGrpcClient},
+};
+use plt_kernel::Secret;
 use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
@@ -96,6 +102,32 @@ fn dev_starts_the_platform_and_stops_on_sigint() {
             .await
             .unwrap();
         assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+        // Checking a password is for platform services only: called directly — over HTTP or
+        // gRPC, with no service credential or with a user's access token in its place — it
+        // is refused before any password is looked at.
+        let access = body["access_token"].as_str().unwrap().to_owned();
+        for token in [None, Some(access.as_str())] {
+            let mut rb = c
+                .post(format!("{identity}/v1/credentials/verify"))
+                .json(&serde_json::json!({"email": "dev@example.com", "password": "correct horse battery staple"}));
+            if let Some(t) = token {
+                rb = rb.header("x-plt-service-token", t);
+            }
+            let r = rb.send().await.unwrap();
+            assert_eq!(r.status(), 401);
+            let p: serde_json::Value = r.json().await.unwrap();
+            assert!(p["detail"].as_str().unwrap().contains("service credential"), "{p}");
+        }
+        let grpc = IdentityGrpcClient::connect_lazy(&identity).unwrap();
+        let mut as_user = RequestContext::new();
+        as_user.service_token = Some(Secret::new(access.clone()));
+        for ctx in [RequestContext::new(), as_user] {
+            let e = grpc
+                .verify_credentials(&ctx, "dev@example.com", Secret::new("correct horse battery staple".into()))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code, ErrorCode::Unauthenticated, "{e}");
+        }
         // The audit log is guarded: without a token, 401 problem+json.
         let r = c.post(format!("{audit}/v1/audit/verify")).send().await.unwrap();
         assert_eq!(r.status(), 401);

@@ -398,10 +398,13 @@ impl Verifier {
         if header.alg != ALGORITHM {
             return Err(VerifyError::Algorithm);
         }
+        // RFC 7515 §4.1.9: the `application/` prefix may be present, in any case.
         let typ_ok = header.typ.as_deref().is_some_and(|t| {
+            let t = match t.get(..12) {
+                Some(p) if p.eq_ignore_ascii_case("application/") => &t[12..],
+                _ => t,
+            };
             t.eq_ignore_ascii_case(expected_typ)
-                || t.strip_prefix("application/")
-                    .is_some_and(|t| t.eq_ignore_ascii_case(expected_typ))
         });
         if !typ_ok {
             return Err(VerifyError::Type);

@@ -27,6 +27,15 @@ struct TestSection {
     password: TestPassword,
     argon2: TestArgon2,
     max_page_size: u32,
+    auth: TestAuth,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestAuth {
+    jwks_url: String,
+    issuer: String,
+    audience: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

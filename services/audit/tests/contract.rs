@@ -5,7 +5,9 @@
 mod common;
 
 use common::{Backend, start};
+use plt_client::{ClientConfig, ClientFactory, Protocol};
 use plt_contracts::{
+    RequestContext,
     audit::{AuditServiceClient, grpc::AuditGrpcClient, http::AuditHttpClient},
     testsuite::audit::{AuditFixture, run_all},
 };
@@ -16,6 +18,9 @@ enum Via {
     Core,
     Grpc,
     Http,
+    /// Through the client factory (discovery, balancing, service credentials) over a
+    /// protocol: what another service uses.
+    Factory(Protocol),
 }
 
 async fn suite(backend: Backend, via: Via) {
@@ -27,9 +32,20 @@ async fn suite(backend: Backend, via: Via) {
         Via::Core => svc.app_core.clone(),
         Via::Grpc => Arc::new(AuditGrpcClient::connect_lazy(&svc.url()).unwrap()),
         Via::Http => Arc::new(AuditHttpClient::new(reqwest::Client::new(), &svc.url())),
+        Via::Factory(protocol) => ClientFactory::new(svc.registry.clone())
+            .with_credentials(common::SERVICES.credentials("authz"))
+            .audit(&ClientConfig {
+                protocol,
+                ..Default::default()
+            })
+            .await
+            .unwrap(),
     };
     let fixture = AuditFixture {
-        service: common::ctx(),
+        service: match via {
+            Via::Factory(_) => RequestContext::new(),
+            _ => common::ctx(),
+        },
         client,
         max_metadata_bytes: svc.cfg.service.max_metadata_bytes,
         max_page_size: svc.cfg.service.max_page_size,
@@ -66,4 +82,14 @@ async fn grpc_on_postgres() {
 #[tokio::test]
 async fn http_on_postgres() {
     suite(Backend::Postgres, Via::Http).await;
+}
+
+#[tokio::test]
+async fn factory_grpc_on_sqlite() {
+    suite(Backend::Sqlite, Via::Factory(Protocol::Grpc)).await;
+}
+
+#[tokio::test]
+async fn factory_http_on_sqlite() {
+    suite(Backend::Sqlite, Via::Factory(Protocol::Http)).await;
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Backend, start};
+use plt_client::{ClientConfig, ClientFactory, Protocol};
 use plt_contracts::{
     auth::{AuthServiceClient, grpc::AuthGrpcClient, http::AuthHttpClient},
     testsuite::auth::{AuthFixture, run_all},
@@ -15,6 +16,9 @@ enum Via {
     Core,
     Grpc,
     Http,
+    /// Through the client factory (discovery, balancing, service credentials issued by the
+    /// service under test for the gateway's secret) over a protocol.
+    Factory(Protocol),
 }
 
 async fn suite(backend: Backend, via: Via, zero_grace: bool) {
@@ -27,9 +31,28 @@ async fn suite(backend: Backend, via: Via, zero_grace: bool) {
         Via::Core => svc.core.clone(),
         Via::Grpc => Arc::new(AuthGrpcClient::connect_lazy(&svc.url()).unwrap()),
         Via::Http => Arc::new(AuthHttpClient::new(reqwest::Client::new(), &svc.url())),
+        Via::Factory(protocol) => {
+            let cfg = ClientConfig {
+                protocol,
+                ..Default::default()
+            };
+            let base = ClientFactory::new(svc.registry.clone());
+            let creds = base
+                .issued_credentials(
+                    "gateway",
+                    plt_kernel::Secret::new(plt_client::development_secret("gateway")),
+                    &cfg,
+                )
+                .await
+                .unwrap();
+            base.with_credentials(creds).auth(&cfg).await.unwrap()
+        }
     };
     run_all(&AuthFixture {
-        service: svc.service_ctx().await,
+        service: match via {
+            Via::Factory(_) => plt_contracts::RequestContext::new(),
+            _ => svc.service_ctx().await,
+        },
         service_account: (
             "gateway".into(),
             plt_kernel::Secret::new(plt_client::development_secret("gateway")),
@@ -74,4 +97,16 @@ async fn grpc_on_postgres() {
 #[tokio::test]
 async fn http_on_postgres() {
     suite(Backend::Postgres, Via::Http, true).await;
+}
+
+#[tokio::test]
+async fn factory_grpc_on_sqlite() {
+    suite(Backend::Sqlite, Via::Factory(Protocol::Grpc), true).await;
+    suite(Backend::Sqlite, Via::Factory(Protocol::Grpc), false).await;
+}
+
+#[tokio::test]
+async fn factory_http_on_sqlite() {
+    suite(Backend::Sqlite, Via::Factory(Protocol::Http), true).await;
+    suite(Backend::Sqlite, Via::Factory(Protocol::Http), false).await;
 }

@@ -5,7 +5,9 @@
 mod common;
 
 use common::{Backend, start};
+use plt_client::{ClientConfig, ClientFactory, Protocol};
 use plt_contracts::{
+    RequestContext,
     identity::{IdentityServiceClient, grpc::IdentityGrpcClient, http::IdentityHttpClient},
     testsuite::identity::{IdentityFixture, run_all},
 };
@@ -16,6 +18,9 @@ enum Via {
     Core,
     Grpc,
     Http,
+    /// Through the client factory (discovery, balancing, service credentials) over a
+    /// protocol: what another service uses.
+    Factory(Protocol),
 }
 
 async fn suite(backend: Backend, via: Via) {
@@ -27,9 +32,20 @@ async fn suite(backend: Backend, via: Via) {
         Via::Core => svc.app_core.clone(),
         Via::Grpc => Arc::new(IdentityGrpcClient::connect_lazy(&svc.url()).unwrap()),
         Via::Http => Arc::new(IdentityHttpClient::new(reqwest::Client::new(), &svc.url())),
+        Via::Factory(protocol) => ClientFactory::new(svc.registry.clone())
+            .with_credentials(svc.authority.credentials("auth"))
+            .identity(&ClientConfig {
+                protocol,
+                ..Default::default()
+            })
+            .await
+            .unwrap(),
     };
     let fixture = IdentityFixture {
-        service: svc.service_ctx(),
+        service: match via {
+            Via::Factory(_) => RequestContext::new(),
+            _ => svc.service_ctx(),
+        },
         client,
         mail: Arc::new(svc.mail.clone()),
     };
@@ -65,4 +81,14 @@ async fn grpc_on_postgres() {
 #[tokio::test]
 async fn http_on_postgres() {
     suite(Backend::Postgres, Via::Http).await;
+}
+
+#[tokio::test]
+async fn factory_grpc_on_sqlite() {
+    suite(Backend::Sqlite, Via::Factory(Protocol::Grpc)).await;
+}
+
+#[tokio::test]
+async fn factory_http_on_sqlite() {
+    suite(Backend::Sqlite, Via::Factory(Protocol::Http)).await;
 }

@@ -33,6 +33,8 @@ pub enum Backend {
 }
 
 pub struct Running {
+    /// The registry the instance registered in (an in-memory one per instance).
+    pub registry: std::sync::Arc<plt_registry::memory::MemoryRegistry>,
     pub addr: SocketAddr,
     pub app_core: Arc<dyn AuditServiceClient>,
     pub db: plt_db::Db,
@@ -94,12 +96,13 @@ pub async fn start_with(backend: Backend, extra: &[(&str, &str)]) -> Option<Runn
     vars.extend_from_slice(extra);
     let cfg = config(&vars);
     let schema = plt_db::testing::unique_schema("audit");
+    let registry = std::sync::Arc::new(plt_registry::memory::MemoryRegistry::new());
     let app = App::build(
         &cfg,
         Overrides {
             schema: Some(schema.clone()),
             listen: Some("127.0.0.1:0".parse().unwrap()),
-            registry: None,
+            registry: Some(registry.clone() as std::sync::Arc<dyn plt_registry::ServiceRegistry>),
             jwks: Some(SERVICES.jwks()),
             ..Default::default()
         },
@@ -114,6 +117,7 @@ pub async fn start_with(backend: Backend, extra: &[(&str, &str)]) -> Option<Runn
         let _ = rx.await;
     }));
     Some(Running {
+        registry: registry.clone(),
         addr,
         app_core,
         db,

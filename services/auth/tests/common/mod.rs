@@ -25,6 +25,8 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
 }
 
 pub struct Running {
+    /// The registry the instance registered in (an in-memory one per instance).
+    pub registry: std::sync::Arc<plt_registry::memory::MemoryRegistry>,
     pub addr: SocketAddr,
     pub identity: FakeIdentity,
     pub core: Arc<auth_service::core::AuthCore>,
@@ -83,13 +85,14 @@ pub async fn start(backend: Backend, extra: &[(&str, &str)]) -> Option<Running> 
     let cfg = config(&vars);
     let schema = plt_db::testing::unique_schema("auth");
     let identity = FakeIdentity::default();
+    let registry = std::sync::Arc::new(plt_registry::memory::MemoryRegistry::new());
     let app = App::build(
         &cfg,
         Overrides {
             schema: Some(schema.clone()),
             identity: Some(Arc::new(identity.clone())),
             listen: Some("127.0.0.1:0".parse().unwrap()),
-            registry: None,
+            registry: Some(registry.clone() as std::sync::Arc<dyn plt_registry::ServiceRegistry>),
         },
     )
     .await
@@ -102,6 +105,7 @@ pub async fn start(backend: Backend, extra: &[(&str, &str)]) -> Option<Running> 
         let _ = rx.await;
     }));
     Some(Running {
+        registry: registry.clone(),
         addr,
         identity,
         core,

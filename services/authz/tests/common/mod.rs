@@ -223,6 +223,8 @@ impl Setup {
 }
 
 pub struct Running {
+    /// The registry the instance registered in (an in-memory one per instance).
+    pub registry: std::sync::Arc<plt_registry::memory::MemoryRegistry>,
     pub addr: SocketAddr,
     pub core: Arc<AuthzCore>,
     pub db: plt_db::Db,
@@ -317,6 +319,7 @@ pub async fn start_with(setup: Setup) -> Option<Running> {
         .unwrap_or_else(|| plt_db::testing::unique_schema("authz"));
     let keys = setup.keys.clone().unwrap_or_else(|| Arc::new(Keys::new()));
     let audit = setup.audit.clone().unwrap_or_default();
+    let registry = std::sync::Arc::new(plt_registry::memory::MemoryRegistry::new());
     let app = App::build(
         &cfg,
         Overrides {
@@ -328,7 +331,7 @@ pub async fn start_with(setup: Setup) -> Option<Running> {
                 Some(Arc::new(audit.clone()))
             },
             jwks: Some(Arc::new(keys.jwks.clone())),
-            registry: None,
+            registry: Some(registry.clone() as std::sync::Arc<dyn plt_registry::ServiceRegistry>),
         },
     )
     .await
@@ -342,6 +345,7 @@ pub async fn start_with(setup: Setup) -> Option<Running> {
     }));
     let unprivileged_id = Uuid::new_v4();
     Some(Running {
+        registry: registry.clone(),
         addr,
         core,
         db,

@@ -30,6 +30,8 @@ pub enum Backend {
 }
 
 pub struct Running {
+    /// The registry the instance registered in (an in-memory one per instance).
+    pub registry: std::sync::Arc<plt_registry::memory::MemoryRegistry>,
     pub addr: SocketAddr,
     pub mail: MemoryNotifier,
     pub app_core: Arc<dyn plt_contracts::identity::IdentityServiceClient>,
@@ -89,13 +91,14 @@ pub async fn start(backend: Backend) -> Option<Running> {
     let schema = plt_db::testing::unique_schema("identity");
     let mail = MemoryNotifier::default();
     let authority = TestAuthority::new();
+    let registry = std::sync::Arc::new(plt_registry::memory::MemoryRegistry::new());
     let app = App::build(
         &cfg,
         Overrides {
             schema: Some(schema.clone()),
             notifier: Some(Arc::new(mail.clone())),
             listen: Some("127.0.0.1:0".parse().unwrap()),
-            registry: None,
+            registry: Some(registry.clone() as std::sync::Arc<dyn plt_registry::ServiceRegistry>),
             jwks: Some(authority.jwks()),
         },
     )
@@ -109,6 +112,7 @@ pub async fn start(backend: Backend) -> Option<Running> {
         let _ = rx.await;
     }));
     Some(Running {
+        registry: registry.clone(),
         addr,
         mail,
         app_core,
