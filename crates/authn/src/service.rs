@@ -51,13 +51,15 @@ pub fn sign_service_token(
     signer.sign_service(&service_claims(issuer, caller, audience, ttl))
 }
 
+/// SHA-256 of a verified token → (calling service, expiry).
+type VerifiedTokens = HashMap<[u8; 32], (Arc<str>, i64)>;
+
 /// Verifies callers' service tokens for the service named `me`. Cheap to clone.
 #[derive(Clone)]
 pub struct ServiceGuard {
     verifier: Verifier,
     me: Arc<str>,
-    /// SHA-256 of a verified token → (calling service, expiry).
-    verified: Arc<Mutex<HashMap<[u8; 32], (Arc<str>, i64)>>>,
+    verified: Arc<Mutex<VerifiedTokens>>,
 }
 
 impl ServiceGuard {

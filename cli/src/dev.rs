@@ -1,0 +1,285 @@
+//! `plt dev`: the whole platform on one machine with embedded defaults — every service on its
+//! own port with its own SQLite file under the data directory, the development mail outbox,
+//! an in-memory registry (one process) or the static one (`--processes`), and a bootstrap
+//! admin created on first start. Services reach each other only through the client factory
+//! over loopback gRPC, never by in-process calls, in both modes.
+
+use anyhow::Context as _;
+use plt_contracts::{
+    ErrorCode, RequestContext,
+    identity::{IdentityServiceClient, NewUser, grpc::IdentityGrpcClient},
+};
+use plt_kernel::{
+    Secret,
+    config::ConfigSource,
+    lifecycle::shutdown_signal,
+    notify::{MailReader, OutboxNotifier},
+    telemetry,
+};
+use plt_registry::{ServiceRegistry, memory::MemoryRegistry};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Instant,
+};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// How `plt dev` runs.
+#[derive(Debug, Clone)]
+pub struct DevArgs {
+    pub data_dir: PathBuf,
+    /// Each service in its own OS process (`plt serve <service>`), found through the static
+    /// registry on the configured ports.
+    pub processes: bool,
+    pub admin_email: String,
+    /// Generated (and printed once) when not given.
+    pub admin_password: Option<Secret<String>>,
+}
+
+/// The configuration every service of `plt dev` reads: the usual layers, with the data
+/// directory and the mail outbox under `data_dir`.
+pub fn source(data_dir: Option<&Path>) -> ConfigSource {
+    let mut s = ConfigSource::from_env();
+    if let Some(dir) = data_dir {
+        s.vars
+            .push(("PLT_DATABASE__DATA_DIR".into(), dir.display().to_string()));
+        s.vars.push((
+            "PLT_NOTIFIER__OUTBOX_DIR".into(),
+            dir.join("mail").display().to_string(),
+        ));
+    }
+    s
+}
+
+/// The token of the newest verification mail to `to` in the outbox.
+fn token_from_outbox(outbox: &OutboxNotifier, to: &str) -> Option<String> {
+    let mail = outbox.latest_to(to).ok()??;
+    mail.body
+        .lines()
+        .find_map(|l| l.strip_prefix("Or use this token: "))
+        .map(|t| t.trim().to_owned())
+}
+
+/// The bootstrap admin as `plt dev` found or created it.
+pub(crate) struct Admin {
+    id: Uuid,
+    email: String,
+    /// Set only when this start created the account.
+    password: Option<Secret<String>>,
+}
+
+fn generated_password() -> anyhow::Result<Secret<String>> {
+    let mut bytes = [0u8; 18];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("generating a password: {e}"))?;
+    use base64::Engine as _;
+    Ok(Secret::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+    ))
+}
+
+/// Finds the admin account in identity (at `identity`), or creates it and verifies its
+/// address from the development outbox. Holding role `admin` is authz's bootstrap
+/// configuration's job.
+pub(crate) async fn ensure_admin(identity: SocketAddr, data_dir: &Path, args: &DevArgs) -> anyhow::Result<Admin> {
+    let client = IdentityGrpcClient::connect_lazy(&format!("http://{identity}"))
+        .map_err(|e| anyhow::anyhow!("identity client: {e}"))?;
+    let ctx = RequestContext::new().with_request_id("plt-dev-bootstrap");
+    match client.get_user_by_email(&ctx, &args.admin_email).await {
+        Ok(u) => {
+            return Ok(Admin {
+                id: u.id,
+                email: u.email,
+                password: None,
+            });
+        }
+        Err(e) if e.code == ErrorCode::NotFound => {}
+        Err(e) => return Err(anyhow::anyhow!("looking up the bootstrap admin: {e}")),
+    }
+    let password = match &args.admin_password {
+        Some(p) => p.clone(),
+        None => generated_password()?,
+    };
+    let user = client
+        .create_user(
+            &ctx,
+            NewUser {
+                email: args.admin_email.clone(),
+                password: password.clone(),
+                display_name: "Administrator".into(),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the bootstrap admin {}: {e}", args.admin_email))?;
+    let outbox = OutboxNotifier::new(data_dir.join("mail"), "");
+    if let Some(token) = token_from_outbox(&outbox, &user.email) {
+        client
+            .verify_email(&ctx, &token)
+            .await
+            .map_err(|e| anyhow::anyhow!("verifying the bootstrap admin's address: {e}"))?;
+    }
+    Ok(Admin {
+        id: user.id,
+        email: user.email,
+        password: Some(password),
+    })
+}
+
+pub(crate) struct Banner {
+    pub started: Instant,
+    pub gateway: SocketAddr,
+    pub services: Vec<(&'static str, SocketAddr)>,
+    pub admin: Admin,
+    pub data_dir: PathBuf,
+    pub processes: bool,
+}
+
+impl Banner {
+    pub fn print(&self) {
+        let mut out = format!(
+            "\nplt dev is up in {} ms{}\n  gateway   http://{}  (the public API under /api; OpenAPI at /openapi.json)\n",
+            self.started.elapsed().as_millis(),
+            if self.processes { " (one process per service)" } else { "" },
+            self.gateway
+        );
+        for (name, addr) in &self.services {
+            out.push_str(&format!("  {name:<9} http://{addr}  (gRPC and HTTP)\n"));
+        }
+        match &self.admin.password {
+            Some(p) => out.push_str(&format!(
+                "  admin     {} / {}  (role admin; created now, the password is not shown again)\n",
+                self.admin.email,
+                p.expose()
+            )),
+            None => out.push_str(&format!(
+                "  admin     {}  (role admin; created on an earlier start)\n",
+                self.admin.email
+            )),
+        }
+        out.push_str(&format!(
+            "  data      {}  (SQLite, one file per service)\n  mail      {}  (read with: cargo run -p plt -- mail list)\nCtrl-C stops everything.\n",
+            self.data_dir.display(),
+            self.data_dir.join("mail").display()
+        ));
+        println!("{out}");
+    }
+}
+
+pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    if args.processes {
+        return crate::processes::run(args, data_dir).await;
+    }
+    let started = Instant::now();
+    let s = source(Some(&data_dir));
+    let identity_cfg: identity_service::Config = s.load(identity_service::SECTION)?;
+    let auth_cfg: auth_service::Config = s.load(auth_service::SECTION)?;
+    let audit_cfg: audit_service::Config = s.load(audit_service::SECTION)?;
+    let mut authz_cfg: authz_service::Config = s.load(authz_service::SECTION)?;
+    let gateway_cfg: api_gateway::Config = s.load(api_gateway::SECTION)?;
+    telemetry::init(&identity_cfg.kernel.log);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    // One in-memory registry for the process: each service registers the port it really got
+    // and finds the others there, then calls them over loopback gRPC.
+    let registry: Arc<dyn ServiceRegistry> = Arc::new(MemoryRegistry::new());
+    // Auth first: the others verify tokens (users' and services') against its keys, fetched
+    // from where it really listens. Its identity client finds identity through the registry
+    // on first use.
+    let auth = auth_service::App::build(
+        &auth_cfg,
+        auth_service::Overrides {
+            registry: Some(registry.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .context("starting auth-service")?;
+    let auth_addr = auth.local_addr();
+    let jwks = || -> Arc<dyn plt_authn::JwksSource> {
+        Arc::new(plt_authn::HttpJwksSource::new(
+            reqwest::Client::new(),
+            format!("http://{auth_addr}/.well-known/jwks.json"),
+        ))
+    };
+    let identity = identity_service::App::build(
+        &identity_cfg,
+        identity_service::Overrides {
+            registry: Some(registry.clone()),
+            jwks: Some(jwks()),
+            ..Default::default()
+        },
+    )
+    .await
+    .context("starting identity-service")?;
+    let identity_addr = identity.local_addr();
+    let mut tasks = vec![
+        tokio::spawn(identity.run(stop(stop_rx.clone()))),
+        tokio::spawn(auth.run(stop(stop_rx.clone()))),
+    ];
+    let admin = ensure_admin(identity_addr, &data_dir, &args).await?;
+    authz_cfg.service.bootstrap_admins.push(admin.id.to_string());
+    let audit = audit_service::App::build(
+        &audit_cfg,
+        audit_service::Overrides {
+            registry: Some(registry.clone()),
+            jwks: Some(jwks()),
+            ..Default::default()
+        },
+    )
+    .await
+    .context("starting audit-service")?;
+    let audit_addr = audit.local_addr();
+    // authz sends its audit records to audit through the registry like every other call.
+    let authz = authz_service::App::build(
+        &authz_cfg,
+        authz_service::Overrides {
+            registry: Some(registry.clone()),
+            jwks: Some(jwks()),
+            ..Default::default()
+        },
+    )
+    .await
+    .context("starting authz-service")?;
+    let authz_addr = authz.local_addr();
+    let gateway = api_gateway::App::build(
+        &gateway_cfg,
+        api_gateway::Overrides {
+            registry: Some(registry.clone()),
+            jwks: Some(jwks()),
+            ..Default::default()
+        },
+    )
+    .await
+    .context("starting api-gateway")?;
+    let gateway_addr = gateway.local_addr();
+    tasks.push(tokio::spawn(audit.run(stop(stop_rx.clone()))));
+    tasks.push(tokio::spawn(authz.run(stop(stop_rx.clone()))));
+    tasks.push(tokio::spawn(gateway.run(stop(stop_rx.clone()))));
+    Banner {
+        started,
+        gateway: gateway_addr,
+        services: vec![
+            ("identity", identity_addr),
+            ("auth", auth_addr),
+            ("authz", authz_addr),
+            ("audit", audit_addr),
+        ],
+        admin,
+        data_dir,
+        processes: false,
+    }
+    .print();
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    for r in futures_util::future::join_all(tasks).await {
+        r.context("service task")??;
+    }
+    Ok(())
+}
