@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginBody {
     pub email: String,
     pub password: String,
@@ -36,12 +37,14 @@ pub struct LoginBody {
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefreshBody {
     pub refresh_token: String,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogoutBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
@@ -57,6 +60,8 @@ pub struct ValidateBody {
 
 /// The wire form of a token pair (RFC 6749 §5.1 names).
 #[derive(Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = TokenPair))]
 pub struct TokenBody {
     pub access_token: String,
     pub refresh_token: String,
