@@ -42,6 +42,8 @@ pub struct DevArgs {
 /// directory and the mail outbox under `data_dir`.
 pub fn source(data_dir: Option<&Path>) -> ConfigSource {
     let mut s = ConfigSource::from_env();
+    // `PLT_DEV_*` are this command's own options (`plt dev --help`), not configuration.
+    s.vars.retain(|(k, _)| !k.starts_with("PLT_DEV_"));
     if let Some(dir) = data_dir {
         s.vars
             .push(("PLT_DATABASE__DATA_DIR".into(), dir.display().to_string()));
@@ -64,10 +66,10 @@ fn token_from_outbox(outbox: &OutboxNotifier, to: &str) -> Option<String> {
 
 /// The bootstrap admin as `plt dev` found or created it.
 pub(crate) struct Admin {
-    id: Uuid,
-    email: String,
+    pub id: Uuid,
+    pub email: String,
     /// Set only when this start created the account.
-    password: Option<Secret<String>>,
+    pub password: Option<Secret<String>>,
 }
 
 fn generated_password() -> anyhow::Result<Secret<String>> {
@@ -82,7 +84,11 @@ fn generated_password() -> anyhow::Result<Secret<String>> {
 /// Finds the admin account in identity (at `identity`), or creates it and verifies its
 /// address from the development outbox. Holding role `admin` is authz's bootstrap
 /// configuration's job.
-pub(crate) async fn ensure_admin(identity: SocketAddr, data_dir: &Path, args: &DevArgs) -> anyhow::Result<Admin> {
+pub(crate) async fn ensure_admin(
+    identity: SocketAddr,
+    data_dir: &Path,
+    args: &DevArgs,
+) -> anyhow::Result<Admin> {
     let client = IdentityGrpcClient::connect_lazy(&format!("http://{identity}"))
         .map_err(|e| anyhow::anyhow!("identity client: {e}"))?;
     let ctx = RequestContext::new().with_request_id("plt-dev-bootstrap");
@@ -140,7 +146,11 @@ impl Banner {
         let mut out = format!(
             "\nplt dev is up in {} ms{}\n  gateway   http://{}  (the public API under /api; OpenAPI at /openapi.json)\n",
             self.started.elapsed().as_millis(),
-            if self.processes { " (one process per service)" } else { "" },
+            if self.processes {
+                " (one process per service)"
+            } else {
+                ""
+            },
             self.gateway
         );
         for (name, addr) in &self.services {
@@ -224,7 +234,10 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         tokio::spawn(auth.run(stop(stop_rx.clone()))),
     ];
     let admin = ensure_admin(identity_addr, &data_dir, &args).await?;
-    authz_cfg.service.bootstrap_admins.push(admin.id.to_string());
+    authz_cfg
+        .service
+        .bootstrap_admins
+        .push(admin.id.to_string());
     let audit = audit_service::App::build(
         &audit_cfg,
         audit_service::Overrides {

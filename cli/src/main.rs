@@ -6,7 +6,6 @@
 mod dev;
 mod processes;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use plt_kernel::{
     Secret,
@@ -123,7 +122,9 @@ async fn serve(service: &str, data_dir: &std::path::Path) -> anyhow::Result<()> 
                 .run(shutdown_signal())
                 .await
         }
-        other => anyhow::bail!("unknown service {other:?}: identity, auth, authz, audit or gateway"),
+        other => {
+            anyhow::bail!("unknown service {other:?}: identity, auth, authz, audit or gateway")
+        }
     }
 }
 
@@ -205,4 +206,3 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
     }
 }
-

@@ -81,7 +81,10 @@ async fn stop_all(services: &mut Vec<Service>) -> anyhow::Result<()> {
             Ok(Err(e)) => failed.push(format!("{}: {e}", s.name)),
             Err(_) => {
                 let _ = s.child.kill().await;
-                failed.push(format!("{} did not stop within 20 s and was killed", s.name));
+                failed.push(format!(
+                    "{} did not stop within 20 s and was killed",
+                    s.name
+                ));
             }
         }
     }
@@ -102,13 +105,31 @@ pub async fn run(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<()> {
             addr
         }
     };
-    let auth_addr = listen(s.load::<auth_service::config::AuthConfig>("auth")?.service.listen);
-    let identity_addr =
-        listen(s.load::<identity_service::config::IdentityConfig>("identity")?.service.listen);
-    let audit_addr = listen(s.load::<audit_service::config::AuditConfig>("audit")?.service.listen);
-    let authz_addr = listen(s.load::<authz_service::config::AuthzConfig>("authz")?.service.listen);
-    let gateway_addr =
-        listen(s.load::<api_gateway::config::GatewayConfig>("gateway")?.service.listen);
+    let auth_addr = listen(
+        s.load::<auth_service::config::AuthConfig>("auth")?
+            .service
+            .listen,
+    );
+    let identity_addr = listen(
+        s.load::<identity_service::config::IdentityConfig>("identity")?
+            .service
+            .listen,
+    );
+    let audit_addr = listen(
+        s.load::<audit_service::config::AuditConfig>("audit")?
+            .service
+            .listen,
+    );
+    let authz_addr = listen(
+        s.load::<authz_service::config::AuthzConfig>("authz")?
+            .service
+            .listen,
+    );
+    let gateway_addr = listen(
+        s.load::<api_gateway::config::GatewayConfig>("gateway")?
+            .service
+            .listen,
+    );
 
     let mut services = Vec::new();
     let result = async {

@@ -42,10 +42,49 @@ impl Platform {
 
 /// `plt dev` on free ports with its data under a temporary `./data`.
 fn start(extra: &[(&str, &str)]) -> Platform {
+    start_with(&["dev", "--data-dir", "data"], extra)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `plt dev --processes`: one OS process per service on free ports, found through the static
+/// registry.
+fn start_processes() -> Platform {
+    let ports: Vec<(String, u16)> = ["identity", "auth", "authz", "audit", "gateway"]
+        .iter()
+        .map(|s| (s.to_string(), free_port()))
+        .collect();
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let auth_port = ports[1].1;
+    for (svc, port) in &ports {
+        let upper = svc.to_uppercase();
+        vars.push((format!("PLT_{upper}__LISTEN"), format!("127.0.0.1:{port}")));
+        vars.push((
+            format!("PLT_REGISTRY__STATIC__{upper}"),
+            format!("[127.0.0.1:{port}]"),
+        ));
+        if svc != "auth" {
+            vars.push((
+                format!("PLT_{upper}__AUTH__JWKS_URL"),
+                format!("http://127.0.0.1:{auth_port}/.well-known/jwks.json"),
+            ));
+        }
+    }
+    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    start_with(&["dev", "--processes", "--data-dir", "data"], &refs)
+}
+
+fn start_with(args: &[&str], extra: &[(&str, &str)]) -> Platform {
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path().to_path_buf();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_plt"));
-    cmd.args(["dev", "--data-dir", "data"])
+    cmd.args(args)
         .current_dir(&cwd)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -105,12 +144,24 @@ fn quickstart_script(readme: &Path) -> String {
         .expect("quickstart marker in README.md")
         .1;
     let block = after.split_once("```sh\n").expect("sh block").1;
-    block.split_once("\n```").expect("end of block").0.to_owned()
+    block
+        .split_once("\n```")
+        .expect("end of block")
+        .0
+        .to_owned()
 }
 
 #[test]
 fn the_readme_quickstart_works_verbatim() {
-    let p = start(&[]);
+    quickstart(start(&[]));
+}
+
+#[test]
+fn the_quickstart_works_with_one_process_per_service() {
+    quickstart(start_processes());
+}
+
+fn quickstart(p: Platform) {
     let script = quickstart_script(&repo().join("README.md"));
     let out = Command::new("bash")
         .arg("-c")
@@ -152,7 +203,10 @@ fn the_readme_quickstart_works_verbatim() {
 fn the_gateway_edge_through_plt_dev() {
     let p = start(&[
         ("PLT_GATEWAY__BODY_LIMIT_BYTES", "1024"),
-        ("PLT_GATEWAY__CORS__ALLOWED_ORIGINS", "[\"http://localhost:3000\"]"),
+        (
+            "PLT_GATEWAY__CORS__ALLOWED_ORIGINS",
+            "[\"http://localhost:3000\"]",
+        ),
     ]);
     let gw = p.gateway.clone();
     let rt = tokio::runtime::Runtime::new().unwrap();

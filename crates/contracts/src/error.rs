@@ -187,6 +187,7 @@ impl fmt::Display for ErrorCode {
 
 /// Which input was wrong and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldViolation {
     pub field: String,
     pub reason: String,
@@ -311,6 +312,7 @@ pub fn is_connection_refused(mut e: Option<&(dyn std::error::Error + 'static)>) 
 
 /// RFC 9457 problem details, as served with `application/problem+json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// `urn:plt:problem:<code>`
     #[serde(rename = "type")]

@@ -91,8 +91,15 @@ where
     }
 }
 
-/// Parses JSON, reporting the path of the field that failed.
+/// Parses a JSON object (every request body of the platform is one), reporting the path of
+/// the field that failed. Checked first because serde's derived structs also accept a JSON
+/// array (fields by position), which no documented body is.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    if let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace())
+        && *first != b'{'
+    {
+        return Err(Error::invalid("body", "must be a JSON object"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -76,6 +76,7 @@ impl Run {
 /// `callers` tasks append until `rows` entries are in or `limit` has passed.
 async fn append(
     core: Arc<dyn AuditServiceClient>,
+    service: &RequestContext,
     callers: usize,
     rows: usize,
     limit: Duration,
@@ -88,8 +89,8 @@ async fn append(
     for _ in 0..callers {
         let core = core.clone();
         let next = next.clone();
+        let ctx = service.clone();
         tasks.push(tokio::spawn(async move {
-            let ctx = RequestContext::new();
             let mut done = 0usize;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -162,8 +163,18 @@ async fn bench(url: String) -> Result<bool, String> {
     )
     .await
     .map_err(|e| e.to_string())?;
+    // Records come from platform services: a service token, verified like in production.
+    let authority = plt_authn::testing::TestAuthority::new();
+    let guard = plt_authn::ServiceGuard::new(
+        plt_authn::Verifier::new(
+            plt_authn::VerifierConfig::new("plt", "plt-api"),
+            authority.jwks(),
+        ),
+        SECTION,
+    );
+    let service = authority.service_ctx("authz", SECTION);
     let core: Arc<dyn AuditServiceClient> =
-        Arc::new(AuditCore::new(store, handle, cfg.service.clone()));
+        Arc::new(AuditCore::new(store, handle, cfg.service.clone(), guard));
 
     println!(
         "audit append benchmark: PostgreSQL schema {schema}, max_batch {}, limit {}s per mode",
@@ -173,10 +184,18 @@ async fn bench(url: String) -> Result<bool, String> {
     let result = async {
         // Warm-up: connections, prepared statements.
         const WARM_UP: usize = 500;
-        append(core.clone(), 8, WARM_UP, limit, 10_000_000).await?;
-        let mut single = append(core.clone(), 1, single_rows, limit, 0).await?;
+        append(core.clone(), &service, 8, WARM_UP, limit, 10_000_000).await?;
+        let mut single = append(core.clone(), &service, 1, single_rows, limit, 0).await?;
         let before_many = WARM_UP + single.rows;
-        let mut many = append(core.clone(), CALLERS, concurrent_rows, limit, single_rows).await?;
+        let mut many = append(
+            core.clone(),
+            &service,
+            CALLERS,
+            concurrent_rows,
+            limit,
+            single_rows,
+        )
+        .await?;
         single.commits = commits(&db, WARM_UP)
             .await
             .zip(commits(&db, before_many).await)

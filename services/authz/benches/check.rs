@@ -102,6 +102,8 @@ struct Served {
     host: SocketAddr,
     bare: SocketAddr,
     user: Uuid,
+    /// Carries a service token (checks are for platform services only).
+    service: RequestContext,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -179,7 +181,13 @@ async fn serve() -> anyhow::Result<Served> {
     });
     let mut admin_ctx = RequestContext::new();
     admin_ctx.authorization = Some(Secret::new(format!("Bearer {token}")));
-    let ctx = RequestContext::new();
+    let ctx = RequestContext::new().with_service_token(Secret::new(plt_authn::sign_service_token(
+        &signer,
+        "plt",
+        "gateway",
+        authz_service::SECTION,
+        Duration::from_secs(3600),
+    )));
     core.register_permissions(
         &ctx,
         "bench",
@@ -207,6 +215,7 @@ async fn serve() -> anyhow::Result<Served> {
         host,
         bare,
         user,
+        service: ctx.clone(),
         stop,
         tasks,
         _dir: dir,
@@ -220,7 +229,7 @@ struct InProcess {
 }
 
 async fn in_process(s: &Served) -> anyhow::Result<InProcess> {
-    let ctx = RequestContext::new();
+    let ctx = s.service.clone();
     let n = env_num("PLT_BENCH_INPROC_CHECKS", 2_000_000);
     for _ in 0..10_000 {
         s.core.has_permission(&ctx, s.user, PERM).await?;
@@ -261,7 +270,13 @@ struct OverGrpc {
 
 /// Closed loop, then open loop at `rate` for `seconds`, against `addr`, on a single-threaded
 /// client runtime fed by a pacing thread.
-fn over_grpc(addr: SocketAddr, user: Uuid, rate: u64, seconds: u64) -> anyhow::Result<OverGrpc> {
+fn over_grpc(
+    addr: SocketAddr,
+    user: Uuid,
+    service: &RequestContext,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<OverGrpc> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -270,7 +285,7 @@ fn over_grpc(addr: SocketAddr, user: Uuid, rate: u64, seconds: u64) -> anyhow::R
         let _in = rt.enter();
         AuthzGrpcClient::connect_lazy(&format!("http://{addr}"))?
     };
-    let ctx = RequestContext::new();
+    let ctx = service.clone();
     let seq = rt.block_on(async {
         for _ in 0..2_000 {
             client.has_permission(&ctx, user, PERM).await?;
@@ -325,18 +340,16 @@ fn over_grpc(addr: SocketAddr, user: Uuid, rate: u64, seconds: u64) -> anyhow::R
                         std::hint::spin_loop();
                     }
                 }
-                let (latencies, errors, done, client) = (
+                let (latencies, errors, done, client, call_ctx) = (
                     latencies.clone(),
                     errors.clone(),
                     done.clone(),
                     client.clone(),
+                    ctx.clone(),
                 );
                 handle.spawn(async move {
                     let t = Instant::now();
-                    match client
-                        .has_permission(&RequestContext::new(), user, PERM)
-                        .await
-                    {
+                    match client.has_permission(&call_ctx, user, PERM).await {
                         Ok(true) => latencies.lock().unwrap().push(t.elapsed()),
                         _ => {
                             errors.fetch_add(1, Ordering::Relaxed);
@@ -386,8 +399,8 @@ fn run() -> anyhow::Result<bool> {
     let inproc = server.block_on(in_process(&served))?;
     let rate = env_num("PLT_BENCH_RATE", 5_000).max(1);
     let seconds = env_num("PLT_BENCH_SECONDS", 3).max(1);
-    let host = over_grpc(served.host, served.user, rate, seconds)?;
-    let bare = over_grpc(served.bare, served.user, rate, seconds)?;
+    let host = over_grpc(served.host, served.user, &served.service, rate, seconds)?;
+    let bare = over_grpc(served.bare, served.user, &served.service, rate, seconds)?;
     let _ = served.stop.send(true);
     server.block_on(async {
         for t in served.tasks {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Outcome {
     Success,
     Failure,
@@ -39,6 +40,7 @@ impl Outcome {
 
 /// What a caller records. Sequence, time and hash are set by the audit service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewAuditEntry {
     /// Who acted: a user id or a service name. Required.
     pub actor: String,
@@ -49,6 +51,7 @@ pub struct NewAuditEntry {
     pub outcome: Outcome,
     /// A JSON object, size-limited by the service (`audit.max_metadata_bytes`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// The end user's IP address, or empty.
     #[serde(default)]
@@ -60,6 +63,7 @@ pub struct NewAuditEntry {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     /// Gap-free, starting at 1, in the order entries were committed.
     pub sequence: u64,
@@ -90,6 +94,7 @@ pub struct AuditQuery {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditPage {
     /// Newest first.
     pub entries: Vec<AuditEntry>,
@@ -100,6 +105,7 @@ pub struct AuditPage {
 
 /// The result of walking the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifyReport {
     pub ok: bool,
     /// Entries found intact before the first broken one (all of them when `ok`).

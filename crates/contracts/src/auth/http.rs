@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginBody {
     pub email: String,
     pub password: String,
@@ -38,12 +39,14 @@ pub struct LoginBody {
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefreshBody {
     pub refresh_token: String,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogoutBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
@@ -73,6 +76,8 @@ pub struct ServiceTokenBody {
 
 /// The wire form of a token pair (RFC 6749 §5.1 names).
 #[derive(Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = TokenPair))]
 pub struct TokenBody {
     pub access_token: String,
     pub refresh_token: String,

@@ -39,27 +39,32 @@ use uuid::Uuid;
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckBody {
     pub user_id: String,
     pub permission: String,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckAnswer {
     pub allowed: bool,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PermissionsAnswer {
     pub permissions: Vec<Permission>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserRolesAnswer {
     pub roles: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RolesAnswer {
     pub roles: Vec<Role>,
 }
@@ -81,6 +86,7 @@ pub struct RegisterBody {
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateRoleBody {
     pub name: String,
     #[serde(default)]
@@ -91,6 +97,7 @@ pub struct CreateRoleBody {
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetPermissionsBody {
     pub permissions: Vec<String>,
 }

@@ -29,6 +29,7 @@ pub const USER_ROLE: &str = "user";
 pub const MANAGE_PERMISSION: &str = "authz.roles.manage";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Permission {
     pub name: String,
     #[serde(default)]
@@ -36,6 +37,7 @@ pub struct Permission {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Role {
     pub name: String,
     #[serde(default)]

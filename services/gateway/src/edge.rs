@@ -1,0 +1,158 @@
+//! Authentication and authorisation at the edge.
+//!
+//! Access tokens are verified locally ([`plt_authn::Verifier`]: cached JWKS, bounded refetch
+//! on an unknown `kid`). A verified token is remembered by the SHA-256 of the token until it
+//! expires (at most `token_cache.max_ttl`), so the common case costs one hash. Failures are
+//! not cached.
+//!
+//! A route's permission is checked with authz (`authorize(user, permission)`); decisions are
+//! cached by (user id, permission) — never by token — for at most `authz.staleness_bound`.
+//! Authz unreachable means no decision: the request is refused (fail closed), and nothing is
+//! cached.
+
+use crate::SERVICE_NAME;
+use plt_authn::{Verifier, VerifyError};
+use plt_contracts::{Error, ErrorCode, RequestContext, authz::AuthzServiceClient};
+use sha2::{Digest, Sha256};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+use uuid::Uuid;
+
+/// Who a verified access token says the caller is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's `sub`: a user id.
+    pub user_id: String,
+    /// The token's `scope` (space-separated; may be empty).
+    pub scope: String,
+    /// How long this verification may be reused.
+    cache_for: Duration,
+}
+
+struct TokenExpiry;
+
+impl moka::Expiry<[u8; 32], Arc<Caller>> for TokenExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<Caller>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.cache_for)
+    }
+}
+
+fn cache_lookup(cache: &'static str, hit: bool) {
+    metrics::counter!(
+        "gateway_cache_lookups_total",
+        "service" => SERVICE_NAME,
+        "cache" => cache,
+        "result" => if hit { "hit" } else { "miss" }
+    )
+    .increment(1);
+}
+
+/// Verifies access tokens, remembering the verified ones.
+pub struct Authenticator {
+    verifier: Verifier,
+    cache: moka::future::Cache<[u8; 32], Arc<Caller>>,
+    max_ttl: Duration,
+}
+
+impl Authenticator {
+    pub fn new(verifier: Verifier, max_entries: u64, max_ttl: Duration) -> Self {
+        Self {
+            verifier,
+            cache: moka::future::Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(TokenExpiry)
+                .build(),
+            max_ttl,
+        }
+    }
+
+    /// The caller of a bearer `token`, or why it is refused.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Caller>, VerifyError> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(c) = self.cache.get(&key).await {
+            cache_lookup("token", true);
+            return Ok(c);
+        }
+        cache_lookup("token", false);
+        let claims = self.verifier.verify(token).await?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let left = Duration::from_secs(u64::try_from(claims.exp - now).unwrap_or(0));
+        let caller = Arc::new(Caller {
+            user_id: claims.sub,
+            scope: claims.scope,
+            cache_for: left.min(self.max_ttl),
+        });
+        if !caller.cache_for.is_zero() {
+            self.cache.insert(key, caller.clone()).await;
+        }
+        Ok(caller)
+    }
+}
+
+/// Permission checks through authz, with a short decision cache.
+pub struct Authorizer {
+    authz: Arc<dyn AuthzServiceClient>,
+    cache: Option<moka::future::Cache<(Uuid, String), bool>>,
+}
+
+impl Authorizer {
+    /// `staleness_bound` zero: no caching.
+    pub fn new(
+        authz: Arc<dyn AuthzServiceClient>,
+        staleness_bound: Duration,
+        max_entries: u64,
+    ) -> Self {
+        let cache = (!staleness_bound.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(max_entries)
+                .time_to_live(staleness_bound)
+                .build()
+        });
+        Self { authz, cache }
+    }
+
+    async fn ask(&self, ctx: &RequestContext, user: Uuid, permission: &str) -> Result<bool, Error> {
+        match self.authz.authorize(ctx, user, permission).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.code == ErrorCode::PermissionDenied => Ok(false),
+            // A permission nobody declared: nobody holds it. A configuration mistake, so
+            // say so in the log, and refuse.
+            Err(e) if matches!(e.code, ErrorCode::InvalidArgument | ErrorCode::NotFound) => {
+                tracing::warn!(permission, error = %e, "authz refused the route's permission; denying");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `user` holds `permission`. `Err` when authz gave no decision (unreachable,
+    /// timed out, failed): the caller must refuse the request.
+    pub async fn allowed(
+        &self,
+        ctx: &RequestContext,
+        user: Uuid,
+        permission: &str,
+    ) -> Result<bool, Error> {
+        let Some(cache) = &self.cache else {
+            cache_lookup("authz", false);
+            return self.ask(ctx, user, permission).await;
+        };
+        let entry = cache
+            .entry((user, permission.to_owned()))
+            .or_try_insert_with(self.ask(ctx, user, permission))
+            .await
+            .map_err(|e: Arc<Error>| (*e).clone())?;
+        cache_lookup("authz", !entry.is_fresh());
+        Ok(entry.into_value())
+    }
+}

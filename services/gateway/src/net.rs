@@ -1,0 +1,183 @@
+//! Client addresses: the TCP peer, or — when the peer is a trusted proxy — the right-most
+//! address in `X-Forwarded-For` that is not itself a trusted proxy.
+
+use std::net::IpAddr;
+
+/// An IP network (`10.0.0.0/8`, `::1/128`); a bare address is a /32 or /128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        let (net, len) = match s.split_once('/') {
+            Some((ip, len)) => (ip.parse::<IpAddr>().ok()?, len.parse::<u8>().ok()?),
+            None => {
+                let ip: IpAddr = s.parse().ok()?;
+                (ip, if ip.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        (len <= max).then_some(Self { net, len })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (ip, self.net) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.len))
+                };
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.len))
+                };
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, as a dual-stack socket reports IPv4
+/// peers) as the IPv4 address it is.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// The trusted-proxy list.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<Cidr>);
+
+impl TrustedProxies {
+    /// From validated configuration (invalid entries are skipped; config validation refuses
+    /// them first).
+    pub fn new(list: &[String]) -> Self {
+        Self(list.iter().filter_map(|s| Cidr::parse(s)).collect())
+    }
+
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|c| c.contains(ip))
+    }
+
+    /// The client's address. `forwarded_for` is every `X-Forwarded-For` header value in
+    /// order. A malformed entry stops the walk: what is left of it cannot be believed, so the
+    /// last trusted hop's view (the address before it) is used.
+    pub fn client_ip<'a>(
+        &self,
+        peer: IpAddr,
+        forwarded_for: impl DoubleEndedIterator<Item = &'a str>,
+    ) -> IpAddr {
+        let peer = canonical(peer);
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        for value in forwarded_for.rev() {
+            for part in value.rsplit(',') {
+                match parse_forwarded_ip(part) {
+                    Some(ip) if self.is_trusted(ip) => client = ip,
+                    Some(ip) => return ip,
+                    None => return client,
+                }
+            }
+        }
+        client
+    }
+}
+
+/// One `X-Forwarded-For` element: an address, possibly `[v6]` or `v4:port`.
+fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
+        return Some(canonical(sa.ip()));
+    }
+    s.strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| r.parse::<IpAddr>().ok())
+        .map(canonical)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cidrs() {
+        let c = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(c.contains(ip("10.1.2.3")));
+        assert!(!c.contains(ip("11.0.0.1")));
+        assert!(c.contains(ip("::ffff:10.0.0.1")));
+        assert!(Cidr::parse("::1").unwrap().contains(ip("::1")));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("1.2.3.4")));
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
+        assert!(Cidr::parse("nope").is_none());
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let t = TrustedProxies::new(&["10.0.0.0/8".into(), "127.0.0.1".into()]);
+        // Untrusted peer: its header is ignored.
+        assert_eq!(
+            t.client_ip(ip("203.0.113.9"), ["1.1.1.1"].into_iter()),
+            ip("203.0.113.9")
+        );
+        // Trusted peer: right-most untrusted entry; spoofed left entries are ignored.
+        assert_eq!(
+            t.client_ip(
+                ip("127.0.0.1"),
+                ["6.6.6.6, 198.51.100.7, 10.0.0.2"].into_iter()
+            ),
+            ip("198.51.100.7")
+        );
+        // Several header lines are one list.
+        assert_eq!(
+            t.client_ip(ip("127.0.0.1"), ["6.6.6.6", "198.51.100.8"].into_iter()),
+            ip("198.51.100.8")
+        );
+        // Only trusted hops: the left-most of them.
+        assert_eq!(
+            t.client_ip(ip("127.0.0.1"), ["10.0.0.5, 10.0.0.2"].into_iter()),
+            ip("10.0.0.5")
+        );
+        // Garbage stops the walk at the last trusted hop.
+        assert_eq!(
+            t.client_ip(ip("127.0.0.1"), ["1.2.3.4, garbage, 10.0.0.2"].into_iter()),
+            ip("10.0.0.2")
+        );
+        // No header: the peer.
+        assert_eq!(
+            t.client_ip(ip("127.0.0.1"), std::iter::empty()),
+            ip("127.0.0.1")
+        );
+        assert_eq!(
+            t.client_ip(
+                ip("127.0.0.1"),
+                ["[2001:db8::1]", "192.0.2.1:5555"].into_iter()
+            ),
+            ip("192.0.2.1")
+        );
+    }
+}

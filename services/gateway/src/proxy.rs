@@ -1,0 +1,551 @@
+//! The request path through the gateway:
+//!
+//! ```text
+//! path check ─► route (longest prefix; 404) ─► client address ─► rate limit per client (429)
+//!   ─► access token (401 on a private route) ─► rate limit per user (429)
+//!   ─► permission via authz (403; 503 when authz cannot answer) ─► body limit (413)
+//!   ─► upstream through the pool (retries, breakers; 503, 504) ─► response + RateLimit-*
+//! ```
+//!
+//! Every refusal is RFC 9457 problem+json from `plt_contracts`, with generic details: nothing
+//! about instances, addresses or upstream errors reaches the client.
+
+use crate::{
+    Gateway, SERVICE_NAME,
+    edge::Caller,
+    ratelimit::{Decision, Scope},
+    routes::Route,
+    upstream::{BodyState, LimitedBody, Outgoing, UpstreamBody, strip_hop_by_hop},
+};
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, Request, State},
+    response::{IntoResponse, Response},
+};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts};
+use http_body::Body as _;
+use plt_contracts::{Error, ErrorCode, RequestContext, http_api::problem_response};
+use plt_kernel::REQUEST_ID_HEADER;
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
+    time::Instant,
+};
+use uuid::Uuid;
+
+/// Headers a client may not send upstream: identities are the gateway's to assert, and
+/// `x-plt-*` are the platform's own (service credentials, deadlines).
+fn is_reserved(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with("x-user-") || n.starts_with("x-plt-") || n == "grpc-timeout"
+}
+
+/// A path the gateway refuses to route: dot segments (also percent-encoded), which some
+/// upstreams would resolve after the gateway matched the unresolved path, and backslashes.
+fn suspicious_path(path: &str) -> bool {
+    if path.contains('\\') || path.to_ascii_lowercase().contains("%5c") {
+        return true;
+    }
+    path.split('/').any(|seg| {
+        let s = seg.to_ascii_lowercase().replace("%2e", ".");
+        s == "." || s == ".."
+    })
+}
+
+fn secs_ceil(d: std::time::Duration) -> u64 {
+    d.as_micros().div_ceil(1_000_000) as u64
+}
+
+fn set_rate_headers(h: &mut HeaderMap, d: &Decision) {
+    h.insert("ratelimit-limit", HeaderValue::from(d.limit));
+    h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+    h.insert("ratelimit-reset", HeaderValue::from(secs_ceil(d.reset)));
+}
+
+/// The more restrictive of two decisions (for the headers).
+fn tighter(a: Option<Decision>, b: Decision) -> Decision {
+    match a {
+        Some(a) if a.remaining < b.remaining => a,
+        _ => b,
+    }
+}
+
+/// What the handler produced, for metrics.
+struct Outcome {
+    route: String,
+    response: Response,
+}
+
+fn problem(err: Error, rid: &Option<String>) -> Response {
+    problem_response(&err, rid.clone())
+}
+
+/// 405 with `Allow`, as problem+json. The platform has no error code of its own for it:
+/// like the services' HTTP clients read a bare 405, it is `invalid_argument`.
+fn method_not_allowed(
+    method: &http::Method,
+    allowed: &[http::Method],
+    rid: &Option<String>,
+) -> Response {
+    let info = ErrorCode::InvalidArgument.info();
+    let body = plt_contracts::error::Problem {
+        type_uri: format!("urn:plt:problem:{}", info.slug),
+        title: "Method not allowed".into(),
+        status: 405,
+        detail: format!("{method} is not allowed here"),
+        code: info.slug.into(),
+        errors: vec![],
+        request_id: rid.clone(),
+    };
+    let allow = allowed
+        .iter()
+        .map(http::Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut r = (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(
+            header::CONTENT_TYPE,
+            plt_contracts::error::PROBLEM_CONTENT_TYPE,
+        )],
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&allow) {
+        r.headers_mut().insert(header::ALLOW, v);
+    }
+    r
+}
+
+fn unauthenticated(rid: &Option<String>, invalid: bool) -> Response {
+    let (msg, challenge) = if invalid {
+        (
+            "invalid or expired access token",
+            r#"Bearer realm="plt", error="invalid_token""#,
+        )
+    } else {
+        ("an access token is required", r#"Bearer realm="plt""#)
+    };
+    let mut r = problem(Error::unauthenticated(msg), rid);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    r
+}
+
+fn auth_failure(reason: &'static str) {
+    metrics::counter!("gateway_auth_failures_total", "service" => SERVICE_NAME, "reason" => reason)
+        .increment(1);
+}
+
+/// The bearer token of an `Authorization` header, if it is one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The axum handler for everything the gateway forwards.
+pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let rid = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let Outcome { route, response } = gw.serve(req, rid).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("gateway_requests_total", "service" => SERVICE_NAME, "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("gateway_request_duration_seconds", "service" => SERVICE_NAME, "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+impl Gateway {
+    async fn serve(&self, req: Request, rid: Option<String>) -> Outcome {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_owned();
+        if suspicious_path(&path) {
+            return Outcome {
+                route: "invalid".into(),
+                response: problem(
+                    Error::invalid("path", "must not contain dot segments or backslashes"),
+                    &rid,
+                ),
+            };
+        }
+        let table = self.routes.current();
+        let Some(route) = table.find(&parts.method, &path).filter(|r| !r.blocked) else {
+            let allowed = table.allowed_methods(&path);
+            if !allowed.is_empty() {
+                return Outcome {
+                    route: "unmatched".into(),
+                    response: method_not_allowed(&parts.method, &allowed, &rid),
+                };
+            }
+            return Outcome {
+                route: "unmatched".into(),
+                response: problem(Error::new(ErrorCode::NotFound, "no such route"), &rid),
+            };
+        };
+        let label = route.label().to_owned();
+        let mut rate: Option<Decision> = None;
+        let response = match self.admit(&route, &parts, &path, &rid, &mut rate).await {
+            Ok(caller) => {
+                self.forward(&route, parts, body, caller.as_deref(), &rid)
+                    .await
+            }
+            Err(refusal) => refusal,
+        };
+        let mut response = response;
+        if let Some(d) = &rate {
+            set_rate_headers(response.headers_mut(), d);
+        }
+        Outcome {
+            route: label,
+            response,
+        }
+    }
+
+    /// Rate limits, authentication and authorisation: the caller (if any) when the request
+    /// may go on, else the refusal.
+    async fn admit(
+        &self,
+        route: &Route,
+        parts: &Parts,
+        path: &str,
+        rid: &Option<String>,
+        rate: &mut Option<Decision>,
+    ) -> Result<Option<Arc<Caller>>, Response> {
+        let client_ip = self.client_ip(parts);
+        if self.limiter.enabled() {
+            let (bucket, limit) = match &route.client_limit {
+                Some(l) => (route.prefix.as_str(), *l),
+                None => ("default", self.limiter.client),
+            };
+            let d = self
+                .limiter
+                .check(Scope::Client, bucket, &client_ip.to_string(), &limit)
+                .await;
+            *rate = Some(d);
+            if !d.allowed {
+                return Err(self.too_many(route, Scope::Client, &d, rid));
+            }
+        }
+        let caller = match bearer(&parts.headers) {
+            None => None,
+            Some(token) => match self.auth.authenticate(token).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::debug!(reason = %e, "access token refused");
+                    if route.public {
+                        // Not used: the request goes on anonymously (see RouteConfig::public).
+                        auth_failure("invalid_token_ignored");
+                        None
+                    } else {
+                        auth_failure("invalid_token");
+                        return Err(unauthenticated(rid, true));
+                    }
+                }
+            },
+        };
+        if !route.public && caller.is_none() {
+            auth_failure("missing_token");
+            return Err(unauthenticated(rid, false));
+        }
+        if let Some(c) = &caller
+            && self.limiter.enabled()
+        {
+            let (bucket, limit) = match &route.user_limit {
+                Some(l) => (route.prefix.as_str(), *l),
+                None => ("default", self.limiter.user),
+            };
+            let d = self
+                .limiter
+                .check(Scope::User, bucket, &c.user_id, &limit)
+                .await;
+            *rate = Some(tighter(*rate, d));
+            if !d.allowed {
+                *rate = Some(d);
+                return Err(self.too_many(route, Scope::User, &d, rid));
+            }
+        }
+        if let Some(c) = &caller
+            && let Some(permission) = route.required_permission(path, &c.user_id)
+        {
+            let Ok(user) = Uuid::parse_str(&c.user_id) else {
+                auth_failure("forbidden");
+                return Err(problem(
+                    Error::new(ErrorCode::PermissionDenied, "permission denied"),
+                    rid,
+                ));
+            };
+            let mut ctx = RequestContext::new().with_timeout(route.timeout);
+            ctx.request_id = rid.clone();
+            match self.authz.allowed(&ctx, user, permission).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    auth_failure("forbidden");
+                    return Err(problem(
+                        Error::new(ErrorCode::PermissionDenied, "permission denied"),
+                        rid,
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, permission, "authz gave no decision; refusing");
+                    auth_failure("authz_unavailable");
+                    return Err(problem(
+                        Error::unavailable("authorization is unavailable; try again later"),
+                        rid,
+                    ));
+                }
+            }
+        }
+        Ok(caller)
+    }
+
+    fn too_many(
+        &self,
+        route: &Route,
+        scope: Scope,
+        d: &Decision,
+        rid: &Option<String>,
+    ) -> Response {
+        metrics::counter!("gateway_ratelimit_rejected_total", "service" => SERVICE_NAME, "scope" => scope.as_str(), "route" => route.label().to_owned())
+            .increment(1);
+        let mut r = problem(
+            Error::new(
+                ErrorCode::ResourceExhausted,
+                "rate limit exceeded; retry later",
+            ),
+            rid,
+        );
+        let retry = secs_ceil(d.retry_after).max(1);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+        r
+    }
+
+    fn client_ip(&self, parts: &Parts) -> IpAddr {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let xff: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        self.trusted.client_ip(peer, xff.into_iter())
+    }
+
+    /// The headers sent upstream.
+    fn upstream_headers(&self, parts: &Parts, caller: Option<&Caller>) -> HeaderMap {
+        let mut h = parts.headers.clone();
+        strip_hop_by_hop(&mut h);
+        let reserved: Vec<HeaderName> = h.keys().filter(|n| is_reserved(n)).cloned().collect();
+        for n in reserved {
+            h.remove(n);
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| crate::net::canonical(c.0.ip()));
+        let trusted_peer = peer.is_some_and(|p| self.trusted.is_trusted(p));
+        // X-Forwarded-For: what came, plus the peer.
+        if let Some(p) = peer {
+            let mut chain: Vec<String> = h
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .collect();
+            chain.push(p.to_string());
+            if let Ok(v) = HeaderValue::from_str(&chain.join(", ")) {
+                h.insert("x-forwarded-for", v);
+            }
+        }
+        if !(trusted_peer && h.contains_key("x-forwarded-proto")) {
+            h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        }
+        if !(trusted_peer && h.contains_key("x-forwarded-host")) {
+            let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+                parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
+            match host {
+                Some(v) => {
+                    h.insert("x-forwarded-host", v);
+                }
+                None => {
+                    h.remove("x-forwarded-host");
+                }
+            }
+        }
+        h.remove(header::HOST);
+        // The gateway answered `Expect: 100-continue` itself (by reading the body).
+        h.remove(header::EXPECT);
+        if let Some(c) = caller {
+            if let Ok(v) = HeaderValue::from_str(&c.user_id) {
+                h.insert("x-user-id", v);
+            }
+            if !c.scope.is_empty()
+                && let Ok(v) = HeaderValue::from_str(&c.scope)
+            {
+                h.insert("x-user-scope", v);
+            }
+        }
+        h
+    }
+
+    async fn forward(
+        &self,
+        route: &Route,
+        parts: Parts,
+        body: Body,
+        caller: Option<&Caller>,
+        rid: &Option<String>,
+    ) -> Response {
+        let too_large = || {
+            problem(
+                Error::new(ErrorCode::PayloadTooLarge, "request body is too large"),
+                rid,
+            )
+        };
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.body_limit as u64) {
+            return too_large();
+        }
+        let mut ctx = RequestContext::new().with_timeout(route.timeout);
+        ctx.request_id = rid.clone();
+        let exact = body.size_hint().exact();
+        let body_state = BodyState::default();
+        let upstream_body =
+            match exact {
+                Some(n) if n <= self.retry_buffer as u64 && n <= self.body_limit as u64 => {
+                    let left = ctx.remaining().unwrap_or(route.timeout);
+                    match tokio::time::timeout(left, axum::body::to_bytes(body, self.retry_buffer))
+                        .await
+                    {
+                        Ok(Ok(b)) => UpstreamBody::Buffered(b),
+                        Ok(Err(_)) => {
+                            return problem(Error::invalid("body", "could not be read"), rid);
+                        }
+                        Err(_) => {
+                            return problem(
+                                Error::new(
+                                    ErrorCode::DeadlineExceeded,
+                                    "request body not received in time",
+                                ),
+                                rid,
+                            );
+                        }
+                    }
+                }
+                _ => UpstreamBody::Streamed(std::sync::Mutex::new(Some(Body::new(
+                    LimitedBody::new(body, self.body_limit, body_state.clone()),
+                )))),
+            };
+        let rest = route.upstream_path(parts.uri.path());
+        let path_and_query = match parts.uri.query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest,
+        };
+        let out = Outgoing {
+            method: parts.method.clone(),
+            path_and_query,
+            headers: self.upstream_headers(&parts, caller),
+            body: upstream_body,
+            body_state,
+        };
+        match self.upstreams.forward(&route.service, &ctx, out).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                let (code, msg) = match e.code {
+                    ErrorCode::DeadlineExceeded => (
+                        ErrorCode::DeadlineExceeded,
+                        "the service did not answer in time",
+                    ),
+                    ErrorCode::PayloadTooLarge => return too_large(),
+                    ErrorCode::InvalidArgument => {
+                        return problem(Error::invalid("body", "could not be read"), rid);
+                    }
+                    ErrorCode::Unavailable => (
+                        ErrorCode::Unavailable,
+                        "the service is unavailable; try again later",
+                    ),
+                    _ => {
+                        tracing::error!(error = %e, service = %route.service, "forwarding failed");
+                        (ErrorCode::Internal, "internal error")
+                    }
+                };
+                problem(Error::new(code, msg), rid)
+            }
+        }
+    }
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi(State(gw): State<Arc<Gateway>>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        gw.openapi.clone(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_refused() {
+        for p in [
+            "/api/v1/users/../authz",
+            "/api/./x",
+            "/api/%2e%2E/x",
+            "/api/%2e",
+            "/a\\b",
+            "/a%5Cb",
+        ] {
+            assert!(suspicious_path(p), "{p}");
+        }
+        for p in [
+            "/api/v1/users",
+            "/api/v1/a.b",
+            "/api/...",
+            "/.well-known/jwks.json",
+        ] {
+            assert!(!suspicious_path(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn reserved_headers() {
+        for n in [
+            "x-user-id",
+            "x-user-roles",
+            "x-plt-service-token",
+            "x-plt-timeout-ms",
+            "grpc-timeout",
+        ] {
+            assert!(is_reserved(&HeaderName::from_static(n)), "{n}");
+        }
+        assert!(!is_reserved(&HeaderName::from_static("x-request-id")));
+    }
+}

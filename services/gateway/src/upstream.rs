@@ -1,0 +1,346 @@
+//! Forwarding to upstream instances: one [`plt_client::Pool`] per service (registry watch,
+//! power of two choices, breakers, retry budget — the same policy as the service clients)
+//! over one shared pooled hyper client. Bodies are streamed both ways; a small request body
+//! of known length is kept so that the request can be retried on another instance.
+
+use crate::config::UpstreamConfig;
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use plt_client::{Policy, Pool};
+use plt_contracts::{Error, ErrorCode, RequestContext, context::TIMEOUT_HEADER};
+use plt_registry::{Instance, ServiceRegistry};
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU8, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+/// One instance of an upstream service: where to send requests.
+#[derive(Clone)]
+pub struct Upstream {
+    authority: http::uri::Authority,
+}
+
+type HttpClient = Client<HttpConnector, Body>;
+
+/// The pools of every service the gateway forwards to.
+pub struct Upstreams {
+    client: HttpClient,
+    pools: HashMap<String, Arc<Pool<Upstream>>>,
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and the
+/// proxy-only ones; never forwarded in either direction.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(*n);
+    }
+}
+
+/// The request body as it will be sent: kept in memory (replayable, so retryable) or
+/// streamed once.
+pub enum UpstreamBody {
+    Buffered(Bytes),
+    Streamed(Mutex<Option<Body>>),
+}
+
+impl UpstreamBody {
+    fn replayable(&self) -> bool {
+        matches!(self, UpstreamBody::Buffered(_))
+    }
+
+    fn take(&self) -> Option<Body> {
+        match self {
+            UpstreamBody::Buffered(b) => Some(Body::from(b.clone())),
+            UpstreamBody::Streamed(m) => m.lock().unwrap_or_else(|p| p.into_inner()).take(),
+        }
+    }
+}
+
+const BODY_TOO_LARGE: u8 = 1;
+const BODY_READ_FAILED: u8 = 2;
+
+/// What happened to a streamed request body, readable after the upstream call failed.
+#[derive(Clone, Default)]
+pub struct BodyState(Arc<AtomicU8>);
+
+impl BodyState {
+    fn get(&self) -> u8 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A streamed request body that stops with an error beyond `remaining` bytes, recording
+/// why it stopped in its [`BodyState`].
+pub struct LimitedBody {
+    inner: Body,
+    remaining: u64,
+    state: BodyState,
+}
+
+impl LimitedBody {
+    pub fn new(inner: Body, limit: usize, state: BodyState) -> Self {
+        Self {
+            inner,
+            remaining: limit as u64,
+            state,
+        }
+    }
+}
+
+impl HttpBody for LimitedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > self.remaining {
+                        self.state.0.store(BODY_TOO_LARGE, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(axum::Error::new("request body too large"))));
+                    }
+                    self.remaining -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.state.0.store(BODY_READ_FAILED, Ordering::Relaxed);
+                Poll::Ready(Some(Err(e)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The method name for client metrics (a static string, as the pool wants).
+fn method_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// Whether requests with this method may be repeated (RFC 9110 §9.2.2).
+pub fn idempotent(m: &Method) -> bool {
+    crate::config::IDEMPOTENT_METHODS.contains(&m.as_str())
+}
+
+/// One request to forward.
+pub struct Outgoing {
+    pub method: Method,
+    /// Path and query for the upstream.
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: UpstreamBody,
+    pub body_state: BodyState,
+}
+
+impl Upstreams {
+    /// Pools for `services`, following the registry.
+    pub async fn new(
+        registry: &Arc<dyn ServiceRegistry>,
+        services: impl IntoIterator<Item = String>,
+        cfg: &UpstreamConfig,
+        max_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(cfg.connect_timeout));
+        connector.set_nodelay(true);
+        let client: HttpClient = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout)
+            .build(connector);
+        let policy = Policy {
+            timeout: max_timeout,
+            max_attempts: cfg.max_attempts,
+            retry_budget_ratio: cfg.retry_budget_ratio,
+            breaker_failures: cfg.breaker_failures,
+            breaker_open_for: cfg.breaker_open_for,
+            ..Policy::default()
+        };
+        let mut pools = HashMap::new();
+        for service in services {
+            if pools.contains_key(&service) {
+                continue;
+            }
+            let watch = registry
+                .watch(&service)
+                .await
+                .map_err(|e| anyhow::anyhow!("discovering {service}: {e}"))?;
+            let make = |i: &Instance| -> Option<Upstream> {
+                match i.address.parse::<http::uri::Authority>() {
+                    Ok(authority) => Some(Upstream { authority }),
+                    Err(_) => {
+                        tracing::warn!(instance = %i.id, address = %i.address, "ignoring an instance with an unusable address");
+                        None
+                    }
+                }
+            };
+            let pool = Pool::new(&service, watch, make, policy.clone());
+            pools.insert(service, pool);
+        }
+        Ok(Self { client, pools })
+    }
+
+    /// The instance ids now in `service`'s pool.
+    pub fn instances(&self, service: &str) -> Vec<String> {
+        self.pools
+            .get(service)
+            .map(|p| p.instances())
+            .unwrap_or_default()
+    }
+
+    /// Sends `req` to one instance of `service` within `ctx`'s deadline. Retried on another
+    /// instance only when the method is idempotent and the body replayable, and then only
+    /// before any response arrived; a refused connection (never sent) is retried for any
+    /// method with a replayable body.
+    pub async fn forward(
+        &self,
+        service: &str,
+        ctx: &RequestContext,
+        req: Outgoing,
+    ) -> Result<Response<Body>, Error> {
+        let Some(pool) = self.pools.get(service) else {
+            return Err(Error::unavailable(format!("no pool for {service}")));
+        };
+        let replayable = req.body.replayable();
+        let retry = idempotent(&req.method) && replayable;
+        let req = Arc::new(req);
+        let client = self.client.clone();
+        let svc: Arc<str> = Arc::from(service);
+        let resp = pool
+            .call(method_name(&req.method), retry, ctx, |up: Upstream, cx| {
+                let req = req.clone();
+                let client = client.clone();
+                let svc = svc.clone();
+                async move { send_once(&client, &svc, &up, &cx, &req, replayable).await }
+            })
+            .await?;
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+async fn send_once(
+    client: &HttpClient,
+    service: &str,
+    up: &Upstream,
+    cx: &RequestContext,
+    req: &Outgoing,
+    replayable: bool,
+) -> Result<Response<hyper::body::Incoming>, Error> {
+    let Some(body) = req.body.take() else {
+        // A streamed body goes out once; a second attempt has nothing to send.
+        return Err(Error::new(ErrorCode::Internal, "request body already sent"));
+    };
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(up.authority.clone())
+        .path_and_query(req.path_and_query.as_str())
+        .build()
+        .map_err(|e| Error::invalid("path", e.to_string()))?;
+    let mut out = Request::builder()
+        .method(req.method.clone())
+        .uri(uri)
+        .version(http::Version::HTTP_11)
+        .body(body)
+        .map_err(|e| Error::internal("building the upstream request", &e))?;
+    *out.headers_mut() = req.headers.clone();
+    if let Some(left) = cx.remaining()
+        && let Ok(v) = HeaderValue::from_str(&left.as_millis().to_string())
+    {
+        out.headers_mut().insert(TIMEOUT_HEADER, v);
+    }
+    let started = Instant::now();
+    let result = client.request(out).await;
+    metrics::histogram!(
+        "gateway_upstream_duration_seconds",
+        "service" => crate::SERVICE_NAME,
+        "target" => service.to_owned()
+    )
+    .record(started.elapsed().as_secs_f64());
+    result.map_err(|e| {
+        match req.body_state.get() {
+            BODY_TOO_LARGE => {
+                return Error::new(ErrorCode::PayloadTooLarge, "request body is too large");
+            }
+            BODY_READ_FAILED => return Error::invalid("body", "could not be read"),
+            _ => {}
+        }
+        let detail = error_chain(&e);
+        if e.is_connect() {
+            tracing::debug!(target_service = service, instance = %up.authority, error = %detail, "upstream connection failed");
+            if replayable {
+                return Error::not_sent(format!("{service}: {detail}"));
+            }
+        } else {
+            tracing::warn!(target_service = service, instance = %up.authority, error = %detail, "upstream request failed");
+        }
+        Error::unavailable(format!("{service} unreachable"))
+    })
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
