@@ -7,7 +7,7 @@ mod common;
 
 use common::{CountingAuthz, Echo, Keys, Setup, assert_problem, http, register, start, token_with};
 use plt_authn::Signer;
-use plt_contracts::testsuite::fakes::FakeAuthz;
+use plt_contracts::testsuite::fakes::{FakeAuth, FakeAuthz};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -338,11 +338,13 @@ async fn the_configured_authz_client_goes_through_the_registry() {
     core.grant(user, "reports.items.read");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let authz_addr = listener.local_addr().unwrap();
-    let api = plt_contracts::authz::http::routes(Arc::new(core));
+    let api = plt_contracts::authz::http::routes(Arc::new(core.clone()));
     tokio::spawn(async move {
         let _ = axum::serve(listener, api).await;
     });
-    let setup = Setup::new(&keys, &[], routes()).var("PLT_CLIENTS__AUTHZ__PROTOCOL", "http");
+    let setup = Setup::new(&keys, &[], routes())
+        .var("PLT_CLIENTS__AUTHZ__PROTOCOL", "http")
+        .var("PLT_CLIENTS__AUTH__PROTOCOL", "http");
     let registry = setup.registry.clone();
     let _r = register(&registry, "up", up.addr, "").await;
     // Built without an injected client: `api_gateway::authz_client` from configuration.
@@ -365,7 +367,7 @@ async fn the_configured_authz_client_goes_through_the_registry() {
         let _ = rx.await;
     }));
     let url = format!("http://{addr}/reports/1");
-    // No authz instance yet: fail closed.
+    // No authz instance (nor auth to issue the gateway's service token) yet: fail closed.
     let resp = http()
         .get(&url)
         .bearer_auth(keys.token(&user.to_string()))
@@ -373,6 +375,15 @@ async fn the_configured_authz_client_goes_through_the_registry() {
         .await
         .unwrap();
     assert_problem(resp, 503, "unavailable").await;
+    // Auth issues the gateway's service token (for its development secret).
+    let auth = FakeAuth::default();
+    let auth_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let auth_addr = auth_listener.local_addr().unwrap();
+    let auth_api = plt_contracts::auth::http::routes(Arc::new(auth.clone()));
+    tokio::spawn(async move {
+        let _ = axum::serve(auth_listener, auth_api).await;
+    });
+    let _auth = register(&registry, "auth", auth_addr, "").await;
     let _a = register(&registry, "authz", authz_addr, "").await;
     let mut status = 0;
     for _ in 0..100 {
@@ -398,6 +409,19 @@ async fn the_configured_authz_client_goes_through_the_registry() {
         .await
         .unwrap();
     assert_problem(resp, 403, "permission_denied").await;
+    // Every check carried the gateway's service token for authz, issued once.
+    assert_eq!(
+        auth.issued(),
+        vec![("gateway".to_owned(), "authz".to_owned())]
+    );
+    let tokens = core.service_tokens();
+    assert!(!tokens.is_empty());
+    assert!(
+        tokens
+            .iter()
+            .all(|t| t.as_deref() == Some("svc:gateway:authz")),
+        "{tokens:?}"
+    );
     let _ = tx.send(());
     task.await.unwrap().unwrap();
 }

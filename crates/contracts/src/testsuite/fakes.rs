@@ -142,9 +142,19 @@ pub struct FakeAuthz {
     grants: Arc<Mutex<std::collections::HashSet<(Uuid, String)>>>,
     /// When set, every check answers Unavailable (authz down).
     pub down: Arc<std::sync::atomic::AtomicBool>,
+    /// The service token each `authorize` call carried (like authz, checks need one).
+    service_tokens: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 impl FakeAuthz {
+    /// The service token of every `authorize` call so far, in order.
+    pub fn service_tokens(&self) -> Vec<Option<String>> {
+        self.service_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn grant(&self, user: Uuid, permission: &str) {
         self.grants
             .lock()
@@ -166,12 +176,11 @@ impl FakeAuthz {
 
 #[async_trait]
 impl crate::authz::AuthzServiceClient for FakeAuthz {
-    async fn authorize(
-        &self,
-        _ctx: &RequestContext,
-        user_id: Uuid,
-        permission: &str,
-    ) -> Result<()> {
+    async fn authorize(&self, ctx: &RequestContext, user_id: Uuid, permission: &str) -> Result<()> {
+        self.service_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ctx.service_token.as_ref().map(|t| t.expose().clone()));
         if self.check(user_id, permission)? {
             Ok(())
         } else {
@@ -243,5 +252,91 @@ impl crate::authz::AuthzServiceClient for FakeAuthz {
 
     async fn revoke_role(&self, _ctx: &RequestContext, _user_id: Uuid, _role: &str) -> Result<()> {
         Err(unsupported())
+    }
+}
+
+/// An auth service that only issues service tokens: to every service whose secret is its
+/// development secret (`dev-<service>-service-secret`), as the opaque token
+/// `svc:<service>:<audience>`. Records what it issued.
+#[derive(Clone, Default)]
+pub struct FakeAuth {
+    issued: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl FakeAuth {
+    /// `(service, audience)` of every token issued, in order.
+    pub fn issued(&self) -> Vec<(String, String)> {
+        self.issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+fn fake_unimplemented<T>() -> Result<T> {
+    Err(Error::new(
+        crate::ErrorCode::Unimplemented,
+        "FakeAuth issues service tokens only",
+    ))
+}
+
+#[async_trait]
+impl crate::auth::AuthServiceClient for FakeAuth {
+    async fn login(
+        &self,
+        _ctx: &RequestContext,
+        _email: &str,
+        _password: Secret<String>,
+    ) -> Result<crate::auth::TokenResponse> {
+        fake_unimplemented()
+    }
+
+    async fn refresh_token(
+        &self,
+        _ctx: &RequestContext,
+        _refresh_token: Secret<String>,
+    ) -> Result<crate::auth::TokenResponse> {
+        fake_unimplemented()
+    }
+
+    async fn validate_token(
+        &self,
+        _ctx: &RequestContext,
+        _token: &str,
+    ) -> Result<crate::auth::TokenClaims> {
+        fake_unimplemented()
+    }
+
+    async fn logout(
+        &self,
+        _ctx: &RequestContext,
+        _refresh_token: Option<Secret<String>>,
+        _access_token: Option<Secret<String>>,
+    ) -> Result<()> {
+        fake_unimplemented()
+    }
+
+    async fn get_jwks(&self, _ctx: &RequestContext) -> Result<crate::auth::Jwks> {
+        fake_unimplemented()
+    }
+
+    async fn issue_service_token(
+        &self,
+        _ctx: &RequestContext,
+        service: &str,
+        secret: Secret<String>,
+        audience: &str,
+    ) -> Result<crate::service_identity::ServiceToken> {
+        if secret.expose() != &format!("dev-{service}-service-secret") {
+            return Err(Error::unauthenticated("invalid service credentials"));
+        }
+        self.issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((service.to_owned(), audience.to_owned()));
+        Ok(crate::service_identity::ServiceToken {
+            token: Secret::new(format!("svc:{service}:{audience}")),
+            expires_in: 300,
+        })
     }
 }
