@@ -16,7 +16,7 @@
 //! machine's cores. `PLT_*` variables in the environment are applied on top of the
 //! benchmark's own (e.g. `PLT_LOG__LEVEL=info` to see what request logging costs).
 
-use crate::load::{self, Sample, Target};
+use crate::load::{self, Target};
 use anyhow::Context as _;
 use api_gateway::{App, Overrides, SECTION, config::GatewayConfig};
 use axum::{Router, response::IntoResponse, routing::get, serve::ListenerExt};
@@ -62,6 +62,25 @@ pub struct Args {
     /// Open-loop rate in requests/s instead of half of (c)'s measured maximum.
     #[arg(long)]
     rate: Option<f64>,
+    /// Rounds of all phases (targets interleaved); the report shows medians.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Only the closed loop of this target, each round printed (for profiling, e.g. with
+    /// `perf record -p`).
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+    /// Also measure (p): a bare reverse proxy (axum + hyper-util's pooled client, as the
+    /// gateway builds it, and nothing else): what one more HTTP hop costs on this machine.
+    #[arg(long)]
+    reference_proxy: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    A,
+    B,
+    C,
+    P,
 }
 
 /// The running servers.
@@ -195,9 +214,44 @@ async fn start_servers() -> anyhow::Result<Servers> {
     })
 }
 
+/// (p): forwards every request to the upstream's `/v1/ping` through hyper-util's pooled
+/// client, built like the gateway's (`upstream.rs`), with no other work.
+async fn start_reference_proxy(upstream: SocketAddr) -> anyhow::Result<SocketAddr> {
+    use hyper_util::{
+        client::legacy::{Client, connect::HttpConnector},
+        rt::TokioExecutor,
+    };
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, axum::body::Body> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let uri = http::Uri::try_from(format!("http://{upstream}/v1/ping"))?;
+    let router = Router::new().fallback(move |req: axum::extract::Request| {
+        let client = client.clone();
+        let uri = uri.clone();
+        async move {
+            let (mut parts, body) = req.into_parts();
+            parts.uri = uri;
+            match client.request(http::Request::from_parts(parts, body)).await {
+                Ok(resp) => resp.map(axum::body::Body::new).into_response(),
+                Err(_) => http::StatusCode::BAD_GATEWAY.into_response(),
+            }
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(addr)
+}
+
 /// Checks that each target answers as it should before loading it: (c) refuses a missing
 /// token (401) and a user without the permission (403), and reports its rate limit.
-async fn sanity(servers: &Servers, targets: &[Target; 3]) -> anyhow::Result<()> {
+async fn sanity(servers: &Servers, targets: &[Target]) -> anyhow::Result<()> {
     for t in targets {
         let (status, _, body) = load::probe(t).await?;
         anyhow::ensure!(
@@ -256,6 +310,47 @@ fn cpu_by_group() -> BTreeMap<String, Duration> {
     out
 }
 
+/// The machine's busy and stolen CPU time so far (`/proc/stat`, 10 ms ticks), and this
+/// process's own.
+#[derive(Clone, Copy)]
+struct MachineCpu {
+    busy: Duration,
+    steal: Duration,
+    own: Duration,
+    at: std::time::Instant,
+}
+
+impl MachineCpu {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let f: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let tick = |i: usize| Duration::from_millis(f.get(i).copied().unwrap_or(0) * 10);
+        // user nice system idle iowait irq softirq steal
+        Self {
+            busy: tick(0) + tick(1) + tick(2) + tick(5) + tick(6),
+            steal: tick(7),
+            own: cpu_by_group().values().sum(),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// CPU used since `before` by other processes (and stolen by the hypervisor), in cores.
+    fn others_since(&self, before: &Self) -> f64 {
+        let secs = self.at.duration_since(before.at).as_secs_f64().max(1e-3);
+        let busy = self.busy.saturating_sub(before.busy);
+        let own = self.own.saturating_sub(before.own);
+        let steal = self.steal.saturating_sub(before.steal);
+        (busy.as_secs_f64() - own.as_secs_f64()).max(0.0) / secs + steal.as_secs_f64() / secs
+    }
+}
+
 /// CPU used between two snapshots by the servers' and by the load generator's threads.
 fn cpu_delta(
     before: &BTreeMap<String, Duration>,
@@ -273,13 +368,117 @@ fn cpu_delta(
 
 // ---------------------------------------------------------------- the run
 
-struct Row {
-    label: &'static str,
-    closed: Sample,
-    /// Servers' and load generator's CPU per request in the closed loop.
+/// One closed-loop phase, summarised.
+struct Closed {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: u64,
+    /// Servers' and load generator's CPU per request.
     server_cpu: Duration,
     client_cpu: Duration,
-    open: Sample,
+    /// Cores used by other processes (or stolen) meanwhile.
+    others: f64,
+    first_error: Option<String>,
+}
+
+/// One open-loop phase, summarised.
+struct Open {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: u64,
+    /// Servers' and load generator's (pacing thread included) CPU per request.
+    server_cpu: Duration,
+    client_cpu: Duration,
+    others: f64,
+    first_error: Option<String>,
+}
+
+/// A target's phases, one per round.
+struct Row {
+    label: &'static str,
+    closed: Vec<Closed>,
+    open: Vec<Open>,
+}
+
+fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+impl Row {
+    fn closed_median<T: Copy + PartialOrd>(&self, f: impl Fn(&Closed) -> T) -> T {
+        median(self.closed.iter().map(f).collect())
+    }
+
+    fn open_median<T: Copy + PartialOrd>(&self, f: impl Fn(&Open) -> T) -> T {
+        median(self.open.iter().map(f).collect())
+    }
+
+    fn errors(&self) -> u64 {
+        self.closed.iter().map(|c| c.errors).sum::<u64>()
+            + self.open.iter().map(|o| o.errors).sum::<u64>()
+    }
+
+    fn others(&self) -> f64 {
+        self.closed
+            .iter()
+            .map(|c| c.others)
+            .chain(self.open.iter().map(|o| o.others))
+            .fold(0.0, f64::max)
+    }
+}
+
+fn run_closed(rt: &tokio::runtime::Runtime, t: &Target, args: &Args) -> Closed {
+    let before = cpu_by_group();
+    let machine = MachineCpu::now();
+    let s = rt.block_on(load::closed_loop(
+        t,
+        args.connections,
+        Duration::from_secs_f64(args.warmup),
+        Duration::from_secs_f64(args.seconds),
+    ));
+    let others = MachineCpu::now().others_since(&machine);
+    let (srv, cli) = cpu_delta(&before, &cpu_by_group());
+    let n = u32::try_from(s.total.max(1)).unwrap_or(u32::MAX);
+    std::thread::sleep(Duration::from_millis(200));
+    Closed {
+        rps: s.rps(),
+        p50: s.quantile(0.5),
+        p99: s.quantile(0.99),
+        errors: s.errors,
+        server_cpu: srv / n,
+        client_cpu: cli / n,
+        others,
+        first_error: s.first_error,
+    }
+}
+
+fn run_open(rt: &tokio::runtime::Runtime, t: &Target, args: &Args, rate: f64) -> Open {
+    let before = cpu_by_group();
+    let machine = MachineCpu::now();
+    let s = rt.block_on(load::open_loop(
+        t,
+        args.connections,
+        rate,
+        Duration::from_secs_f64(args.warmup),
+        Duration::from_secs_f64(args.seconds),
+    ));
+    let others = MachineCpu::now().others_since(&machine);
+    let (srv, cli) = cpu_delta(&before, &cpu_by_group());
+    let n = u32::try_from(s.total.max(1)).unwrap_or(u32::MAX);
+    std::thread::sleep(Duration::from_millis(200));
+    Open {
+        rps: s.rps(),
+        p50: s.quantile(0.5),
+        p99: s.quantile(0.99),
+        errors: s.errors,
+        server_cpu: srv / n,
+        client_cpu: cli / n,
+        others,
+        first_error: s.first_error,
+    }
 }
 
 fn ms(d: Duration) -> String {
@@ -315,11 +514,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         "--seconds must be > 0, --warmup ≥ 0"
     );
     anyhow::ensure!(
-        args.connections > 0 && args.server_threads > 0 && args.client_threads > 0,
-        "--connections, --server-threads and --client-threads must be ≥ 1"
+        args.connections > 0
+            && args.server_threads > 0
+            && args.client_threads > 0
+            && args.rounds > 0,
+        "--connections, --server-threads, --client-threads and --rounds must be ≥ 1"
     );
-    let window = Duration::from_secs_f64(args.seconds);
-    let warmup = Duration::from_secs_f64(args.warmup);
     let servers_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.server_threads)
         .thread_name("srv-worker")
@@ -333,46 +533,55 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let servers = servers_rt.block_on(start_servers())?;
 
     let token = servers.authority.access_token(&servers.user.to_string());
-    let targets = [
-        Target::new(servers.upstream, "/v1/ping", None)?,
-        Target::new(servers.gateway, "/pub", None)?,
-        Target::new(servers.gateway, "/full", Some(&token))?,
+    let mut targets = vec![
+        (
+            "(a) upstream direct",
+            Target::new(servers.upstream, "/v1/ping", None)?,
+        ),
+        (
+            "(b) gateway, public route",
+            Target::new(servers.gateway, "/pub", None)?,
+        ),
+        (
+            "(c) gateway, full route",
+            Target::new(servers.gateway, "/full", Some(&token))?,
+        ),
     ];
-    let labels = [
-        "(a) upstream direct",
-        "(b) gateway, public route",
-        "(c) gateway, full route",
-    ];
-    client_rt.block_on(sanity(&servers, &targets))?;
-
+    if args.reference_proxy || args.only == Some(Only::P) {
+        let proxy = servers_rt.block_on(start_reference_proxy(servers.upstream))?;
+        targets.push((
+            "(p) bare proxy, reference",
+            Target::new(proxy, "/v1/ping", None)?,
+        ));
+    }
     eprintln!(
-        "plt-bench gateway: {} connections, {}s warm-up + {}s per phase, 6 phases",
-        args.connections, args.warmup, args.seconds
+        "plt-bench gateway: upstream http://{}, gateway http://{} (metrics at /metrics)",
+        servers.upstream, servers.gateway
     );
-    let mut closed = Vec::new();
-    for (t, label) in targets.iter().zip(labels) {
-        eprintln!("  closed loop {label} …");
-        let before = cpu_by_group();
-        let s = client_rt.block_on(load::closed_loop(t, args.connections, warmup, window));
-        let (srv, cli) = cpu_delta(&before, &cpu_by_group());
-        let n = u32::try_from(s.total.max(1)).unwrap_or(u32::MAX);
-        closed.push((label, s, srv / n, cli / n));
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let rate = args.rate.unwrap_or(closed[2].1.rps() * 0.5).max(1.0);
-    let mut rows = Vec::new();
-    for (t, (label, closed, server_cpu, client_cpu)) in targets.iter().zip(closed) {
-        eprintln!("  open loop {label} at {rate:.0} req/s …");
-        let open = client_rt.block_on(load::open_loop(t, args.connections, rate, warmup, window));
-        rows.push(Row {
-            label,
-            closed,
-            server_cpu,
-            client_cpu,
-            open,
-        });
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let plain: Vec<Target> = targets.iter().map(|(_, t)| t.clone()).collect();
+    client_rt.block_on(sanity(&servers, &plain))?;
+
+    let result = match args.only {
+        Some(only) => {
+            let (label, t) = &targets[only as usize];
+            for round in 1..=args.rounds {
+                let c = run_closed(&client_rt, t, args);
+                println!(
+                    "{label} round {round}: {:.0} req/s, p50 {} ms, p99 {} ms, errors {}, \
+                     srv CPU {} µs/req, load CPU {} µs/req, others {:.2} cores",
+                    c.rps,
+                    ms(c.p50),
+                    ms(c.p99),
+                    c.errors,
+                    us(c.server_cpu),
+                    us(c.client_cpu),
+                    c.others
+                );
+            }
+            None
+        }
+        None => Some(measure(args, &client_rt, &targets)),
+    };
 
     let _ = servers.stop.send(());
     let task = servers.task;
@@ -384,6 +593,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     client_rt.shutdown_timeout(Duration::from_secs(1));
     servers_rt.shutdown_timeout(Duration::from_secs(1));
 
+    let Some((rate, rows)) = result else {
+        return Ok(ExitCode::SUCCESS);
+    };
     let (report, pass) = report(args, rate, &rows);
     print!("{report}");
     Ok(if pass {
@@ -391,6 +603,48 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Every target's closed loops (round by round, targets interleaved), then the open loops at
+/// half of (c)'s median maximum.
+fn measure(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    targets: &[(&'static str, Target)],
+) -> (f64, Vec<Row>) {
+    eprintln!(
+        "plt-bench gateway: {} connections, {}s warm-up + {}s per phase, {} rounds of {} phases",
+        args.connections,
+        args.warmup,
+        args.seconds,
+        args.rounds,
+        targets.len() * 2
+    );
+    let mut rows: Vec<Row> = targets
+        .iter()
+        .map(|(label, _)| Row {
+            label,
+            closed: Vec::new(),
+            open: Vec::new(),
+        })
+        .collect();
+    for round in 1..=args.rounds {
+        for ((label, t), row) in targets.iter().zip(rows.iter_mut()) {
+            eprintln!("  round {round}: closed loop {label} …");
+            row.closed.push(run_closed(rt, t, args));
+        }
+    }
+    let rate = args
+        .rate
+        .unwrap_or_else(|| rows[2].closed_median(|c| c.rps) * 0.5)
+        .max(1.0);
+    for round in 1..=args.rounds {
+        for ((label, t), row) in targets.iter().zip(rows.iter_mut()) {
+            eprintln!("  round {round}: open loop {label} at {rate:.0} req/s …");
+            row.open.push(run_open(rt, t, args, rate));
+        }
+    }
+    (rate, rows)
 }
 
 fn report(args: &Args, rate: f64, rows: &[Row]) -> (String, bool) {
@@ -411,7 +665,8 @@ fn report(args: &Args, rate: f64, rows: &[Row]) -> (String, bool) {
         o,
         "method: HTTP/1.1 keep-alive, {} connections, GET, loopback; closed loop {}s after {}s \
          warm-up (max throughput); open loop at {rate:.0} req/s = {} for {}s after {}s warm-up, \
-         latency from the scheduled send time; errors = transport errors + non-2xx",
+         latency from the scheduled send time; errors = transport errors + non-2xx; {} round(s), \
+         targets interleaved, medians shown",
         args.connections,
         args.seconds,
         args.warmup,
@@ -422,6 +677,7 @@ fn report(args: &Args, rate: f64, rows: &[Row]) -> (String, bool) {
         },
         args.seconds,
         args.warmup,
+        args.rounds,
     );
     let _ = writeln!(
         o,
@@ -431,53 +687,96 @@ fn report(args: &Args, rate: f64, rows: &[Row]) -> (String, bool) {
     );
     let _ = writeln!(
         o,
-        "{:<27} | {:>9} {:>8} {:>8} {:>6} {:>8} {:>8} | {:>9} {:>8} {:>8} {:>6}",
+        "{:<27} | {:>9} {:>8} {:>8} {:>8} {:>8} | {:>9} {:>8} {:>8} {:>8} {:>8} | {:>6} {:>6}",
         "",
         "max",
         "p50",
         "p99",
-        "errors",
         "srv CPU",
         "load CPU",
         "open loop",
         "p50",
         "p99",
-        "errors"
+        "srv CPU",
+        "load CPU",
+        "errors",
+        "others"
     );
     let _ = writeln!(
         o,
-        "{:<27} | {:>9} {:>8} {:>8} {:>6} {:>8} {:>8} | {:>9} {:>8} {:>8} {:>6}",
-        "target", "req/s", "ms", "ms", "", "µs/req", "µs/req", "req/s", "ms", "ms", ""
+        "{:<27} | {:>9} {:>8} {:>8} {:>8} {:>8} | {:>9} {:>8} {:>8} {:>8} {:>8} | {:>6} {:>6}",
+        "target",
+        "req/s",
+        "ms",
+        "ms",
+        "µs/req",
+        "µs/req",
+        "req/s",
+        "ms",
+        "ms",
+        "µs/req",
+        "µs/req",
+        "",
+        "cores"
     );
-    let _ = writeln!(o, "{}", "-".repeat(130));
+    let _ = writeln!(o, "{}", "-".repeat(146));
     for r in rows {
         let _ = writeln!(
             o,
-            "{:<27} | {:>9.0} {:>8} {:>8} {:>6} {:>8} {:>8} | {:>9.0} {:>8} {:>8} {:>6}",
+            "{:<27} | {:>9.0} {:>8} {:>8} {:>8} {:>8} | {:>9.0} {:>8} {:>8} {:>8} {:>8} | {:>6} {:>6.2}",
             r.label,
-            r.closed.rps(),
-            ms(r.closed.quantile(0.5)),
-            ms(r.closed.quantile(0.99)),
-            r.closed.errors,
-            us(r.server_cpu),
-            us(r.client_cpu),
-            r.open.rps(),
-            ms(r.open.quantile(0.5)),
-            ms(r.open.quantile(0.99)),
-            r.open.errors,
+            r.closed_median(|c| c.rps),
+            ms(r.closed_median(|c| c.p50)),
+            ms(r.closed_median(|c| c.p99)),
+            us(r.closed_median(|c| c.server_cpu)),
+            us(r.closed_median(|c| c.client_cpu)),
+            r.open_median(|c| c.rps),
+            ms(r.open_median(|c| c.p50)),
+            ms(r.open_median(|c| c.p99)),
+            us(r.open_median(|c| c.server_cpu)),
+            us(r.open_median(|c| c.client_cpu)),
+            r.errors(),
+            r.others(),
         );
     }
+    let _ = writeln!(
+        o,
+        "srv CPU / load CPU: CPU time of the servers' / the load generator's threads per request \
+         (warm-up included); errors: all phases, warm-ups included; others: most \
+         cores used by other processes or stolen by the hypervisor during a phase"
+    );
+    if args.rounds > 1 {
+        for r in rows {
+            let per = |v: Vec<String>| v.join(" ");
+            let _ = writeln!(
+                o,
+                "  per round {:<27} max req/s [{}]  open-loop p99 ms [{}]",
+                r.label,
+                per(r.closed.iter().map(|c| format!("{:.0}", c.rps)).collect()),
+                per(r.open.iter().map(|c| ms(c.p99)).collect()),
+            );
+        }
+    }
     let (a, b, c) = (&rows[0], &rows[1], &rows[2]);
-    let ratio_b = b.closed.rps() / a.closed.rps();
-    let ratio_c = c.closed.rps() / a.closed.rps();
-    let added = c.open.quantile(0.99).as_secs_f64() - a.open.quantile(0.99).as_secs_f64();
-    let added_b = b.open.quantile(0.99).as_secs_f64() - a.open.quantile(0.99).as_secs_f64();
-    let errors: u64 = rows.iter().map(|r| r.closed.errors + r.open.errors).sum();
+    let rps = |r: &Row| r.closed_median(|c| c.rps);
+    let p99 = |r: &Row| r.open_median(|c| c.p99).as_secs_f64();
+    let ratio_b = rps(b) / rps(a);
+    let ratio_c = rps(c) / rps(a);
+    let added_b = p99(b) - p99(a);
+    let added = p99(c) - p99(a);
+    let errors: u64 = rows.iter().map(Row::errors).sum();
     let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
     let ok_ratio = ratio_c >= MIN_FULL_RATIO;
     let ok_added = added <= MAX_ADDED_P99.as_secs_f64();
     let _ = writeln!(o);
     let _ = writeln!(o, "throughput (b)/(a): {:.1}%", ratio_b * 100.0);
+    if let Some(p) = rows.get(3) {
+        let _ = writeln!(
+            o,
+            "throughput (p)/(a): {:.1}% (one more HTTP hop and nothing else)",
+            rps(p) / rps(a) * 100.0
+        );
+    }
     let _ = writeln!(
         o,
         "throughput (c)/(a): {:.1}%   target ≥ {:.0}%   {}",
@@ -495,11 +794,22 @@ fn report(args: &Args, rate: f64, rows: &[Row]) -> (String, bool) {
     );
     let _ = writeln!(o, "errors: {errors}   target 0   {}", verdict(errors == 0));
     for r in rows {
-        for (phase, s) in [("closed", &r.closed), ("open", &r.open)] {
-            if let Some(e) = &s.first_error {
-                let _ = writeln!(o, "  first error, {} {phase} loop: {e}", r.label);
-            }
+        let firsts = r
+            .closed
+            .iter()
+            .map(|c| &c.first_error)
+            .chain(r.open.iter().map(|o| &o.first_error));
+        if let Some(e) = firsts.flatten().next() {
+            let _ = writeln!(o, "  first error, {}: {e}", r.label);
         }
+    }
+    let busiest = rows.iter().map(Row::others).fold(0.0, f64::max);
+    if busiest > 0.1 {
+        let _ = writeln!(
+            o,
+            "WARNING: other processes (or the hypervisor) used up to {busiest:.2} cores during a \
+             phase; the numbers are disturbed — re-run on a quiet machine"
+        );
     }
     let pass = ok_ratio && ok_added && errors == 0;
     let _ = writeln!(o, "overall: {}", verdict(pass));
