@@ -128,6 +128,11 @@ async fn serve(service: &str, data_dir: &std::path::Path) -> anyhow::Result<()> 
     }
 }
 
+/// mimalloc: glibc's malloc contends between worker threads under load (freeing on one
+/// thread what another allocated).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     match run(Cli::parse().command).await {

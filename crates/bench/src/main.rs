@@ -23,6 +23,11 @@ enum Command {
     Gateway(gateway::Args),
 }
 
+/// mimalloc: glibc's malloc contends between worker threads under load (freeing on one
+/// thread what another allocated).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

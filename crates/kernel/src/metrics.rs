@@ -39,6 +39,17 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 .install_recorder()
                 .ok()?;
             describe();
+            // Histograms keep their samples until upkeep folds them into buckets; without it
+            // memory grows with traffic whenever /metrics is not scraped.
+            let upkeep = recorder.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
             Some(recorder)
         })
         .as_ref()

@@ -43,6 +43,11 @@ enum MailCommand {
     List,
 }
 
+/// mimalloc: glibc's malloc contends between worker threads under load (freeing on one
+/// thread what another allocated).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
