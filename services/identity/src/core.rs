@@ -405,8 +405,9 @@ impl IdentityServiceClient for IdentityCore {
         email: &str,
         password: Secret<String>,
     ) -> Result<User> {
-        // Internal: only platform services (auth) check passwords.
-        self.guard.caller(ctx).await?;
+        // Internal, and only auth checks passwords (least privilege: a compromised gateway
+        // or feature service cannot turn identity into a password oracle).
+        self.guard.require_one_of(ctx, &["auth"]).await?;
         let fail = || Error::unauthenticated(INVALID_CREDENTIALS);
         let Ok((_, normalized)) = validate::email("email", email) else {
             self.passwords.verify_dummy(&password).await?;

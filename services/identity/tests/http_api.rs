@@ -191,6 +191,18 @@ async fn bad_input_gets_clear_errors_and_nothing_is_written() {
             "{b}"
         );
     }
+    // Another platform service (the gateway) holds a valid service token, but only auth may
+    // check passwords: 403.
+    let gateway = svc.authority.service_token("gateway", "identity");
+    let r = c
+        .post(format!("{}/v1/credentials/verify", svc.url()))
+        .header("x-plt-service-token", gateway.expose())
+        .json(&json!({"email": "dup@example.com", "password": "not the password at all"}))
+        .send()
+        .await
+        .unwrap();
+    let b = problem(r, StatusCode::FORBIDDEN).await;
+    assert!(b["detail"].as_str().unwrap().contains("gateway"), "{b}");
 
     // Unknown route: 404 problem+json.
     let r = c
