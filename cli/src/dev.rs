@@ -58,10 +58,7 @@ pub fn source(data_dir: Option<&Path>) -> ConfigSource {
 /// The token of the newest verification mail to `to` in the outbox.
 fn token_from_outbox(outbox: &OutboxNotifier, to: &str) -> Option<String> {
     let mail = outbox.latest_to(to).ok()??;
-    mail.body
-        .lines()
-        .find_map(|l| l.strip_prefix("Or use this token: "))
-        .map(|t| t.trim().to_owned())
+    plt_contracts::identity::token_in_mail(&mail.body).map(str::to_owned)
 }
 
 /// The bootstrap admin as `plt dev` found or created it.

@@ -1,26 +1,19 @@
 //! The callee's side of service identity: [`ServiceGuard`] verifies the service token a call
 //! carries (`plt_contracts::service_identity`) and names the calling service.
 
-use crate::{AccessClaims, Signer, Verifier};
+use crate::{AccessClaims, Signer, Verifier, token::now_secs};
 use plt_contracts::{Error, RequestContext};
 use sha2::{Digest, Sha256};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 /// How long a service token issued by auth lives by default.
 pub const DEFAULT_SERVICE_TOKEN_TTL: Duration = Duration::from_secs(300);
 /// Verified tokens remembered per guard (cleared when full).
 const CACHE_CAPACITY: usize = 1024;
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 /// The claims of a service token from `caller` to `audience`, valid for `ttl`.
 pub fn service_claims(issuer: &str, caller: &str, audience: &str, ttl: Duration) -> AccessClaims {

@@ -67,10 +67,7 @@ impl TestAuthority {
 
     /// An access token of user `sub`, valid for five minutes.
     pub fn access_token(&self, sub: &str) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now = crate::token::now_secs();
         self.signer.sign(&AccessClaims {
             iss: ISSUER.into(),
             sub: sub.into(),

@@ -273,7 +273,8 @@ fn json_object(bytes: Vec<u8>, what: &'static str) -> Result<Vec<u8>, VerifyErro
     }
 }
 
-fn now_secs() -> i64 {
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

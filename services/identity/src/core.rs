@@ -14,7 +14,8 @@ use plt_authn::ServiceGuard;
 use plt_contracts::{
     Error, RequestContext, Result,
     identity::{
-        IdentityServiceClient, NewUser, PageRequest, User, UserPage, UserStatus, UserUpdate,
+        IdentityServiceClient, MAIL_TOKEN_PREFIX, NewUser, PageRequest, User, UserPage, UserStatus,
+        UserUpdate,
     },
 };
 use plt_kernel::{Secret, notify::Notifier};
@@ -118,7 +119,7 @@ impl IdentityCore {
         };
         let link = link.replace("{token}", secret);
         let body = format!(
-            "{subject}: open {link}\n\nOr use this token: {secret}\n\nIt is valid for {} and can be used once. \
+            "{subject}: open {link}\n\n{MAIL_TOKEN_PREFIX}{secret}\n\nIt is valid for {} and can be used once. \
              If you did not ask for this, ignore this message.\n",
             humanize(ttl)
         );

@@ -85,6 +85,17 @@ pub struct UserPage {
 /// Methods that may be retried safely (no effect, or the same effect when repeated).
 pub const IDEMPOTENT_METHODS: &[&str] = &["GetUser", "GetUserByEmail", "ListUsers"];
 
+/// How identity's verification and reset mails carry their token: on a line of its own
+/// after this prefix.
+pub const MAIL_TOKEN_PREFIX: &str = "Or use this token: ";
+
+/// The token in the body of a verification or reset mail, if it has one.
+pub fn token_in_mail(body: &str) -> Option<&str> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(MAIL_TOKEN_PREFIX))
+        .map(str::trim)
+}
+
 /// Internal methods: meant for other services, not for end users.
 pub const INTERNAL_METHODS: &[&str] = &["VerifyCredentials"];
 

@@ -48,12 +48,9 @@ pub fn token_from_mail(mail: &dyn MailReader, to: &str) -> String {
         .latest_to(to)
         .expect("mail readable")
         .unwrap_or_else(|| panic!("no mail to {to}"));
-    let line = m
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix("Or use this token: "))
-        .unwrap_or_else(|| panic!("no token in mail body: {}", m.body));
-    line.trim().to_owned()
+    crate::identity::token_in_mail(&m.body)
+        .unwrap_or_else(|| panic!("no token in mail body: {}", m.body))
+        .to_owned()
 }
 
 /// Runs every case; panics naming the first that fails.
