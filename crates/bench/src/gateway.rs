@@ -16,7 +16,10 @@
 //! machine's cores. `PLT_*` variables in the environment are applied on top of the
 //! benchmark's own (e.g. `PLT_LOG__LEVEL=info` to see what request logging costs).
 
-use crate::load::{self, Target};
+use crate::{
+    external,
+    load::{self, Target},
+};
 use anyhow::Context as _;
 use api_gateway::{App, Overrides, SECTION, config::GatewayConfig};
 use axum::{Router, response::IntoResponse, routing::get, serve::ListenerExt};
@@ -73,6 +76,18 @@ pub struct Args {
     /// gateway builds it, and nothing else): what one more HTTP hop costs on this machine.
     #[arg(long)]
     reference_proxy: bool,
+    /// Also measure established proxies in front of the same upstream, each as its own
+    /// process with keep-alive upstream connections and as many workers as
+    /// `--server-threads`: (n) nginx and (h) HAProxy. A program that is not installed is
+    /// reported and skipped.
+    #[arg(long)]
+    external: bool,
+    /// The nginx binary for `--external`.
+    #[arg(long, default_value = "nginx")]
+    nginx: PathBuf,
+    /// The HAProxy binary for `--external`.
+    #[arg(long, default_value = "haproxy")]
+    haproxy: PathBuf,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -81,6 +96,8 @@ enum Only {
     B,
     C,
     P,
+    N,
+    H,
 }
 
 /// The running servers.
@@ -368,6 +385,35 @@ fn cpu_delta(
 
 // ---------------------------------------------------------------- the run
 
+/// Servers' CPU (the external proxy's included), load generator's CPU, and other processes'
+/// cores (the external proxy's excluded) since the snapshots.
+fn usage(
+    t: &Entry,
+    machine: &MachineCpu,
+    before: &BTreeMap<String, Duration>,
+    ext_before: Duration,
+) -> (Duration, Duration, f64) {
+    let now = MachineCpu::now();
+    let ext = t
+        .pid
+        .map(external::tree_cpu)
+        .unwrap_or_default()
+        .saturating_sub(ext_before);
+    let secs = now.at.duration_since(machine.at).as_secs_f64().max(1e-3);
+    let others = (now.others_since(machine) - ext.as_secs_f64() / secs).max(0.0);
+    let (srv, cli) = cpu_delta(before, &cpu_by_group());
+    (srv + ext, cli, others)
+}
+
+/// One target of the run.
+struct Entry {
+    which: Only,
+    label: &'static str,
+    target: Target,
+    /// The process of an external proxy (its CPU counts as the servers').
+    pid: Option<u32>,
+}
+
 /// One closed-loop phase, summarised.
 struct Closed {
     rps: f64,
@@ -397,6 +443,7 @@ struct Open {
 
 /// A target's phases, one per round.
 struct Row {
+    which: Only,
     label: &'static str,
     closed: Vec<Closed>,
     open: Vec<Open>,
@@ -430,17 +477,24 @@ impl Row {
     }
 }
 
-fn run_closed(rt: &tokio::runtime::Runtime, t: &Target, args: &Args) -> Closed {
-    let before = cpu_by_group();
+/// CPU of the servers' threads, and of an external proxy's processes when there is one.
+fn servers_cpu(external: Option<u32>) -> (BTreeMap<String, Duration>, Duration) {
+    (
+        cpu_by_group(),
+        external.map(external::tree_cpu).unwrap_or_default(),
+    )
+}
+
+fn run_closed(rt: &tokio::runtime::Runtime, t: &Entry, args: &Args) -> Closed {
+    let (before, ext_before) = servers_cpu(t.pid);
     let machine = MachineCpu::now();
     let s = rt.block_on(load::closed_loop(
-        t,
+        &t.target,
         args.connections,
         Duration::from_secs_f64(args.warmup),
         Duration::from_secs_f64(args.seconds),
     ));
-    let others = MachineCpu::now().others_since(&machine);
-    let (srv, cli) = cpu_delta(&before, &cpu_by_group());
+    let (srv, cli, others) = usage(t, &machine, &before, ext_before);
     let n = u32::try_from(s.total.max(1)).unwrap_or(u32::MAX);
     std::thread::sleep(Duration::from_millis(200));
     Closed {
@@ -455,18 +509,17 @@ fn run_closed(rt: &tokio::runtime::Runtime, t: &Target, args: &Args) -> Closed {
     }
 }
 
-fn run_open(rt: &tokio::runtime::Runtime, t: &Target, args: &Args, rate: f64) -> Open {
-    let before = cpu_by_group();
+fn run_open(rt: &tokio::runtime::Runtime, t: &Entry, args: &Args, rate: f64) -> Open {
+    let (before, ext_before) = servers_cpu(t.pid);
     let machine = MachineCpu::now();
     let s = rt.block_on(load::open_loop(
-        t,
+        &t.target,
         args.connections,
         rate,
         Duration::from_secs_f64(args.warmup),
         Duration::from_secs_f64(args.seconds),
     ));
-    let others = MachineCpu::now().others_since(&machine);
-    let (srv, cli) = cpu_delta(&before, &cpu_by_group());
+    let (srv, cli, others) = usage(t, &machine, &before, ext_before);
     let n = u32::try_from(s.total.max(1)).unwrap_or(u32::MAX);
     std::thread::sleep(Duration::from_millis(200));
     Open {
@@ -533,42 +586,92 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let servers = servers_rt.block_on(start_servers())?;
 
     let token = servers.authority.access_token(&servers.user.to_string());
+    let entry = |which, label, target| Entry {
+        which,
+        label,
+        target,
+        pid: None,
+    };
     let mut targets = vec![
-        (
+        entry(
+            Only::A,
             "(a) upstream direct",
             Target::new(servers.upstream, "/v1/ping", None)?,
         ),
-        (
+        entry(
+            Only::B,
             "(b) gateway, public route",
             Target::new(servers.gateway, "/pub", None)?,
         ),
-        (
+        entry(
+            Only::C,
             "(c) gateway, full route",
             Target::new(servers.gateway, "/full", Some(&token))?,
         ),
     ];
     if args.reference_proxy || args.only == Some(Only::P) {
         let proxy = servers_rt.block_on(start_reference_proxy(servers.upstream))?;
-        targets.push((
+        targets.push(entry(
+            Only::P,
             "(p) bare proxy, reference",
             Target::new(proxy, "/v1/ping", None)?,
         ));
+    }
+    // Kept running until the end of the run.
+    let mut externals = Vec::new();
+    for (which, kind, bin, label) in [
+        (Only::N, external::Kind::Nginx, &args.nginx, "(n) nginx, reference"),
+        (
+            Only::H,
+            external::Kind::Haproxy,
+            &args.haproxy,
+            "(h) HAProxy, reference",
+        ),
+    ] {
+        if !(args.external || args.only == Some(which)) {
+            continue;
+        }
+        if !external::available(bin) {
+            eprintln!(
+                "plt-bench gateway: {} ({}) is not installed; skipping {label}",
+                kind.name(),
+                bin.display()
+            );
+            continue;
+        }
+        let proxy = external::start(kind, bin, servers.upstream, args.server_threads)?;
+        eprintln!(
+            "plt-bench gateway: {} at http://{} ({})",
+            kind.name(),
+            proxy.addr,
+            proxy.version
+        );
+        targets.push(Entry {
+            which,
+            label,
+            target: Target::new(proxy.addr, "/v1/ping", None)?,
+            pid: Some(proxy.pid()),
+        });
+        externals.push(proxy);
     }
     eprintln!(
         "plt-bench gateway: upstream http://{}, gateway http://{} (metrics at /metrics)",
         servers.upstream, servers.gateway
     );
-    let plain: Vec<Target> = targets.iter().map(|(_, t)| t.clone()).collect();
+    let plain: Vec<Target> = targets.iter().map(|e| e.target.clone()).collect();
     client_rt.block_on(sanity(&servers, &plain))?;
 
     let result = match args.only {
         Some(only) => {
-            let (label, t) = &targets[only as usize];
+            let Some(t) = targets.iter().find(|e| e.which == only) else {
+                anyhow::bail!("that target is not available here");
+            };
             for round in 1..=args.rounds {
                 let c = run_closed(&client_rt, t, args);
                 println!(
-                    "{label} round {round}: {:.0} req/s, p50 {} ms, p99 {} ms, errors {}, \
+                    "{} round {round}: {:.0} req/s, p50 {} ms, p99 {} ms, errors {}, \
                      srv CPU {} µs/req, load CPU {} µs/req, others {:.2} cores",
+                    t.label,
                     c.rps,
                     ms(c.p50),
                     ms(c.p99),
@@ -582,6 +685,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
         None => Some(measure(args, &client_rt, &targets)),
     };
+    drop(externals);
 
     let _ = servers.stop.send(());
     let task = servers.task;
@@ -610,7 +714,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 fn measure(
     args: &Args,
     rt: &tokio::runtime::Runtime,
-    targets: &[(&'static str, Target)],
+    targets: &[Entry],
 ) -> (f64, Vec<Row>) {
     eprintln!(
         "plt-bench gateway: {} connections, {}s warm-up + {}s per phase, {} rounds of {} phases",
@@ -622,15 +726,16 @@ fn measure(
     );
     let mut rows: Vec<Row> = targets
         .iter()
-        .map(|(label, _)| Row {
-            label,
+        .map(|e| Row {
+            which: e.which,
+            label: e.label,
             closed: Vec::new(),
             open: Vec::new(),
         })
         .collect();
     for round in 1..=args.rounds {
-        for ((label, t), row) in targets.iter().zip(rows.iter_mut()) {
-            eprintln!("  round {round}: closed loop {label} …");
+        for (t, row) in targets.iter().zip(rows.iter_mut()) {
+            eprintln!("  round {round}: closed loop {} …", t.label);
             row.closed.push(run_closed(rt, t, args));
         }
     }
@@ -639,8 +744,8 @@ fn measure(
         .unwrap_or_else(|| rows[2].closed_median(|c| c.rps) * 0.5)
         .max(1.0);
     for round in 1..=args.rounds {
-        for ((label, t), row) in targets.iter().zip(rows.iter_mut()) {
-            eprintln!("  round {round}: open loop {label} at {rate:.0} req/s …");
+        for (t, row) in targets.iter().zip(rows.iter_mut()) {
+            eprintln!("  round {round}: open loop {} at {rate:.0} req/s …", t.label);
             row.open.push(run_open(rt, t, args, rate));
         }
     }
@@ -770,11 +875,17 @@ fn report(args: &Args, rate: f64, rows: &[Row]) -> (String, bool) {
     let ok_added = added <= MAX_ADDED_P99.as_secs_f64();
     let _ = writeln!(o);
     let _ = writeln!(o, "throughput (b)/(a): {:.1}%", ratio_b * 100.0);
-    if let Some(p) = rows.get(3) {
+    for r in &rows[3..] {
+        let what = match r.which {
+            Only::P => "one more HTTP hop through hyper and nothing else",
+            _ => "an established proxy, one more HTTP hop and nothing else",
+        };
         let _ = writeln!(
             o,
-            "throughput (p)/(a): {:.1}% (one more HTTP hop and nothing else)",
-            rps(p) / rps(a) * 100.0
+            "throughput {}/(a): {:.1}% ({what}); (c)/{0}: {:.1}%",
+            &r.label[..3],
+            rps(r) / rps(a) * 100.0,
+            rps(c) / rps(r) * 100.0
         );
     }
     let _ = writeln!(

@@ -4,6 +4,7 @@
 //! measures, with a built-in load generator, the upstream directly, a public gateway route
 //! and a fully checked one (JWT, permission, rate limits). See [`gateway`].
 
+mod external;
 mod gateway;
 mod load;
 
