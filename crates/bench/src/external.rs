@@ -142,7 +142,10 @@ pub fn start(
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let (file, text) = match kind {
-        Kind::Nginx => ("nginx.conf", nginx_config(dir.path(), port, upstream, workers)),
+        Kind::Nginx => (
+            "nginx.conf",
+            nginx_config(dir.path(), port, upstream, workers),
+        ),
         Kind::Haproxy => (
             "haproxy.cfg",
             haproxy_config(dir.path(), port, upstream, workers),

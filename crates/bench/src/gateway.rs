@@ -620,7 +620,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     // Kept running until the end of the run.
     let mut externals = Vec::new();
     for (which, kind, bin, label) in [
-        (Only::N, external::Kind::Nginx, &args.nginx, "(n) nginx, reference"),
+        (
+            Only::N,
+            external::Kind::Nginx,
+            &args.nginx,
+            "(n) nginx, reference",
+        ),
         (
             Only::H,
             external::Kind::Haproxy,
@@ -711,11 +716,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
 /// Every target's closed loops (round by round, targets interleaved), then the open loops at
 /// half of (c)'s median maximum.
-fn measure(
-    args: &Args,
-    rt: &tokio::runtime::Runtime,
-    targets: &[Entry],
-) -> (f64, Vec<Row>) {
+fn measure(args: &Args, rt: &tokio::runtime::Runtime, targets: &[Entry]) -> (f64, Vec<Row>) {
     eprintln!(
         "plt-bench gateway: {} connections, {}s warm-up + {}s per phase, {} rounds of {} phases",
         args.connections,
@@ -745,7 +746,10 @@ fn measure(
         .max(1.0);
     for round in 1..=args.rounds {
         for (t, row) in targets.iter().zip(rows.iter_mut()) {
-            eprintln!("  round {round}: open loop {} at {rate:.0} req/s …", t.label);
+            eprintln!(
+                "  round {round}: open loop {} at {rate:.0} req/s …",
+                t.label
+            );
             row.open.push(run_open(rt, t, args, rate));
         }
     }

@@ -6,6 +6,11 @@
 //! request ─► request id ─► span(request_id) ─┬─ content-type application/grpc* ─► gRPC routes
 //!                                             └─ anything else ─────────────────► HTTP router
 //! ```
+//!
+//! A data-plane service (the API gateway) may add a [`FrontHandler`]: it sees every request
+//! first, with the peer address (`ConnectInfo<SocketAddr>`) and nothing else done, and
+//! either serves it itself (doing its own request id, logging and metrics) or hands it to
+//! the stack above.
 
 use crate::{
     REQUEST_ID_HEADER,
@@ -38,6 +43,17 @@ use tower_http::{
 };
 use tracing::Level;
 
+/// The future of a request a [`FrontHandler`] serves.
+pub type FrontFuture = std::pin::Pin<Box<dyn Future<Output = Response> + Send>>;
+
+/// Sees each request before the host's stack (request id, span, metrics, router): a data
+/// path that does those itself serves its requests here without paying for them twice.
+pub trait FrontHandler: Send + Sync + 'static {
+    /// `Ok` with the response's future when this handler serves `req`; `Err(req)` hands it,
+    /// unchanged, to the host's stack.
+    fn serve(&self, req: Request) -> Result<FrontFuture, Request>;
+}
+
 /// Builds the host of one service. Explicit wiring: the service hands over its HTTP router,
 /// its gRPC services and its readiness checks; nothing is discovered by reflection.
 pub struct ServiceHost {
@@ -51,6 +67,7 @@ pub struct ServiceHost {
     shutdown_timeout: Duration,
     readiness_timeout: Duration,
     body_limit: usize,
+    front: Option<Arc<dyn FrontHandler>>,
 }
 
 impl ServiceHost {
@@ -66,7 +83,14 @@ impl ServiceHost {
             shutdown_timeout: server.shutdown_timeout,
             readiness_timeout: server.readiness_timeout,
             body_limit: server.body_limit_bytes,
+            front: None,
         }
+    }
+
+    /// Requests go to `front` first (see [`FrontHandler`]).
+    pub fn front(mut self, front: Arc<dyn FrontHandler>) -> Self {
+        self.front = Some(front);
+        self
     }
 
     /// Adds HTTP routes (merged with those already added).
@@ -213,6 +237,7 @@ impl ServiceHost {
             readiness,
             health_reporter,
             shutdown_timeout: self.shutdown_timeout,
+            front: self.front,
         })
     }
 }
@@ -226,6 +251,7 @@ pub struct BoundHost {
     readiness: Readiness,
     health_reporter: tonic_health::server::HealthReporter,
     shutdown_timeout: Duration,
+    front: Option<Arc<dyn FrontHandler>>,
 }
 
 impl BoundHost {
@@ -255,7 +281,11 @@ impl BoundHost {
         });
         let serve = axum::serve(
             listener,
-            self.app.into_make_service_with_connect_info::<SocketAddr>(),
+            Front {
+                front: self.front,
+                app: self.app,
+                peer: None,
+            },
         )
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -276,6 +306,76 @@ impl BoundHost {
                 Ok(())
             }
         }
+    }
+}
+
+/// The service of one connection: the peer's address in the request's extensions (as
+/// axum's `ConnectInfo`), then the front handler, else the host's stack.
+#[derive(Clone)]
+struct Front {
+    front: Option<Arc<dyn FrontHandler>>,
+    app: Router,
+    peer: Option<SocketAddr>,
+}
+
+impl<'a, L> Service<axum::serve::IncomingStream<'a, L>> for Front
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    type Response = Front;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Front, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, stream: axum::serve::IncomingStream<'a, L>) -> Self::Future {
+        let mut conn = self.clone();
+        conn.peer = Some(*stream.remote_addr());
+        std::future::ready(Ok(conn))
+    }
+}
+
+/// A response from the front handler or from the host's stack.
+enum FrontResponse {
+    Front(FrontFuture),
+    Stack(std::pin::Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>),
+}
+
+impl Future for FrontResponse {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            FrontResponse::Front(f) => f.as_mut().poll(cx).map(Ok),
+            FrontResponse::Stack(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+impl Service<Request<Body>> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = FrontResponse;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        if let Some(peer) = self.peer {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+        }
+        let req = match &self.front {
+            Some(front) => match front.serve(req) {
+                Ok(fut) => return FrontResponse::Front(fut),
+                Err(req) => req,
+            },
+            None => req,
+        };
+        FrontResponse::Stack(Box::pin(self.app.clone().oneshot(req)))
     }
 }
 

@@ -7,8 +7,7 @@
 
 use crate::config::CorsConfig;
 use axum::{
-    extract::{Request, State},
-    middleware::Next,
+    extract::Request,
     response::{IntoResponse, Response},
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -144,11 +143,15 @@ impl Cors {
     }
 }
 
-/// The middleware: answers preflights, decorates the rest.
-pub async fn layer(State(cors): State<Arc<Cors>>, req: Request, next: Next) -> Response {
+/// Answers a preflight itself; otherwise `next` answers `req` and the answer is decorated.
+pub async fn apply<F, Fut>(cors: &Cors, req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let origin = req.headers().get(header::ORIGIN).cloned();
     let Some(origin) = origin else {
-        return next.run(req).await;
+        return next(req).await;
     };
     let is_preflight = req.method() == Method::OPTIONS
         && req
@@ -158,7 +161,7 @@ pub async fn layer(State(cors): State<Arc<Cors>>, req: Request, next: Next) -> R
         return cors.preflight(&req, &origin);
     }
     let allowed = origin.to_str().is_ok_and(|o| cors.origin_allowed(o));
-    let mut resp = next.run(req).await;
+    let mut resp = next(req).await;
     let h = resp.headers_mut();
     // What an upstream said about CORS does not count: the gateway decides.
     for name in [

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod cors;
 pub mod edge;
+pub mod front;
 pub mod net;
 pub mod openapi;
 pub mod proxy;
@@ -26,7 +27,6 @@ use crate::{
     upstream::Upstreams,
 };
 use anyhow::Context as _;
-use axum::{Router, routing::get};
 use plt_authn::JwksSource;
 use plt_client::{ClientFactory, ClientsConfig, ServiceIdentityConfig};
 use plt_contracts::authz::AuthzServiceClient;
@@ -177,16 +177,10 @@ impl App {
             retry_buffer: g.upstream.retry_buffer_bytes.min(g.body_limit_bytes),
             openapi,
         });
-        let mut router = Router::new()
-            .route("/openapi.json", get(proxy::openapi))
-            .fallback(proxy::handle)
-            .with_state(gateway.clone());
-        if let Some(cors) = cors::Cors::new(&g.cors) {
-            router = router.layer(axum::middleware::from_fn_with_state(cors, cors::layer));
-        }
+        let front = front::GatewayFront::new(gateway.clone(), cors::Cors::new(&g.cors));
         let listen = overrides.listen.unwrap_or(g.listen);
         let host = ServiceHost::new(SERVICE_NAME, &cfg.kernel.server)
-            .http(router)
+            .front(Arc::new(front))
             .bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;

@@ -19,13 +19,12 @@ use crate::{
 };
 use axum::{
     body::Body,
-    extract::{ConnectInfo, Request, State},
+    extract::{ConnectInfo, Request},
     response::{IntoResponse, Response},
 };
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts};
 use http_body::Body as _;
 use plt_contracts::{Error, ErrorCode, RequestContext, http_api::problem_response};
-use plt_kernel::REQUEST_ID_HEADER;
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
@@ -149,15 +148,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The axum handler for everything the gateway forwards.
-pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+/// Everything the gateway forwards: served, then counted and timed per route.
+pub async fn handle(gw: &Gateway, req: Request, rid: Option<String>) -> Response {
     let started = Instant::now();
     let method = req.method().as_str().to_owned();
-    let rid = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
     let Outcome { route, response } = gw.serve(req, rid).await;
     let status = response.status().as_u16().to_string();
     metrics::counter!("gateway_requests_total", "service" => SERVICE_NAME, "route" => route.clone(), "method" => method.clone(), "status" => status)
@@ -499,8 +493,11 @@ impl Gateway {
     }
 }
 
-/// `GET /openapi.json`.
-pub async fn openapi(State(gw): State<Arc<Gateway>>) -> Response {
+/// `GET /openapi.json` (and `HEAD`); 405 for other methods.
+pub fn openapi(gw: &Gateway, method: &http::Method, rid: &Option<String>) -> Response {
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return method_not_allowed(method, &[http::Method::GET, http::Method::HEAD], rid);
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
