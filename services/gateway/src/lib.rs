@@ -11,6 +11,7 @@ pub mod config;
 pub mod cors;
 pub mod edge;
 pub mod front;
+pub mod h1;
 pub mod net;
 pub mod openapi;
 pub mod proxy;

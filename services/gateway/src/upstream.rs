@@ -3,7 +3,10 @@
 //! over one shared pooled hyper client. Bodies are streamed both ways; a small request body
 //! of known length is kept so that the request can be retried on another instance.
 
-use crate::config::UpstreamConfig;
+use crate::{
+    config::UpstreamConfig,
+    h1::{ConnPool, SendError},
+};
 use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header};
@@ -26,10 +29,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// One instance of an upstream service: where to send requests.
+/// One instance of an upstream service: where to send requests, and the gateway's own
+/// keep-alive connections to it (for requests with an in-memory body).
 #[derive(Clone)]
 pub struct Upstream {
     authority: http::uri::Authority,
+    conns: Arc<ConnPool>,
 }
 
 type HttpClient = Client<HttpConnector, Body>;
@@ -220,9 +225,13 @@ impl Upstreams {
                 .watch(&service)
                 .await
                 .map_err(|e| anyhow::anyhow!("discovering {service}: {e}"))?;
-            let make = |i: &Instance| -> Option<Upstream> {
+            let (connect_timeout, idle_timeout) = (cfg.connect_timeout, cfg.pool_idle_timeout);
+            let make = move |i: &Instance| -> Option<Upstream> {
                 match i.address.parse::<http::uri::Authority>() {
-                    Ok(authority) => Some(Upstream { authority }),
+                    Ok(authority) => Some(Upstream {
+                        conns: ConnPool::new(authority.clone(), connect_timeout, idle_timeout),
+                        authority,
+                    }),
                     Err(_) => {
                         tracing::warn!(instance = %i.id, address = %i.address, "ignoring an instance with an unusable address");
                         None
@@ -258,23 +267,71 @@ impl Upstreams {
         };
         let replayable = req.body.replayable();
         let retry = idempotent(&req.method) && replayable;
-        let req = Arc::new(req);
-        let client = self.client.clone();
-        let svc: Arc<str> = Arc::from(service);
+        let (client, req) = (&self.client, &req);
         let resp = pool
-            .call(method_name(&req.method), retry, ctx, |up: Upstream, cx| {
-                let req = req.clone();
-                let client = client.clone();
-                let svc = svc.clone();
-                async move { send_once(&client, &svc, &up, &cx, &req, replayable).await }
-            })
+            .call(
+                method_name(&req.method),
+                retry,
+                ctx,
+                move |up: Upstream, cx| async move {
+                    let started = Instant::now();
+                    let result = match &req.body {
+                        UpstreamBody::Buffered(body) => send_h1(service, &up, &cx, req, body).await,
+                        UpstreamBody::Streamed(_) => {
+                            send_once(client, service, &up, &cx, req, replayable).await
+                        }
+                    };
+                    metrics::histogram!(
+                        "gateway_upstream_duration_seconds",
+                        "service" => crate::SERVICE_NAME,
+                        "target" => service.to_owned()
+                    )
+                    .record(started.elapsed().as_secs_f64());
+                    result
+                },
+            )
             .await?;
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, Body::new(body)))
+        Ok(Response::from_parts(parts, body))
     }
 }
 
+/// The deadline left, for the upstream (`x-plt-timeout-ms`).
+fn timeout_header(cx: &RequestContext) -> Option<(HeaderName, HeaderValue)> {
+    let left = cx.remaining()?;
+    let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+    Some((
+        HeaderName::from_static(TIMEOUT_HEADER),
+        HeaderValue::from(ms),
+    ))
+}
+
+/// A request with an in-memory body, on the gateway's own connections (see [`crate::h1`]).
+async fn send_h1(
+    service: &str,
+    up: &Upstream,
+    cx: &RequestContext,
+    req: &Outgoing,
+    body: &Bytes,
+) -> Result<Response<Body>, Error> {
+    let extra: Vec<(HeaderName, HeaderValue)> = timeout_header(cx).into_iter().collect();
+    up.conns
+        .send(&req.method, &req.path_and_query, &req.headers, &extra, body)
+        .await
+        .map_err(|e| match e {
+            SendError::Connect(e) => {
+                tracing::debug!(target_service = service, instance = %up.authority, error = %e, "upstream connection failed");
+                Error::not_sent(format!("{service}: {e}"))
+            }
+            e => {
+                tracing::warn!(target_service = service, instance = %up.authority, error = %e, "upstream request failed");
+                Error::unavailable(format!("{service} unreachable"))
+            }
+        })
+}
+
+/// A request with a streamed body, through hyper's pooled client.
 async fn send_once(
     client: &HttpClient,
     service: &str,
@@ -282,7 +339,7 @@ async fn send_once(
     cx: &RequestContext,
     req: &Outgoing,
     replayable: bool,
-) -> Result<Response<hyper::body::Incoming>, Error> {
+) -> Result<Response<Body>, Error> {
     let Some(body) = req.body.take() else {
         // A streamed body goes out once; a second attempt has nothing to send.
         return Err(Error::new(ErrorCode::Internal, "request body already sent"));
@@ -300,20 +357,11 @@ async fn send_once(
         .body(body)
         .map_err(|e| Error::internal("building the upstream request", &e))?;
     *out.headers_mut() = req.headers.clone();
-    if let Some(left) = cx.remaining()
-        && let Ok(v) = HeaderValue::from_str(&left.as_millis().to_string())
-    {
-        out.headers_mut().insert(TIMEOUT_HEADER, v);
+    if let Some((name, value)) = timeout_header(cx) {
+        out.headers_mut().insert(name, value);
     }
-    let started = Instant::now();
     let result = client.request(out).await;
-    metrics::histogram!(
-        "gateway_upstream_duration_seconds",
-        "service" => crate::SERVICE_NAME,
-        "target" => service.to_owned()
-    )
-    .record(started.elapsed().as_secs_f64());
-    result.map_err(|e| {
+    result.map(|r| r.map(Body::new)).map_err(|e| {
         match req.body_state.get() {
             BODY_TOO_LARGE => {
                 return Error::new(ErrorCode::PayloadTooLarge, "request body is too large");
