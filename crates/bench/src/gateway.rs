@@ -107,6 +107,8 @@ struct Servers {
     authority: TestAuthority,
     /// Holds `bench.ping.read`.
     user: Uuid,
+    /// The gateway's worker threads.
+    workers: usize,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _registration: plt_registry::Registration,
@@ -225,6 +227,7 @@ async fn start_servers() -> anyhow::Result<Servers> {
         gateway,
         authority,
         user,
+        workers: cfg.service.worker_threads(),
         stop,
         task,
         _registration: registration,
@@ -380,7 +383,8 @@ fn cpu_delta(
             .unwrap_or_default()
             .saturating_sub(before.get(g).copied().unwrap_or_default())
     };
-    (d("srv"), d("load") + d("bench"))
+    // `http-N`: the gateway's worker threads.
+    (d("srv") + d("http"), d("load") + d("bench"))
 }
 
 // ---------------------------------------------------------------- the run
@@ -692,6 +696,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     drop(externals);
 
+    let gateway_workers = servers.workers;
     let _ = servers.stop.send(());
     let task = servers.task;
     let stopped =
@@ -705,7 +710,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let Some((rate, rows)) = result else {
         return Ok(ExitCode::SUCCESS);
     };
-    let (report, pass) = report(args, rate, &rows);
+    let (report, pass) = report(args, gateway_workers, rate, &rows);
     print!("{report}");
     Ok(if pass {
         ExitCode::SUCCESS
@@ -756,7 +761,7 @@ fn measure(args: &Args, rt: &tokio::runtime::Runtime, targets: &[Entry]) -> (f64
     (rate, rows)
 }
 
-fn report(args: &Args, rate: f64, rows: &[Row]) -> (String, bool) {
+fn report(args: &Args, gateway_workers: usize, rate: f64, rows: &[Row]) -> (String, bool) {
     let mut o = String::new();
     let _ = writeln!(o, "\nplt-bench gateway");
     let _ = writeln!(o, "machine: {}", machine());
@@ -766,9 +771,10 @@ fn report(args: &Args, rate: f64, rows: &[Row]) -> (String, bool) {
     );
     let _ = writeln!(
         o,
-        "runtimes: servers (upstream + gateway) {} tokio worker thread(s); load generator {} \
-         worker thread(s) + 1 pacing thread (open loop); the OS shares the cores among them",
-        args.server_threads, args.client_threads
+        "runtimes: upstream (and the bare proxy) {} tokio worker thread(s); gateway {} worker \
+         thread(s) (gateway.workers); load generator {} worker thread(s) + 1 pacing thread \
+         (open loop); the OS shares the cores among them",
+        args.server_threads, gateway_workers, args.client_threads
     );
     let _ = writeln!(
         o,

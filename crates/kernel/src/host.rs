@@ -10,7 +10,10 @@
 //! A data-plane service (the API gateway) may add a [`FrontHandler`]: it sees every request
 //! first, with the peer address (`ConnectInfo<SocketAddr>`) and nothing else done, and
 //! either serves it itself (doing its own request id, logging and metrics) or hands it to
-//! the stack above.
+//! the stack above. It may also ask for [`ServiceHost::workers`]: that many threads, each
+//! with its own single-threaded runtime and its own listening socket on the shared port
+//! (`SO_REUSEPORT`, the kernel spreads connections over them), so that a connection's work
+//! stays on one thread, as in nginx, HAProxy and Envoy.
 
 use crate::{
     REQUEST_ID_HEADER,
@@ -68,6 +71,17 @@ pub struct ServiceHost {
     readiness_timeout: Duration,
     body_limit: usize,
     front: Option<Arc<dyn FrontHandler>>,
+    workers: usize,
+}
+
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The number of the host worker thread this code runs on (1, 2, …), or 0 off them: for
+/// per-thread state such as connections registered with this thread's runtime.
+pub fn worker_index() -> usize {
+    WORKER.with(std::cell::Cell::get)
 }
 
 impl ServiceHost {
@@ -84,7 +98,15 @@ impl ServiceHost {
             readiness_timeout: server.readiness_timeout,
             body_limit: server.body_limit_bytes,
             front: None,
+            workers: 1,
         }
+    }
+
+    /// Serves from `n` worker threads (see the module's documentation) instead of the
+    /// ambient runtime; 1 (the default) serves on the runtime `run` is called on.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
     }
 
     /// Requests go to `front` first (see [`FrontHandler`]).
@@ -135,8 +157,8 @@ impl ServiceHost {
 
     /// Binds the listener (use port 0 in tests) and assembles the service stack.
     pub async fn bind(self, addr: SocketAddr) -> std::io::Result<BoundHost> {
-        let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
+        let listeners = bind_listeners(addr, self.workers)?;
+        let local_addr = listeners[0].local_addr()?;
         let _ = metrics::handle();
         let readiness = Readiness::new(self.checks, self.readiness_timeout);
 
@@ -231,7 +253,7 @@ impl ServiceHost {
         );
         Ok(BoundHost {
             name: self.name,
-            listener,
+            listeners,
             local_addr,
             app,
             readiness,
@@ -245,7 +267,7 @@ impl ServiceHost {
 /// A host bound to its port, ready to run.
 pub struct BoundHost {
     name: Arc<str>,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     local_addr: SocketAddr,
     app: Router,
     readiness: Readiness,
@@ -269,44 +291,120 @@ impl BoundHost {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let started = Arc::new(tokio::sync::Notify::new());
-        let started_tx = started.clone();
-        let readiness = self.readiness.clone();
-        let reporter = self.health_reporter.clone();
         let name = self.name.clone();
-        tracing::info!(service = %name, addr = %self.local_addr, "listening (gRPC and HTTP)");
-        // TCP_NODELAY: small gRPC/HTTP answers must not wait for the peer's delayed ACK.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let serve = axum::serve(
-            listener,
-            Front {
-                front: self.front,
-                app: self.app,
-                peer: None,
-            },
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            readiness.set_draining();
-            reporter
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-            started_tx.notify_one();
-        });
+        tracing::info!(service = %name, addr = %self.local_addr, workers = self.listeners.len(), "listening (gRPC and HTTP)");
+        let front = Front {
+            front: self.front,
+            app: self.app,
+            peer: None,
+        };
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let mut served = Vec::new();
+        let mut listeners = self.listeners;
+        if listeners.len() == 1 {
+            let listener = listeners.remove(0);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(serve(listener, front, stop).await);
+            });
+            served.push(rx);
+        } else {
+            for (i, listener) in listeners.into_iter().enumerate() {
+                let listener = listener.into_std()?;
+                let (front, stop) = (front.clone(), stop.clone());
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                std::thread::Builder::new()
+                    .name(format!("http-{}", i + 1))
+                    .spawn(move || {
+                        WORKER.with(|w| w.set(i + 1));
+                        let rt = match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(rt) => rt,
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                                return;
+                            }
+                        };
+                        let result = rt.block_on(async move {
+                            serve(TcpListener::from_std(listener)?, front, stop).await
+                        });
+                        let _ = tx.send(result);
+                    })?;
+                served.push(rx);
+            }
+        }
+        shutdown.await;
+        self.readiness.set_draining();
+        self.health_reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        let _ = stop_tx.send(true);
         let deadline = self.shutdown_timeout;
-        tokio::select! {
-            result = serve => {
+        let all = async {
+            let mut result = Ok(());
+            for rx in served {
+                match rx.await {
+                    Ok(Err(e)) => result = Err(e),
+                    Ok(Ok(())) => {}
+                    Err(_) => result = Err(std::io::Error::other("a server worker failed")),
+                }
+            }
+            result
+        };
+        match tokio::time::timeout(deadline, all).await {
+            Ok(result) => {
                 tracing::info!(service = %name, "stopped");
                 result
             }
-            () = async { started.notified().await; tokio::time::sleep(deadline).await } => {
+            Err(_) => {
                 tracing::warn!(service = %name, ?deadline, "shutdown deadline passed; abandoning requests still in flight");
                 Ok(())
             }
         }
     }
+}
+
+/// `n` listening sockets on `addr`: one plainly bound, or `n` sharing the port with
+/// `SO_REUSEPORT` (port 0: the port the first one got).
+fn bind_listeners(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener>> {
+    let mut out = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        if n > 1 {
+            socket.set_reuseport(true)?;
+        }
+        socket.bind(addr)?;
+        let listener = socket.listen(1024)?;
+        addr = listener.local_addr()?;
+        out.push(listener);
+    }
+    Ok(out)
+}
+
+/// Serves `listener` until `stop` turns true, then until its connections have finished.
+async fn serve(
+    listener: TcpListener,
+    front: Front,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    // TCP_NODELAY: small gRPC/HTTP answers must not wait for the peer's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, front)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
 }
 
 /// The service of one connection: the peer's address in the request's extensions (as

@@ -14,7 +14,7 @@ pub mod telemetry;
 
 pub use config::{ConfigError, KernelConfig, Loaded};
 pub use health::{HealthCheck, Readiness};
-pub use host::{BoundHost, FrontFuture, FrontHandler, ServiceHost};
+pub use host::{BoundHost, FrontFuture, FrontHandler, ServiceHost, worker_index};
 pub use secret::Secret;
 
 /// The header that carries a request id between clients, the gateway and services.

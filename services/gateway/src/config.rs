@@ -17,6 +17,9 @@ pub const MAX_AUTHZ_STALENESS: Duration = Duration::from_secs(5);
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// Threads serving connections, each with its own runtime and listening socket (as
+    /// nginx's and HAProxy's workers); 0: one per CPU core this process may use.
+    pub workers: usize,
     /// Largest accepted request body (413 beyond).
     pub body_limit_bytes: usize,
     /// Peers (IPs or CIDRs) whose `X-Forwarded-For`, `X-Forwarded-Proto` and
@@ -343,8 +346,24 @@ impl RouteConfig {
     }
 }
 
+impl GatewayConfig {
+    /// `workers`, with 0 resolved to the cores this process may use.
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+}
+
 impl Validate for GatewayConfig {
     fn validate(&self, p: &str) -> Result<(), ConfigError> {
+        if self.workers > 1024 {
+            return Err(ConfigError::new(
+                format!("{p}.workers"),
+                "must be at most 1024 (0: one per CPU core)",
+            ));
+        }
         let key = |k: &str| format!("{p}.{k}");
         if self.body_limit_bytes == 0 {
             return Err(ConfigError::new(

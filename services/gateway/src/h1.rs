@@ -13,6 +13,10 @@
 //! noticed when it is taken from the pool (no syscall when nothing has happened on it);
 //! one that closes as the request is written is retried once on a new connection when
 //! the method is idempotent.
+//!
+//! Idle connections are kept per host worker thread ([`plt_kernel::worker_index`]): a
+//! connection is registered with the runtime of the thread that opened it, and is reused
+//! there, so that its readiness never crosses threads.
 
 use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
@@ -36,8 +40,10 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 /// A body of known length up to this size is read before the response is handed on.
 const READ_WHOLE: u64 = 64 * 1024;
-/// Idle connections kept per upstream instance.
-const MAX_IDLE: usize = 512;
+/// Idle connections kept per upstream instance and worker thread.
+const MAX_IDLE: usize = 256;
+/// Idle lists per upstream instance: worker threads beyond this share them (round robin).
+const SLOTS: usize = 16;
 
 /// Why a request failed.
 #[derive(Debug)]
@@ -75,7 +81,8 @@ struct Idle {
 /// The keep-alive connections to one upstream instance.
 pub struct ConnPool {
     authority: http::uri::Authority,
-    idle: Mutex<Vec<Idle>>,
+    /// Per worker thread (index modulo `SLOTS`).
+    idle: [Mutex<Vec<Idle>>; SLOTS],
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -88,16 +95,23 @@ impl ConnPool {
     ) -> Arc<Self> {
         Arc::new(Self {
             authority,
-            idle: Mutex::new(Vec::new()),
+            idle: std::array::from_fn(|_| Mutex::new(Vec::new())),
             connect_timeout,
             idle_timeout,
         })
     }
 
+    /// This thread's idle connections.
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle[plt_kernel::worker_index() % SLOTS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// An idle connection that is still usable, newest first.
     fn checkout(&self) -> Option<Conn> {
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle();
         while let Some(Idle { conn, since }) = idle.pop() {
             if now.duration_since(since) > self.idle_timeout {
                 // The rest are older still.
@@ -112,7 +126,7 @@ impl ConnPool {
     }
 
     fn checkin(&self, conn: Conn) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle();
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
                 conn,

@@ -182,6 +182,7 @@ impl App {
         let listen = overrides.listen.unwrap_or(g.listen);
         let host = ServiceHost::new(SERVICE_NAME, &cfg.kernel.server)
             .front(Arc::new(front))
+            .workers(g.worker_threads())
             .bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;

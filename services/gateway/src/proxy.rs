@@ -69,6 +69,18 @@ fn tighter(a: Option<Decision>, b: Decision) -> Decision {
     }
 }
 
+/// Marks an answer that came from the upstream (which read the request's body).
+#[derive(Clone, Copy)]
+struct FromUpstream;
+
+/// Whether a request says it has a body.
+fn declares_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
 /// What the handler produced, for metrics.
 struct Outcome {
     route: String,
@@ -152,7 +164,18 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub async fn handle(gw: &Gateway, req: Request, rid: Option<String>) -> Response {
     let started = Instant::now();
     let method = req.method().as_str().to_owned();
-    let Outcome { route, response } = gw.serve(req, rid).await;
+    let has_body = declares_body(req.headers());
+    let Outcome {
+        route,
+        mut response,
+    } = gw.serve(req, rid).await;
+    // Refused with its body (perhaps) unread: the connection is closed after this answer,
+    // so the client must not send another request on it.
+    if has_body && response.extensions().get::<FromUpstream>().is_none() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = response.status().as_u16().to_string();
     metrics::counter!("gateway_requests_total", "service" => SERVICE_NAME, "route" => route.clone(), "method" => method.clone(), "status" => status)
         .increment(1);
@@ -201,6 +224,7 @@ impl Gateway {
         if let Some(d) = &rate {
             set_rate_headers(response.headers_mut(), d);
         }
+
         Outcome {
             route: label,
             response,
@@ -467,7 +491,10 @@ impl Gateway {
             body_state,
         };
         match self.upstreams.forward(&route.service, &ctx, out).await {
-            Ok(resp) => resp,
+            Ok(mut resp) => {
+                resp.extensions_mut().insert(FromUpstream);
+                resp
+            }
             Err(e) => {
                 let (code, msg) = match e.code {
                     ErrorCode::DeadlineExceeded => (
