@@ -691,3 +691,101 @@ async fn shutdown_timeout_bounds_the_wait_for_slow_requests() {
     assert!(waited < Duration::from_secs(4), "run() took {waited:?}");
     assert!(waited >= Duration::from_millis(150), "{waited:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Worker threads and the front handler
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_threads_share_the_port_and_drain_on_shutdown() {
+    let entered = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let router = slow_route(entered.clone(), release.clone(), Duration::from_secs(5)).route(
+        "/worker",
+        get(|| async { plt_kernel::worker_index().to_string() }),
+    );
+    let mut host = Running::start(
+        ServiceHost::new("workers", &server_config())
+            .workers(3)
+            .http(router),
+    )
+    .await;
+    // New connections are spread over the three workers; each is served by one of them.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let text = client()
+            .get(host.url("/worker"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let n: usize = text.parse().unwrap();
+        assert!((1..=3).contains(&n), "worker {n}");
+        seen.insert(n);
+    }
+    assert!(seen.len() > 1, "connections all went to {seen:?}");
+    let (status, _) = get_json(&host.url("/healthz")).await;
+    assert_eq!(status, 200);
+
+    // Graceful shutdown as with one runtime: the in-flight request finishes, the port closes.
+    let url = host.url("/slow");
+    let request = tokio::spawn(async move { client().get(url).send().await?.text().await });
+    within("request reaches the handler", entered.notified()).await;
+    host.trigger_shutdown();
+    within("listener closes", async {
+        while !connection_refused(host.addr).await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(!request.is_finished());
+    release.notify_one();
+    let text = within("in-flight request", request)
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert_eq!(text, "done");
+    host.stopped().await.expect("run() returns Ok");
+}
+
+/// Serves `/front/*` itself (with the peer's address it was given); hands the rest on.
+struct Front;
+
+impl plt_kernel::FrontHandler for Front {
+    fn serve(
+        &self,
+        req: axum::extract::Request,
+    ) -> Result<plt_kernel::FrontFuture, axum::extract::Request> {
+        if !req.uri().path().starts_with("/front/") {
+            return Err(req);
+        }
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default();
+        Ok(Box::pin(async move {
+            axum::response::IntoResponse::into_response(format!("front {peer}"))
+        }))
+    }
+}
+
+#[tokio::test]
+async fn the_front_handler_sees_requests_first_and_hands_on_the_rest() {
+    let host = Running::start(
+        ServiceHost::new("front", &server_config())
+            .front(Arc::new(Front))
+            .http(Router::new().route("/front/x", get(|| async { "router" }))),
+    )
+    .await;
+    let c = client();
+    let resp = c.get(host.url("/front/x")).send().await.unwrap();
+    // Nothing of the host's stack: no generated request id.
+    assert!(resp.headers().get(REQUEST_ID_HEADER).is_none());
+    assert_eq!(resp.text().await.unwrap(), "front 127.0.0.1");
+    let resp = c.get(host.url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get(REQUEST_ID_HEADER).is_some());
+}
