@@ -6,6 +6,7 @@ use crate::{breaker::Breaker, budget::RetryBudget};
 use plt_contracts::{
     Error, ErrorCode, RequestContext, Result, service_identity::ServiceCredentials,
 };
+use plt_kernel::metrics::HandleCache;
 use plt_registry::{Instance, Watch};
 use std::{
     future::Future,
@@ -58,6 +59,10 @@ pub struct Pool<C> {
     policy: Policy,
     budget: RetryBudget,
     credentials: Option<Arc<dyn ServiceCredentials>>,
+    /// `rpc_client_requests_total` by method and outcome (`None`: ok).
+    requests: HandleCache<(&'static str, Option<ErrorCode>), metrics::Counter>,
+    /// `rpc_client_duration_seconds` by method.
+    durations: HandleCache<&'static str, metrics::Histogram>,
 }
 
 fn random_u64() -> u64 {
@@ -99,6 +104,8 @@ impl<C: Clone + Send + Sync + 'static> Pool<C> {
             budget: RetryBudget::new(policy.retry_budget_ratio, 3.0),
             policy,
             credentials,
+            requests: HandleCache::default(),
+            durations: HandleCache::default(),
         });
         let initial = watch.borrow_and_update().clone();
         pool.update(&initial, &make);
@@ -263,12 +270,17 @@ impl<C: Clone + Send + Sync + 'static> Pool<C> {
             tried.push(ep.instance.id.clone());
             tokio::time::sleep(self.backoff(attempt)).await;
         };
-        let code = match &result {
-            Ok(_) => "ok".to_owned(),
-            Err(e) => e.code.to_string(),
-        };
-        metrics::counter!("rpc_client_requests_total", "target" => self.service.clone(), "method" => method, "code" => code).increment(1);
-        metrics::histogram!("rpc_client_duration_seconds", "target" => self.service.clone(), "method" => method)
+        let outcome = result.as_ref().err().map(|e| e.code);
+        self.requests
+            .get(&(method, outcome), || {
+                let code = outcome.map_or_else(|| "ok".to_owned(), |c| c.to_string());
+                metrics::counter!("rpc_client_requests_total", "target" => self.service.clone(), "method" => method, "code" => code)
+            })
+            .increment(1);
+        self.durations
+            .get(&method, || {
+                metrics::histogram!("rpc_client_duration_seconds", "target" => self.service.clone(), "method" => method)
+            })
             .record(started.elapsed().as_secs_f64());
         result
     }

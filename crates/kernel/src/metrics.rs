@@ -150,3 +150,46 @@ pub async fn track_grpc(State(service): State<Arc<str>>, req: Request, next: Nex
         .record(start.elapsed().as_secs_f64());
     response
 }
+
+/// Metric handles (counters, histograms) by a small key, registered on first use, so that a
+/// hot path does not build label sets and look the series up in the registry on every
+/// event. Lookups are a read lock and a scan: meant for a handful of keys per site (methods,
+/// statuses); past `MAX` keys, handles are made each time and not kept.
+pub struct HandleCache<K, H> {
+    entries: std::sync::RwLock<Vec<(K, H)>>,
+}
+
+impl<K, H> Default for HandleCache<K, H> {
+    fn default() -> Self {
+        Self {
+            entries: std::sync::RwLock::new(Vec::new()),
+        }
+    }
+}
+
+impl<K, H> std::fmt::Debug for HandleCache<K, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandleCache")
+    }
+}
+
+impl<K: PartialEq + Clone, H: Clone> HandleCache<K, H> {
+    const MAX: usize = 64;
+
+    /// The handle for `key`, made by `make` the first time. Call it after the recorder is
+    /// installed (at request time): a handle made before is a no-op one.
+    pub fn get(&self, key: &K, make: impl FnOnce() -> H) -> H {
+        {
+            let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, h)) = entries.iter().find(|(k, _)| k == key) {
+                return h.clone();
+            }
+        }
+        let h = make();
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if entries.len() < Self::MAX && !entries.iter().any(|(k, _)| k == key) {
+            entries.push((key.clone(), h.clone()));
+        }
+        h
+    }
+}

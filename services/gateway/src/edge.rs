@@ -45,13 +45,19 @@ impl moka::Expiry<[u8; 32], Arc<Caller>> for TokenExpiry {
 }
 
 fn cache_lookup(cache: &'static str, hit: bool) {
-    metrics::counter!(
-        "gateway_cache_lookups_total",
-        "service" => SERVICE_NAME,
-        "cache" => cache,
-        "result" => if hit { "hit" } else { "miss" }
-    )
-    .increment(1);
+    static HANDLES: std::sync::LazyLock<
+        plt_kernel::metrics::HandleCache<(&'static str, bool), metrics::Counter>,
+    > = std::sync::LazyLock::new(Default::default);
+    HANDLES
+        .get(&(cache, hit), || {
+            metrics::counter!(
+                "gateway_cache_lookups_total",
+                "service" => SERVICE_NAME,
+                "cache" => cache,
+                "result" => if hit { "hit" } else { "miss" }
+            )
+        })
+        .increment(1);
 }
 
 /// Verifies access tokens, remembering the verified ones.

@@ -645,6 +645,7 @@ pub fn document(cfg: &GatewayConfig) -> utoipa::openapi::OpenApi {
                 user_limit: None,
                 blocked: false,
                 origin: crate::routes::Origin::Announced,
+                metrics: Default::default(),
             });
         }
     }

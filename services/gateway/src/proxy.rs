@@ -15,7 +15,7 @@ use crate::{
     edge::Caller,
     ratelimit::{Decision, Scope},
     routes::Route,
-    upstream::{BodyState, LimitedBody, Outgoing, UpstreamBody, strip_hop_by_hop},
+    upstream::{BodyState, LimitedBody, Outgoing, UpstreamBody},
 };
 use axum::{
     body::Body,
@@ -83,7 +83,8 @@ fn declares_body(headers: &HeaderMap) -> bool {
 
 /// What the handler produced, for metrics.
 struct Outcome {
-    route: String,
+    /// The matched route; `Err` with why none was.
+    route: Result<Arc<Route>, &'static str>,
     response: Response,
 }
 
@@ -163,7 +164,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Everything the gateway forwards: served, then counted and timed per route.
 pub async fn handle(gw: &Gateway, req: Request, rid: Option<String>) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     let has_body = declares_body(req.headers());
     let Outcome {
         route,
@@ -176,11 +177,25 @@ pub async fn handle(gw: &Gateway, req: Request, rid: Option<String>) -> Response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("gateway_requests_total", "service" => SERVICE_NAME, "route" => route.clone(), "method" => method.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("gateway_request_duration_seconds", "service" => SERVICE_NAME, "route" => route, "method" => method)
-        .record(started.elapsed().as_secs_f64());
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed().as_secs_f64();
+    let requests = |label: &str| metrics::counter!("gateway_requests_total", "service" => SERVICE_NAME, "route" => label.to_owned(), "method" => method.as_str().to_owned(), "status" => status.to_string());
+    let durations = |label: &str| metrics::histogram!("gateway_request_duration_seconds", "service" => SERVICE_NAME, "route" => label.to_owned(), "method" => method.as_str().to_owned());
+    match &route {
+        Ok(r) => {
+            let m = &r.metrics;
+            m.requests
+                .get(&(method.clone(), status), || requests(r.label()))
+                .increment(1);
+            m.durations
+                .get(&method, || durations(r.label()))
+                .record(elapsed);
+        }
+        Err(label) => {
+            requests(label).increment(1);
+            durations(label).record(elapsed);
+        }
+    }
     response
 }
 
@@ -190,7 +205,7 @@ impl Gateway {
         let path = parts.uri.path().to_owned();
         if suspicious_path(&path) {
             return Outcome {
-                route: "invalid".into(),
+                route: Err("invalid"),
                 response: problem(
                     Error::invalid("path", "must not contain dot segments or backslashes"),
                     &rid,
@@ -202,16 +217,15 @@ impl Gateway {
             let allowed = table.allowed_methods(&path);
             if !allowed.is_empty() {
                 return Outcome {
-                    route: "unmatched".into(),
+                    route: Err("unmatched"),
                     response: method_not_allowed(&parts.method, &allowed, &rid),
                 };
             }
             return Outcome {
-                route: "unmatched".into(),
+                route: Err("unmatched"),
                 response: problem(Error::new(ErrorCode::NotFound, "no such route"), &rid),
             };
         };
-        let label = route.label().to_owned();
         let mut rate: Option<Decision> = None;
         let response = match self.admit(&route, &parts, &path, &rid, &mut rate).await {
             Ok(caller) => {
@@ -226,7 +240,7 @@ impl Gateway {
         }
 
         Outcome {
-            route: label,
+            route: Ok(route),
             response,
         }
     }
@@ -365,62 +379,79 @@ impl Gateway {
         self.trusted.client_ip(peer, xff.into_iter())
     }
 
-    /// The headers sent upstream.
+    /// The headers sent upstream: the client's, less hop-by-hop (RFC 9110 §7.6.1) and
+    /// reserved ones, `Host` and `Expect`; plus `X-Forwarded-*` and the verified identity.
+    /// Built in one pass into a new map.
     fn upstream_headers(&self, parts: &Parts, caller: Option<&Caller>) -> HeaderMap {
-        let mut h = parts.headers.clone();
-        strip_hop_by_hop(&mut h);
-        let reserved: Vec<HeaderName> = h.keys().filter(|n| is_reserved(n)).cloned().collect();
-        for n in reserved {
-            h.remove(n);
-        }
+        static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+        static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+        static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+        static X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+        static X_USER_SCOPE: HeaderName = HeaderName::from_static("x-user-scope");
+        let incoming = &parts.headers;
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| crate::net::canonical(c.0.ip()));
         let trusted_peer = peer.is_some_and(|p| self.trusted.is_trusted(p));
-        // X-Forwarded-For: what came, plus the peer.
-        if let Some(p) = peer {
-            let mut chain: Vec<String> = h
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .map(str::to_owned)
-                .collect();
-            chain.push(p.to_string());
-            if let Ok(v) = HeaderValue::from_str(&chain.join(", ")) {
-                h.insert("x-forwarded-for", v);
+        // Names the `Connection` header lists are hop-by-hop too (rare).
+        let listed: Vec<HeaderName> = incoming
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        let mut h = HeaderMap::with_capacity(incoming.len() + 6);
+        for (name, value) in incoming {
+            let keep = !(crate::upstream::is_hop_by_hop(name)
+                || is_reserved(name)
+                || name == header::HOST
+                // The gateway answered `Expect: 100-continue` itself (by reading the body).
+                || name == header::EXPECT
+                || *name == X_FORWARDED_FOR
+                || (!trusted_peer && (*name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST))
+                || listed.contains(name));
+            if keep {
+                h.append(name.clone(), value.clone());
             }
         }
-        if !(trusted_peer && h.contains_key("x-forwarded-proto")) {
-            h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        // X-Forwarded-For: what came, plus the peer.
+        if let Some(p) = peer {
+            let mut chain = String::new();
+            for v in incoming.get_all(&X_FORWARDED_FOR) {
+                if let Ok(v) = v.to_str() {
+                    chain.push_str(v);
+                    chain.push_str(", ");
+                }
+            }
+            chain.push_str(&p.to_string());
+            if let Ok(v) = HeaderValue::from_str(&chain) {
+                h.insert(X_FORWARDED_FOR.clone(), v);
+            }
         }
-        if !(trusted_peer && h.contains_key("x-forwarded-host")) {
-            let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        if !h.contains_key(&X_FORWARDED_PROTO) {
+            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
+        if !h.contains_key(&X_FORWARDED_HOST) {
+            let host = incoming.get(header::HOST).cloned().or_else(|| {
                 parts
                     .uri
                     .authority()
                     .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             });
-            match host {
-                Some(v) => {
-                    h.insert("x-forwarded-host", v);
-                }
-                None => {
-                    h.remove("x-forwarded-host");
-                }
+            if let Some(v) = host {
+                h.insert(X_FORWARDED_HOST.clone(), v);
             }
         }
-        h.remove(header::HOST);
-        // The gateway answered `Expect: 100-continue` itself (by reading the body).
-        h.remove(header::EXPECT);
         if let Some(c) = caller {
             if let Ok(v) = HeaderValue::from_str(&c.user_id) {
-                h.insert("x-user-id", v);
+                h.insert(X_USER_ID.clone(), v);
             }
             if !c.scope.is_empty()
                 && let Ok(v) = HeaderValue::from_str(&c.scope)
             {
-                h.insert("x-user-scope", v);
+                h.insert(X_USER_SCOPE.clone(), v);
             }
         }
         h

@@ -6,6 +6,7 @@
 
 use crate::config::{DiscoveryConfig, Limit, RouteConfig};
 use http::Method;
+use plt_kernel::metrics::HandleCache;
 use plt_registry::Instance;
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -48,6 +49,16 @@ pub struct Route {
     pub user_limit: Option<Limit>,
     pub blocked: bool,
     pub origin: Origin,
+    /// The handles of this route's request metrics.
+    pub metrics: Arc<RouteMetrics>,
+}
+
+/// `gateway_requests_total` by method and status, `gateway_request_duration_seconds` by
+/// method, for one route.
+#[derive(Debug, Default)]
+pub struct RouteMetrics {
+    pub requests: HandleCache<(Method, u16), metrics::Counter>,
+    pub durations: HandleCache<Method, metrics::Histogram>,
 }
 
 fn normalise_prefix(p: &str) -> String {
@@ -79,6 +90,7 @@ impl Route {
             user_limit: c.rate_limit.as_ref().and_then(|r| r.user),
             blocked: c.blocked,
             origin: Origin::Config,
+            metrics: Arc::default(),
         }
     }
 
@@ -315,6 +327,7 @@ impl Routes {
                     user_limit: None,
                     blocked: false,
                     origin: Origin::Announced,
+                    metrics: Arc::default(),
                 });
             }
         }

@@ -17,6 +17,7 @@ use hyper_util::{
 };
 use plt_client::{Policy, Pool};
 use plt_contracts::{Error, ErrorCode, RequestContext, context::TIMEOUT_HEADER};
+use plt_kernel::metrics::HandleCache;
 use plt_registry::{Instance, ServiceRegistry};
 use std::{
     collections::HashMap,
@@ -42,7 +43,8 @@ type HttpClient = Client<HttpConnector, Body>;
 /// The pools of every service the gateway forwards to.
 pub struct Upstreams {
     client: HttpClient,
-    pools: HashMap<String, Arc<Pool<Upstream>>>,
+    /// Per service: its pool, and the handle of `gateway_upstream_duration_seconds`.
+    pools: HashMap<String, (Arc<Pool<Upstream>>, HandleCache<(), metrics::Histogram>)>,
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and the
@@ -58,6 +60,11 @@ const HOP_BY_HOP: &[&str] = &[
     "transfer-encoding",
     "upgrade",
 ];
+
+/// Whether `name` is one of [`HOP_BY_HOP`].
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+}
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -239,7 +246,7 @@ impl Upstreams {
                 }
             };
             let pool = Pool::new(&service, watch, make, policy.clone());
-            pools.insert(service, pool);
+            pools.insert(service, (pool, HandleCache::default()));
         }
         Ok(Self { client, pools })
     }
@@ -248,7 +255,7 @@ impl Upstreams {
     pub fn instances(&self, service: &str) -> Vec<String> {
         self.pools
             .get(service)
-            .map(|p| p.instances())
+            .map(|(p, _)| p.instances())
             .unwrap_or_default()
     }
 
@@ -262,7 +269,7 @@ impl Upstreams {
         ctx: &RequestContext,
         req: Outgoing,
     ) -> Result<Response<Body>, Error> {
-        let Some(pool) = self.pools.get(service) else {
+        let Some((pool, durations)) = self.pools.get(service) else {
             return Err(Error::unavailable(format!("no pool for {service}")));
         };
         let replayable = req.body.replayable();
@@ -281,12 +288,15 @@ impl Upstreams {
                             send_once(client, service, &up, &cx, req, replayable).await
                         }
                     };
-                    metrics::histogram!(
-                        "gateway_upstream_duration_seconds",
-                        "service" => crate::SERVICE_NAME,
-                        "target" => service.to_owned()
-                    )
-                    .record(started.elapsed().as_secs_f64());
+                    durations
+                        .get(&(), || {
+                            metrics::histogram!(
+                                "gateway_upstream_duration_seconds",
+                                "service" => crate::SERVICE_NAME,
+                                "target" => service.to_owned()
+                            )
+                        })
+                        .record(started.elapsed().as_secs_f64());
                     result
                 },
             )
@@ -315,9 +325,15 @@ async fn send_h1(
     req: &Outgoing,
     body: &Bytes,
 ) -> Result<Response<Body>, Error> {
-    let extra: Vec<(HeaderName, HeaderValue)> = timeout_header(cx).into_iter().collect();
+    let extra = timeout_header(cx);
     up.conns
-        .send(&req.method, &req.path_and_query, &req.headers, &extra, body)
+        .send(
+            &req.method,
+            &req.path_and_query,
+            &req.headers,
+            extra.as_slice(),
+            body,
+        )
         .await
         .map_err(|e| match e {
             SendError::Connect(e) => {
