@@ -10,7 +10,7 @@
 //! Authz unreachable means no decision: the request is refused (fail closed), and nothing is
 //! cached.
 
-use crate::SERVICE_NAME;
+use crate::{SERVICE_NAME, shard::ShardedMap};
 use plt_authn::{Verifier, VerifyError};
 use plt_contracts::{Error, ErrorCode, RequestContext, authz::AuthzServiceClient};
 use sha2::{Digest, Sha256};
@@ -31,19 +31,6 @@ pub struct Caller {
     cache_for: Duration,
 }
 
-struct TokenExpiry;
-
-impl moka::Expiry<[u8; 32], Arc<Caller>> for TokenExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        value: &Arc<Caller>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(value.cache_for)
-    }
-}
-
 fn cache_lookup(cache: &'static str, hit: bool) {
     static HANDLES: std::sync::LazyLock<
         plt_kernel::metrics::HandleCache<(&'static str, bool), metrics::Counter>,
@@ -60,10 +47,11 @@ fn cache_lookup(cache: &'static str, hit: bool) {
         .increment(1);
 }
 
-/// Verifies access tokens, remembering the verified ones.
+/// Verifies access tokens, remembering the verified ones until they expire.
 pub struct Authenticator {
     verifier: Verifier,
-    cache: moka::future::Cache<[u8; 32], Arc<Caller>>,
+    /// By the token's SHA-256: the caller, and until when it may be reused.
+    cache: ShardedMap<[u8; 32], (Arc<Caller>, Instant)>,
     max_ttl: Duration,
 }
 
@@ -71,10 +59,7 @@ impl Authenticator {
     pub fn new(verifier: Verifier, max_entries: u64, max_ttl: Duration) -> Self {
         Self {
             verifier,
-            cache: moka::future::Cache::builder()
-                .max_capacity(max_entries)
-                .expire_after(TokenExpiry)
-                .build(),
+            cache: ShardedMap::new(usize::try_from(max_entries).unwrap_or(usize::MAX)),
             max_ttl,
         }
     }
@@ -82,24 +67,31 @@ impl Authenticator {
     /// The caller of a bearer `token`, or why it is refused.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Caller>, VerifyError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(c) = self.cache.get(&key).await {
-            cache_lookup("token", true);
-            return Ok(c);
+        let now = Instant::now();
+        match self.cache.get(&key) {
+            Some((c, until)) if now < until => {
+                cache_lookup("token", true);
+                return Ok(c);
+            }
+            Some(_) => self.cache.remove(&key),
+            None => {}
         }
         cache_lookup("token", false);
         let claims = self.verifier.verify(token).await?;
-        let now = SystemTime::now()
+        let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let left = Duration::from_secs(u64::try_from(claims.exp - now).unwrap_or(0));
+        let left = Duration::from_secs(u64::try_from(claims.exp - unix_now).unwrap_or(0));
         let caller = Arc::new(Caller {
             user_id: claims.sub,
             scope: claims.scope,
             cache_for: left.min(self.max_ttl),
         });
         if !caller.cache_for.is_zero() {
-            self.cache.insert(key, caller.clone()).await;
+            let until = now + caller.cache_for;
+            self.cache
+                .insert(key, (caller.clone(), until), |(_, until)| *until <= now);
         }
         Ok(caller)
     }

@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routes;
+pub mod shard;
 pub mod upstream;
 
 use crate::{
@@ -156,14 +157,7 @@ impl App {
                 }
             }));
         }
-        let overrides_limits: Vec<config::Limit> = g
-            .routes
-            .iter()
-            .filter_map(|r| r.rate_limit.as_ref())
-            .flat_map(|r| [r.client, r.user])
-            .flatten()
-            .collect();
-        let limiter = RateLimiter::new(&g.rate_limit, &overrides_limits)?;
+        let limiter = RateLimiter::new(&g.rate_limit)?;
         let openapi = serde_json::to_vec(&openapi::document(g))
             .context("rendering the OpenAPI document")?
             .into();

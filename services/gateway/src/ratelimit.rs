@@ -9,7 +9,10 @@
 //! slower than `redis_timeout`, the request is decided by the local limiter instead and the
 //! fallback is counted in `gateway_ratelimit_fallback_total`.
 
-use crate::config::{Limit, RateLimitBackend, RateLimitConfig};
+use crate::{
+    config::{Limit, RateLimitBackend, RateLimitConfig},
+    shard::ShardedMap,
+};
 use std::{
     sync::{
         Arc,
@@ -68,28 +71,31 @@ pub fn decide(allowed: bool, d: i64, limit: &Limit) -> Decision {
 /// The in-process store: one TAT per key, kept while it matters.
 pub struct LocalLimiter {
     start: Instant,
-    cells: moka::sync::Cache<String, Arc<AtomicI64>>,
+    cells: ShardedMap<String, Arc<AtomicI64>>,
 }
 
 impl LocalLimiter {
-    /// At most `max_keys` keys; a key idle for `idle` (the longest tolerance in use, after
-    /// which its TAT is in the past and it is as good as new) is dropped.
-    pub fn new(max_keys: u64, idle: Duration) -> Self {
+    /// At most about `max_keys` keys. A key whose TAT is in the past is as good as absent,
+    /// so such keys are the first dropped when room is needed.
+    pub fn new(max_keys: u64) -> Self {
         Self {
             start: Instant::now(),
-            cells: moka::sync::Cache::builder()
-                .max_capacity(max_keys)
-                .time_to_idle(idle.max(Duration::from_secs(1)))
-                .build(),
+            cells: ShardedMap::new(usize::try_from(max_keys).unwrap_or(usize::MAX)),
         }
+    }
+
+    fn now(&self) -> i64 {
+        i64::try_from(self.start.elapsed().as_micros()).unwrap_or(i64::MAX / 2)
     }
 
     pub fn check(&self, key: &str, limit: &Limit) -> Decision {
         let (t, tau) = params(limit);
-        let now = i64::try_from(self.start.elapsed().as_micros()).unwrap_or(i64::MAX / 2);
-        let cell = self
-            .cells
-            .get_with_by_ref(key, || Arc::new(AtomicI64::new(i64::MIN)));
+        let now = self.now();
+        let cell = self.cells.get_or_insert_with(
+            key,
+            || (key.to_owned(), Arc::new(AtomicI64::new(i64::MIN))),
+            |c| c.load(Ordering::Relaxed) <= now,
+        );
         let mut stored = cell.load(Ordering::Acquire);
         loop {
             let tat = stored.max(now);
@@ -214,13 +220,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// `extra` are the route overrides, so idle keys are kept as long as any limit needs.
-    pub fn new(cfg: &RateLimitConfig, extra: &[Limit]) -> anyhow::Result<Self> {
-        let idle = [cfg.client, cfg.user]
-            .iter()
-            .chain(extra)
-            .map(|l| Duration::from_micros(u64::try_from(params(l).1).unwrap_or(u64::MAX / 2)))
-            .max()
-            .unwrap_or(Duration::from_secs(1));
+    pub fn new(cfg: &RateLimitConfig) -> anyhow::Result<Self> {
         let redis = match (cfg.enabled, cfg.backend) {
             (true, RateLimitBackend::Redis) => Some(RedisLimiter::new(
                 cfg.redis_url.expose(),
@@ -231,7 +231,7 @@ impl RateLimiter {
         };
         Ok(Self {
             enabled: cfg.enabled,
-            local: LocalLimiter::new(cfg.max_keys, idle),
+            local: LocalLimiter::new(cfg.max_keys),
             redis,
             client: cfg.client,
             user: cfg.user,
@@ -251,8 +251,11 @@ impl RateLimiter {
         subject: &str,
         limit: &Limit,
     ) -> Decision {
-        let key = format!("{}:{bucket}:{subject}", scope.as_str());
+        thread_local! {
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
         if let Some(redis) = &self.redis {
+            let key = format!("{}:{bucket}:{subject}", scope.as_str());
             match redis.check(&key, limit).await {
                 Ok(d) => return d,
                 Err(e) => {
@@ -262,7 +265,16 @@ impl RateLimiter {
                 }
             }
         }
-        self.local.check(&key, limit)
+        // The key is built in a reused buffer: no allocation unless the key is new.
+        KEY.with_borrow_mut(|key| {
+            key.clear();
+            key.push_str(scope.as_str());
+            key.push(':');
+            key.push_str(bucket);
+            key.push(':');
+            key.push_str(subject);
+            self.local.check(key, limit)
+        })
     }
 }
 
@@ -281,7 +293,7 @@ mod tests {
     #[test]
     fn burst_then_refusal_then_recovery() {
         let l = limit(10, 1000, 3);
-        let lim = LocalLimiter::new(100, Duration::from_secs(1));
+        let lim = LocalLimiter::new(100);
         let a = lim.check("k", &l);
         assert!(a.allowed);
         assert_eq!((a.limit, a.remaining), (3, 2));
@@ -308,7 +320,7 @@ mod tests {
     #[test]
     fn concurrent_checks_never_exceed_the_burst() {
         let l = limit(1, 60_000, 50);
-        let lim = Arc::new(LocalLimiter::new(100, Duration::from_secs(60)));
+        let lim = Arc::new(LocalLimiter::new(100));
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 let lim = lim.clone();
