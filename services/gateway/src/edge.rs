@@ -97,10 +97,16 @@ impl Authenticator {
     }
 }
 
+/// A decision, or the one question to authz that all who need it wait for.
+type Pending = Arc<tokio::sync::OnceCell<bool>>;
+
 /// Permission checks through authz, with a short decision cache.
 pub struct Authorizer {
     authz: Arc<dyn AuthzServiceClient>,
-    cache: Option<moka::future::Cache<(Uuid, String), bool>>,
+    /// By `<user id>:<permission>`: the decision (or the question in flight) and when it
+    /// was asked. Absent when `staleness_bound` is zero.
+    cache: Option<ShardedMap<String, (Pending, Instant)>>,
+    staleness_bound: Duration,
 }
 
 impl Authorizer {
@@ -110,13 +116,13 @@ impl Authorizer {
         staleness_bound: Duration,
         max_entries: u64,
     ) -> Self {
-        let cache = (!staleness_bound.is_zero()).then(|| {
-            moka::future::Cache::builder()
-                .max_capacity(max_entries)
-                .time_to_live(staleness_bound)
-                .build()
-        });
-        Self { authz, cache }
+        let cache = (!staleness_bound.is_zero())
+            .then(|| ShardedMap::new(usize::try_from(max_entries).unwrap_or(usize::MAX)));
+        Self {
+            authz,
+            cache,
+            staleness_bound,
+        }
     }
 
     async fn ask(&self, ctx: &RequestContext, user: Uuid, permission: &str) -> Result<bool, Error> {
@@ -145,12 +151,40 @@ impl Authorizer {
             cache_lookup("authz", false);
             return self.ask(ctx, user, permission).await;
         };
-        let entry = cache
-            .entry((user, permission.to_owned()))
-            .or_try_insert_with(self.ask(ctx, user, permission))
+        thread_local! {
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        let now = Instant::now();
+        let bound = self.staleness_bound;
+        let (pending, asked_here, key) = KEY.with_borrow_mut(|key| {
+            key.clear();
+            key.push_str(user.simple().encode_lower(&mut Uuid::encode_buffer()));
+            key.push(':');
+            key.push_str(permission);
+            match cache.get(key.as_str()) {
+                Some((p, asked)) if now.duration_since(asked) < bound => (p, false, None),
+                _ => {
+                    let p = Pending::default();
+                    cache.insert(key.clone(), (p.clone(), now), |(_, asked)| {
+                        now.duration_since(*asked) >= bound
+                    });
+                    (p, true, Some(key.clone()))
+                }
+            }
+        });
+        cache_lookup("authz", !asked_here);
+        match pending
+            .get_or_try_init(|| self.ask(ctx, user, permission))
             .await
-            .map_err(|e: Arc<Error>| (*e).clone())?;
-        cache_lookup("authz", !entry.is_fresh());
-        Ok(entry.into_value())
+        {
+            Ok(allowed) => Ok(*allowed),
+            Err(e) => {
+                // No decision: nothing is kept, the next request asks again.
+                if let Some(key) = key {
+                    cache.remove(key.as_str());
+                }
+                Err(e)
+            }
+        }
     }
 }
