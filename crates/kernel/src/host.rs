@@ -8,7 +8,7 @@
 //! ```
 //!
 //! A data-plane service (the API gateway) may add a [`FrontHandler`]: it sees every request
-//! first, with the peer address (`ConnectInfo<SocketAddr>`) and nothing else done, and
+//! first, with the peer's address and nothing else done, and
 //! either serves it itself (doing its own request id, logging and metrics) or hands it to
 //! the stack above. It may also ask for [`ServiceHost::workers`]: that many threads, each
 //! with its own single-threaded runtime and its own listening socket on the shared port
@@ -52,9 +52,9 @@ pub type FrontFuture = std::pin::Pin<Box<dyn Future<Output = Response> + Send>>;
 /// Sees each request before the host's stack (request id, span, metrics, router): a data
 /// path that does those itself serves its requests here without paying for them twice.
 pub trait FrontHandler: Send + Sync + 'static {
-    /// `Ok` with the response's future when this handler serves `req`; `Err(req)` hands it,
-    /// unchanged, to the host's stack.
-    fn serve(&self, req: Request) -> Result<FrontFuture, Request>;
+    /// `Ok` with the response's future when this handler serves `req` (from `peer`);
+    /// `Err(req)` hands it, unchanged, to the host's stack.
+    fn serve(&self, req: Request, peer: Option<SocketAddr>) -> Result<FrontFuture, Request>;
 }
 
 /// Builds the host of one service. Explicit wiring: the service hands over its HTTP router,
@@ -407,8 +407,8 @@ async fn serve(
         .await
 }
 
-/// The service of one connection: the peer's address in the request's extensions (as
-/// axum's `ConnectInfo`), then the front handler, else the host's stack.
+/// The service of one connection: the front handler (told the peer's address), else the
+/// host's stack (the peer's address in the request's extensions, as axum's `ConnectInfo`).
 #[derive(Clone)]
 struct Front {
     front: Option<Arc<dyn FrontHandler>>,
@@ -461,18 +461,18 @@ impl Service<Request<Body>> for Front {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        if let Some(peer) = self.peer {
-            req.extensions_mut()
-                .insert(axum::extract::ConnectInfo(peer));
-        }
-        let req = match &self.front {
-            Some(front) => match front.serve(req) {
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let mut req = match &self.front {
+            Some(front) => match front.serve(req, self.peer) {
                 Ok(fut) => return FrontResponse::Front(fut),
                 Err(req) => req,
             },
             None => req,
         };
+        if let Some(peer) = self.peer {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+        }
         FrontResponse::Stack(Box::pin(self.app.clone().oneshot(req)))
     }
 }

@@ -750,22 +750,19 @@ async fn worker_threads_share_the_port_and_drain_on_shutdown() {
     host.stopped().await.expect("run() returns Ok");
 }
 
-/// Serves `/front/*` itself (with the peer's address it was given); hands the rest on.
+/// Serves `/front/*` itself (with the peer's address it is given); hands the rest on.
 struct Front;
 
 impl plt_kernel::FrontHandler for Front {
     fn serve(
         &self,
         req: axum::extract::Request,
+        peer: Option<SocketAddr>,
     ) -> Result<plt_kernel::FrontFuture, axum::extract::Request> {
         if !req.uri().path().starts_with("/front/") {
             return Err(req);
         }
-        let peer = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
-            .unwrap_or_default();
+        let peer = peer.map(|p| p.ip().to_string()).unwrap_or_default();
         Ok(Box::pin(async move {
             axum::response::IntoResponse::into_response(format!("front {peer}"))
         }))

@@ -29,6 +29,10 @@ pub struct Caller {
     pub scope: String,
     /// How long this verification may be reused.
     cache_for: Duration,
+    /// `user_id` and `scope` as the headers sent upstream (`x-user-id`, `x-user-scope`;
+    /// none for an empty scope or a value no header may carry).
+    pub id_header: Option<http::HeaderValue>,
+    pub scope_header: Option<http::HeaderValue>,
 }
 
 fn cache_lookup(cache: &'static str, hit: bool) {
@@ -83,7 +87,14 @@ impl Authenticator {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         let left = Duration::from_secs(u64::try_from(claims.exp - unix_now).unwrap_or(0));
+        let header = |v: &str| {
+            (!v.is_empty())
+                .then(|| http::HeaderValue::from_str(v).ok())
+                .flatten()
+        };
         let caller = Arc::new(Caller {
+            id_header: header(&claims.sub),
+            scope_header: header(&claims.scope),
             user_id: claims.sub,
             scope: claims.scope,
             cache_for: left.min(self.max_ttl),

@@ -10,7 +10,7 @@ use crate::{Gateway, cors::Cors, proxy};
 use axum::{extract::Request, response::Response};
 use http::{HeaderValue, header};
 use plt_kernel::{FrontFuture, FrontHandler, REQUEST_ID_HEADER};
-use std::{sync::Arc, time::Instant};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 use tracing::Instrument as _;
 
 pub struct GatewayFront {
@@ -34,13 +34,13 @@ fn for_the_host(req: &Request) -> bool {
 }
 
 impl FrontHandler for GatewayFront {
-    fn serve(&self, req: Request) -> Result<FrontFuture, Request> {
+    fn serve(&self, req: Request, peer: Option<SocketAddr>) -> Result<FrontFuture, Request> {
         if for_the_host(&req) {
             return Err(req);
         }
         let gateway = self.gateway.clone();
         let cors = self.cors.clone();
-        Ok(Box::pin(respond(gateway, cors, req)))
+        Ok(Box::pin(respond(gateway, cors, req, peer)))
     }
 }
 
@@ -51,7 +51,12 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_str(id.encode_lower(&mut buf)).unwrap_or(HeaderValue::from_static("-"))
 }
 
-async fn respond(gw: Arc<Gateway>, cors: Option<Arc<Cors>>, mut req: Request) -> Response {
+async fn respond(
+    gw: Arc<Gateway>,
+    cors: Option<Arc<Cors>>,
+    mut req: Request,
+    peer: Option<SocketAddr>,
+) -> Response {
     let started = Instant::now();
     let rid = match req.headers().get(REQUEST_ID_HEADER) {
         Some(v) => v.clone(),
@@ -73,7 +78,7 @@ async fn respond(gw: Arc<Gateway>, cors: Option<Arc<Cors>>, mut req: Request) ->
             if req.uri().path() == "/openapi.json" {
                 proxy::openapi(&gw, req.method(), &rid_text)
             } else {
-                proxy::handle(&gw, req, rid_text.clone()).await
+                proxy::handle(&gw, req, rid_text.clone(), peer).await
             }
         };
         let mut resp = match &cors {

@@ -19,7 +19,7 @@ use crate::{
 };
 use axum::{
     body::Body,
-    extract::{ConnectInfo, Request},
+    extract::Request,
     response::{IntoResponse, Response},
 };
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts};
@@ -162,14 +162,19 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Everything the gateway forwards: served, then counted and timed per route.
-pub async fn handle(gw: &Gateway, req: Request, rid: Option<String>) -> Response {
+pub async fn handle(
+    gw: &Gateway,
+    req: Request,
+    rid: Option<String>,
+    peer: Option<SocketAddr>,
+) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let has_body = declares_body(req.headers());
     let Outcome {
         route,
         mut response,
-    } = gw.serve(req, rid).await;
+    } = gw.serve(req, rid, peer).await;
     // Refused with its body (perhaps) unread: the connection is closed after this answer,
     // so the client must not send another request on it.
     if has_body && response.extensions().get::<FromUpstream>().is_none() {
@@ -200,7 +205,7 @@ pub async fn handle(gw: &Gateway, req: Request, rid: Option<String>) -> Response
 }
 
 impl Gateway {
-    async fn serve(&self, req: Request, rid: Option<String>) -> Outcome {
+    async fn serve(&self, req: Request, rid: Option<String>, peer: Option<SocketAddr>) -> Outcome {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_owned();
         if suspicious_path(&path) {
@@ -227,9 +232,12 @@ impl Gateway {
             };
         };
         let mut rate: Option<Decision> = None;
-        let response = match self.admit(&route, &parts, &path, &rid, &mut rate).await {
+        let response = match self
+            .admit(&route, &parts, peer, &path, &rid, &mut rate)
+            .await
+        {
             Ok(caller) => {
-                self.forward(&route, parts, body, caller.as_deref(), &rid)
+                self.forward(&route, parts, body, peer, caller.as_deref(), &rid)
                     .await
             }
             Err(refusal) => refusal,
@@ -251,11 +259,12 @@ impl Gateway {
         &self,
         route: &Route,
         parts: &Parts,
+        peer: Option<SocketAddr>,
         path: &str,
         rid: &Option<String>,
         rate: &mut Option<Decision>,
     ) -> Result<Option<Arc<Caller>>, Response> {
-        let client_ip = self.client_ip(parts);
+        let client_ip = self.client_ip(parts, peer);
         if self.limiter.enabled() {
             let (bucket, limit) = match &route.client_limit {
                 Some(l) => (route.prefix.as_str(), *l),
@@ -263,7 +272,7 @@ impl Gateway {
             };
             let d = self
                 .limiter
-                .check(Scope::Client, bucket, &client_ip.to_string(), &limit)
+                .check(Scope::Client, bucket, &client_ip, &limit)
                 .await;
             *rate = Some(d);
             if !d.allowed {
@@ -364,11 +373,9 @@ impl Gateway {
         r
     }
 
-    fn client_ip(&self, parts: &Parts) -> IpAddr {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
+    fn client_ip(&self, parts: &Parts, peer: Option<SocketAddr>) -> IpAddr {
+        let peer = peer
+            .map(|p| p.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let xff: Vec<&str> = parts
             .headers
@@ -382,17 +389,19 @@ impl Gateway {
     /// The headers sent upstream: the client's, less hop-by-hop (RFC 9110 §7.6.1) and
     /// reserved ones, `Host` and `Expect`; plus `X-Forwarded-*` and the verified identity.
     /// Built in one pass into a new map.
-    fn upstream_headers(&self, parts: &Parts, caller: Option<&Caller>) -> HeaderMap {
+    fn upstream_headers(
+        &self,
+        parts: &Parts,
+        peer: Option<SocketAddr>,
+        caller: Option<&Caller>,
+    ) -> HeaderMap {
         static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
         static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
         static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
         static X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
         static X_USER_SCOPE: HeaderName = HeaderName::from_static("x-user-scope");
         let incoming = &parts.headers;
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| crate::net::canonical(c.0.ip()));
+        let peer = peer.map(|p| crate::net::canonical(p.ip()));
         let trusted_peer = peer.is_some_and(|p| self.trusted.is_trusted(p));
         // Names the `Connection` header lists are hop-by-hop too (rare).
         let listed: Vec<HeaderName> = incoming
@@ -445,13 +454,11 @@ impl Gateway {
             }
         }
         if let Some(c) = caller {
-            if let Ok(v) = HeaderValue::from_str(&c.user_id) {
-                h.insert(X_USER_ID.clone(), v);
+            if let Some(v) = &c.id_header {
+                h.insert(X_USER_ID.clone(), v.clone());
             }
-            if !c.scope.is_empty()
-                && let Ok(v) = HeaderValue::from_str(&c.scope)
-            {
-                h.insert(X_USER_SCOPE.clone(), v);
+            if let Some(v) = &c.scope_header {
+                h.insert(X_USER_SCOPE.clone(), v.clone());
             }
         }
         h
@@ -462,6 +469,7 @@ impl Gateway {
         route: &Route,
         parts: Parts,
         body: Body,
+        peer: Option<SocketAddr>,
         caller: Option<&Caller>,
         rid: &Option<String>,
     ) -> Response {
@@ -517,7 +525,7 @@ impl Gateway {
         let out = Outgoing {
             method: parts.method.clone(),
             path_and_query,
-            headers: self.upstream_headers(&parts, caller),
+            headers: self.upstream_headers(&parts, peer, caller),
             body: upstream_body,
             body_state,
         };

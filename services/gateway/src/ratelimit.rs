@@ -248,7 +248,7 @@ impl RateLimiter {
         &self,
         scope: Scope,
         bucket: &str,
-        subject: &str,
+        subject: &(dyn std::fmt::Display + Sync),
         limit: &Limit,
     ) -> Decision {
         thread_local! {
@@ -272,7 +272,7 @@ impl RateLimiter {
             key.push(':');
             key.push_str(bucket);
             key.push(':');
-            key.push_str(subject);
+            let _ = std::fmt::Write::write_fmt(key, format_args!("{subject}"));
             self.local.check(key, limit)
         })
     }
