@@ -136,8 +136,13 @@ impl Authorizer {
         }
     }
 
-    async fn ask(&self, ctx: &RequestContext, user: Uuid, permission: &str) -> Result<bool, Error> {
-        match self.authz.authorize(ctx, user, permission).await {
+    async fn ask(
+        &self,
+        ctx: impl FnOnce() -> RequestContext,
+        user: Uuid,
+        permission: &str,
+    ) -> Result<bool, Error> {
+        match self.authz.authorize(&ctx(), user, permission).await {
             Ok(()) => Ok(true),
             Err(e) if e.code == ErrorCode::PermissionDenied => Ok(false),
             // A permission nobody declared: nobody holds it. A configuration mistake, so
@@ -152,9 +157,10 @@ impl Authorizer {
 
     /// Whether `user` holds `permission`. `Err` when authz gave no decision (unreachable,
     /// timed out, failed): the caller must refuse the request.
+    /// `ctx` makes the context of a question to authz (only made when one is asked).
     pub async fn allowed(
         &self,
-        ctx: &RequestContext,
+        ctx: impl FnOnce() -> RequestContext,
         user: Uuid,
         permission: &str,
     ) -> Result<bool, Error> {

@@ -56,9 +56,12 @@ fn secs_ceil(d: std::time::Duration) -> u64 {
 }
 
 fn set_rate_headers(h: &mut HeaderMap, d: &Decision) {
-    h.insert("ratelimit-limit", HeaderValue::from(d.limit));
-    h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
-    h.insert("ratelimit-reset", HeaderValue::from(secs_ceil(d.reset)));
+    static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+    static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+    static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+    h.insert(LIMIT.clone(), HeaderValue::from(d.limit));
+    h.insert(REMAINING.clone(), HeaderValue::from(d.remaining));
+    h.insert(RESET.clone(), HeaderValue::from(secs_ceil(d.reset)));
 }
 
 /// The more restrictive of two decisions (for the headers).
@@ -327,9 +330,12 @@ impl Gateway {
                     rid,
                 ));
             };
-            let mut ctx = RequestContext::new().with_timeout(route.timeout);
-            ctx.request_id = rid.clone();
-            match self.authz.allowed(&ctx, user, permission).await {
+            let ctx = || {
+                let mut ctx = RequestContext::new().with_timeout(route.timeout);
+                ctx.request_id = rid.clone();
+                ctx
+            };
+            match self.authz.allowed(ctx, user, permission).await {
                 Ok(true) => {}
                 Ok(false) => {
                     auth_failure("forbidden");
@@ -487,8 +493,8 @@ impl Gateway {
         if declared.is_some_and(|n| n > self.body_limit as u64) {
             return too_large();
         }
-        let mut ctx = RequestContext::new().with_timeout(route.timeout);
-        ctx.request_id = rid.clone();
+        // The deadline only: the request id travels in the forwarded headers.
+        let ctx = RequestContext::new().with_timeout(route.timeout);
         let exact = body.size_hint().exact();
         let body_state = BodyState::default();
         let upstream_body =
