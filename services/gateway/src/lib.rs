@@ -84,6 +84,8 @@ pub struct Gateway {
     body_limit: usize,
     retry_buffer: usize,
     openapi: bytes::Bytes,
+    /// The document's paths and methods (405 before authentication).
+    documented: openapi::Documented,
 }
 
 impl Gateway {
@@ -158,7 +160,9 @@ impl App {
             }));
         }
         let limiter = RateLimiter::new(&g.rate_limit)?;
-        let openapi = serde_json::to_vec(&openapi::document(g))
+        let doc = openapi::document(g);
+        let documented = openapi::Documented::new(&doc);
+        let openapi = serde_json::to_vec(&doc)
             .context("rendering the OpenAPI document")?
             .into();
         let gateway = Arc::new(Gateway {
@@ -171,6 +175,7 @@ impl App {
             body_limit: g.body_limit_bytes,
             retry_buffer: g.upstream.retry_buffer_bytes.min(g.body_limit_bytes),
             openapi,
+            documented,
         });
         let front = front::GatewayFront::new(gateway.clone(), cors::Cors::new(&g.cors));
         let listen = overrides.listen.unwrap_or(g.listen);

@@ -728,3 +728,60 @@ pub fn document(cfg: &GatewayConfig) -> utoipa::openapi::OpenApi {
     );
     doc
 }
+
+/// The documented paths and their methods, so that a method a documented path does not have
+/// is answered 405 with `Allow` as the document says — before authentication, since the
+/// method is wrong whoever asks.
+#[derive(Debug, Default)]
+pub struct Documented {
+    /// By number of segments: the template's segments (`None` for a parameter), and the
+    /// methods.
+    by_len: std::collections::HashMap<usize, Vec<(Vec<Option<String>>, Vec<Method>)>>,
+}
+
+impl Documented {
+    pub fn new(doc: &utoipa::openapi::OpenApi) -> Self {
+        let mut by_len: std::collections::HashMap<usize, Vec<_>> = Default::default();
+        for (template, item) in &doc.paths.paths {
+            let mut item = item.clone();
+            let mut methods: Vec<Method> = operations(&mut item)
+                .into_iter()
+                .filter(|(_, op)| op.is_some())
+                .map(|(name, _)| method_of(name))
+                .collect();
+            if methods.contains(&Method::GET) && !methods.contains(&Method::HEAD) {
+                methods.push(Method::HEAD);
+            }
+            let segments: Vec<Option<String>> = template
+                .split('/')
+                .map(|s| (!(s.starts_with('{') && s.ends_with('}'))).then(|| s.to_owned()))
+                .collect();
+            by_len
+                .entry(segments.len())
+                .or_default()
+                .push((segments, methods));
+        }
+        Self { by_len }
+    }
+
+    /// The methods documented for `path`: of the matching template with the most literal
+    /// segments (`/users/me` before `/users/{id}`); `None` when no template matches.
+    pub fn methods(&self, path: &str) -> Option<&[Method]> {
+        let candidates = self.by_len.get(&path.split('/').count())?;
+        let mut best: Option<(usize, &[Method])> = None;
+        for (segments, methods) in candidates {
+            let mut literal = 0;
+            let matches = segments.iter().zip(path.split('/')).all(|(t, s)| match t {
+                Some(t) => {
+                    literal += 1;
+                    t == s
+                }
+                None => !s.is_empty(),
+            });
+            if matches && best.is_none_or(|(l, _)| literal > l) {
+                best = Some((literal, methods));
+            }
+        }
+        best.map(|(_, m)| m)
+    }
+}

@@ -234,6 +234,15 @@ impl Gateway {
                 response: problem(Error::new(ErrorCode::NotFound, "no such route"), &rid),
             };
         };
+        // A method the document does not give this path: 405 as documented, whoever asks.
+        if let Some(methods) = self.documented.methods(&path)
+            && !methods.contains(&parts.method)
+        {
+            return Outcome {
+                route: Ok(route),
+                response: method_not_allowed(&parts.method, methods, &rid),
+            };
+        }
         let mut rate: Option<Decision> = None;
         let response = match self
             .admit(&route, &parts, peer, &path, &rid, &mut rate)

@@ -425,3 +425,35 @@ async fn the_configured_authz_client_goes_through_the_registry() {
     let _ = tx.send(());
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn undocumented_methods_are_405_before_authentication() {
+    let keys = Keys::new().await;
+    let up = Echo::start("up").await;
+    let setup = Setup::new(
+        &keys,
+        &[],
+        json!([{"prefix": "/api/v1/users", "service": "up", "strip": "/api"}]),
+    );
+    let _r = register(&setup.registry, "up", up.addr, "").await;
+    let gw = start(setup).await;
+    let c = http();
+    let user = Uuid::new_v4();
+    let url = gw.url(&format!("/api/v1/users/{user}"));
+
+    // PUT is not in the document for /api/v1/users/{id}: 405 with what is, token or not.
+    let resp = c.put(&url).send().await.unwrap();
+    let allow = resp.headers()["allow"].to_str().unwrap().to_owned();
+    for m in ["GET", "HEAD", "PATCH", "DELETE"] {
+        assert!(allow.contains(m), "{allow}");
+    }
+    assert!(!allow.contains("POST") && !allow.contains("PUT"), "{allow}");
+    assert_problem(resp, 405, "invalid_argument").await;
+    // A documented method still needs the token, and the upstream saw nothing.
+    let resp = c.get(&url).send().await.unwrap();
+    assert_problem(resp, 401, "unauthenticated").await;
+    let resp = c.post(gw.url("/api/v1/users")).send().await.unwrap();
+    assert_ne!(resp.status(), 405, "POST /api/v1/users is documented");
+    assert_eq!(up.hits(), 0);
+    gw.stop().await;
+}
