@@ -11,10 +11,13 @@
 //!
 //! Targets: (a) the upstream directly, (b) the gateway's public route, (c) the full route.
 //! For each: the maximum throughput (closed loop), then the latency at a fixed rate of half
-//! of (c)'s maximum (open loop, from the scheduled send time). Servers and the load generator
-//! run on separate tokio runtimes (`--server-threads`, `--client-threads`) sharing the
-//! machine's cores. `PLT_*` variables in the environment are applied on top of the
-//! benchmark's own (e.g. `PLT_LOG__LEVEL=info` to see what request logging costs).
+//! of (c)'s maximum (open loop, from the scheduled send time). The upstream runs on its own
+//! tokio runtime (`--server-threads`), the gateway on its worker threads (`gateway.workers`,
+//! one per core by default) and the load generator on a third runtime (`--client-threads`),
+//! all sharing the machine's cores. With `--reference-proxy` and `--external`, the same is
+//! measured through a bare hyper proxy, nginx and HAProxy for comparison. `PLT_*` variables
+//! in the environment are applied on top of the benchmark's own (e.g. `PLT_LOG__LEVEL=info`
+//! to see what request logging costs, `PLT_GATEWAY__WORKERS=1`).
 
 use crate::{
     external,
@@ -767,7 +770,8 @@ fn report(args: &Args, gateway_workers: usize, rate: f64, rows: &[Row]) -> (Stri
     let _ = writeln!(o, "machine: {}", machine());
     let _ = writeln!(
         o,
-        "         load generator and servers share this machine and its cores, in one process"
+        "         load generator and servers share this machine and its cores, in one process \
+         (nginx and HAProxy, when measured, in their own)"
     );
     let _ = writeln!(
         o,

@@ -54,6 +54,10 @@ pub type FrontFuture = std::pin::Pin<Box<dyn Future<Output = Response> + Send>>;
 pub trait FrontHandler: Send + Sync + 'static {
     /// `Ok` with the response's future when this handler serves `req` (from `peer`);
     /// `Err(req)` hands it, unchanged, to the host's stack.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the request goes back unchanged, by value; boxing it would allocate for nothing"
+    )]
     fn serve(&self, req: Request, peer: Option<SocketAddr>) -> Result<FrontFuture, Request>;
 }
 

@@ -457,7 +457,7 @@ fn framing(method: &Method, head: &Head) -> Result<Framing, SendError> {
         .headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
-        .last()
+        .next_back()
     {
         let last = te.as_bytes().rsplit(|b| *b == b',').next().unwrap_or(b"");
         return Ok(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {

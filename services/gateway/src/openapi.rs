@@ -734,10 +734,12 @@ pub fn document(cfg: &GatewayConfig) -> utoipa::openapi::OpenApi {
 /// method is wrong whoever asks.
 #[derive(Debug, Default)]
 pub struct Documented {
-    /// By number of segments: the template's segments (`None` for a parameter), and the
-    /// methods.
-    by_len: std::collections::HashMap<usize, Vec<(Vec<Option<String>>, Vec<Method>)>>,
+    /// By number of segments.
+    by_len: std::collections::HashMap<usize, Vec<Template>>,
 }
+
+/// A documented path's segments (`None` for a parameter), and its methods.
+type Template = (Vec<Option<String>>, Vec<Method>);
 
 impl Documented {
     pub fn new(doc: &utoipa::openapi::OpenApi) -> Self {

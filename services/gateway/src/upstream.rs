@@ -44,8 +44,10 @@ type HttpClient = Client<HttpConnector, Body>;
 pub struct Upstreams {
     client: HttpClient,
     /// Per service: its pool, and the handle of `gateway_upstream_duration_seconds`.
-    pools: HashMap<String, (Arc<Pool<Upstream>>, HandleCache<(), metrics::Histogram>)>,
+    pools: HashMap<String, (Arc<Pool<Upstream>>, DurationHandle)>,
 }
+
+type DurationHandle = HandleCache<(), metrics::Histogram>;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and the
 /// proxy-only ones; never forwarded in either direction.
