@@ -419,13 +419,7 @@ impl Gateway {
         let peer = peer.map(|p| crate::net::canonical(p.ip()));
         let trusted_peer = peer.is_some_and(|p| self.trusted.is_trusted(p));
         // Names the `Connection` header lists are hop-by-hop too (rare).
-        let listed: Vec<HeaderName> = incoming
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
+        let listed = crate::upstream::connection_listed(incoming);
         let mut h = HeaderMap::with_capacity(incoming.len() + 6);
         for (name, value) in incoming {
             let keep = !(crate::upstream::is_hop_by_hop(name)
