@@ -160,7 +160,7 @@ impl ConnPool {
         self: &Arc<Self>,
         method: &Method,
         path_and_query: &str,
-        headers: &HeaderMap,
+        headers: &[(HeaderName, HeaderValue)],
         extra: &[(HeaderName, HeaderValue)],
         body: &Bytes,
     ) -> Result<Response<Body>, SendError> {
@@ -287,7 +287,7 @@ fn encode(
     method: &Method,
     path_and_query: &str,
     authority: &http::uri::Authority,
-    headers: &HeaderMap,
+    headers: &[(HeaderName, HeaderValue)],
     extra: &[(HeaderName, HeaderValue)],
     body: &Bytes,
 ) -> Vec<u8> {
@@ -304,21 +304,20 @@ fn encode(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     };
-    for (name, value) in headers {
+    let mut had_length = false;
+    for (name, value) in headers.iter().chain(extra) {
         // Framing is this client's: the body is sent with its exact length.
-        if name == header::HOST
-            || name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
-        {
+        if name == header::CONTENT_LENGTH {
+            had_length = true;
+            continue;
+        }
+        if name == header::HOST || name == header::TRANSFER_ENCODING {
             continue;
         }
         field(name, value);
     }
-    for (name, value) in extra {
-        field(name, value);
-    }
     let declares_body = !body.is_empty()
-        || headers.contains_key(header::CONTENT_LENGTH)
+        || had_length
         || matches!(*method, Method::POST | Method::PUT | Method::PATCH);
     if declares_body {
         out.extend_from_slice(b"content-length: ");
@@ -806,10 +805,14 @@ mod tests {
     #[test]
     fn requests_are_framed_by_their_body() {
         let auth: http::uri::Authority = "127.0.0.1:9".parse().unwrap();
-        let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
-        h.insert(header::HOST, HeaderValue::from_static("evil"));
-        h.insert("x-a", HeaderValue::from_static("1"));
+        let h = [
+            (header::CONTENT_LENGTH, HeaderValue::from_static("999")),
+            (header::HOST, HeaderValue::from_static("evil")),
+            (
+                HeaderName::from_static("x-a"),
+                HeaderValue::from_static("1"),
+            ),
+        ];
         let extra = [(
             HeaderName::from_static("x-plt-timeout-ms"),
             HeaderValue::from_static("50"),
@@ -826,14 +829,7 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "POST /v1/x?q=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\nx-a: 1\r\nx-plt-timeout-ms: 50\r\ncontent-length: 3\r\n\r\nabc"
         );
-        let out = encode(
-            &Method::GET,
-            "/",
-            &auth,
-            &HeaderMap::new(),
-            &[],
-            &Bytes::new(),
-        );
+        let out = encode(&Method::GET, "/", &auth, &[], &[], &Bytes::new());
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET / HTTP/1.1\r\nhost: 127.0.0.1:9\r\n\r\n"

@@ -403,13 +403,13 @@ impl Gateway {
 
     /// The headers sent upstream: the client's, less hop-by-hop (RFC 9110 §7.6.1) and
     /// reserved ones, `Host` and `Expect`; plus `X-Forwarded-*` and the verified identity.
-    /// Built in one pass into a new map.
+    /// Built in one pass, as a list (written out as it is).
     fn upstream_headers(
         &self,
         parts: &Parts,
         peer: Option<SocketAddr>,
         caller: Option<&Caller>,
-    ) -> HeaderMap {
+    ) -> Vec<(HeaderName, HeaderValue)> {
         static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
         static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
         static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -420,18 +420,24 @@ impl Gateway {
         let trusted_peer = peer.is_some_and(|p| self.trusted.is_trusted(p));
         // Names the `Connection` header lists are hop-by-hop too (rare).
         let listed = crate::upstream::connection_listed(incoming);
-        let mut h = HeaderMap::with_capacity(incoming.len() + 6);
+        let mut h = Vec::with_capacity(incoming.len() + 6);
+        let (mut has_proto, mut has_host) = (false, false);
         for (name, value) in incoming {
+            let forwarded_kept = trusted_peer
+                && ((*name == X_FORWARDED_PROTO && !has_proto)
+                    || (*name == X_FORWARDED_HOST && !has_host));
             let keep = !(crate::upstream::is_hop_by_hop(name)
                 || is_reserved(name)
                 || name == header::HOST
                 // The gateway answered `Expect: 100-continue` itself (by reading the body).
                 || name == header::EXPECT
                 || *name == X_FORWARDED_FOR
-                || (!trusted_peer && (*name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST))
+                || ((*name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST) && !forwarded_kept)
                 || listed.contains(name));
             if keep {
-                h.append(name.clone(), value.clone());
+                has_proto |= *name == X_FORWARDED_PROTO;
+                has_host |= *name == X_FORWARDED_HOST;
+                h.push((name.clone(), value.clone()));
             }
         }
         // X-Forwarded-For: what came, plus the peer.
@@ -445,13 +451,13 @@ impl Gateway {
             }
             chain.push_str(&p.to_string());
             if let Ok(v) = HeaderValue::from_str(&chain) {
-                h.insert(X_FORWARDED_FOR.clone(), v);
+                h.push((X_FORWARDED_FOR.clone(), v));
             }
         }
-        if !h.contains_key(&X_FORWARDED_PROTO) {
-            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        if !has_proto {
+            h.push((X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http")));
         }
-        if !h.contains_key(&X_FORWARDED_HOST) {
+        if !has_host {
             let host = incoming.get(header::HOST).cloned().or_else(|| {
                 parts
                     .uri
@@ -459,15 +465,15 @@ impl Gateway {
                     .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             });
             if let Some(v) = host {
-                h.insert(X_FORWARDED_HOST.clone(), v);
+                h.push((X_FORWARDED_HOST.clone(), v));
             }
         }
         if let Some(c) = caller {
             if let Some(v) = &c.id_header {
-                h.insert(X_USER_ID.clone(), v.clone());
+                h.push((X_USER_ID.clone(), v.clone()));
             }
             if let Some(v) = &c.scope_header {
-                h.insert(X_USER_SCOPE.clone(), v.clone());
+                h.push((X_USER_SCOPE.clone(), v.clone()));
             }
         }
         h

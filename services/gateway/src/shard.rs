@@ -7,18 +7,22 @@
 //! caller's `stale` test says are no longer needed (expired tokens; rate-limit cells whose
 //! bucket is full again, which is exactly as if they were absent), and if the shard is
 //! still full, one arbitrary entry.
+//!
+//! Hashing is foldhash, seeded per map: fast for the short keys used here (addresses, user
+//! ids, token digests), which an attacker cannot aim at a chosen hash without the seed.
 
+use foldhash::fast::RandomState;
 use std::{
     borrow::Borrow,
     collections::HashMap,
-    hash::{BuildHasher, Hash, RandomState},
+    hash::{BuildHasher, Hash},
     sync::{RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
 const SHARDS: usize = 32;
 
 pub struct ShardedMap<K, V> {
-    shards: Box<[RwLock<HashMap<K, V>>]>,
+    shards: Box<[RwLock<HashMap<K, V, RandomState>>]>,
     per_shard: usize,
     hasher: RandomState,
 }
@@ -27,22 +31,24 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
     /// At most about `capacity` entries.
     pub fn new(capacity: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::with_hasher(RandomState::default())))
+                .collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
         }
     }
 
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &RwLock<HashMap<K, V>> {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &RwLock<HashMap<K, V, RandomState>> {
         let i = (self.hasher.hash_one(key) as usize) % SHARDS;
         &self.shards[i]
     }
 
-    fn read<Q: Hash + ?Sized>(&self, key: &Q) -> RwLockReadGuard<'_, HashMap<K, V>> {
+    fn read<Q: Hash + ?Sized>(&self, key: &Q) -> RwLockReadGuard<'_, HashMap<K, V, RandomState>> {
         self.shard(key).read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write<Q: Hash + ?Sized>(&self, key: &Q) -> RwLockWriteGuard<'_, HashMap<K, V>> {
+    fn write<Q: Hash + ?Sized>(&self, key: &Q) -> RwLockWriteGuard<'_, HashMap<K, V, RandomState>> {
         self.shard(key).write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -94,7 +100,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         self.write(key).remove(key);
     }
 
-    fn make_room(&self, shard: &mut HashMap<K, V>, stale: impl Fn(&V) -> bool) {
+    fn make_room(&self, shard: &mut HashMap<K, V, RandomState>, stale: impl Fn(&V) -> bool) {
         if shard.len() < self.per_shard {
             return;
         }

@@ -206,7 +206,8 @@ pub struct Outgoing {
     pub method: Method,
     /// Path and query for the upstream.
     pub path_and_query: String,
-    pub headers: HeaderMap,
+    /// In the order they are sent.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: UpstreamBody,
     pub body_state: BodyState,
 }
@@ -382,7 +383,11 @@ async fn send_once(
         .version(http::Version::HTTP_11)
         .body(body)
         .map_err(|e| Error::internal("building the upstream request", &e))?;
-    *out.headers_mut() = req.headers.clone();
+    let headers = out.headers_mut();
+    headers.reserve(req.headers.len() + 1);
+    for (name, value) in &req.headers {
+        headers.append(name.clone(), value.clone());
+    }
     if let Some((name, value)) = timeout_header(cx) {
         out.headers_mut().insert(name, value);
     }

@@ -81,10 +81,7 @@ struct ConnPoolFor(Arc<ConnPool>);
 
 impl ConnPoolFor {
     async fn send(&self, method: Method) -> Result<(u16, HeaderMap, Bytes), SendError> {
-        let resp = self
-            .0
-            .send(&method, "/x", &HeaderMap::new(), &[], &Bytes::new())
-            .await?;
+        let resp = self.0.send(&method, "/x", &[], &[], &Bytes::new()).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp
