@@ -42,13 +42,38 @@ fn is_reserved(name: &HeaderName) -> bool {
 /// A path the gateway refuses to route: dot segments (also percent-encoded), which some
 /// upstreams would resolve after the gateway matched the unresolved path, and backslashes.
 fn suspicious_path(path: &str) -> bool {
-    if path.contains('\\') || path.to_ascii_lowercase().contains("%5c") {
+    let b = path.as_bytes();
+    if b.contains(&b'\\')
+        || b.windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c'))
+    {
         return true;
     }
-    path.split('/').any(|seg| {
-        let s = seg.to_ascii_lowercase().replace("%2e", ".");
-        s == "." || s == ".."
-    })
+    path.split('/').any(dot_segment)
+}
+
+/// `.` or `..`, each dot possibly written `%2e` / `%2E`.
+fn dot_segment(seg: &str) -> bool {
+    let mut rest = seg.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3
+            && rest[0] == b'%'
+            && rest[1] == b'2'
+            && rest[2].eq_ignore_ascii_case(&b'e')
+        {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+        if dots > 2 {
+            return false;
+        }
+    }
+    dots > 0
 }
 
 fn secs_ceil(d: std::time::Duration) -> u64 {
@@ -168,7 +193,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub async fn handle(
     gw: &Gateway,
     req: Request,
-    rid: Option<String>,
+    rid: &Option<String>,
     peer: Option<SocketAddr>,
 ) -> Response {
     let started = Instant::now();
@@ -208,10 +233,12 @@ pub async fn handle(
 }
 
 impl Gateway {
-    async fn serve(&self, req: Request, rid: Option<String>, peer: Option<SocketAddr>) -> Outcome {
+    async fn serve(&self, req: Request, rid: &Option<String>, peer: Option<SocketAddr>) -> Outcome {
         let (parts, body) = req.into_parts();
-        let path = parts.uri.path().to_owned();
-        if suspicious_path(&path) {
+        // A cheap handle on the path (shared bytes), so that `parts` can move on.
+        let uri = parts.uri.clone();
+        let path = uri.path();
+        if suspicious_path(path) {
             return Outcome {
                 route: Err("invalid"),
                 response: problem(
@@ -221,8 +248,8 @@ impl Gateway {
             };
         }
         let table = self.routes.current();
-        let Some(route) = table.find(&parts.method, &path).filter(|r| !r.blocked) else {
-            let allowed = table.allowed_methods(&path);
+        let Some(route) = table.find(&parts.method, path).filter(|r| !r.blocked) else {
+            let allowed = table.allowed_methods(path);
             if !allowed.is_empty() {
                 return Outcome {
                     route: Err("unmatched"),
@@ -235,7 +262,7 @@ impl Gateway {
             };
         };
         // A method the document does not give this path: 405 as documented, whoever asks.
-        if let Some(methods) = self.documented.methods(&path)
+        if let Some(methods) = self.documented.methods(path)
             && !methods.contains(&parts.method)
         {
             return Outcome {
@@ -244,10 +271,7 @@ impl Gateway {
             };
         }
         let mut rate: Option<Decision> = None;
-        let response = match self
-            .admit(&route, &parts, peer, &path, &rid, &mut rate)
-            .await
-        {
+        let response = match self.admit(&route, &parts, peer, path, rid, &mut rate).await {
             Ok(caller) => {
                 self.forward(&route, parts, body, peer, caller.as_deref(), &rid)
                     .await
@@ -600,6 +624,9 @@ mod tests {
             "/api/%2e",
             "/a\\b",
             "/a%5Cb",
+            "/a%5cb",
+            "/api/.%2E/x",
+            "/api/%2E.",
         ] {
             assert!(suspicious_path(p), "{p}");
         }
@@ -607,6 +634,9 @@ mod tests {
             "/api/v1/users",
             "/api/v1/a.b",
             "/api/...",
+            "/api/%2e%2e%2e",
+            "/api/%2",
+            "/api/%2f",
             "/.well-known/jwks.json",
         ] {
             assert!(!suspicious_path(p), "{p}");
