@@ -153,16 +153,17 @@ pub async fn track_grpc(State(service): State<Arc<str>>, req: Request, next: Nex
 
 /// Metric handles (counters, histograms) by a small key, registered on first use, so that a
 /// hot path does not build label sets and look the series up in the registry on every
-/// event. Lookups are a read lock and a scan: meant for a handful of keys per site (methods,
-/// statuses); past `MAX` keys, handles are made each time and not kept.
+/// event. Reads take no lock: the handles sit in write-once slots scanned in order (meant
+/// for a handful of keys per site: methods, statuses); past `SLOTS` keys, handles are made
+/// each time and not kept.
 pub struct HandleCache<K, H> {
-    entries: std::sync::RwLock<Vec<(K, H)>>,
+    slots: [OnceLock<(K, H)>; 32],
 }
 
 impl<K, H> Default for HandleCache<K, H> {
     fn default() -> Self {
         Self {
-            entries: std::sync::RwLock::new(Vec::new()),
+            slots: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 }
@@ -174,22 +175,79 @@ impl<K, H> std::fmt::Debug for HandleCache<K, H> {
 }
 
 impl<K: PartialEq + Clone, H: Clone> HandleCache<K, H> {
-    const MAX: usize = 64;
-
     /// The handle for `key`, made by `make` the first time. Call it after the recorder is
     /// installed (at request time): a handle made before is a no-op one.
     pub fn get(&self, key: &K, make: impl FnOnce() -> H) -> H {
-        {
-            let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-            if let Some((_, h)) = entries.iter().find(|(k, _)| k == key) {
+        let mut made: Option<H> = None;
+        let mut make = Some(make);
+        for slot in &self.slots {
+            if slot.get().is_none() {
+                // A free slot: take it for this key (unless another thread takes it first).
+                let h = made
+                    .take()
+                    .unwrap_or_else(|| (make.take().expect("made once"))());
+                let mut mine = Some((key.clone(), h.clone()));
+                slot.get_or_init(|| mine.take().expect("once"));
+                if mine.is_none() {
+                    return h;
+                }
+                made = Some(h);
+            }
+            if let Some((k, h)) = slot.get()
+                && k == key
+            {
                 return h.clone();
             }
         }
-        let h = make();
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if entries.len() < Self::MAX && !entries.iter().any(|(k, _)| k == key) {
-            entries.push((key.clone(), h.clone()));
+        made.unwrap_or_else(|| (make.take().expect("made once"))())
+    }
+}
+
+#[cfg(test)]
+mod handle_cache_tests {
+    use super::HandleCache;
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    #[test]
+    fn one_handle_per_key_made_once_even_past_the_slots() {
+        let cache: HandleCache<u32, Arc<u32>> = HandleCache::default();
+        let made = AtomicUsize::new(0);
+        let get = |k: u32| {
+            cache.get(&k, || {
+                made.fetch_add(1, Ordering::Relaxed);
+                Arc::new(k)
+            })
+        };
+        let first: Vec<Arc<u32>> = (0..40).map(get).collect();
+        assert_eq!(made.load(Ordering::Relaxed), 40);
+        for k in 0..32 {
+            assert!(Arc::ptr_eq(&first[k as usize], &get(k)), "key {k} kept");
         }
-        h
+        assert_eq!(
+            made.load(Ordering::Relaxed),
+            40,
+            "kept keys are not made again"
+        );
+        assert_eq!(*get(39), 39, "past the slots: made each time, still right");
+    }
+
+    #[test]
+    fn racing_threads_agree_on_one_handle() {
+        let cache: Arc<HandleCache<u32, Arc<u32>>> = Arc::default();
+        let handles: Vec<Arc<u32>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    let cache = cache.clone();
+                    s.spawn(move || cache.get(&7, || Arc::new(7)))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let kept = cache.get(&7, || Arc::new(0));
+        assert_eq!(*kept, 7);
+        assert!(handles.iter().all(|h| **h == 7));
     }
 }
