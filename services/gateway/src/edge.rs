@@ -68,10 +68,13 @@ impl Authenticator {
         }
     }
 
-    /// The caller of a bearer `token`, or why it is refused.
-    pub async fn authenticate(&self, token: &str) -> Result<Arc<Caller>, VerifyError> {
+    /// The caller of a bearer `token` presented at `now`, or why it is refused.
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        now: Instant,
+    ) -> Result<Arc<Caller>, VerifyError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let now = Instant::now();
         match self.cache.get(&key) {
             Some((c, until)) if now < until => {
                 cache_lookup("token", true);
@@ -163,6 +166,7 @@ impl Authorizer {
         ctx: impl FnOnce() -> RequestContext,
         user: Uuid,
         permission: &str,
+        now: Instant,
     ) -> Result<bool, Error> {
         let Some(cache) = &self.cache else {
             cache_lookup("authz", false);
@@ -171,7 +175,6 @@ impl Authorizer {
         thread_local! {
             static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
-        let now = Instant::now();
         let bound = self.staleness_bound;
         let (pending, asked_here, key) = KEY.with_borrow_mut(|key| {
             key.clear();

@@ -78,7 +78,7 @@ async fn respond(
             if req.uri().path() == "/openapi.json" {
                 proxy::openapi(&gw, req.method(), &rid_text)
             } else {
-                proxy::handle(&gw, req, &rid_text, peer).await
+                proxy::handle(&gw, req, &rid_text, peer, started).await
             }
         };
         let mut resp = match &cors {

@@ -190,19 +190,20 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Everything the gateway forwards: served, then counted and timed per route.
+/// `started`: when the request arrived (its time in the rate limits and caches, too).
 pub async fn handle(
     gw: &Gateway,
     req: Request,
     rid: &Option<String>,
     peer: Option<SocketAddr>,
+    started: Instant,
 ) -> Response {
-    let started = Instant::now();
     let method = req.method().clone();
     let has_body = declares_body(req.headers());
     let Outcome {
         route,
         mut response,
-    } = gw.serve(req, rid, peer).await;
+    } = gw.serve(req, rid, peer, started).await;
     // Refused with its body (perhaps) unread: the connection is closed after this answer,
     // so the client must not send another request on it.
     if has_body && response.extensions().get::<FromUpstream>().is_none() {
@@ -233,7 +234,13 @@ pub async fn handle(
 }
 
 impl Gateway {
-    async fn serve(&self, req: Request, rid: &Option<String>, peer: Option<SocketAddr>) -> Outcome {
+    async fn serve(
+        &self,
+        req: Request,
+        rid: &Option<String>,
+        peer: Option<SocketAddr>,
+        at: Instant,
+    ) -> Outcome {
         let (parts, body) = req.into_parts();
         // A cheap handle on the path (shared bytes), so that `parts` can move on.
         let uri = parts.uri.clone();
@@ -271,7 +278,10 @@ impl Gateway {
             };
         }
         let mut rate: Option<Decision> = None;
-        let response = match self.admit(&route, &parts, peer, path, rid, &mut rate).await {
+        let response = match self
+            .admit(&route, &parts, peer, path, rid, &mut rate, at)
+            .await
+        {
             Ok(caller) => {
                 self.forward(&route, parts, body, peer, caller.as_deref(), &rid)
                     .await
@@ -299,6 +309,7 @@ impl Gateway {
         path: &str,
         rid: &Option<String>,
         rate: &mut Option<Decision>,
+        at: Instant,
     ) -> Result<Option<Arc<Caller>>, Response> {
         let client_ip = self.client_ip(parts, peer);
         if self.limiter.enabled() {
@@ -308,7 +319,7 @@ impl Gateway {
             };
             let d = self
                 .limiter
-                .check(Scope::Client, bucket, &client_ip, &limit)
+                .check(Scope::Client, bucket, &client_ip, &limit, at)
                 .await;
             *rate = Some(d);
             if !d.allowed {
@@ -317,7 +328,7 @@ impl Gateway {
         }
         let caller = match bearer(&parts.headers) {
             None => None,
-            Some(token) => match self.auth.authenticate(token).await {
+            Some(token) => match self.auth.authenticate(token, at).await {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::debug!(reason = %e, "access token refused");
@@ -345,7 +356,7 @@ impl Gateway {
             };
             let d = self
                 .limiter
-                .check(Scope::User, bucket, &c.user_id, &limit)
+                .check(Scope::User, bucket, &c.user_id, &limit, at)
                 .await;
             *rate = Some(tighter(*rate, d));
             if !d.allowed {
@@ -368,7 +379,7 @@ impl Gateway {
                 ctx.request_id = rid.clone();
                 ctx
             };
-            match self.authz.allowed(ctx, user, permission).await {
+            match self.authz.allowed(ctx, user, permission, at).await {
                 Ok(true) => {}
                 Ok(false) => {
                     auth_failure("forbidden");

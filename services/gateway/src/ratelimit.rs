@@ -84,13 +84,16 @@ impl LocalLimiter {
         }
     }
 
-    fn now(&self) -> i64 {
-        i64::try_from(self.start.elapsed().as_micros()).unwrap_or(i64::MAX / 2)
+    /// One request of `key` arriving now.
+    pub fn check(&self, key: &str, limit: &Limit) -> Decision {
+        self.check_at(key, limit, Instant::now())
     }
 
-    pub fn check(&self, key: &str, limit: &Limit) -> Decision {
+    /// One request of `key` that arrived at `at` (not before this limiter was made).
+    pub fn check_at(&self, key: &str, limit: &Limit, at: Instant) -> Decision {
         let (t, tau) = params(limit);
-        let now = self.now();
+        let now = i64::try_from(at.saturating_duration_since(self.start).as_micros())
+            .unwrap_or(i64::MAX / 2);
         let cell = self.cells.get_or_insert_with(
             key,
             || (key.to_owned(), Arc::new(AtomicI64::new(i64::MIN))),
@@ -250,6 +253,7 @@ impl RateLimiter {
         bucket: &str,
         subject: &(dyn std::fmt::Display + Sync),
         limit: &Limit,
+        at: Instant,
     ) -> Decision {
         thread_local! {
             static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
@@ -273,7 +277,7 @@ impl RateLimiter {
             key.push_str(bucket);
             key.push(':');
             let _ = std::fmt::Write::write_fmt(key, format_args!("{subject}"));
-            self.local.check(key, limit)
+            self.local.check_at(key, limit, at)
         })
     }
 }
