@@ -10,7 +10,10 @@ use plt_kernel::metrics::HandleCache;
 use plt_registry::Instance;
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -220,7 +223,21 @@ pub struct Routes {
     default_timeout: Duration,
     announced: Mutex<BTreeMap<String, BTreeSet<String>>>,
     table: RwLock<Arc<RouteTable>>,
+    /// Identifies this set of routes in the threads' own copies.
+    id: u64,
+    /// Bumped whenever the table changes.
+    version: AtomicU64,
 }
+
+thread_local! {
+    /// Per thread: (routes id, version, this thread's own copy of that table). A copy per
+    /// thread, so that taking the table and its routes for a request touches no reference
+    /// count another thread touches too.
+    static COPIES: std::cell::RefCell<Vec<(u64, u64, Arc<RouteTable>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+static NEXT_ROUTES_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Whether an announced prefix is acceptable: a path, no dot segments, no query.
 fn valid_announced(p: &str) -> bool {
@@ -242,13 +259,44 @@ impl Routes {
             default_timeout,
             announced: Mutex::new(BTreeMap::new()),
             table: RwLock::new(Arc::new(RouteTable::default())),
+            id: NEXT_ROUTES_ID.fetch_add(1, Ordering::Relaxed),
+            version: AtomicU64::new(0),
         };
         routes.rebuild();
         routes
     }
 
+    /// The table now in force (this thread's copy of it).
     pub fn current(&self) -> Arc<RouteTable> {
-        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+        let version = self.version.load(Ordering::Acquire);
+        COPIES.with_borrow_mut(|copies| {
+            if let Some((_, v, table)) = copies.iter_mut().find(|(id, _, _)| *id == self.id) {
+                if *v != version {
+                    *table = self.own_copy();
+                    *v = version;
+                }
+                return table.clone();
+            }
+            let table = self.own_copy();
+            // Bounded: a process holds few route sets (tests build many gateways).
+            if copies.len() >= 16 {
+                copies.remove(0);
+            }
+            copies.push((self.id, version, table.clone()));
+            table
+        })
+    }
+
+    /// A copy of the shared table whose routes this thread alone references.
+    fn own_copy(&self) -> Arc<RouteTable> {
+        let shared = self.table.read().unwrap_or_else(|p| p.into_inner()).clone();
+        Arc::new(RouteTable {
+            routes: shared
+                .routes
+                .iter()
+                .map(|r| Arc::new(Route::clone(r)))
+                .collect(),
+        })
     }
 
     /// Records what the healthy instances of `service` announce now and rebuilds the table.
@@ -332,6 +380,7 @@ impl Routes {
             }
         }
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(RouteTable::new(routes));
+        self.version.fetch_add(1, Ordering::Release);
     }
 }
 
