@@ -250,7 +250,7 @@ impl Gateway {
                 route: Err("invalid"),
                 response: problem(
                     Error::invalid("path", "must not contain dot segments or backslashes"),
-                    &rid,
+                    rid,
                 ),
             };
         }
@@ -260,12 +260,12 @@ impl Gateway {
             if !allowed.is_empty() {
                 return Outcome {
                     route: Err("unmatched"),
-                    response: method_not_allowed(&parts.method, &allowed, &rid),
+                    response: method_not_allowed(&parts.method, &allowed, rid),
                 };
             }
             return Outcome {
                 route: Err("unmatched"),
-                response: problem(Error::new(ErrorCode::NotFound, "no such route"), &rid),
+                response: problem(Error::new(ErrorCode::NotFound, "no such route"), rid),
             };
         };
         // A method the document does not give this path: 405 as documented, whoever asks.
@@ -274,7 +274,7 @@ impl Gateway {
         {
             return Outcome {
                 route: Ok(route),
-                response: method_not_allowed(&parts.method, methods, &rid),
+                response: method_not_allowed(&parts.method, methods, rid),
             };
         }
         let mut rate: Option<Decision> = None;
@@ -283,7 +283,7 @@ impl Gateway {
             .await
         {
             Ok(caller) => {
-                self.forward(&route, parts, body, peer, caller.as_deref(), &rid)
+                self.forward(&route, parts, body, peer, caller.as_deref(), rid)
                     .await
             }
             Err(refusal) => refusal,

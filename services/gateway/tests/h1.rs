@@ -189,30 +189,27 @@ async fn a_pooled_connection_the_upstream_closed_is_not_used() {
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
-async fn a_connection_closed_unanswered_is_retried_only_for_idempotent_methods() {
-    // The first connection answers once, then takes the next request and closes unanswered.
-    let script: Script = Arc::new(|conn, _| {
-        static SEEN: AtomicUsize = AtomicUsize::new(0);
-        if conn == 0 && SEEN.fetch_add(1, Ordering::SeqCst) > 0 {
+/// The first connection answers once, then takes the next request and closes unanswered;
+/// later connections always answer.
+fn answers_once_then_hangs_up() -> Script {
+    let seen = Arc::new(AtomicUsize::new(0));
+    Arc::new(move |conn, _| {
+        if conn == 0 && seen.fetch_add(1, Ordering::SeqCst) > 0 {
             return None;
         }
         answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-    });
-    let (pool, accepted) = upstream(script).await;
+    })
+}
+
+#[tokio::test]
+async fn a_connection_closed_unanswered_is_retried_only_for_idempotent_methods() {
+    let (pool, accepted) = upstream(answers_once_then_hangs_up()).await;
     pool.send(Method::GET).await.unwrap();
     let (status, _, _) = pool.send(Method::GET).await.unwrap();
     assert_eq!(status, 200, "GET retried on a new connection");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 
-    let script: Script = Arc::new(|conn, _| {
-        static SEEN: AtomicUsize = AtomicUsize::new(0);
-        if conn == 0 && SEEN.fetch_add(1, Ordering::SeqCst) > 0 {
-            return None;
-        }
-        answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-    });
-    let (pool, _) = upstream(script).await;
+    let (pool, _) = upstream(answers_once_then_hangs_up()).await;
     pool.send(Method::POST).await.unwrap();
     match pool.send(Method::POST).await {
         Err(SendError::Io(_)) => {}
