@@ -421,22 +421,8 @@ struct Entry {
     pid: Option<u32>,
 }
 
-/// One closed-loop phase, summarised.
-struct Closed {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-    errors: u64,
-    /// Servers' and load generator's CPU per request.
-    server_cpu: Duration,
-    client_cpu: Duration,
-    /// Cores used by other processes (or stolen) meanwhile.
-    others: f64,
-    first_error: Option<String>,
-}
-
-/// One open-loop phase, summarised.
-struct Open {
+/// One phase (closed or open loop), summarised.
+struct Phase {
     rps: f64,
     p50: Duration,
     p99: Duration,
@@ -444,6 +430,7 @@ struct Open {
     /// Servers' and load generator's (pacing thread included) CPU per request.
     server_cpu: Duration,
     client_cpu: Duration,
+    /// Cores used by other processes (or stolen) meanwhile.
     others: f64,
     first_error: Option<String>,
 }
@@ -452,8 +439,8 @@ struct Open {
 struct Row {
     which: Only,
     label: &'static str,
-    closed: Vec<Closed>,
-    open: Vec<Open>,
+    closed: Vec<Phase>,
+    open: Vec<Phase>,
 }
 
 fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
@@ -462,11 +449,11 @@ fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
 }
 
 impl Row {
-    fn closed_median<T: Copy + PartialOrd>(&self, f: impl Fn(&Closed) -> T) -> T {
+    fn closed_median<T: Copy + PartialOrd>(&self, f: impl Fn(&Phase) -> T) -> T {
         median(self.closed.iter().map(f).collect())
     }
 
-    fn open_median<T: Copy + PartialOrd>(&self, f: impl Fn(&Open) -> T) -> T {
+    fn open_median<T: Copy + PartialOrd>(&self, f: impl Fn(&Phase) -> T) -> T {
         median(self.open.iter().map(f).collect())
     }
 
@@ -492,19 +479,19 @@ fn servers_cpu(external: Option<u32>) -> (BTreeMap<String, Duration>, Duration) 
     )
 }
 
-fn run_closed(rt: &tokio::runtime::Runtime, t: &Entry, args: &Args) -> Closed {
+/// Runs one phase of load against `t`, with the CPU it cost.
+fn run_phase(
+    rt: &tokio::runtime::Runtime,
+    t: &Entry,
+    load: impl std::future::Future<Output = load::Sample>,
+) -> Phase {
     let (before, ext_before) = servers_cpu(t.pid);
     let machine = MachineCpu::now();
-    let s = rt.block_on(load::closed_loop(
-        &t.target,
-        args.connections,
-        Duration::from_secs_f64(args.warmup),
-        Duration::from_secs_f64(args.seconds),
-    ));
+    let s = rt.block_on(load);
     let (srv, cli, others) = usage(t, &machine, &before, ext_before);
     let n = u32::try_from(s.total.max(1)).unwrap_or(u32::MAX);
     std::thread::sleep(Duration::from_millis(200));
-    Closed {
+    Phase {
         rps: s.rps(),
         p50: s.quantile(0.5),
         p99: s.quantile(0.99),
@@ -516,29 +503,25 @@ fn run_closed(rt: &tokio::runtime::Runtime, t: &Entry, args: &Args) -> Closed {
     }
 }
 
-fn run_open(rt: &tokio::runtime::Runtime, t: &Entry, args: &Args, rate: f64) -> Open {
-    let (before, ext_before) = servers_cpu(t.pid);
-    let machine = MachineCpu::now();
-    let s = rt.block_on(load::open_loop(
+fn run_closed(rt: &tokio::runtime::Runtime, t: &Entry, args: &Args) -> Phase {
+    let load = load::closed_loop(
+        &t.target,
+        args.connections,
+        Duration::from_secs_f64(args.warmup),
+        Duration::from_secs_f64(args.seconds),
+    );
+    run_phase(rt, t, load)
+}
+
+fn run_open(rt: &tokio::runtime::Runtime, t: &Entry, args: &Args, rate: f64) -> Phase {
+    let load = load::open_loop(
         &t.target,
         args.connections,
         rate,
         Duration::from_secs_f64(args.warmup),
         Duration::from_secs_f64(args.seconds),
-    ));
-    let (srv, cli, others) = usage(t, &machine, &before, ext_before);
-    let n = u32::try_from(s.total.max(1)).unwrap_or(u32::MAX);
-    std::thread::sleep(Duration::from_millis(200));
-    Open {
-        rps: s.rps(),
-        p50: s.quantile(0.5),
-        p99: s.quantile(0.99),
-        errors: s.errors,
-        server_cpu: srv / n,
-        client_cpu: cli / n,
-        others,
-        first_error: s.first_error,
-    }
+    );
+    run_phase(rt, t, load)
 }
 
 fn ms(d: Duration) -> String {
