@@ -107,12 +107,9 @@ backend bench
     )
 }
 
-fn version(bin: &Path, kind: Kind) -> String {
-    let flag = match kind {
-        Kind::Nginx => "-v",
-        Kind::Haproxy => "-v",
-    };
-    let out = Command::new(bin).arg(flag).output();
+/// The first line `bin -v` prints (both print their version so, nginx on stderr).
+fn version(bin: &Path) -> String {
+    let out = Command::new(bin).arg("-v").output();
     out.ok()
         .map(|o| {
             let text = String::from_utf8_lossy(&o.stderr).to_string()
@@ -185,7 +182,7 @@ pub fn start(
     }
     Ok(Proxy {
         addr,
-        version: version(bin, kind),
+        version: version(bin),
         child,
         _dir: dir,
     })

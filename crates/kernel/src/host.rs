@@ -481,6 +481,14 @@ impl Service<Request<Body>> for Front {
     }
 }
 
+/// Whether `req` is a gRPC call (content type `application/grpc*`): what the host's gRPC
+/// routes serve.
+pub fn is_grpc(req: &Request) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 /// Dispatches on content type: gRPC to the tonic routes, everything else to the HTTP router.
 #[derive(Clone)]
 struct Mux {
@@ -498,12 +506,7 @@ impl Service<Request<Body>> for Mux {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let is_grpc = req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .map(|v| v.as_bytes().starts_with(b"application/grpc"))
-            .unwrap_or(false);
-        let router = if is_grpc {
+        let router = if is_grpc(&req) {
             self.grpc.clone()
         } else {
             self.http.clone()

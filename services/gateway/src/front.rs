@@ -8,7 +8,7 @@
 
 use crate::{Gateway, cors::Cors, proxy};
 use axum::{extract::Request, response::Response};
-use http::{HeaderValue, header};
+use http::HeaderValue;
 use plt_kernel::{FrontFuture, FrontHandler, REQUEST_ID_HEADER};
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 use tracing::Instrument as _;
@@ -27,10 +27,7 @@ impl GatewayFront {
 /// The host's own endpoints and gRPC stay with the host.
 fn for_the_host(req: &Request) -> bool {
     matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics")
-        || req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+        || plt_kernel::host::is_grpc(req)
 }
 
 impl FrontHandler for GatewayFront {
