@@ -71,8 +71,8 @@ pub struct Args {
     /// Rounds of all phases (targets interleaved); the report shows medians.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Only the closed loop of this target, each round printed (for profiling, e.g. with
-    /// `perf record -p`).
+    /// Only the closed loop of this target (the open loop at `--rate` when that is given),
+    /// each round printed (for profiling, e.g. with `perf record -p`).
     #[arg(long, value_enum)]
     only: Option<Only>,
     /// Also measure (p): a bare reverse proxy (axum + hyper-util's pooled client, as the
@@ -662,7 +662,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("that target is not available here");
             };
             for round in 1..=args.rounds {
-                let c = run_closed(&client_rt, t, args);
+                let c = match args.rate {
+                    Some(rate) => run_open(&client_rt, t, args, rate),
+                    None => run_closed(&client_rt, t, args),
+                };
                 println!(
                     "{} round {round}: {:.0} req/s, p50 {} ms, p99 {} ms, errors {}, \
                      srv CPU {} µs/req, load CPU {} µs/req, others {:.2} cores",
