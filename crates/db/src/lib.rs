@@ -46,6 +46,21 @@ pub struct Migrations {
     pub sqlite: &'static Migrator,
 }
 
+/// The calling crate's [`Migrations`], embedded at build time from its
+/// `migrations/postgres` and `migrations/sqlite` folders (the crate needs `sqlx` with its
+/// `migrate` feature): `pub static MIGRATIONS: Migrations = plt_db::embed_migrations!();`
+#[macro_export]
+macro_rules! embed_migrations {
+    () => {{
+        static POSTGRES: ::sqlx::migrate::Migrator = ::sqlx::migrate!("migrations/postgres");
+        static SQLITE: ::sqlx::migrate::Migrator = ::sqlx::migrate!("migrations/sqlite");
+        $crate::Migrations {
+            postgres: &POSTGRES,
+            sqlite: &SQLITE,
+        }
+    }};
+}
+
 fn check_name(name: &str) -> Result<(), DbError> {
     let ok = !name.is_empty()
         && name.len() <= 63
@@ -126,6 +141,21 @@ impl Db {
                 Ok(Db::Sqlite(pool))
             }
         }
+    }
+
+    /// Connects (as [`Db::connect`]) and applies the pending `migrations`: what a service
+    /// does before it serves, and what its `migrate` command does.
+    pub async fn open(
+        cfg: &DatabaseConfig,
+        schema: &str,
+        migrations: Migrations,
+    ) -> Result<Self, DbError> {
+        let db = Self::connect(cfg, schema).await?;
+        if let Err(e) = db.migrate(migrations).await {
+            db.close().await;
+            return Err(e);
+        }
+        Ok(db)
     }
 
     /// Applies the pending migrations of this backend.

@@ -21,7 +21,6 @@ use plt_contracts::audit::{AuditServiceClient, VerifyReport, grpc::AuditGrpcServ
 use plt_db::{Db, Migrations};
 use plt_kernel::{BoundHost, Loaded, ServiceHost};
 use plt_registry::{Registration, ServiceRegistry, config::RegistryConfig};
-use sqlx::migrate::Migrator;
 use std::{net::SocketAddr, sync::Arc};
 
 /// The service's name in logs, metrics and the registry.
@@ -29,13 +28,8 @@ pub const SERVICE_NAME: &str = "audit-service";
 /// The configuration section, and the database schema (PostgreSQL) or file (SQLite).
 pub const SECTION: &str = "audit";
 
-static PG_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
-
-pub const MIGRATIONS: Migrations = Migrations {
-    postgres: &PG_MIGRATIONS,
-    sqlite: &SQLITE_MIGRATIONS,
-};
+/// This service's migrations, one set per backend.
+pub static MIGRATIONS: Migrations = plt_db::embed_migrations!();
 
 pub type Config = Loaded<AuditConfig>;
 
@@ -56,9 +50,7 @@ pub struct Overrides {
 
 /// Connects the database and applies migrations.
 pub async fn connect_db(cfg: &Config, schema: &str) -> anyhow::Result<Db> {
-    let db = Db::connect(&cfg.kernel.database, schema).await?;
-    db.migrate(MIGRATIONS).await?;
-    Ok(db)
+    Ok(Db::open(&cfg.kernel.database, schema, MIGRATIONS).await?)
 }
 
 /// Walks the whole chain of the log in `db` (what `audit-service verify` runs). Without the

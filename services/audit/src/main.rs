@@ -3,7 +3,11 @@
 
 use audit_service::{App, Config, Overrides, SECTION, connect_db, verify_chain};
 use clap::{Parser, Subcommand};
-use plt_kernel::{config::ConfigSource, lifecycle::shutdown_signal, telemetry};
+use plt_kernel::{
+    binary::{Binary, ConfigCommand},
+    lifecycle::shutdown_signal,
+    telemetry,
+};
 use std::process::ExitCode;
 
 /// Exit code of `verify` when the chain is broken (2 is a configuration error).
@@ -35,11 +39,7 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
-enum ConfigCommand {
-    /// Print the effective configuration, secrets redacted.
-    Print,
-}
+const BINARY: Binary = Binary::new("audit-service");
 
 /// mimalloc: glibc's malloc contends between worker threads under load (freeing on one
 /// thread what another allocated).
@@ -49,37 +49,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg: Config = match ConfigSource::from_env().load(SECTION) {
+    let cfg = match BINARY.config(SECTION, |cfg: &Config| {
+        plt_client::check_shared_config(&cfg.source, SECTION, &cfg.kernel.env)
+    }) {
         Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("audit-service: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if let Err(e) =
-        plt_client::check_shared_config(&cfg.source, audit_service::SECTION, &cfg.kernel.env)
-    {
-        eprintln!("audit-service: {e}");
-        return ExitCode::from(2);
-    }
-    match run(cli.command.unwrap_or(Command::Serve), cfg).await {
-        Ok(code) => code,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "audit-service failed");
-            eprintln!("audit-service: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    BINARY.exit(run(cli.command.unwrap_or(Command::Serve), cfg).await)
 }
 
 async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Config {
-            command: ConfigCommand::Print,
-        } => {
-            print!("{}", cfg.to_yaml());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Config { command } => Ok(command.run(&cfg)),
         Command::Migrate => {
             telemetry::init(&cfg.kernel.log);
             let db = connect_db(&cfg, SECTION).await?;

@@ -20,19 +20,13 @@ use plt_contracts::{
 use plt_db::{Db, Migrations};
 use plt_kernel::{BoundHost, Loaded, ServiceHost};
 use plt_registry::{Registration, ServiceRegistry, config::RegistryConfig};
-use sqlx::migrate::Migrator;
 use std::{net::SocketAddr, sync::Arc};
 
 pub const SERVICE_NAME: &str = "auth-service";
 pub const SECTION: &str = "auth";
 
-static PG_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
-
-pub const MIGRATIONS: Migrations = Migrations {
-    postgres: &PG_MIGRATIONS,
-    sqlite: &SQLITE_MIGRATIONS,
-};
+/// This service's migrations, one set per backend.
+pub static MIGRATIONS: Migrations = plt_db::embed_migrations!();
 
 pub type Config = Loaded<AuthConfig>;
 
@@ -47,9 +41,7 @@ pub struct Overrides {
 }
 
 pub async fn connect_db(cfg: &Config, schema: &str) -> anyhow::Result<Db> {
-    let db = Db::connect(&cfg.kernel.database, schema).await?;
-    db.migrate(MIGRATIONS).await?;
-    Ok(db)
+    Ok(Db::open(&cfg.kernel.database, schema, MIGRATIONS).await?)
 }
 
 /// Opens the key ring of this configuration on `db`.

@@ -2,7 +2,11 @@
 
 use auth_service::{App, Config, Overrides, SECTION, connect_db, key_ring};
 use clap::{Parser, Subcommand};
-use plt_kernel::{config::ConfigSource, lifecycle::shutdown_signal, telemetry};
+use plt_kernel::{
+    binary::{Binary, ConfigCommand},
+    lifecycle::shutdown_signal,
+    telemetry,
+};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -38,11 +42,7 @@ enum KeysCommand {
     List,
 }
 
-#[derive(Subcommand)]
-enum ConfigCommand {
-    /// Print the effective configuration, secrets redacted.
-    Print,
-}
+const BINARY: Binary = Binary::new("auth-service");
 
 /// mimalloc: glibc's malloc contends between worker threads under load (freeing on one
 /// thread what another allocated).
@@ -52,39 +52,25 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg: Config = match ConfigSource::from_env().load(SECTION) {
+    let cfg = match BINARY.config(SECTION, |cfg: &Config| {
+        cfg.service
+            .validate_for_env(&cfg.kernel.env)
+            .and_then(|()| plt_client::check_shared_config(&cfg.source, SECTION, &cfg.kernel.env))
+    }) {
         Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("auth-service: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let shared = cfg
-        .service
-        .validate_for_env(&cfg.kernel.env)
-        .and_then(|()| {
-            plt_client::check_shared_config(&cfg.source, auth_service::SECTION, &cfg.kernel.env)
-        });
-    if let Err(e) = shared {
-        eprintln!("auth-service: {e}");
-        return ExitCode::from(2);
-    }
-    match run(cli.command.unwrap_or(Command::Serve), cfg).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "auth-service failed");
-            eprintln!("auth-service: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    BINARY.exit(
+        run(cli.command.unwrap_or(Command::Serve), cfg)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+    )
 }
 
 async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
     match command {
-        Command::Config {
-            command: ConfigCommand::Print,
-        } => {
-            print!("{}", cfg.to_yaml());
+        Command::Config { command } => {
+            command.run(&cfg);
             Ok(())
         }
         Command::Migrate => {

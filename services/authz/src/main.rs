@@ -4,7 +4,11 @@ use authz_service::{
     App, Config, Overrides, SECTION, audit_client, build_core, connect_db, core::CLI_ACTOR,
 };
 use clap::{Parser, Subcommand};
-use plt_kernel::{config::ConfigSource, lifecycle::shutdown_signal, telemetry};
+use plt_kernel::{
+    binary::{Binary, ConfigCommand},
+    lifecycle::shutdown_signal,
+    telemetry,
+};
 use std::process::ExitCode;
 use uuid::Uuid;
 
@@ -33,11 +37,7 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
-enum ConfigCommand {
-    /// Print the effective configuration, secrets redacted.
-    Print,
-}
+const BINARY: Binary = Binary::new("authz-service");
 
 /// mimalloc: glibc's malloc contends between worker threads under load (freeing on one
 /// thread what another allocated).
@@ -47,26 +47,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg: Config = match ConfigSource::from_env().load(SECTION) {
+    let cfg = match BINARY.config(SECTION, |cfg: &Config| {
+        plt_client::check_shared_config(&cfg.source, SECTION, &cfg.kernel.env)
+    }) {
         Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("authz-service: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let shared = plt_client::check_shared_config(&cfg.source, SECTION, &cfg.kernel.env);
-    if let Err(e) = shared {
-        eprintln!("authz-service: {e}");
-        return ExitCode::from(2);
-    }
-    match run(cli.command.unwrap_or(Command::Serve), cfg).await {
-        Ok(code) => code,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "authz-service failed");
-            eprintln!("authz-service: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    BINARY.exit(run(cli.command.unwrap_or(Command::Serve), cfg).await)
 }
 
 async fn change(cfg: Config, user_id: &str, role: &str, grant: bool) -> anyhow::Result<ExitCode> {
@@ -126,12 +113,7 @@ async fn change(cfg: Config, user_id: &str, role: &str, grant: bool) -> anyhow::
 
 async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Config {
-            command: ConfigCommand::Print,
-        } => {
-            print!("{}", cfg.to_yaml());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Config { command } => Ok(command.run(&cfg)),
         Command::Migrate => {
             telemetry::init(&cfg.kernel.log);
             connect_db(&cfg, SECTION).await?.close().await;

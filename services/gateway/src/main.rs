@@ -2,7 +2,11 @@
 
 use api_gateway::{App, Config, Overrides, SECTION};
 use clap::{Parser, Subcommand};
-use plt_kernel::{config::ConfigSource, lifecycle::shutdown_signal, telemetry};
+use plt_kernel::{
+    binary::{Binary, ConfigCommand},
+    lifecycle::shutdown_signal,
+    telemetry,
+};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -23,11 +27,7 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
-enum ConfigCommand {
-    /// Print the effective configuration, secrets redacted.
-    Print,
-}
+const BINARY: Binary = Binary::new("api-gateway");
 
 /// mimalloc: glibc's malloc contends between worker threads under load (freeing on one
 /// thread what another allocated).
@@ -37,37 +37,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg: Config = match ConfigSource::from_env().load(SECTION) {
+    let cfg = match BINARY.config(SECTION, |cfg: &Config| {
+        plt_client::check_shared_config(&cfg.source, SECTION, &cfg.kernel.env)
+    }) {
         Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("api-gateway: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if let Err(e) =
-        plt_client::check_shared_config(&cfg.source, api_gateway::SECTION, &cfg.kernel.env)
-    {
-        eprintln!("api-gateway: {e}");
-        return ExitCode::from(2);
-    }
-    match run(cli.command.unwrap_or(Command::Serve), cfg).await {
-        Ok(code) => code,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "api-gateway failed");
-            eprintln!("api-gateway: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    BINARY.exit(run(cli.command.unwrap_or(Command::Serve), cfg).await)
 }
 
 async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Config {
-            command: ConfigCommand::Print,
-        } => {
-            print!("{}", cfg.to_yaml());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Config { command } => Ok(command.run(&cfg)),
         Command::Serve => {
             telemetry::init(&cfg.kernel.log);
             let app = App::build(&cfg, Overrides::default()).await?;

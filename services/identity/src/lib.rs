@@ -18,7 +18,6 @@ use plt_kernel::{
     notify::{Notifier, OutboxNotifier},
 };
 use plt_registry::{Registration, ServiceRegistry, config::RegistryConfig};
-use sqlx::migrate::Migrator;
 use std::{net::SocketAddr, sync::Arc};
 
 /// The service's name in logs, metrics and the registry.
@@ -26,13 +25,8 @@ pub const SERVICE_NAME: &str = "identity-service";
 /// The configuration section, and the database schema (PostgreSQL) or file (SQLite).
 pub const SECTION: &str = "identity";
 
-static PG_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
-
-pub const MIGRATIONS: Migrations = Migrations {
-    postgres: &PG_MIGRATIONS,
-    sqlite: &SQLITE_MIGRATIONS,
-};
+/// This service's migrations, one set per backend.
+pub static MIGRATIONS: Migrations = plt_db::embed_migrations!();
 
 pub type Config = Loaded<IdentityConfig>;
 
@@ -58,9 +52,7 @@ pub fn notifier(cfg: &Config) -> OutboxNotifier {
 
 /// Connects the database and applies migrations.
 pub async fn connect_db(cfg: &Config, schema: &str) -> anyhow::Result<Db> {
-    let db = Db::connect(&cfg.kernel.database, schema).await?;
-    db.migrate(MIGRATIONS).await?;
-    Ok(db)
+    Ok(Db::open(&cfg.kernel.database, schema, MIGRATIONS).await?)
 }
 
 /// The built service, bound to its port.

@@ -3,7 +3,12 @@
 
 use clap::{Parser, Subcommand};
 use identity_service::{App, Config, Overrides, SECTION, connect_db, notifier};
-use plt_kernel::{config::ConfigSource, lifecycle::shutdown_signal, notify::MailReader, telemetry};
+use plt_kernel::{
+    binary::{Binary, ConfigCommand},
+    lifecycle::shutdown_signal,
+    notify::MailReader,
+    telemetry,
+};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -32,16 +37,12 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-enum ConfigCommand {
-    /// Print the effective configuration, secrets redacted.
-    Print,
-}
-
-#[derive(Subcommand)]
 enum MailCommand {
     /// List the mail written to the outbox, oldest first.
     List,
 }
+
+const BINARY: Binary = Binary::new("identity-service");
 
 /// mimalloc: glibc's malloc contends between worker threads under load (freeing on one
 /// thread what another allocated).
@@ -51,36 +52,25 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg: Config = match ConfigSource::from_env().load(SECTION) {
+    let cfg = match BINARY.config(SECTION, |cfg: &Config| {
+        cfg.source
+            .section::<plt_registry::config::RegistryConfig>("registry")
+            .map(drop)
+    }) {
         Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("identity-service: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if let Err(e) = cfg
-        .source
-        .section::<plt_registry::config::RegistryConfig>("registry")
-    {
-        eprintln!("identity-service: {e}");
-        return ExitCode::from(2);
-    }
-    match run(cli.command.unwrap_or(Command::Serve), cfg).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "identity-service failed");
-            eprintln!("identity-service: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    BINARY.exit(
+        run(cli.command.unwrap_or(Command::Serve), cfg)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+    )
 }
 
 async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
     match command {
-        Command::Config {
-            command: ConfigCommand::Print,
-        } => {
-            print!("{}", cfg.to_yaml());
+        Command::Config { command } => {
+            command.run(&cfg);
             Ok(())
         }
         Command::Mail {
