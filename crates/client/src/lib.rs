@@ -11,6 +11,7 @@ mod budget;
 mod credentials;
 mod factory;
 mod pool;
+pub mod testing;
 
 pub use balanced::{BalancedAudit, BalancedAuth, BalancedAuthz, BalancedIdentity};
 pub use breaker::{Breaker, BreakerState};

@@ -248,6 +248,27 @@ impl HealthCheck for DbHealth {
 
 /// Test support: a PostgreSQL URL from `PLT_TEST_POSTGRES_URL`, and unique schema names.
 pub mod testing {
+    /// The database a test runs on.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Backend {
+        Sqlite,
+        Postgres,
+    }
+
+    impl Backend {
+        /// The configuration variables that put a service on this backend, its SQLite
+        /// files under `data_dir`; `None` for PostgreSQL when `PLT_TEST_POSTGRES_URL` is
+        /// not set (say so with [`skipped`]).
+        pub fn vars(self, data_dir: &str) -> Option<Vec<(String, String)>> {
+            let mut vars = vec![("PLT_DATABASE__DATA_DIR".to_owned(), data_dir.to_owned())];
+            if self == Backend::Postgres {
+                vars.push(("PLT_DATABASE__DRIVER".into(), "postgres".into()));
+                vars.push(("PLT_DATABASE__URL".into(), postgres_url()?));
+            }
+            Some(vars)
+        }
+    }
+
     /// The PostgreSQL URL for tests, if the environment provides one.
     pub fn postgres_url() -> Option<String> {
         std::env::var("PLT_TEST_POSTGRES_URL")

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod notify;
 pub mod secret;
 pub mod telemetry;
+pub mod testing;
 
 pub use config::{ConfigError, KernelConfig, Loaded};
 pub use health::{HealthCheck, Readiness};

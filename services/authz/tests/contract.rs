@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Backend, start};
-use plt_client::{ClientConfig, ClientFactory, Protocol};
+use plt_client::{ClientConfig, ClientFactory};
 use plt_contracts::{
     RequestContext,
     authz::{AuthzServiceClient, grpc::AuthzGrpcClient, http::AuthzHttpClient},
@@ -13,15 +13,7 @@ use plt_contracts::{
 };
 use std::sync::Arc;
 
-#[derive(Clone, Copy)]
-enum Via {
-    Core,
-    Grpc,
-    Http,
-    /// Through the client factory (discovery, balancing, service credentials) over a
-    /// protocol: what another service uses.
-    Factory(Protocol),
-}
+plt_client::contract_matrix!(suite);
 
 async fn suite(backend: Backend, via: Via) {
     let Some(svc) = start(backend, &[]).await else {
@@ -52,44 +44,4 @@ async fn suite(backend: Backend, via: Via) {
     })
     .await;
     svc.stop().await;
-}
-
-#[tokio::test]
-async fn core_on_sqlite() {
-    suite(Backend::Sqlite, Via::Core).await;
-}
-
-#[tokio::test]
-async fn grpc_on_sqlite() {
-    suite(Backend::Sqlite, Via::Grpc).await;
-}
-
-#[tokio::test]
-async fn http_on_sqlite() {
-    suite(Backend::Sqlite, Via::Http).await;
-}
-
-#[tokio::test]
-async fn core_on_postgres() {
-    suite(Backend::Postgres, Via::Core).await;
-}
-
-#[tokio::test]
-async fn grpc_on_postgres() {
-    suite(Backend::Postgres, Via::Grpc).await;
-}
-
-#[tokio::test]
-async fn http_on_postgres() {
-    suite(Backend::Postgres, Via::Http).await;
-}
-
-#[tokio::test]
-async fn factory_grpc_on_sqlite() {
-    suite(Backend::Sqlite, Via::Factory(Protocol::Grpc)).await;
-}
-
-#[tokio::test]
-async fn factory_http_on_sqlite() {
-    suite(Backend::Sqlite, Via::Factory(Protocol::Http)).await;
 }

@@ -12,7 +12,7 @@ fn bin(data_dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_authz-service"));
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PLT_CONFIG_DIR", common::config_dir())
+        .env("PLT_CONFIG_DIR", plt_kernel::testing::config_dir())
         .env("PLT_DATABASE__DATA_DIR", data_dir)
         .env("PLT_LOG__LEVEL", "error")
         // Nothing listens there: the CLI must still work, and say so.

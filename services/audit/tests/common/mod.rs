@@ -7,30 +7,14 @@ use plt_contracts::{
     RequestContext,
     audit::{AuditServiceClient, NewAuditEntry, Outcome},
 };
-use plt_kernel::config::ConfigSource;
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
-
-pub fn config_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config")
-}
+use std::{net::SocketAddr, sync::Arc};
 
 /// The configuration from the repository's config/ with these variables on top.
 pub fn config(vars: &[(&str, &str)]) -> Config {
-    let source = ConfigSource {
-        dir: config_dir(),
-        vars: vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    };
-    source.load(SECTION).expect("test configuration loads")
+    plt_kernel::testing::config(SECTION, vars.iter().map(|(k, v)| (*k, *v)))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub use plt_db::testing::Backend;
 
 pub struct Running {
     /// The registry the instance registered in (an in-memory one per instance).
@@ -68,17 +52,10 @@ impl Running {
 }
 
 pub fn backend_vars(backend: Backend, data_dir: &str) -> Option<Vec<(String, String)>> {
-    let mut vars = vec![
-        ("PLT_DATABASE__DATA_DIR".to_owned(), data_dir.to_owned()),
-        ("PLT_SERVER__SHUTDOWN_TIMEOUT".to_owned(), "5s".to_owned()),
-        // Access control has its own test (tests/access.rs); the suites test the log itself.
-        ("PLT_AUDIT__ACCESS_CONTROL".to_owned(), "false".to_owned()),
-    ];
-    if backend == Backend::Postgres {
-        let pg = plt_db::testing::postgres_url()?;
-        vars.push(("PLT_DATABASE__DRIVER".into(), "postgres".into()));
-        vars.push(("PLT_DATABASE__URL".into(), pg));
-    }
+    let mut vars = backend.vars(data_dir)?;
+    vars.push(("PLT_SERVER__SHUTDOWN_TIMEOUT".to_owned(), "5s".to_owned()));
+    // Access control has its own test (tests/access.rs); the suites test the log itself.
+    vars.push(("PLT_AUDIT__ACCESS_CONTROL".to_owned(), "false".to_owned()));
     Some(vars)
 }
 

@@ -4,24 +4,13 @@
 
 use auth_service::{App, Config, Overrides, SECTION};
 use plt_contracts::testsuite::fakes::FakeIdentity;
-use plt_kernel::config::ConfigSource;
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub use plt_db::testing::Backend;
 
+/// The configuration from the repository's config/ with these variables on top.
 pub fn config(vars: &[(&str, &str)]) -> Config {
-    let source = ConfigSource {
-        dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config"),
-        vars: vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    };
-    source.load(SECTION).expect("test configuration loads")
+    plt_kernel::testing::config(SECTION, vars.iter().map(|(k, v)| (*k, *v)))
 }
 
 pub struct Running {
@@ -74,15 +63,9 @@ pub async fn start(backend: Backend, extra: &[(&str, &str)]) -> Option<Running> 
     plt_kernel::telemetry::init_for_tests();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_string_lossy().to_string();
-    let mut vars = vec![("PLT_DATABASE__DATA_DIR", data.as_str())];
-    let pg;
-    if backend == Backend::Postgres {
-        pg = plt_db::testing::postgres_url()?;
-        vars.push(("PLT_DATABASE__DRIVER", "postgres"));
-        vars.push(("PLT_DATABASE__URL", pg.as_str()));
-    }
-    vars.extend_from_slice(extra);
-    let cfg = config(&vars);
+    let mut vars = backend.vars(&data)?;
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let cfg = plt_kernel::testing::config(SECTION, vars);
     let schema = plt_db::testing::unique_schema("auth");
     let identity = FakeIdentity::default();
     let registry = std::sync::Arc::new(plt_registry::memory::MemoryRegistry::new());

@@ -12,7 +12,7 @@ use plt_contracts::{
     audit::{AuditPage, AuditQuery, AuditServiceClient, NewAuditEntry, VerifyReport},
     auth::Jwks,
 };
-use plt_kernel::{Secret, config::ConfigSource};
+use plt_kernel::Secret;
 use std::{
     net::SocketAddr,
     path::PathBuf,
@@ -24,26 +24,11 @@ use std::{
 };
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-pub fn config_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config")
-}
+pub use plt_db::testing::Backend;
 
 /// The configuration from the repository's config/ with these variables on top.
 pub fn config(vars: &[(&str, &str)]) -> Config {
-    let source = ConfigSource {
-        dir: config_dir(),
-        vars: vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    };
-    source.load(SECTION).expect("test configuration loads")
+    plt_kernel::testing::config(SECTION, vars.iter().map(|(k, v)| (*k, *v)))
 }
 
 /// A recording audit service; `set_failing(true)` makes every `record` fail as if audit
@@ -274,11 +259,6 @@ pub async fn start(backend: Backend, extra: &[(&str, &str)]) -> Option<Running> 
 
 pub async fn start_with(setup: Setup) -> Option<Running> {
     plt_kernel::telemetry::init_for_tests();
-    let pg = if setup.backend == Backend::Postgres {
-        Some(plt_db::testing::postgres_url()?)
-    } else {
-        None
-    };
     let (dir, data_dir) = match &setup.data_dir {
         Some(d) => (None, d.clone()),
         None => {
@@ -293,16 +273,11 @@ pub async fn start_with(setup: Setup) -> Option<Running> {
         .find(|(k, _)| k == "PLT_AUTHZ__BOOTSTRAP_ADMINS")
         .and_then(|(_, v)| Uuid::parse_str(v.trim_matches(|c| c == '[' || c == ']')).ok())
         .unwrap_or_else(Uuid::new_v4);
-    let data = data_dir.to_string_lossy().to_string();
-    let admins = format!("[{admin_id}]");
-    let mut vars: Vec<(String, String)> = vec![
-        ("PLT_DATABASE__DATA_DIR".into(), data),
-        ("PLT_AUTHZ__BOOTSTRAP_ADMINS".into(), admins),
-    ];
-    if let Some(url) = &pg {
-        vars.push(("PLT_DATABASE__DRIVER".into(), "postgres".into()));
-        vars.push(("PLT_DATABASE__URL".into(), url.clone()));
-    }
+    let mut vars = setup.backend.vars(&data_dir.to_string_lossy())?;
+    vars.push((
+        "PLT_AUTHZ__BOOTSTRAP_ADMINS".into(),
+        format!("[{admin_id}]"),
+    ));
     vars.extend(
         setup
             .vars
@@ -310,8 +285,7 @@ pub async fn start_with(setup: Setup) -> Option<Running> {
             .filter(|(k, _)| k != "PLT_AUTHZ__BOOTSTRAP_ADMINS")
             .cloned(),
     );
-    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let cfg = config(&refs);
+    let cfg = plt_kernel::testing::config(SECTION, vars);
     let owns_schema = setup.schema.is_none();
     let schema = setup
         .schema

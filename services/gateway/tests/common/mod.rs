@@ -21,12 +21,10 @@ use plt_contracts::{
     authz::{AuthzServiceClient, Permission, Role},
     testsuite::fakes::FakeAuthz,
 };
-use plt_kernel::config::ConfigSource;
 use plt_registry::{HealthSpec, Instance, Registration, ServiceRegistry, memory::MemoryRegistry};
 use serde_json::{Value, json};
 use std::{
     net::SocketAddr,
-    path::PathBuf,
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicUsize, Ordering},
@@ -36,17 +34,9 @@ use std::{
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-pub fn config_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config")
-}
-
 /// The configuration from the repository's config/ with these variables on top.
 pub fn config(vars: &[(String, String)]) -> Config {
-    let source = ConfigSource {
-        dir: config_dir(),
-        vars: vars.to_vec(),
-    };
-    source.load(SECTION).expect("test configuration loads")
+    plt_kernel::testing::config(SECTION, vars.iter().cloned())
 }
 
 async fn serve(router: Router) -> SocketAddr {

@@ -4,30 +4,15 @@
 
 use identity_service::{App, Config, Overrides, SECTION};
 use plt_authn::testing::TestAuthority;
-use plt_kernel::{config::ConfigSource, notify::MemoryNotifier};
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
-
-pub fn config_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config")
-}
+use plt_kernel::notify::MemoryNotifier;
+use std::{net::SocketAddr, sync::Arc};
 
 /// The configuration from the repository's config/ with these variables on top.
 pub fn config(vars: &[(&str, &str)]) -> Config {
-    let source = ConfigSource {
-        dir: config_dir(),
-        vars: vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    };
-    source.load(SECTION).expect("test configuration loads")
+    plt_kernel::testing::config(SECTION, vars.iter().map(|(k, v)| (*k, *v)))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub use plt_db::testing::Backend;
 
 pub struct Running {
     /// The registry the instance registered in (an in-memory one per instance).
@@ -77,17 +62,9 @@ pub async fn start(backend: Backend) -> Option<Running> {
     plt_kernel::telemetry::init_for_tests();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_string_lossy().to_string();
-    let mut vars = vec![
-        ("PLT_DATABASE__DATA_DIR", data.as_str()),
-        ("PLT_SERVER__SHUTDOWN_TIMEOUT", "5s"),
-    ];
-    let pg;
-    if backend == Backend::Postgres {
-        pg = plt_db::testing::postgres_url()?;
-        vars.push(("PLT_DATABASE__DRIVER", "postgres"));
-        vars.push(("PLT_DATABASE__URL", pg.as_str()));
-    }
-    let cfg = config(&vars);
+    let mut vars = backend.vars(&data)?;
+    vars.push(("PLT_SERVER__SHUTDOWN_TIMEOUT".into(), "5s".into()));
+    let cfg = plt_kernel::testing::config(SECTION, vars);
     let schema = plt_db::testing::unique_schema("identity");
     let mail = MemoryNotifier::default();
     let authority = TestAuthority::new();
