@@ -20,12 +20,10 @@ async fn open(
 ) -> Option<(Arc<dyn AuditStore>, Db, String, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_string_lossy().to_string();
-    let owned = common::backend_vars(backend, &data)?;
-    let vars: Vec<(&str, &str)> = owned
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let cfg = common::config(&vars);
+    let cfg = plt_kernel::testing::config(
+        audit_service::SECTION,
+        common::backend_vars(backend, &data)?,
+    );
     let schema = plt_db::testing::unique_schema("auditstore");
     let db = audit_service::connect_db(&cfg, &schema).await.unwrap();
     Some((for_db(&db), db, schema, dir))

@@ -20,14 +20,7 @@ async fn open(
 ) -> Option<(Arc<dyn AuthzStore>, Db, String, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_string_lossy().to_string();
-    let mut vars = vec![("PLT_DATABASE__DATA_DIR", data.as_str())];
-    let url;
-    if backend == common::Backend::Postgres {
-        url = plt_db::testing::postgres_url()?;
-        vars.push(("PLT_DATABASE__DRIVER", "postgres"));
-        vars.push(("PLT_DATABASE__URL", url.as_str()));
-    }
-    let cfg = common::config(&vars);
+    let cfg = plt_kernel::testing::config(authz_service::SECTION, backend.vars(&data)?);
     let schema = plt_db::testing::unique_schema("azstore");
     let db = authz_service::connect_db(&cfg, &schema).await.unwrap();
     Some((for_db(&db), db, schema, dir))

@@ -2,15 +2,10 @@
 //! SQLite in a temporary directory or on PostgreSQL in a fresh schema.
 #![allow(dead_code)]
 
-use identity_service::{App, Config, Overrides, SECTION};
+use identity_service::{App, Overrides, SECTION};
 use plt_authn::testing::TestAuthority;
 use plt_kernel::notify::MemoryNotifier;
 use std::{net::SocketAddr, sync::Arc};
-
-/// The configuration from the repository's config/ with these variables on top.
-pub fn config(vars: &[(&str, &str)]) -> Config {
-    plt_kernel::testing::config(SECTION, vars.iter().map(|(k, v)| (*k, *v)))
-}
 
 pub use plt_db::testing::Backend;
 
