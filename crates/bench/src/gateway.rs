@@ -14,7 +14,9 @@
 //! of (c)'s maximum (open loop, from the scheduled send time). The upstream runs on its own
 //! tokio runtime (`--server-threads`), the gateway on its worker threads (`gateway.workers`,
 //! one per core by default) and the load generator on a third runtime (`--client-threads`),
-//! all sharing the machine's cores. With `--reference-proxy` and `--external`, the same is
+//! all sharing the machine's cores — or, with `--isolate`, the proxy under test on CPUs of its
+//! own and the upstream and load generator on the others. With `--reference-proxy` and
+//! `--external`, the same is
 //! measured through a bare hyper proxy, nginx and HAProxy for comparison. `PLT_*` variables
 //! in the environment are applied on top of the benchmark's own (e.g. `PLT_LOG__LEVEL=info`
 //! to see what request logging costs, `PLT_GATEWAY__WORKERS=1`).
@@ -91,6 +93,59 @@ pub struct Args {
     /// The HAProxy binary for `--external`.
     #[arg(long, default_value = "haproxy")]
     haproxy: PathBuf,
+    /// Give the proxy under test CPUs of its own (Linux): the upper half of the CPUs this
+    /// process may use runs the gateway's workers (pinned, `gateway.worker_cpus`, one per
+    /// CPU), the bare proxy's runtime and nginx's and HAProxy's workers (as many as those
+    /// CPUs); the lower half runs the upstream and the load generator. On 2 cores: CPU 1
+    /// for the proxy, CPU 0 for the rest. Without it, the OS shares all cores among all.
+    #[arg(long)]
+    isolate: bool,
+}
+
+/// Which CPUs run what under `--isolate`.
+#[derive(Clone)]
+struct Isolation {
+    /// The upstream, the load generator and everything else of this process.
+    rest: Vec<usize>,
+    /// The proxy under test.
+    proxy: Vec<usize>,
+}
+
+impl Isolation {
+    /// Splits the CPUs this process may use, and pins the calling thread (and so every
+    /// thread it starts from now on) to the lower half.
+    fn apply() -> anyhow::Result<Self> {
+        let allowed = plt_kernel::affinity::allowed_cpus().context("--isolate")?;
+        anyhow::ensure!(
+            allowed.len() >= 2,
+            "--isolate needs at least 2 CPUs; this process may use {}",
+            plt_kernel::affinity::format_list(&allowed)
+        );
+        let (rest, proxy) = allowed.split_at(allowed.len() / 2);
+        let iso = Self {
+            rest: rest.to_vec(),
+            proxy: proxy.to_vec(),
+        };
+        plt_kernel::affinity::pin_current_thread(&iso.rest)?;
+        Ok(iso)
+    }
+
+    /// Runs `f` (which starts threads or processes) with the calling thread on the proxy's
+    /// CPUs, so that what it starts inherits them; back to the lower half afterwards.
+    fn on_proxy_cpus<T>(&self, f: impl FnOnce() -> T) -> anyhow::Result<T> {
+        plt_kernel::affinity::pin_current_thread(&self.proxy)?;
+        let out = f();
+        plt_kernel::affinity::pin_current_thread(&self.rest)?;
+        Ok(out)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "isolated: the proxy under test on CPU {}, the upstream and the load generator on              CPU {}",
+            plt_kernel::affinity::format_list(&self.proxy),
+            plt_kernel::affinity::format_list(&self.rest)
+        )
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -124,7 +179,7 @@ fn config_dir() -> PathBuf {
 }
 
 /// The benchmark's configuration variables, then `PLT_*` from the environment.
-fn config_vars() -> Vec<(String, String)> {
+fn config_vars(isolation: Option<&Isolation>) -> Vec<(String, String)> {
     let routes = format!(
         r#"[
   {{"prefix": "/pub", "service": "bench", "methods": ["GET"], "rewrite": "/v1/ping", "public": true}},
@@ -149,6 +204,12 @@ fn config_vars() -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
+    if let Some(iso) = isolation {
+        vars.push((
+            "PLT_GATEWAY__WORKER_CPUS".into(),
+            format!("{:?}", iso.proxy),
+        ));
+    }
     vars.extend(std::env::vars().filter(|(k, _)| k.starts_with("PLT_")));
     vars
 }
@@ -160,10 +221,10 @@ async fn ping() -> impl IntoResponse {
     )
 }
 
-async fn start_servers() -> anyhow::Result<Servers> {
+async fn start_servers(isolation: Option<&Isolation>) -> anyhow::Result<Servers> {
     let source = ConfigSource {
         dir: config_dir(),
-        vars: config_vars(),
+        vars: config_vars(isolation),
     };
     let cfg = source
         .load::<GatewayConfig>(SECTION)
@@ -563,6 +624,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             && args.rounds > 0,
         "--connections, --server-threads, --client-threads and --rounds must be ≥ 1"
     );
+    let isolation = if args.isolate {
+        Some(Isolation::apply()?)
+    } else {
+        None
+    };
     let servers_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.server_threads)
         .thread_name("srv-worker")
@@ -573,7 +639,18 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .thread_name("load-worker")
         .enable_all()
         .build()?;
-    let servers = servers_rt.block_on(start_servers())?;
+    let servers = servers_rt.block_on(start_servers(isolation.as_ref()))?;
+    // Under --isolate the bare proxy gets a runtime of its own on the proxy's CPUs.
+    let proxy_rt = match &isolation {
+        Some(iso) => Some(iso.on_proxy_cpus(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(iso.proxy.len())
+                .thread_name("srv-proxy")
+                .enable_all()
+                .build()
+        })??),
+        None => None,
+    };
 
     let token = servers.authority.access_token(&servers.user.to_string());
     let entry = |which, label, target| Entry {
@@ -600,7 +677,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         ),
     ];
     if args.reference_proxy || args.only == Some(Only::P) {
-        let proxy = servers_rt.block_on(start_reference_proxy(servers.upstream))?;
+        let proxy = proxy_rt
+            .as_ref()
+            .unwrap_or(&servers_rt)
+            .block_on(start_reference_proxy(servers.upstream))?;
         targets.push(entry(
             Only::P,
             "(p) bare proxy, reference",
@@ -634,7 +714,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             );
             continue;
         }
-        let proxy = external::start(kind, bin, servers.upstream, args.server_threads)?;
+        let proxy = match &isolation {
+            Some(iso) => iso.on_proxy_cpus(|| {
+                external::start(kind, bin, servers.upstream, iso.proxy.len())
+            })??,
+            None => external::start(kind, bin, servers.upstream, args.server_threads)?,
+        };
         eprintln!(
             "plt-bench gateway: {} at http://{} ({})",
             kind.name(),
@@ -695,11 +780,14 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     client_rt.shutdown_timeout(Duration::from_secs(1));
     servers_rt.shutdown_timeout(Duration::from_secs(1));
+    if let Some(rt) = proxy_rt {
+        rt.shutdown_timeout(Duration::from_secs(1));
+    }
 
     let Some((rate, rows)) = result else {
         return Ok(ExitCode::SUCCESS);
     };
-    let (report, pass) = report(args, gateway_workers, rate, &rows);
+    let (report, pass) = report(args, isolation.as_ref(), gateway_workers, rate, &rows);
     print!("{report}");
     Ok(if pass {
         ExitCode::SUCCESS
@@ -750,7 +838,13 @@ fn measure(args: &Args, rt: &tokio::runtime::Runtime, targets: &[Entry]) -> (f64
     (rate, rows)
 }
 
-fn report(args: &Args, gateway_workers: usize, rate: f64, rows: &[Row]) -> (String, bool) {
+fn report(
+    args: &Args,
+    isolation: Option<&Isolation>,
+    gateway_workers: usize,
+    rate: f64,
+    rows: &[Row],
+) -> (String, bool) {
     let mut o = String::new();
     let _ = writeln!(o, "\nplt-bench gateway");
     let _ = writeln!(o, "machine: {}", machine());
@@ -759,13 +853,34 @@ fn report(args: &Args, gateway_workers: usize, rate: f64, rows: &[Row]) -> (Stri
         "         load generator and servers share this machine and its cores, in one process \
          (nginx and HAProxy, when measured, in their own)"
     );
-    let _ = writeln!(
-        o,
-        "runtimes: upstream (and the bare proxy) {} tokio worker thread(s); gateway {} worker \
-         thread(s) (gateway.workers); load generator {} worker thread(s) + 1 pacing thread \
-         (open loop); the OS shares the cores among them",
-        args.server_threads, gateway_workers, args.client_threads
-    );
+    match isolation {
+        None => {
+            let _ = writeln!(
+                o,
+                "runtimes: upstream (and the bare proxy) {} tokio worker thread(s); gateway {} \
+                 worker thread(s) (gateway.workers); load generator {} worker thread(s) + 1 \
+                 pacing thread (open loop); the OS shares the cores among them",
+                args.server_threads, gateway_workers, args.client_threads
+            );
+        }
+        Some(iso) => {
+            let _ = writeln!(
+                o,
+                "cpus:     {} (--isolate)\nruntimes: upstream {} tokio worker thread(s) and load \
+                 generator {} worker thread(s) + 1 pacing thread (open loop) on CPU {}; gateway \
+                 {} worker thread(s), each pinned (gateway.worker_cpus), the bare proxy {} tokio \
+                 worker thread(s), nginx's and HAProxy's {} worker(s) on CPU {}",
+                iso.describe(),
+                args.server_threads,
+                args.client_threads,
+                plt_kernel::affinity::format_list(&iso.rest),
+                gateway_workers,
+                iso.proxy.len(),
+                iso.proxy.len(),
+                plt_kernel::affinity::format_list(&iso.proxy),
+            );
+        }
+    }
     let _ = writeln!(
         o,
         "method: HTTP/1.1 keep-alive, {} connections, GET, loopback; closed loop {}s after {}s \

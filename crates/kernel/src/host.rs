@@ -13,7 +13,8 @@
 //! the stack above. It may also ask for [`ServiceHost::workers`]: that many threads, each
 //! with its own single-threaded runtime and its own listening socket on the shared port
 //! (`SO_REUSEPORT`, the kernel spreads connections over them), so that a connection's work
-//! stays on one thread, as in nginx, HAProxy and Envoy.
+//! stays on one thread, as in nginx, HAProxy and Envoy. With [`ServiceHost::pin_workers`]
+//! each worker thread is also pinned to a CPU of its own (nginx's `worker_cpu_affinity`).
 
 use crate::{
     REQUEST_ID_HEADER,
@@ -76,6 +77,7 @@ pub struct ServiceHost {
     body_limit: usize,
     front: Option<Arc<dyn FrontHandler>>,
     workers: usize,
+    worker_cpus: Vec<usize>,
 }
 
 thread_local! {
@@ -103,6 +105,7 @@ impl ServiceHost {
             body_limit: server.body_limit_bytes,
             front: None,
             workers: 1,
+            worker_cpus: Vec::new(),
         }
     }
 
@@ -110,6 +113,16 @@ impl ServiceHost {
     /// ambient runtime; 1 (the default) serves on the runtime `run` is called on.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n.max(1);
+        self
+    }
+
+    /// Pins the worker threads to these CPUs, worker *i* to `cpus[i % cpus.len()]`; with
+    /// any CPU given, even a single worker gets a thread of its own. Empty (the default):
+    /// the threads run wherever the kernel puts them. [`ServiceHost::bind`] refuses a CPU
+    /// that a thread of this process cannot be pinned to (absent, offline or outside the
+    /// process's cpuset).
+    pub fn pin_workers(mut self, cpus: Vec<usize>) -> Self {
+        self.worker_cpus = cpus;
         self
     }
 
@@ -161,6 +174,23 @@ impl ServiceHost {
 
     /// Binds the listener (use port 0 in tests) and assembles the service stack.
     pub async fn bind(self, addr: SocketAddr) -> std::io::Result<BoundHost> {
+        // Each CPU must take a thread now, not fail in a worker later.
+        let mut cpus = self.worker_cpus.clone();
+        cpus.sort_unstable();
+        cpus.dedup();
+        for cpu in cpus {
+            std::thread::scope(|s| {
+                s.spawn(|| crate::affinity::pin_current_thread(&[cpu]))
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the probing thread panicked")))
+            })
+            .map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("cannot pin a worker thread to CPU {cpu}: {e}"),
+                )
+            })?;
+        }
         let listeners = bind_listeners(addr, self.workers)?;
         let local_addr = listeners[0].local_addr()?;
         let _ = metrics::handle();
@@ -264,6 +294,7 @@ impl ServiceHost {
             health_reporter,
             shutdown_timeout: self.shutdown_timeout,
             front: self.front,
+            worker_cpus: self.worker_cpus,
         })
     }
 }
@@ -278,6 +309,7 @@ pub struct BoundHost {
     health_reporter: tonic_health::server::HealthReporter,
     shutdown_timeout: Duration,
     front: Option<Arc<dyn FrontHandler>>,
+    worker_cpus: Vec<usize>,
 }
 
 impl BoundHost {
@@ -305,7 +337,7 @@ impl BoundHost {
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let mut served = Vec::new();
         let mut listeners = self.listeners;
-        if listeners.len() == 1 {
+        if listeners.len() == 1 && self.worker_cpus.is_empty() {
             let listener = listeners.remove(0);
             let (tx, rx) = tokio::sync::oneshot::channel();
             let stop = stop.clone();
@@ -318,10 +350,22 @@ impl BoundHost {
                 let listener = listener.into_std()?;
                 let (front, stop) = (front.clone(), stop.clone());
                 let (tx, rx) = tokio::sync::oneshot::channel();
+                let cpu = (!self.worker_cpus.is_empty())
+                    .then(|| self.worker_cpus[i % self.worker_cpus.len()]);
                 std::thread::Builder::new()
                     .name(format!("http-{}", i + 1))
                     .spawn(move || {
                         WORKER.with(|w| w.set(i + 1));
+                        if let Some(cpu) = cpu {
+                            if let Err(e) = crate::affinity::pin_current_thread(&[cpu]) {
+                                tracing::error!(worker = i + 1, cpu, error = %e, "cannot pin the worker thread; it does not serve");
+                                let _ = tx.send(Err(std::io::Error::new(
+                                    e.kind(),
+                                    format!("pinning worker {} to CPU {cpu}: {e}", i + 1),
+                                )));
+                                return;
+                            }
+                        }
                         let rt = match tokio::runtime::Builder::new_current_thread()
                             .enable_all()
                             .build()

@@ -3,6 +3,7 @@
 //! (K4), Prometheus metrics (K5), the one-port gRPC + HTTP host, and the mail notifier.
 //! It holds no business logic.
 
+pub mod affinity;
 pub mod binary;
 pub mod config;
 pub mod health;

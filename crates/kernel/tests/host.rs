@@ -750,6 +750,62 @@ async fn worker_threads_share_the_port_and_drain_on_shutdown() {
     host.stopped().await.expect("run() returns Ok");
 }
 
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn pinned_workers_run_on_their_cpu_even_a_single_one() {
+    let allowed = plt_kernel::affinity::allowed_cpus().unwrap();
+    let cpu = *allowed.last().unwrap();
+    let router = Router::new().route(
+        "/where",
+        get(|| async {
+            let cpus = plt_kernel::affinity::allowed_cpus().unwrap();
+            format!("{} {cpus:?}", plt_kernel::worker_index())
+        }),
+    );
+    // One worker, pinned: served on a thread of its own (worker 1), not the ambient runtime.
+    let mut host = Running::start(
+        ServiceHost::new("pinned", &server_config())
+            .workers(1)
+            .pin_workers(vec![cpu])
+            .http(router),
+    )
+    .await;
+    let text = client()
+        .get(host.url("/where"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, format!("1 [{cpu}]"));
+    host.trigger_shutdown();
+    host.stopped().await.expect("run() returns Ok");
+
+    // A CPU no thread can be pinned to is refused when binding, naming it.
+    // The first CPU number this machine cannot have.
+    let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    let beyond = 1 + possible
+        .trim()
+        .rsplit([',', '-'])
+        .next()
+        .unwrap()
+        .parse::<usize>()
+        .unwrap();
+    let err = match ServiceHost::new("pinned", &server_config())
+        .workers(2)
+        .pin_workers(vec![cpu, beyond])
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+    {
+        Ok(_) => panic!("CPU {beyond} accepted"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("CPU {beyond}:")), "{msg}");
+}
+
 /// Serves `/front/*` itself (with the peer's address it is given); hands the rest on.
 struct Front;
 

@@ -18,8 +18,13 @@ pub const MAX_AUTHZ_STALENESS: Duration = Duration::from_secs(5);
 pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// Threads serving connections, each with its own runtime and listening socket (as
-    /// nginx's and HAProxy's workers); 0: one per CPU core this process may use.
+    /// nginx's and HAProxy's workers); 0: one per CPU in `worker_cpus`, or when that is
+    /// empty, one per CPU core this process may use.
     pub workers: usize,
+    /// CPUs the worker threads are pinned to, round robin (nginx's `worker_cpu_affinity`);
+    /// empty: not pinned.
+    #[serde(default)]
+    pub worker_cpus: Vec<usize>,
     /// Largest accepted request body (413 beyond).
     pub body_limit_bytes: usize,
     /// Peers (IPs or CIDRs) whose `X-Forwarded-For`, `X-Forwarded-Proto` and
@@ -350,6 +355,7 @@ impl GatewayConfig {
     /// `workers`, with 0 resolved to the cores this process may use.
     pub fn worker_threads(&self) -> usize {
         match self.workers {
+            0 if !self.worker_cpus.is_empty() => self.worker_cpus.len(),
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         }
@@ -363,6 +369,14 @@ impl Validate for GatewayConfig {
                 format!("{p}.workers"),
                 "must be at most 1024 (0: one per CPU core)",
             ));
+        }
+        for (i, cpu) in self.worker_cpus.iter().enumerate() {
+            if self.worker_cpus[..i].contains(cpu) {
+                return Err(ConfigError::new(
+                    format!("{p}.worker_cpus[{i}]"),
+                    format!("CPU {cpu} is listed twice"),
+                ));
+            }
         }
         let key = |k: &str| format!("{p}.{k}");
         if self.body_limit_bytes == 0 {
@@ -559,6 +573,9 @@ mod tests {
                 .any(|r| r.blocked && r.prefix == "/api/v1/auth/validate")
         );
         assert_eq!(c.rate_limit.backend, RateLimitBackend::Memory);
+        assert!(c.worker_cpus.is_empty());
+        let pinned = load(&[("PLT_GATEWAY__WORKER_CPUS", "[3, 1]")]).unwrap();
+        assert_eq!(pinned.worker_threads(), 2, "one worker per listed CPU");
         let prod = load(&[
             ("PLT_ENV", "production"),
             ("PLT_DATABASE__URL", "postgres://u@h/db"),
@@ -570,6 +587,11 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         for (var, value, key) in [
+            (
+                "PLT_GATEWAY__WORKER_CPUS",
+                "[1, 0, 1]",
+                "gateway.worker_cpus[2]",
+            ),
             (
                 "PLT_GATEWAY__TRUSTED_PROXIES",
                 "[10.0.0.0/99]",

@@ -182,6 +182,7 @@ impl App {
         let host = ServiceHost::new(SERVICE_NAME, &cfg.kernel.server)
             .front(Arc::new(front))
             .workers(g.worker_threads())
+            .pin_workers(g.worker_cpus.clone())
             .bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
