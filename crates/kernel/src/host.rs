@@ -356,15 +356,20 @@ impl BoundHost {
                     .name(format!("http-{}", i + 1))
                     .spawn(move || {
                         WORKER.with(|w| w.set(i + 1));
-                        if let Some(cpu) = cpu {
-                            if let Err(e) = crate::affinity::pin_current_thread(&[cpu]) {
-                                tracing::error!(worker = i + 1, cpu, error = %e, "cannot pin the worker thread; it does not serve");
-                                let _ = tx.send(Err(std::io::Error::new(
-                                    e.kind(),
-                                    format!("pinning worker {} to CPU {cpu}: {e}", i + 1),
-                                )));
-                                return;
-                            }
+                        if let Some(cpu) = cpu
+                            && let Err(e) = crate::affinity::pin_current_thread(&[cpu])
+                        {
+                            tracing::error!(
+                                worker = i + 1,
+                                cpu,
+                                error = %e,
+                                "cannot pin the worker thread; it does not serve"
+                            );
+                            let _ = tx.send(Err(std::io::Error::new(
+                                e.kind(),
+                                format!("pinning worker {} to CPU {cpu}: {e}", i + 1),
+                            )));
+                            return;
                         }
                         let rt = match tokio::runtime::Builder::new_current_thread()
                             .enable_all()

@@ -90,6 +90,18 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The body of a GET as text, whatever the status.
+async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn get_json(url: &str) -> (reqwest::StatusCode, Value) {
     let resp = client().get(url).send().await.expect("request");
     let status = resp.status();
@@ -439,14 +451,7 @@ async fn grpc_and_http_are_served_on_the_same_port() {
     assert_eq!(resp.status(), 200);
 
     // gRPC calls are measured per method and code, apart from HTTP.
-    let text = client()
-        .get(host.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&host.url("/metrics")).await;
     let svc = r#"service="one-port""#;
     let check = [
         svc,
@@ -713,14 +718,7 @@ async fn worker_threads_share_the_port_and_drain_on_shutdown() {
     // New connections are spread over the three workers; each is served by one of them.
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..60 {
-        let text = client()
-            .get(host.url("/worker"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = get_text(&host.url("/worker")).await;
         let n: usize = text.parse().unwrap();
         assert!((1..=3).contains(&n), "worker {n}");
         seen.insert(n);
@@ -770,14 +768,7 @@ async fn pinned_workers_run_on_their_cpu_even_a_single_one() {
             .http(router),
     )
     .await;
-    let text = client()
-        .get(host.url("/where"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&host.url("/where")).await;
     assert_eq!(text, format!("1 [{cpu}]"));
     host.trigger_shutdown();
     host.stopped().await.expect("run() returns Ok");
