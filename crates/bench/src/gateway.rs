@@ -103,7 +103,6 @@ pub struct Args {
 }
 
 /// Which CPUs run what under `--isolate`.
-#[derive(Clone)]
 struct Isolation {
     /// The upstream, the load generator and everything else of this process.
     rest: Vec<usize>,
@@ -137,14 +136,6 @@ impl Isolation {
         let out = f();
         plt_kernel::affinity::pin_current_thread(&self.rest)?;
         Ok(out)
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "isolated: the proxy under test on CPU {}, the upstream and the load generator on              CPU {}",
-            plt_kernel::affinity::format_list(&self.proxy),
-            plt_kernel::affinity::format_list(&self.rest)
-        )
     }
 }
 
@@ -624,6 +615,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             && args.rounds > 0,
         "--connections, --server-threads, --client-threads and --rounds must be ≥ 1"
     );
+    // Described before --isolate narrows what this thread may use.
+    let machine = machine();
     let isolation = if args.isolate {
         Some(Isolation::apply()?)
     } else {
@@ -787,7 +780,14 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let Some((rate, rows)) = result else {
         return Ok(ExitCode::SUCCESS);
     };
-    let (report, pass) = report(args, isolation.as_ref(), gateway_workers, rate, &rows);
+    let (report, pass) = report(
+        args,
+        &machine,
+        isolation.as_ref(),
+        gateway_workers,
+        rate,
+        &rows,
+    );
     print!("{report}");
     Ok(if pass {
         ExitCode::SUCCESS
@@ -840,6 +840,7 @@ fn measure(args: &Args, rt: &tokio::runtime::Runtime, targets: &[Entry]) -> (f64
 
 fn report(
     args: &Args,
+    machine: &str,
     isolation: Option<&Isolation>,
     gateway_workers: usize,
     rate: f64,
@@ -847,7 +848,7 @@ fn report(
 ) -> (String, bool) {
     let mut o = String::new();
     let _ = writeln!(o, "\nplt-bench gateway");
-    let _ = writeln!(o, "machine: {}", machine());
+    let _ = writeln!(o, "machine: {machine}");
     let _ = writeln!(
         o,
         "         load generator and servers share this machine and its cores, in one process \
@@ -866,18 +867,17 @@ fn report(
         Some(iso) => {
             let _ = writeln!(
                 o,
-                "cpus:     {} (--isolate)\nruntimes: upstream {} tokio worker thread(s) and load \
-                 generator {} worker thread(s) + 1 pacing thread (open loop) on CPU {}; gateway \
-                 {} worker thread(s), each pinned (gateway.worker_cpus), the bare proxy {} tokio \
-                 worker thread(s), nginx's and HAProxy's {} worker(s) on CPU {}",
-                iso.describe(),
+                "cpus:     --isolate: the proxy under test on CPU {}, the rest on CPU {}\n\
+                 runtimes: upstream {} tokio worker thread(s) and load generator {} worker \
+                 thread(s) + 1 pacing thread (open loop) on the rest; on the proxy's CPUs the \
+                 gateway's {} worker thread(s), each pinned (gateway.worker_cpus), the bare \
+                 proxy's {} tokio worker thread(s), nginx's and HAProxy's {5} worker(s)",
+                plt_kernel::affinity::format_list(&iso.proxy),
+                plt_kernel::affinity::format_list(&iso.rest),
                 args.server_threads,
                 args.client_threads,
-                plt_kernel::affinity::format_list(&iso.rest),
                 gateway_workers,
                 iso.proxy.len(),
-                iso.proxy.len(),
-                plt_kernel::affinity::format_list(&iso.proxy),
             );
         }
     }
