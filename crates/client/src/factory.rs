@@ -99,6 +99,11 @@ impl ClientFactory {
         self
     }
 
+    /// The credentials this factory's clients present, if any.
+    pub fn credentials(&self) -> Option<Arc<dyn ServiceCredentials>> {
+        self.credentials.clone()
+    }
+
     /// The credentials of `service` issued by auth in exchange for `secret` (auth reached
     /// through this factory's registry with `auth_cfg`).
     pub async fn issued_credentials(

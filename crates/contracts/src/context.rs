@@ -24,6 +24,10 @@ pub struct RequestContext {
     /// The raw `X-Forwarded-For` header of the incoming request (server side only). Whether
     /// to believe it is the receiving service's decision (its trusted-proxy list).
     pub forwarded_for: Option<String>,
+    /// The client address a platform caller (the gateway) states it determined
+    /// (`x-plt-client-ip`, server side only). Believed only together with that caller's
+    /// verified service token.
+    pub client_ip: Option<std::net::IpAddr>,
     /// The calling service's service token ([`crate::service_identity`]). On the server side
     /// it is what the caller presented, to be verified by the callee; outgoing, the client
     /// factory replaces it with this service's own token for the callee (a received token is
@@ -64,6 +68,7 @@ impl RequestContext {
             authorization: text(http::header::AUTHORIZATION.as_str()).map(Secret::new),
             peer: None,
             forwarded_for: text("x-forwarded-for"),
+            client_ip: text(plt_kernel::net::CLIENT_IP_HEADER).and_then(|v| v.parse().ok()),
             service_token: text(SERVICE_TOKEN_HEADER).map(Secret::new),
             deadline: text("grpc-timeout")
                 .and_then(|t| parse_grpc_timeout(&t))

@@ -274,6 +274,21 @@ impl Error {
         Self::new(ErrorCode::Internal, "internal error")
     }
 
+    /// A dependency this service needs (`what`: "the database") cannot be reached: logged
+    /// here with its cause (at warn, without the stack of an internal error), reported to the
+    /// client as `unavailable` (503), which it may retry later.
+    pub fn dependency_unavailable(
+        what: &str,
+        context: &str,
+        cause: &(dyn std::error::Error + 'static),
+    ) -> Self {
+        tracing::warn!(context, error = %cause, "{what} unavailable");
+        Self::new(
+            ErrorCode::Unavailable,
+            format!("{what} is unavailable; try again later"),
+        )
+    }
+
     /// Whether the request provably never reached the server (the connection was refused),
     /// so that even a non-idempotent call may be retried elsewhere.
     pub fn never_sent(&self) -> bool {

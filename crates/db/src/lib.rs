@@ -2,6 +2,20 @@
 //! (its tables, and its migration history, live there via `search_path`); SQLite, the
 //! embedded default, gives each service its own file `<data_dir>/<schema>.db`. Migrations are
 //! embedded in each service's binary and applied at start or by a CLI command.
+//!
+//! Every pool sits behind a [`gate::Gate`]: once the database is known to be unreachable,
+//! queries fail at once with an error [`is_unavailable`] recognises (services answer 503)
+//! instead of each waiting out the acquire timeout, and the gate closes by itself when the
+//! database answers again.
+
+pub mod gate;
+
+pub use gate::{Gate, GateConfig, Gated, is_unavailable};
+
+/// A gated PostgreSQL pool (what PostgreSQL stores hold).
+pub type PgPool = Gated<sqlx::Postgres>;
+/// A gated SQLite pool.
+pub type SqlitePool = Gated<sqlx::Sqlite>;
 
 use async_trait::async_trait;
 use plt_kernel::{
@@ -11,10 +25,8 @@ use plt_kernel::{
 use sqlx::{
     Executor,
     migrate::Migrator,
-    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-    },
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 use std::{str::FromStr, sync::Arc, time::Duration};
 
@@ -59,6 +71,13 @@ macro_rules! embed_migrations {
             sqlite: &SQLITE,
         }
     }};
+}
+
+fn gate_config(cfg: &DatabaseConfig) -> GateConfig {
+    GateConfig {
+        probe_interval: cfg.probe_interval,
+        probe_timeout: cfg.probe_timeout,
+    }
 }
 
 fn check_name(name: &str) -> Result<(), DbError> {
@@ -115,7 +134,7 @@ impl Db {
                     .connect_with(opts)
                     .await
                     .map_err(DbError::Connect)?;
-                Ok(Db::Postgres(pool))
+                Ok(Db::Postgres(Gated::new(pool, gate_config(cfg), true)))
             }
             DatabaseDriver::Sqlite => {
                 std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
@@ -138,7 +157,8 @@ impl Db {
                     .connect_with(opts)
                     .await
                     .map_err(DbError::Connect)?;
-                Ok(Db::Sqlite(pool))
+                // A local file: no server to lose, so no probe; failures still trip the gate.
+                Ok(Db::Sqlite(Gated::new(pool, gate_config(cfg), false)))
             }
         }
     }
@@ -161,8 +181,8 @@ impl Db {
     /// Applies the pending migrations of this backend.
     pub async fn migrate(&self, migrations: Migrations) -> Result<(), DbError> {
         match self {
-            Db::Postgres(p) => migrations.postgres.run(p).await,
-            Db::Sqlite(p) => migrations.sqlite.run(p).await,
+            Db::Postgres(p) => migrations.postgres.run(&**p).await,
+            Db::Sqlite(p) => migrations.sqlite.run(&**p).await,
         }
         .map_err(DbError::Migrate)
     }
@@ -193,6 +213,14 @@ impl Db {
         match self {
             Db::Postgres(p) => p.execute("SELECT 1").await.map(drop),
             Db::Sqlite(p) => p.execute("SELECT 1").await.map(drop),
+        }
+    }
+
+    /// The pool's availability gate.
+    pub fn gate(&self) -> &std::sync::Arc<Gate> {
+        match self {
+            Db::Postgres(p) => p.gate(),
+            Db::Sqlite(p) => p.gate(),
         }
     }
 
@@ -233,6 +261,12 @@ impl HealthCheck for DbHealth {
     }
 
     async fn check(&self) -> Result<(), String> {
+        if let Some((_, for_)) = self.0.gate().down_for() {
+            return Err(format!(
+                "database unreachable for {:.1}s",
+                for_.as_secs_f64()
+            ));
+        }
         self.0.ping().await.map_err(|e| {
             tracing::warn!(error = %e, "database readiness check failed");
             match e {

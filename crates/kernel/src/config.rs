@@ -140,6 +140,13 @@ pub struct DatabaseConfig {
     pub min_connections: u32,
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    /// PostgreSQL: how often a dedicated connection pings the server, so that an outage is
+    /// noticed (and requests fail fast with 503) without waiting out `acquire_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// A ping (or reconnection) slower than this counts as the database being down.
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +198,18 @@ impl Validate for KernelConfig {
             return Err(ConfigError::new(
                 "database.min_connections",
                 "must not exceed database.max_connections",
+            ));
+        }
+        if db.probe_interval.is_zero() {
+            return Err(ConfigError::new(
+                "database.probe_interval",
+                "must be greater than 0",
+            ));
+        }
+        if db.probe_timeout.is_zero() || db.probe_timeout > db.acquire_timeout {
+            return Err(ConfigError::new(
+                "database.probe_timeout",
+                "must be greater than 0 and at most database.acquire_timeout",
             ));
         }
         match db.driver {

@@ -10,6 +10,7 @@ pub mod health;
 pub mod host;
 pub mod lifecycle;
 pub mod metrics;
+pub mod net;
 pub mod notify;
 pub mod secret;
 pub mod telemetry;

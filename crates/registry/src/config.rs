@@ -104,11 +104,12 @@ impl RegistryConfig {
         Ok(match self.kind {
             RegistryKind::Memory => Arc::new(MemoryRegistry::new()),
             RegistryKind::Static => Arc::new(StaticRegistry::new(&self.static_instances)?),
-            RegistryKind::Etcd => Arc::new(EtcdRegistry::new(
-                http,
-                &self.etcd.endpoint,
-                &self.etcd.prefix,
-            )),
+            // A watch keeps vanished instances after an outage for as long as their
+            // registrations may need to notice and re-create themselves.
+            RegistryKind::Etcd => Arc::new(
+                EtcdRegistry::new(http, &self.etcd.endpoint, &self.etcd.prefix)
+                    .with_grace(self.ttl * 2 + Duration::from_secs(1)),
+            ),
             RegistryKind::Consul => {
                 let mut c = ConsulRegistry::new(http, &self.consul.agent);
                 c.deregister_critical_after = self.consul.deregister_critical_after;

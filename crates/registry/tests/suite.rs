@@ -196,3 +196,204 @@ async fn kubernetes_dns_resolves_a_headless_name() {
         Err(RegistryError::Unavailable(_))
     ));
 }
+
+/// The instance ids `r` finds for `svc`.
+async fn ids(r: &dyn ServiceRegistry, svc: &str) -> Vec<String> {
+    r.discover(svc)
+        .await
+        .map(|v| v.into_iter().map(|i| i.id).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn consul_registration_comes_back_after_the_agent_forgot_it() {
+    let (server, url) = ConsulTestServer::start().await.unwrap();
+    let r = ConsulRegistry::new(reqwest::Client::new(), &url);
+    let svc = unique("identity");
+    let health = HealthSpec {
+        ttl: Duration::from_secs(1),
+    };
+    let reg = r.register(instance(&svc, 1), health).await.unwrap();
+    eventually("registered", Duration::from_secs(3), async || {
+        ids(&r, &svc).await == [format!("{svc}-1")]
+    })
+    .await;
+    server.forget_all();
+    assert!(ids(&r, &svc).await.is_empty());
+    eventually(
+        "re-registered after the agent lost it",
+        Duration::from_secs(3),
+        async || ids(&r, &svc).await == [format!("{svc}-1")],
+    )
+    .await;
+    reg.deregister().await.unwrap();
+    assert!(ids(&r, &svc).await.is_empty());
+}
+
+fn etcd_url() -> Option<String> {
+    std::env::var("PLT_TEST_ETCD_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// A raw etcd v3 JSON call.
+async fn etcd_call(url: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn etcd_registration_comes_back_after_its_lease_or_key_is_gone() {
+    use base64::Engine as _;
+    let Some(url) = etcd_url() else {
+        eprintln!("SKIPPED etcd re-registration: PLT_TEST_ETCD_URL is not set");
+        return;
+    };
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let prefix = format!("/plt-test/{}", uuid::Uuid::new_v4().simple());
+    let r = EtcdRegistry::new(reqwest::Client::new(), &url, &prefix);
+    let svc = unique("identity");
+    let health = HealthSpec {
+        ttl: Duration::from_secs(1),
+    };
+    let reg = r.register(instance(&svc, 1), health).await.unwrap();
+    let key = format!("{prefix}/{svc}/{svc}-1");
+    let expected = [format!("{svc}-1")];
+
+    // The lease expires (revoked here, as an etcd outage longer than the TTL would).
+    let kv = etcd_call(&url, "/v3/kv/range", serde_json::json!({"key": b64(&key)})).await;
+    let lease = kv["kvs"][0]["lease"].as_str().unwrap().to_owned();
+    etcd_call(&url, "/v3/lease/revoke", serde_json::json!({"ID": lease})).await;
+    assert!(ids(&r, &svc).await.is_empty(), "the key went with its lease");
+    eventually(
+        "re-registered under a new lease",
+        Duration::from_secs(3),
+        async || ids(&r, &svc).await == expected,
+    )
+    .await;
+    let kv = etcd_call(&url, "/v3/kv/range", serde_json::json!({"key": b64(&key)})).await;
+    assert_ne!(kv["kvs"][0]["lease"].as_str().unwrap(), lease);
+
+    // The key is deleted while the lease lives on.
+    etcd_call(&url, "/v3/kv/deleterange", serde_json::json!({"key": b64(&key)})).await;
+    assert!(ids(&r, &svc).await.is_empty());
+    eventually(
+        "re-registered after the key was removed",
+        Duration::from_secs(3),
+        async || ids(&r, &svc).await == expected,
+    )
+    .await;
+    reg.deregister().await.unwrap();
+    assert!(ids(&r, &svc).await.is_empty());
+}
+
+/// A private etcd on free ports that the test can stop and start again with its data.
+struct OwnEtcd {
+    dir: tempfile::TempDir,
+    client: u16,
+    peer: u16,
+    child: Option<tokio::process::Child>,
+}
+
+impl OwnEtcd {
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    async fn start() -> Self {
+        let mut e = Self {
+            dir: tempfile::tempdir().unwrap(),
+            client: Self::free_port(),
+            peer: Self::free_port(),
+            child: None,
+        };
+        e.resume().await;
+        e
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client)
+    }
+
+    async fn resume(&mut self) {
+        let client = self.url();
+        let peer = format!("http://127.0.0.1:{}", self.peer);
+        let child = tokio::process::Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .arg("--initial-cluster")
+            .arg(format!("t={peer}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("etcd on PATH (Debian's etcd-server) when PLT_TEST_ETCD_URL is set");
+        self.child = Some(child);
+        let url = self.url();
+        eventually("etcd up", Duration::from_secs(20), async || {
+            reqwest::Client::new()
+                .post(format!("{url}/v3/kv/range"))
+                .json(&serde_json::json!({"key": "AA=="}))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn etcd_outage_keeps_registrations_and_watches() {
+    if etcd_url().is_none() {
+        eprintln!("SKIPPED etcd outage: PLT_TEST_ETCD_URL is not set");
+        return;
+    }
+    let mut etcd = OwnEtcd::start().await;
+    let r = EtcdRegistry::new(reqwest::Client::new(), &etcd.url(), "/plt")
+        .with_grace(Duration::from_secs(3));
+    let svc = unique("identity");
+    let health = HealthSpec {
+        ttl: Duration::from_secs(1),
+    };
+    let reg = r.register(instance(&svc, 1), health).await.unwrap();
+    let watch = r.watch(&svc).await.unwrap();
+    let expected = vec![format!("{svc}-1")];
+    let seen = |w: &plt_registry::Watch| w.borrow().iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+    eventually("watched", Duration::from_secs(3), async || seen(&watch) == expected).await;
+
+    // Down for several TTLs: the watch keeps the last set throughout.
+    etcd.stop().await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(seen(&watch), expected, "kept while etcd is down");
+    }
+    etcd.resume().await;
+    // Back: the registration is (again) in etcd, and the watch never went empty.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < deadline {
+        assert_eq!(seen(&watch), expected, "kept after etcd came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ids(&r, &svc).await, expected, "registered in etcd again");
+    reg.deregister().await.unwrap();
+    eventually("deregistered", Duration::from_secs(3), async || seen(&watch).is_empty()).await;
+}

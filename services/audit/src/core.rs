@@ -31,7 +31,12 @@ pub struct AuditCore {
 }
 
 fn store_err(context: &str, e: StoreError) -> Error {
-    Error::internal(context, &e)
+    match e {
+        StoreError::Db(e) if plt_db::is_unavailable(&e) => {
+            Error::dependency_unavailable("the database", context, &e)
+        }
+        e => Error::internal(context, &e),
+    }
 }
 
 fn malformed_token() -> Error {

@@ -250,13 +250,13 @@ macro_rules! sql_store {
 sql_store!(
     PgAuditStore,
     sqlx::Postgres,
-    sqlx::PgPool,
+    plt_db::PgPool,
     "The audit store on PostgreSQL (schema `audit`)."
 );
 sql_store!(
     SqliteAuditStore,
     sqlx::Sqlite,
-    sqlx::SqlitePool,
+    plt_db::SqlitePool,
     "The audit store on SQLite (`audit.db`)."
 );
 

@@ -247,7 +247,12 @@ impl WriterTask {
                 }
             }
             Err(e) => {
-                let err = Error::internal("appending audit entries", &e);
+                let err = match &e {
+                    StoreError::Db(db) if plt_db::is_unavailable(db) => {
+                        Error::dependency_unavailable("the database", "appending audit entries", db)
+                    }
+                    e => Error::internal("appending audit entries", e),
+                };
                 for p in batch.drain(..) {
                     let _ = p.reply.send(Err(err.clone()));
                 }

@@ -27,6 +27,9 @@ pub struct AuthConfig {
     pub throttle: ThrottleConfig,
     /// Peers (IPs or CIDRs) whose `X-Forwarded-For` is believed; from anyone else it is ignored.
     pub trusted_proxies: Vec<String>,
+    /// Platform services whose stated client address (`x-plt-client-ip`, sent with their
+    /// verified service token) is believed: the gateway, which determined it.
+    pub client_address_from: Vec<String>,
     /// Platform services allowed service tokens: name → the secret it presents.
     pub service_accounts: BTreeMap<String, Secret<String>>,
     /// Lifetime of service tokens.
@@ -55,9 +58,13 @@ pub struct KeysConfig {
     /// How long a key signs before the next one takes over.
     #[serde(with = "humantime_serde")]
     pub rotation_interval: Duration,
-    /// How often each instance reloads keys and applies due rotations and removals.
+    /// How often each instance applies due rotations and removals.
     #[serde(with = "humantime_serde")]
     pub check_interval: Duration,
+    /// How often each instance re-reads the key ring, so that a rotation made elsewhere (by
+    /// another instance or `auth-service keys rotate`) signs here within this long.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
     /// Base64 of 32 bytes: encrypts private keys at rest. Secret: use
     /// PLT_AUTH__KEYS__ENCRYPTION_KEY_FILE in production.
     pub encryption_key: Secret<String>,
@@ -78,6 +85,11 @@ pub struct ThrottleConfig {
     pub failure_window: Duration,
     /// Failed sign-ins allowed per source address within `failure_window`.
     pub source_max_failures: u32,
+    /// A source address from which an account signed in successfully stays "known" for it
+    /// this long: attempts from there count only their own failures (others cannot lock the
+    /// owner out) and are exempt from the per-source limit.
+    #[serde(with = "humantime_serde")]
+    pub known_source_ttl: Duration,
 }
 
 impl KeysConfig {
@@ -89,19 +101,6 @@ impl KeysConfig {
         <[u8; 32]>::try_from(bytes.as_slice())
             .map_err(|_| "must decode to exactly 32 bytes".to_owned())
     }
-}
-
-/// Parses an IP address or CIDR block.
-pub fn parse_cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
-    let (ip, len) = match s.split_once('/') {
-        Some((ip, len)) => (ip.parse().ok()?, len.parse().ok()?),
-        None => {
-            let ip: std::net::IpAddr = s.parse().ok()?;
-            (ip, if ip.is_ipv4() { 32 } else { 128 })
-        }
-    };
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    (len <= max).then_some((ip, len))
 }
 
 impl AuthConfig {
@@ -168,6 +167,12 @@ impl Validate for AuthConfig {
                 "must be greater than 0 and at most keys.rotation_interval",
             ));
         }
+        if k.reload_interval.is_zero() || k.reload_interval > k.check_interval {
+            return Err(ConfigError::new(
+                key("keys.reload_interval"),
+                "must be greater than 0 and at most keys.check_interval",
+            ));
+        }
         if let Err(reason) = k.encryption_key_bytes() {
             return Err(ConfigError::new(key("keys.encryption_key"), reason));
         }
@@ -177,6 +182,20 @@ impl Validate for AuthConfig {
                 key("throttle.account_max_delay"),
                 "must be at least throttle.account_base_delay, which must be greater than 0",
             ));
+        }
+        if t.known_source_ttl.is_zero() {
+            return Err(ConfigError::new(
+                key("throttle.known_source_ttl"),
+                "must be greater than 0",
+            ));
+        }
+        for (i, name) in self.client_address_from.iter().enumerate() {
+            if !plt_contracts::service_identity::valid_service_name(name) {
+                return Err(ConfigError::new(
+                    format!("{p}.client_address_from[{i}]"),
+                    "must be a service name (a-z, 0-9 and '-', starting with a letter)",
+                ));
+            }
         }
         if t.failure_window.is_zero() || t.source_max_failures == 0 {
             return Err(ConfigError::new(
@@ -206,7 +225,7 @@ impl Validate for AuthConfig {
             ));
         }
         for (i, proxy) in self.trusted_proxies.iter().enumerate() {
-            if parse_cidr(proxy).is_none() {
+            if plt_kernel::net::Cidr::parse(proxy).is_none() {
                 return Err(ConfigError::new(
                     format!("{p}.trusted_proxies[{i}]"),
                     "must be an IP address or CIDR block",

@@ -2,7 +2,7 @@
 //! implementing the auth contract directly.
 
 use crate::{
-    config::{AuthConfig, parse_cidr},
+    config::AuthConfig,
     keys::{KeyRing, now},
     store::{AuthStore, Family, RefreshRow},
     throttle::{Throttle, Verdict},
@@ -17,13 +17,16 @@ use plt_contracts::{
     identity::IdentityServiceClient,
     service_identity::{ServiceCredentials, ServiceToken, valid_service_name},
 };
-use plt_kernel::Secret;
+use plt_kernel::{Secret, net::TrustedProxies};
 use sha2::{Digest, Sha256};
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::{Arc, Mutex},
-    time::Instant,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
@@ -40,13 +43,17 @@ pub struct AuthCore {
     keys: Arc<KeyRing>,
     identity: Arc<dyn IdentityServiceClient>,
     throttle: Throttle,
-    trusted_proxies: Vec<(IpAddr, u8)>,
+    trusted_proxies: TrustedProxies,
+    check_time: CheckTime,
     guard: ServiceGuard,
     /// SHA-256 of each service account's secret (compared in constant time).
     service_accounts: HashMap<String, [u8; 32]>,
 }
 
 fn store_err(context: &str, e: crate::store::StoreError) -> Error {
+    if plt_db::is_unavailable(&e.0) {
+        return Error::dependency_unavailable("the database", context, &e.0);
+    }
     Error::internal(context, &e)
 }
 
@@ -66,46 +73,47 @@ fn new_refresh_token() -> Result<(String, Vec<u8>)> {
     Ok((token, h))
 }
 
-fn in_cidr(ip: IpAddr, (net, len): (IpAddr, u8)) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(len))
-            };
-            u32::from(a) & mask == u32::from(b) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(len))
-            };
-            u128::from(a) & mask == u128::from(b) & mask
-        }
-        _ => false,
-    }
+/// The client's address as this service can tell it, without the platform's word for it:
+/// the TCP peer, unless the peer is a trusted proxy, in which case the right-most
+/// `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub fn client_ip(ctx: &RequestContext, trusted: &TrustedProxies) -> Option<IpAddr> {
+    let peer = ctx.peer?.ip();
+    let xff = ctx.forwarded_for.as_deref().into_iter();
+    Some(trusted.client_ip(peer, xff))
 }
 
-/// The client's address: the TCP peer, unless the peer is a trusted proxy, in which case the
-/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
-pub fn client_ip(ctx: &RequestContext, trusted: &[(IpAddr, u8)]) -> Option<IpAddr> {
-    let peer = ctx.peer?.ip();
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| in_cidr(ip, *c));
-    if !is_trusted(peer) {
-        return Some(peer);
+/// Durations of real credential checks, so a refusal that needs none (throttled) can take as
+/// long: an attacker must not learn from the timing that an account is being throttled.
+struct CheckTime {
+    /// Exponentially weighted mean, in microseconds (0: none measured yet).
+    mean_us: AtomicU64,
+}
+
+impl CheckTime {
+    /// Before any check was measured: about one Argon2id verification at the minimum cost.
+    const INITIAL: Duration = Duration::from_millis(25);
+
+    fn record(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let _ = self
+            .mean_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                Some(if m == 0 { us } else { m - m / 8 + us / 8 })
+            });
     }
-    if let Some(xff) = &ctx.forwarded_for {
-        for part in xff.rsplit(',') {
-            match part.trim().parse::<IpAddr>() {
-                Ok(ip) if is_trusted(ip) => continue,
-                Ok(ip) => return Some(ip),
-                Err(_) => break,
-            }
-        }
+
+    /// The mean, with ±10% jitter (real checks vary too).
+    fn typical(&self) -> Duration {
+        let us = self.mean_us.load(Ordering::Relaxed);
+        let base = if us == 0 {
+            Self::INITIAL
+        } else {
+            Duration::from_micros(us)
+        };
+        let mut b = [0u8; 1];
+        let _ = getrandom::fill(&mut b);
+        base.mul_f64(0.9 + f64::from(b[0]) / 255.0 * 0.2)
     }
-    Some(peer)
 }
 
 impl AuthCore {
@@ -115,11 +123,7 @@ impl AuthCore {
         keys: Arc<KeyRing>,
         identity: Arc<dyn IdentityServiceClient>,
     ) -> Self {
-        let trusted_proxies = cfg
-            .trusted_proxies
-            .iter()
-            .filter_map(|p| parse_cidr(p))
-            .collect();
+        let trusted_proxies = TrustedProxies::new(&cfg.trusted_proxies);
         let service_accounts = cfg
             .service_accounts
             .iter()
@@ -138,8 +142,32 @@ impl AuthCore {
             keys,
             identity,
             trusted_proxies,
+            check_time: CheckTime {
+                mean_us: AtomicU64::new(0),
+            },
             service_accounts,
         }
+    }
+
+    /// The sign-in's source address: the one a platform caller listed in
+    /// `auth.client_address_from` states (the gateway), when its service token verifies;
+    /// otherwise what this service sees itself ([`client_ip`]).
+    async fn source(&self, ctx: &RequestContext) -> Option<IpAddr> {
+        if let Some(stated) = ctx.client_ip {
+            let allowed: Vec<&str> = self
+                .cfg
+                .client_address_from
+                .iter()
+                .map(String::as_str)
+                .collect();
+            match self.guard.require_one_of(ctx, &allowed).await {
+                Ok(_) => return Some(plt_kernel::net::canonical(stated)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "client address stated without a credential that vouches for it; ignored");
+                }
+            }
+        }
+        client_ip(ctx, &self.trusted_proxies)
     }
 
     pub fn keys(&self) -> &Arc<KeyRing> {
@@ -243,7 +271,7 @@ impl AuthServiceClient for AuthCore {
         password: Secret<String>,
     ) -> Result<TokenResponse> {
         let account = email.trim().to_ascii_lowercase();
-        let source = client_ip(ctx, &self.trusted_proxies);
+        let source = self.source(ctx).await;
         if let Verdict::Wait(wait) = self.throttle.check(&account, source, Instant::now()) {
             tracing::info!(
                 event = "auth.login.throttled",
@@ -251,6 +279,8 @@ impl AuthServiceClient for AuthCore {
                 wait_secs = wait.as_secs(),
                 "sign-in throttled"
             );
+            // As long as a real check would take: the timing must not tell that it was not.
+            tokio::time::sleep(self.check_time.typical()).await;
             return Err(Error::unauthenticated(SIGN_IN_FAILED));
         }
         // Only the request id travels on; the end user's credentials go in the message.
@@ -260,10 +290,14 @@ impl AuthServiceClient for AuthCore {
             ..Default::default()
         };
         // The identity client enforces its configured deadline (clients.identity.timeout).
+        let started = Instant::now();
         let verified = self
             .identity
             .verify_credentials(&upstream, email, password)
             .await;
+        if matches!(&verified, Ok(_) | Err(Error { code: ErrorCode::Unauthenticated, .. })) {
+            self.check_time.record(started.elapsed());
+        }
         let user = match verified {
             Ok(user) => user,
             Err(e)
@@ -281,7 +315,7 @@ impl AuthServiceClient for AuthCore {
                 return Err(Error::unavailable("sign-in is temporarily unavailable"));
             }
         };
-        self.throttle.success(&account);
+        self.throttle.success(&account, source, Instant::now());
         let now = now();
         let family = Family {
             id: Uuid::now_v7(),
@@ -535,10 +569,7 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let trusted = vec![
-            parse_cidr("10.0.0.0/8").unwrap(),
-            parse_cidr("::1").unwrap(),
-        ];
+        let trusted = TrustedProxies::new(&["10.0.0.0/8".into(), "::1".into()]);
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
         // Untrusted peer: its own address, whatever it claims.
         assert_eq!(

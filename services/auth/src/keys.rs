@@ -148,9 +148,20 @@ impl KeyRing {
             })
             .collect();
         let jwks = Jwks { keys: published };
+        let active_kid = active.kid.clone();
         self.jwks.set(jwks.clone());
         self.verifier.set_keys(&jwks);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Current { signer, rows });
+        let previous = self
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(Current { signer, rows })
+            .map(|c| c.signer.kid().to_owned());
+        if let Some(previous) = previous
+            && previous != active_kid
+        {
+            tracing::info!(retiring = %previous, active = %active_kid, "now signing with the rotated key");
+        }
         Ok(())
     }
 

@@ -62,6 +62,37 @@ pub async fn key_ring(cfg: &Config, db: &Db) -> anyhow::Result<Arc<KeyRing>> {
     Ok(ring)
 }
 
+/// Re-reads the key ring every `reload` (a rotation made elsewhere signs here promptly) and
+/// applies due rotations and removals, and purges expired tokens, every `check`.
+async fn maintain_keys(
+    keys: Arc<KeyRing>,
+    store: Arc<dyn store::AuthStore>,
+    reload: std::time::Duration,
+    check: std::time::Duration,
+) {
+    let mut reload_tick = tokio::time::interval(reload);
+    let mut check_tick = tokio::time::interval(check);
+    reload_tick.tick().await;
+    check_tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = reload_tick.tick() => {
+                if let Err(e) = keys.reload().await {
+                    tracing::debug!(error = %e, "reloading keys failed; will retry");
+                }
+            }
+            _ = check_tick.tick() => {
+                if let Err(e) = keys.maintain().await {
+                    tracing::warn!(error = %e, "key maintenance failed; will retry");
+                }
+                if let Err(e) = store.purge_expired(keys::now()).await {
+                    tracing::warn!(error = %e, "purging expired tokens failed; will retry");
+                }
+            }
+        }
+    }
+}
+
 pub struct App {
     host: BoundHost,
     db: Db,
@@ -114,20 +145,12 @@ impl App {
             .await
             .with_context(|| format!("binding {listen}"))?;
         let store = store::for_db(&db);
-        let every = cfg.service.keys.check_interval;
-        let maintenance = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if let Err(e) = keys.maintain().await {
-                    tracing::warn!(error = %e, "key maintenance failed; will retry");
-                }
-                if let Err(e) = store.purge_expired(keys::now()).await {
-                    tracing::warn!(error = %e, "purging expired tokens failed; will retry");
-                }
-            }
-        });
+        let maintenance = tokio::spawn(maintain_keys(
+            keys,
+            store,
+            cfg.service.keys.reload_interval,
+            cfg.service.keys.check_interval,
+        ));
         let registration = plt_registry::register_service(
             registry.as_ref(),
             &reg_cfg,

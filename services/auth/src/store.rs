@@ -392,12 +392,12 @@ macro_rules! sql_store {
 
 sql_store!(
     PgAuthStore,
-    sqlx::PgPool,
+    plt_db::PgPool,
     "The auth store on PostgreSQL (schema `auth`)."
 );
 sql_store!(
     SqliteAuthStore,
-    sqlx::SqlitePool,
+    plt_db::SqlitePool,
     "The auth store on SQLite (`auth.db`)."
 );
 

@@ -1,15 +1,26 @@
 //! Sign-in throttling, per account and per source address, in this instance's memory.
 //!
-//! Per account: after `account_free_failures` failures, each further attempt must wait
-//! `base · 2^(n − free)` (capped at `max_delay`) after the last failure. There is no hard
-//! lock: an attacker hammering an account only keeps it slowed, and the owner can sign in
-//! again after at most `max_delay`. Per source: at most `source_max_failures` failures in
-//! `failure_window`. Failures older than `failure_window` are forgotten. The maps are bounded:
-//! past `MAX_ENTRIES`, forgotten entries are swept first and, if still full, the oldest go.
+//! An attacker must not be able to lock a user (or every user) out, and must not be able to
+//! guess freely. So the budgets depend on whether the source is *known* for the account — a
+//! source address from which the account signed in successfully within `known_source_ttl`
+//! (OWASP's "device cookie" idea, keyed by the client address the gateway vouches for):
+//!
+//! - From a known source, only that (account, source) pair's failures count: after
+//!   `account_free_failures` failures each further attempt must wait
+//!   `base · 2^(n − free)` (capped at `max_delay`). Failures from anywhere else do not slow the
+//!   owner down, and the per-source limit does not apply to the pair.
+//! - From an unknown source, the account's failures from every unknown source count the same
+//!   way, and the source may fail at most `source_max_failures` times in `failure_window`
+//!   across all accounts (password spraying).
+//!
+//! There is no hard lock: back-off ends by itself after at most `max_delay`. Failures older
+//! than `failure_window` are forgotten. The maps are bounded: past `MAX_ENTRIES`, forgotten
+//! entries are swept first and, if still full, the oldest go.
 
 use crate::config::ThrottleConfig;
 use std::{
     collections::HashMap,
+    hash::Hash,
     net::IpAddr,
     sync::Mutex,
     time::{Duration, Instant},
@@ -24,10 +35,55 @@ struct Entry {
     last: Instant,
 }
 
+impl Entry {
+    fn new(now: Instant) -> Self {
+        Self {
+            failures: 0,
+            first: now,
+            last: now,
+        }
+    }
+}
+
+/// Failure counters of one kind of key.
+struct Counters<K>(Mutex<HashMap<K, Entry>>);
+
+impl<K: Clone + Eq + Hash> Counters<K> {
+    fn new() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+
+    fn get(&self, k: &K) -> Option<Entry> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(k).copied()
+    }
+
+    /// Counts one failure; a window restarts when `restart(entry)` says so.
+    fn fail(&self, k: K, window: Duration, now: Instant, restart: impl Fn(&Entry) -> bool) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        bound(&mut map, |e| now.duration_since(e.last) < window);
+        let e = map.entry(k).or_insert_with(|| Entry::new(now));
+        if restart(e) {
+            *e = Entry::new(now);
+        }
+        e.failures = e.failures.saturating_add(1);
+        e.last = now;
+    }
+
+    fn clear(&self, k: &K) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(k);
+    }
+}
+
 pub struct Throttle {
     cfg: ThrottleConfig,
-    accounts: Mutex<HashMap<String, Entry>>,
-    sources: Mutex<HashMap<IpAddr, Entry>>,
+    /// Failures per account from sources not known for it.
+    accounts: Counters<String>,
+    /// Failures per (account, known source).
+    pairs: Counters<(String, IpAddr)>,
+    /// Failures per source from accounts it is not known for.
+    sources: Counters<IpAddr>,
+    /// When each (account, source) last signed in successfully.
+    known: Mutex<HashMap<(String, IpAddr), Instant>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +97,10 @@ impl Throttle {
     pub fn new(cfg: ThrottleConfig) -> Self {
         Self {
             cfg,
-            accounts: Mutex::new(HashMap::new()),
-            sources: Mutex::new(HashMap::new()),
+            accounts: Counters::new(),
+            pairs: Counters::new(),
+            sources: Counters::new(),
+            known: Mutex::new(HashMap::new()),
         }
     }
 
@@ -57,21 +115,10 @@ impl Throttle {
             .min(self.cfg.account_max_delay)
     }
 
-    /// Whether a sign-in for `account` from `source` may be tried now.
-    pub fn check(&self, account: &str, source: Option<IpAddr>, now: Instant) -> Verdict {
-        let window = self.cfg.failure_window;
-        if let Some(ip) = source {
-            let sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(e) = sources.get(&ip)
-                && now.duration_since(e.first) < window
-                && e.failures >= self.cfg.source_max_failures
-            {
-                return Verdict::Wait(window - now.duration_since(e.first));
-            }
-        }
-        let accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = accounts.get(account)
-            && now.duration_since(e.last) < window
+    /// The back-off still to wait after `e`'s last failure, if any.
+    fn back_off(&self, e: Option<Entry>, now: Instant) -> Verdict {
+        if let Some(e) = e
+            && now.duration_since(e.last) < self.cfg.failure_window
         {
             let delay = self.account_delay(e.failures);
             let waited = now.duration_since(e.last);
@@ -82,70 +129,98 @@ impl Throttle {
         Verdict::Allowed
     }
 
+    /// Whether `source` signed in to `account` successfully within `known_source_ttl`.
+    pub fn is_known(&self, account: &str, source: Option<IpAddr>, now: Instant) -> bool {
+        let Some(ip) = source else { return false };
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(account.to_owned(), ip))
+            .is_some_and(|t| now.duration_since(*t) < self.cfg.known_source_ttl)
+    }
+
+    /// Whether a sign-in for `account` from `source` may be tried now.
+    pub fn check(&self, account: &str, source: Option<IpAddr>, now: Instant) -> Verdict {
+        if let Some(ip) = source
+            && self.is_known(account, source, now)
+        {
+            return self.back_off(self.pairs.get(&(account.to_owned(), ip)), now);
+        }
+        let window = self.cfg.failure_window;
+        if let Some(ip) = source
+            && let Some(e) = self.sources.get(&ip)
+            && now.duration_since(e.first) < window
+            && e.failures >= self.cfg.source_max_failures
+        {
+            return Verdict::Wait(window - now.duration_since(e.first));
+        }
+        self.back_off(self.accounts.get(&account.to_owned()), now)
+    }
+
     pub fn failure(&self, account: &str, source: Option<IpAddr>, now: Instant) {
         let window = self.cfg.failure_window;
+        let stale = |e: &Entry| now.duration_since(e.last) >= window;
+        if let Some(ip) = source
+            && self.is_known(account, source, now)
         {
-            let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
-            bound(&mut accounts, window, now);
-            let e = accounts.entry(account.to_owned()).or_insert(Entry {
-                failures: 0,
-                first: now,
-                last: now,
-            });
-            if now.duration_since(e.last) >= window {
-                *e = Entry {
-                    failures: 0,
-                    first: now,
-                    last: now,
-                };
-            }
-            e.failures = e.failures.saturating_add(1);
-            e.last = now;
+            self.pairs.fail((account.to_owned(), ip), window, now, stale);
+            return;
         }
+        self.accounts.fail(account.to_owned(), window, now, stale);
         if let Some(ip) = source {
-            let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-            bound(&mut sources, window, now);
-            let e = sources.entry(ip).or_insert(Entry {
-                failures: 0,
-                first: now,
-                last: now,
-            });
-            if now.duration_since(e.first) >= window {
-                *e = Entry {
-                    failures: 0,
-                    first: now,
-                    last: now,
-                };
-            }
-            e.failures = e.failures.saturating_add(1);
-            e.last = now;
+            self.sources
+                .fail(ip, window, now, |e| now.duration_since(e.first) >= window);
         }
     }
 
-    /// A successful sign-in clears the account's failures (not the source's).
-    pub fn success(&self, account: &str) {
-        self.accounts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(account);
+    /// A successful sign-in: the account's failures are cleared (not the source's), and the
+    /// source becomes known for the account.
+    pub fn success(&self, account: &str, source: Option<IpAddr>, now: Instant) {
+        self.accounts.clear(&account.to_owned());
+        if let Some(ip) = source {
+            let key = (account.to_owned(), ip);
+            self.pairs.clear(&key);
+            let ttl = self.cfg.known_source_ttl;
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            bound(&mut known, |t| now.duration_since(*t) < ttl);
+            known.insert(key, now);
+        }
     }
 }
 
-fn bound<K: Clone + Eq + std::hash::Hash>(
-    map: &mut HashMap<K, Entry>,
-    window: Duration,
-    now: Instant,
+/// Keeps `map` under `MAX_ENTRIES`: drops entries `live` says are over, then the oldest
+/// tenth if still full.
+fn bound<K: Clone + Eq + Hash, V: Copy + HasTime>(
+    map: &mut HashMap<K, V>,
+    live: impl Fn(&V) -> bool,
 ) {
     if map.len() < MAX_ENTRIES {
         return;
     }
-    map.retain(|_, e| now.duration_since(e.last) < window);
+    map.retain(|_, v| live(v));
     if map.len() >= MAX_ENTRIES {
-        let mut by_age: Vec<(K, Instant)> = map.iter().map(|(k, e)| (k.clone(), e.last)).collect();
+        let mut by_age: Vec<(K, Instant)> = map.iter().map(|(k, v)| (k.clone(), v.time())).collect();
         by_age.sort_by_key(|(_, t)| *t);
         for (k, _) in by_age.into_iter().take(MAX_ENTRIES / 10) {
             map.remove(&k);
         }
+    }
+}
+
+/// The time an entry was last touched (for eviction).
+trait HasTime {
+    fn time(&self) -> Instant;
+}
+
+impl HasTime for Instant {
+    fn time(&self) -> Instant {
+        *self
+    }
+}
+
+impl HasTime for Entry {
+    fn time(&self) -> Instant {
+        self.last
     }
 }
 
@@ -160,6 +235,7 @@ mod tests {
             account_max_delay: Duration::from_secs(60),
             failure_window: Duration::from_secs(900),
             source_max_failures: 5,
+            known_source_ttl: Duration::from_secs(30 * 86400),
         })
     }
 
@@ -201,7 +277,7 @@ mod tests {
         );
         // Other accounts are unaffected; success clears.
         assert_eq!(t.check("b", None, at), Verdict::Allowed);
-        t.success("a");
+        t.success("a", None, at);
         assert_eq!(t.check("a", None, at), Verdict::Allowed);
     }
 
@@ -222,5 +298,46 @@ mod tests {
             t.check("fresh", Some(ip), t0 + Duration::from_secs(901)),
             Verdict::Allowed
         );
+    }
+
+    #[test]
+    fn an_attacker_elsewhere_cannot_lock_the_owner_out() {
+        let t = throttle();
+        let owner: IpAddr = "198.51.100.10".parse().unwrap();
+        let attacker: IpAddr = "203.0.113.66".parse().unwrap();
+        let t0 = Instant::now();
+        t.success("ada", Some(owner), t0);
+        // The attacker hammers Ada's account and sprays others from its address.
+        for i in 0..50 {
+            t.failure("ada", Some(attacker), t0);
+            t.failure(&format!("x{i}"), Some(attacker), t0);
+        }
+        assert!(matches!(t.check("ada", Some(attacker), t0), Verdict::Wait(_)));
+        assert!(matches!(t.check("bob", Some(attacker), t0), Verdict::Wait(_)));
+        // Ada, from where she signed in before, is not slowed at all.
+        assert_eq!(t.check("ada", Some(owner), t0), Verdict::Allowed);
+        // Her own mistakes there still back off (per pair), and end.
+        for _ in 0..3 {
+            t.failure("ada", Some(owner), t0);
+        }
+        assert_eq!(
+            t.check("ada", Some(owner), t0),
+            Verdict::Wait(Duration::from_secs(1))
+        );
+        assert_eq!(
+            t.check("ada", Some(owner), t0 + Duration::from_secs(1)),
+            Verdict::Allowed
+        );
+        // A source known for Ada is not exempt for other accounts.
+        for i in 0..5 {
+            t.failure(&format!("y{i}"), Some(owner), t0);
+        }
+        assert!(matches!(t.check("carol", Some(owner), t0), Verdict::Wait(_)));
+        assert_eq!(
+            t.check("ada", Some(owner), t0 + Duration::from_secs(1)),
+            Verdict::Allowed
+        );
+        // Known sources are forgotten after known_source_ttl.
+        assert!(!t.is_known("ada", Some(owner), t0 + Duration::from_secs(31 * 86400)));
     }
 }

@@ -82,7 +82,7 @@ pub struct Policy {
 }
 
 pub(crate) fn unavailable(context: &str, e: &StoreError) -> Error {
-    tracing::error!(context, error = %e, "authorization data unavailable");
+    tracing::warn!(context, error = %e, "authorization data unavailable");
     Error::unavailable("authorization data unavailable")
 }
 

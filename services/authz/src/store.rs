@@ -424,12 +424,12 @@ macro_rules! sql_store {
 
 sql_store!(
     PgAuthzStore,
-    sqlx::PgPool,
+    plt_db::PgPool,
     "The authz store on PostgreSQL (schema `authz`)."
 );
 sql_store!(
     SqliteAuthzStore,
-    sqlx::SqlitePool,
+    plt_db::SqlitePool,
     "The authz store on SQLite (`authz.db`)."
 );
 

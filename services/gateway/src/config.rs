@@ -173,6 +173,9 @@ pub struct RateLimitConfig {
     /// A Redis answer slower than this counts as a failure (local limiter used instead).
     #[serde(with = "humantime_serde")]
     pub redis_timeout: Duration,
+    /// After a failure Redis is not asked until a `PING`, sent this often, is answered.
+    #[serde(with = "humantime_serde")]
+    pub redis_probe_interval: Duration,
     /// Prefix of every Redis key.
     pub key_prefix: String,
     /// Keys (clients, users) tracked in memory by the local limiter.
@@ -491,6 +494,12 @@ impl Validate for GatewayConfig {
         if rl.redis_timeout.is_zero() {
             return Err(ConfigError::new(
                 key("rate_limit.redis_timeout"),
+                "must be greater than 0",
+            ));
+        }
+        if rl.redis_probe_interval.is_zero() {
+            return Err(ConfigError::new(
+                key("rate_limit.redis_probe_interval"),
                 "must be greater than 0",
             ));
         }

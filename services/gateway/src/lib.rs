@@ -12,13 +12,15 @@ pub mod cors;
 pub mod edge;
 pub mod front;
 pub mod h1;
-pub mod net;
 pub mod openapi;
+/// Client addresses behind trusted proxies (the kernel's, shared with auth).
+pub use plt_kernel::net;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routes;
 pub mod shard;
 pub mod upstream;
+pub mod vouch;
 
 use crate::{
     config::GatewayConfig,
@@ -56,18 +58,26 @@ pub struct Overrides {
     pub jwks: Option<Arc<dyn JwksSource>>,
 }
 
-/// The authz client the gateway checks route permissions with: `clients.authz` over the
-/// registry, like every service's clients, presenting the gateway's service tokens
-/// (`service_identity`; authz's `Authorize` is for platform services only).
-pub async fn authz_client(
+/// The gateway's client factory: clients over the registry, like every service's,
+/// presenting the gateway's service tokens (`service_identity`).
+pub async fn client_factory(
     cfg: &Config,
     registry: Arc<dyn ServiceRegistry>,
     clients: &ClientsConfig,
-) -> anyhow::Result<Arc<dyn AuthzServiceClient>> {
+) -> anyhow::Result<ClientFactory> {
     let identity: ServiceIdentityConfig = cfg.source.section("service_identity")?;
     ClientFactory::for_service(registry, SECTION, &cfg.kernel.env, &identity, clients)
         .await
-        .map_err(|e| anyhow::anyhow!("service clients: {e}"))?
+        .map_err(|e| anyhow::anyhow!("service clients: {e}"))
+}
+
+/// The authz client the gateway checks route permissions with: `clients.authz` through the
+/// gateway's [`client_factory`] (authz's `Authorize` is for platform services only).
+pub async fn authz_client(
+    factory: &ClientFactory,
+    clients: &ClientsConfig,
+) -> anyhow::Result<Arc<dyn AuthzServiceClient>> {
+    factory
         .authz(&clients.get("authz"))
         .await
         .map_err(|e| anyhow::anyhow!("authz client: {e}"))
@@ -81,6 +91,7 @@ pub struct Gateway {
     authz: Authorizer,
     limiter: RateLimiter,
     trusted: TrustedProxies,
+    vouch: Arc<vouch::Vouch>,
     body_limit: usize,
     retry_buffer: usize,
     openapi: bytes::Bytes,
@@ -116,9 +127,10 @@ impl App {
             Some(r) => r,
             None => reg_cfg.build(reqwest::Client::new())?,
         };
+        let factory = client_factory(cfg, registry.clone(), &clients).await?;
         let authz = match overrides.authz {
             Some(a) => a,
-            None => authz_client(cfg, registry.clone(), &clients).await?,
+            None => authz_client(&factory, &clients).await?,
         };
         let verifier = g
             .auth
@@ -141,7 +153,7 @@ impl App {
             .map(|r| r.service.clone())
             .chain(g.discovery.services.iter().cloned())
             .collect();
-        let upstreams = Upstreams::new(&registry, services, &g.upstream, max_timeout).await?;
+        let upstreams = Upstreams::new(&registry, services.clone(), &g.upstream, max_timeout).await?;
         let mut watchers = Vec::new();
         for service in &g.discovery.services {
             let mut watch = registry
@@ -160,6 +172,11 @@ impl App {
             }));
         }
         let limiter = RateLimiter::new(&g.rate_limit)?;
+        // Tokens to vouch with, fetched now so that the first requests carry them.
+        let vouch = vouch::Vouch::new(factory.credentials());
+        for service in &services {
+            vouch.fetch(service);
+        }
         let doc = openapi::document(g);
         let documented = openapi::Documented::new(&doc);
         let openapi = serde_json::to_vec(&doc)
@@ -172,6 +189,7 @@ impl App {
             authz: Authorizer::new(authz, g.authz.staleness_bound, g.authz.max_entries),
             limiter,
             trusted: TrustedProxies::new(&g.trusted_proxies),
+            vouch: vouch.clone(),
             body_limit: g.body_limit_bytes,
             retry_buffer: g.upstream.retry_buffer_bytes.min(g.body_limit_bytes),
             openapi,

@@ -24,7 +24,11 @@ use axum::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts};
 use http_body::Body as _;
-use plt_contracts::{Error, ErrorCode, RequestContext, http_api::problem_response};
+use plt_contracts::{
+    Error, ErrorCode, RequestContext, http_api::problem_response,
+    service_identity::SERVICE_TOKEN_HEADER,
+};
+use plt_kernel::net::CLIENT_IP_HEADER;
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
@@ -189,6 +193,21 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Where a request came from, as the gateway determined it.
+struct Origin<'a> {
+    /// The TCP peer.
+    peer: Option<SocketAddr>,
+    /// The client (the peer, or the client behind a trusted proxy).
+    client_ip: IpAddr,
+    /// The verified user, if any.
+    caller: Option<&'a Caller>,
+}
+
+/// An address as a header value (always valid: digits, dots, colons and hex).
+fn ip_header(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("0.0.0.0"))
+}
+
 /// Everything the gateway forwards: served, then counted and timed per route.
 /// `started`: when the request arrived (its time in the rate limits and caches, too).
 pub async fn handle(
@@ -278,13 +297,18 @@ impl Gateway {
             };
         }
         let mut rate: Option<Decision> = None;
+        let client_ip = self.client_ip(&parts, peer);
         let response = match self
-            .admit(&route, &parts, peer, path, rid, &mut rate, at)
+            .admit(&route, &parts, client_ip, path, rid, &mut rate, at)
             .await
         {
             Ok(caller) => {
-                self.forward(&route, parts, body, peer, caller.as_deref(), rid)
-                    .await
+                let from = Origin {
+                    peer,
+                    client_ip,
+                    caller: caller.as_deref(),
+                };
+                self.forward(&route, parts, body, from, rid).await
             }
             Err(refusal) => refusal,
         };
@@ -305,13 +329,12 @@ impl Gateway {
         &self,
         route: &Route,
         parts: &Parts,
-        peer: Option<SocketAddr>,
+        client_ip: IpAddr,
         path: &str,
         rid: &Option<String>,
         rate: &mut Option<Decision>,
         at: Instant,
     ) -> Result<Option<Arc<Caller>>, Response> {
-        let client_ip = self.client_ip(parts, peer);
         if self.limiter.enabled() {
             let (bucket, limit) = match &route.client_limit {
                 Some(l) => (route.prefix.as_str(), *l),
@@ -441,10 +464,13 @@ impl Gateway {
     /// Built in one pass, as a list (written out as it is).
     fn upstream_headers(
         &self,
+        service: &str,
         parts: &Parts,
-        peer: Option<SocketAddr>,
-        caller: Option<&Caller>,
+        from: &Origin<'_>,
     ) -> Vec<(HeaderName, HeaderValue)> {
+        static X_PLT_CLIENT_IP: HeaderName = HeaderName::from_static(CLIENT_IP_HEADER);
+        static X_PLT_SERVICE_TOKEN: HeaderName = HeaderName::from_static(SERVICE_TOKEN_HEADER);
+        let (peer, caller) = (from.peer, from.caller);
         static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
         static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
         static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -511,6 +537,11 @@ impl Gateway {
                 h.push((X_USER_SCOPE.clone(), v.clone()));
             }
         }
+        // What the gateway vouches for: its own credential and the client's address.
+        if let Some(token) = self.vouch.token(service) {
+            h.push((X_PLT_SERVICE_TOKEN.clone(), token));
+            h.push((X_PLT_CLIENT_IP.clone(), ip_header(from.client_ip)));
+        }
         h
     }
 
@@ -519,8 +550,7 @@ impl Gateway {
         route: &Route,
         parts: Parts,
         body: Body,
-        peer: Option<SocketAddr>,
-        caller: Option<&Caller>,
+        from: Origin<'_>,
         rid: &Option<String>,
     ) -> Response {
         let too_large = || {
@@ -575,7 +605,7 @@ impl Gateway {
         let out = Outgoing {
             method: parts.method.clone(),
             path_and_query,
-            headers: self.upstream_headers(&parts, peer, caller),
+            headers: self.upstream_headers(&route.service, &parts, &from),
             body: upstream_body,
             body_state,
         };

@@ -7,7 +7,9 @@
 //! cache), and Redis (one key per bucket, updated atomically by a Lua script on the Redis
 //! server's clock, so several gateway instances share one budget). When Redis fails or is
 //! slower than `redis_timeout`, the request is decided by the local limiter instead and the
-//! fallback is counted in `gateway_ratelimit_fallback_total`.
+//! fallback is counted in `gateway_ratelimit_fallback_total`. A failure also opens a
+//! breaker: until a background probe (`PING` every `redis_probe_interval`) gets an answer,
+//! Redis is not asked at all, so requests pay nothing extra while it is down.
 
 use crate::{
     config::{Limit, RateLimitBackend, RateLimitConfig},
@@ -140,14 +142,21 @@ pub struct RedisLimiter {
     con: redis::aio::ConnectionManager,
     script: redis::Script,
     timeout: Duration,
+    probe_interval: Duration,
     prefix: String,
-    healthy: AtomicBool,
+    /// The breaker: open while Redis is known to be failing.
+    down: Arc<AtomicBool>,
 }
 
 impl RedisLimiter {
     /// A limiter on `url`; connects lazily (and reconnects by itself), so the gateway starts
     /// while Redis is down and uses it once it is up.
-    pub fn new(url: &str, timeout: Duration, prefix: &str) -> anyhow::Result<Self> {
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        probe_interval: Duration,
+        prefix: &str,
+    ) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("gateway.rate_limit.redis_url: {e}"))?;
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -161,13 +170,23 @@ impl RedisLimiter {
             con,
             script: redis::Script::new(GCRA_LUA),
             timeout,
+            probe_interval,
             prefix: prefix.to_owned(),
-            healthy: AtomicBool::new(true),
+            down: Arc::new(AtomicBool::new(false)),
         })
     }
 
-    /// The decision from Redis, or why there is none.
+    /// Whether the breaker is open (Redis is not asked).
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
+    /// The decision from Redis, or why there is none. While the breaker is open, answers at
+    /// once without asking Redis.
     pub async fn check(&self, key: &str, limit: &Limit) -> Result<Decision, String> {
+        if self.is_down() {
+            return Err("Redis is failing; not asked until a probe answers".into());
+        }
         let (t, tau) = params(limit);
         let mut con = self.con.clone();
         let full_key = format!("{}{key}", self.prefix);
@@ -180,19 +199,33 @@ impl RedisLimiter {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),
         };
-        match &result {
-            Ok(_) => {
-                if !self.healthy.swap(true, Ordering::Relaxed) {
-                    tracing::info!("Redis rate limiter answering again");
-                }
-            }
-            Err(e) => {
-                if self.healthy.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "Redis rate limiter failing; using the local limiter");
-                }
-            }
+        if let Err(e) = &result {
+            self.open(e);
         }
         result
+    }
+
+    /// Opens the breaker (once) and starts the probe that closes it.
+    fn open(&self, error: &str) {
+        if self.down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::warn!(error, "Redis rate limiter failing; using the local limiter until Redis answers again");
+        let (mut con, down) = (self.con.clone(), self.down.clone());
+        let (every, timeout) = (self.probe_interval, self.timeout.max(Duration::from_millis(250)));
+        tokio::spawn(async move {
+            let opened = Instant::now();
+            loop {
+                tokio::time::sleep(every).await;
+                let cmd = redis::cmd("PING");
+                let ping = cmd.query_async::<String>(&mut con);
+                if let Ok(Ok(_)) = tokio::time::timeout(timeout, ping).await {
+                    down.store(false, Ordering::Release);
+                    tracing::info!(after = ?opened.elapsed(), "Redis rate limiter answering again");
+                    return;
+                }
+            }
+        });
     }
 }
 
@@ -228,6 +261,7 @@ impl RateLimiter {
             (true, RateLimitBackend::Redis) => Some(RedisLimiter::new(
                 cfg.redis_url.expose(),
                 cfg.redis_timeout,
+                cfg.redis_probe_interval,
                 &cfg.key_prefix,
             )?),
             _ => None,
@@ -344,5 +378,107 @@ mod tests {
         // Refused with TAT 1s ahead: next fits in 500ms.
         let d = decide(false, 1_000_000, &l);
         assert_eq!(d.retry_after, Duration::from_millis(500));
+    }
+
+    /// A TCP proxy to `upstream` that counts the scripts clients send (`EVAL`/`EVALSHA`)
+    /// and, while `silent`, forwards nothing in either direction (packets dropped).
+    async fn counting_proxy(
+        upstream: String,
+        silent: Arc<AtomicBool>,
+        scripts: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let (silent_up, silent_down) = (silent.clone(), silent.clone());
+                let scripts = scripts.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16384];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let text = String::from_utf8_lossy(&buf[..n]).to_ascii_uppercase();
+                        scripts.fetch_add(text.matches("EVAL").count(), Ordering::SeqCst);
+                        while silent_up.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16384];
+                    while let Ok(n) = sr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        while silent_down.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn redis_breaker_stops_asking_while_redis_is_silent_and_recovers() {
+        let Some(url) = std::env::var("PLT_TEST_REDIS_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            eprintln!("SKIPPED Redis breaker: PLT_TEST_REDIS_URL is not set");
+            return;
+        };
+        let upstream = url.trim_start_matches("redis://").trim_end_matches('/');
+        let silent = Arc::new(AtomicBool::new(false));
+        let scripts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let addr = counting_proxy(upstream.to_owned(), silent.clone(), scripts.clone()).await;
+        let prefix = format!("plt:test:{}:", uuid::Uuid::new_v4().simple());
+        let lim = RedisLimiter::new(
+            &format!("redis://{addr}"),
+            Duration::from_millis(100),
+            Duration::from_millis(100),
+            &prefix,
+        )
+        .unwrap();
+        let l = limit(1000, 1000, 1000);
+        assert!(lim.check("k", &l).await.is_ok(), "Redis answers");
+        assert!(!lim.is_down());
+
+        silent.store(true, Ordering::SeqCst);
+        assert!(lim.check("k", &l).await.is_err(), "no answer within the timeout");
+        assert!(lim.is_down(), "the failure opened the breaker");
+        let asked = scripts.load(Ordering::SeqCst);
+        for _ in 0..50 {
+            assert!(lim.check("k", &l).await.is_err());
+        }
+        assert_eq!(
+            scripts.load(Ordering::SeqCst),
+            asked,
+            "Redis is not asked while the breaker is open"
+        );
+
+        silent.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lim.is_down() {
+            assert!(Instant::now() < deadline, "the probe closes the breaker");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(lim.check("k", &l).await.is_ok(), "Redis decides again");
+        assert!(scripts.load(Ordering::SeqCst) > asked);
     }
 }

@@ -42,6 +42,9 @@ fn store_err(context: &str, e: StoreError) -> Error {
             Error::already_exists("a user with this e-mail address already exists")
                 .with_violation("email", "is already registered")
         }
+        StoreError::Db(e) if plt_db::is_unavailable(&e) => {
+            Error::dependency_unavailable("the database", context, &e)
+        }
         StoreError::Db(e) => Error::internal(context, &e),
     }
 }

@@ -393,12 +393,12 @@ where
 
 sql_store!(
     PgUserStore,
-    sqlx::PgPool,
+    plt_db::PgPool,
     "The identity store on PostgreSQL (schema `identity`)."
 );
 sql_store!(
     SqliteUserStore,
-    sqlx::SqlitePool,
+    plt_db::SqlitePool,
     "The identity store on SQLite (`identity.db`)."
 );
 

@@ -70,7 +70,11 @@ impl ConsulRegistry {
         if let Some(b) = body {
             rb = rb.json(&b);
         }
-        let resp = rb.send().await.map_err(unavailable)?;
+        let resp = rb
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map_err(unavailable)?;
         if !resp.status().is_success() {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
@@ -142,36 +146,59 @@ impl ServiceRegistry for ConsulRegistry {
         let mut meta = instance.metadata.clone();
         meta.insert("version".into(), instance.version.clone());
         let check_id = format!("service:{}", instance.id);
-        self.put(
-            "/v1/agent/service/register",
-            Some(json!({
-                "ID": instance.id,
-                "Name": instance.service,
-                "Address": host,
-                "Port": port,
-                "Tags": instance.tags,
-                "Meta": meta,
-                "Check": {
-                    "CheckID": check_id,
-                    "TTL": go_duration(health.ttl),
-                    "DeregisterCriticalServiceAfter": go_duration(self.deregister_critical_after),
-                },
-            })),
-        )
-        .await?;
-        self.put(&format!("/v1/agent/check/pass/{check_id}"), None)
+        let body = json!({
+            "ID": instance.id,
+            "Name": instance.service,
+            "Address": host,
+            "Port": port,
+            "Tags": instance.tags,
+            "Meta": meta,
+            "Check": {
+                "CheckID": check_id,
+                "TTL": go_duration(health.ttl),
+                "DeregisterCriticalServiceAfter": go_duration(self.deregister_critical_after),
+            },
+        });
+        let pass = format!("/v1/agent/check/pass/{check_id}");
+        self.put("/v1/agent/service/register", Some(body.clone()))
             .await?;
+        self.put(&pass, None).await?;
         let me = self.clone();
-        let beat_check = check_id.clone();
         let heartbeat = tokio::spawn(async move {
             let every = health.ttl.div_f64(3.0).max(Duration::from_millis(100));
+            let mut failing = false;
             loop {
                 tokio::time::sleep(every).await;
-                if let Err(e) = me
-                    .put(&format!("/v1/agent/check/pass/{beat_check}"), None)
-                    .await
-                {
-                    tracing::warn!(error = %e, "consul TTL pass failed; retrying");
+                match me.put(&pass, None).await {
+                    Ok(()) => {
+                        if std::mem::take(&mut failing) {
+                            tracing::info!(check = %pass, "consul TTL pass accepted again");
+                        }
+                    }
+                    // The agent answered but no longer knows the check (it restarted without
+                    // its state, or reaped us): register again, then pass.
+                    Err(RegistryError::Refused(e)) => {
+                        let again = async {
+                            me.put("/v1/agent/service/register", Some(body.clone()))
+                                .await?;
+                            me.put(&pass, None).await
+                        };
+                        match again.await {
+                            Ok(()) => {
+                                failing = false;
+                                tracing::warn!(error = %e, "consul had lost this registration; registered again");
+                            }
+                            Err(e) => {
+                                failing = true;
+                                tracing::warn!(error = %e, "consul lost this registration and re-registering failed; retrying");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        if !std::mem::replace(&mut failing, true) {
+                            tracing::warn!(error = %e, "consul TTL pass failing; retrying, and re-registering if the agent lost us");
+                        }
+                    }
                 }
             }
         });

@@ -137,6 +137,13 @@ impl ConsulTestServer {
         }
     }
 
+    /// Forgets every registration, as an agent restarted without its state would.
+    pub fn forget_all(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.services.clear();
+        self.republish(&mut inner, Instant::now());
+    }
+
     /// Registered service ids (any health), for tests.
     pub fn registered(&self) -> Vec<String> {
         self.inner

@@ -1,5 +1,15 @@
 //! Client addresses: the TCP peer, or — when the peer is a trusted proxy — the right-most
-//! address in `X-Forwarded-For` that is not itself a trusted proxy.
+//! address in `X-Forwarded-For` that is not itself a trusted proxy. One implementation for
+//! the gateway (rate limits, forwarding) and for services that need the client's address
+//! (auth's sign-in throttling).
+//!
+//! Between platform services the gateway states the client address it determined in
+//! [`CLIENT_IP_HEADER`], beside its service token; a service believes it only from a caller
+//! whose service token it verified (clients can never send it: the gateway strips every
+//! `x-plt-*` header they send).
+
+/// The client address the gateway determined, sent upstream with its service token.
+pub const CLIENT_IP_HEADER: &str = "x-plt-client-ip";
 
 use std::net::IpAddr;
 
