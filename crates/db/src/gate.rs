@@ -20,8 +20,8 @@ use futures_util::{
     stream::{self, BoxStream},
 };
 use sqlx::{
-    ConnectOptions, Connection, Database, Describe, Either, Error, Execute, Executor, Pool,
-    SqlStr, Transaction,
+    ConnectOptions, Connection, Database, Describe, Either, Error, Execute, Executor, Pool, SqlStr,
+    Transaction,
 };
 use std::{
     future::Future,
@@ -122,7 +122,10 @@ impl Gate {
     fn trip(&self, reason: String) {
         let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
         if self.down.send_if_modified(|d| !std::mem::replace(d, true)) {
-            tracing::warn!(reason, "database unavailable: failing fast until it answers again");
+            tracing::warn!(
+                reason,
+                "database unavailable: failing fast until it answers again"
+            );
             *r = (reason, Some(Instant::now()));
         }
     }

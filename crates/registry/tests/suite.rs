@@ -271,7 +271,10 @@ async fn etcd_registration_comes_back_after_its_lease_or_key_is_gone() {
     let kv = etcd_call(&url, "/v3/kv/range", serde_json::json!({"key": b64(&key)})).await;
     let lease = kv["kvs"][0]["lease"].as_str().unwrap().to_owned();
     etcd_call(&url, "/v3/lease/revoke", serde_json::json!({"ID": lease})).await;
-    assert!(ids(&r, &svc).await.is_empty(), "the key went with its lease");
+    assert!(
+        ids(&r, &svc).await.is_empty(),
+        "the key went with its lease"
+    );
     eventually(
         "re-registered under a new lease",
         Duration::from_secs(3),
@@ -282,7 +285,12 @@ async fn etcd_registration_comes_back_after_its_lease_or_key_is_gone() {
     assert_ne!(kv["kvs"][0]["lease"].as_str().unwrap(), lease);
 
     // The key is deleted while the lease lives on.
-    etcd_call(&url, "/v3/kv/deleterange", serde_json::json!({"key": b64(&key)})).await;
+    etcd_call(
+        &url,
+        "/v3/kv/deleterange",
+        serde_json::json!({"key": b64(&key)}),
+    )
+    .await;
     assert!(ids(&r, &svc).await.is_empty());
     eventually(
         "re-registered after the key was removed",
@@ -332,8 +340,18 @@ impl OwnEtcd {
         let child = tokio::process::Command::new("etcd")
             .args(["--name", "t", "--data-dir"])
             .arg(self.dir.path().join("data"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .arg("--initial-cluster")
             .arg(format!("t={peer}"))
             .stdout(std::process::Stdio::null())
@@ -377,8 +395,12 @@ async fn etcd_outage_keeps_registrations_and_watches() {
     let reg = r.register(instance(&svc, 1), health).await.unwrap();
     let watch = r.watch(&svc).await.unwrap();
     let expected = vec![format!("{svc}-1")];
-    let seen = |w: &plt_registry::Watch| w.borrow().iter().map(|i| i.id.clone()).collect::<Vec<_>>();
-    eventually("watched", Duration::from_secs(3), async || seen(&watch) == expected).await;
+    let seen =
+        |w: &plt_registry::Watch| w.borrow().iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+    eventually("watched", Duration::from_secs(3), async || {
+        seen(&watch) == expected
+    })
+    .await;
 
     // Down for several TTLs: the watch keeps the last set throughout.
     etcd.stop().await;
@@ -395,5 +417,8 @@ async fn etcd_outage_keeps_registrations_and_watches() {
     }
     assert_eq!(ids(&r, &svc).await, expected, "registered in etcd again");
     reg.deregister().await.unwrap();
-    eventually("deregistered", Duration::from_secs(3), async || seen(&watch).is_empty()).await;
+    eventually("deregistered", Duration::from_secs(3), async || {
+        seen(&watch).is_empty()
+    })
+    .await;
 }

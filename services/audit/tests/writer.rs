@@ -56,7 +56,9 @@ impl AuditStore for Observed {
             gate.acquire().await.unwrap().forget();
         }
         if self.fail_next.swap(false, Ordering::SeqCst) {
-            return Err(StoreError::Db(sqlx::Error::PoolTimedOut));
+            return Err(StoreError::Db(sqlx::Error::Decode(
+                "injected failure".into(),
+            )));
         }
         self.batches.lock().unwrap().push(entries.len());
         self.inner.append(entries).await

@@ -295,7 +295,14 @@ impl AuthServiceClient for AuthCore {
             .identity
             .verify_credentials(&upstream, email, password)
             .await;
-        if matches!(&verified, Ok(_) | Err(Error { code: ErrorCode::Unauthenticated, .. })) {
+        if matches!(
+            &verified,
+            Ok(_)
+                | Err(Error {
+                    code: ErrorCode::Unauthenticated,
+                    ..
+                })
+        ) {
             self.check_time.record(started.elapsed());
         }
         let user = match verified {

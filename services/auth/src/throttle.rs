@@ -54,7 +54,11 @@ impl<K: Clone + Eq + Hash> Counters<K> {
     }
 
     fn get(&self, k: &K) -> Option<Entry> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(k).copied()
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(k)
+            .copied()
     }
 
     /// Counts one failure; a window restarts when `restart(entry)` says so.
@@ -163,7 +167,8 @@ impl Throttle {
         if let Some(ip) = source
             && self.is_known(account, source, now)
         {
-            self.pairs.fail((account.to_owned(), ip), window, now, stale);
+            self.pairs
+                .fail((account.to_owned(), ip), window, now, stale);
             return;
         }
         self.accounts.fail(account.to_owned(), window, now, stale);
@@ -199,7 +204,8 @@ fn bound<K: Clone + Eq + Hash, V: Copy + HasTime>(
     }
     map.retain(|_, v| live(v));
     if map.len() >= MAX_ENTRIES {
-        let mut by_age: Vec<(K, Instant)> = map.iter().map(|(k, v)| (k.clone(), v.time())).collect();
+        let mut by_age: Vec<(K, Instant)> =
+            map.iter().map(|(k, v)| (k.clone(), v.time())).collect();
         by_age.sort_by_key(|(_, t)| *t);
         for (k, _) in by_age.into_iter().take(MAX_ENTRIES / 10) {
             map.remove(&k);
@@ -312,8 +318,14 @@ mod tests {
             t.failure("ada", Some(attacker), t0);
             t.failure(&format!("x{i}"), Some(attacker), t0);
         }
-        assert!(matches!(t.check("ada", Some(attacker), t0), Verdict::Wait(_)));
-        assert!(matches!(t.check("bob", Some(attacker), t0), Verdict::Wait(_)));
+        assert!(matches!(
+            t.check("ada", Some(attacker), t0),
+            Verdict::Wait(_)
+        ));
+        assert!(matches!(
+            t.check("bob", Some(attacker), t0),
+            Verdict::Wait(_)
+        ));
         // Ada, from where she signed in before, is not slowed at all.
         assert_eq!(t.check("ada", Some(owner), t0), Verdict::Allowed);
         // Her own mistakes there still back off (per pair), and end.
@@ -332,7 +344,10 @@ mod tests {
         for i in 0..5 {
             t.failure(&format!("y{i}"), Some(owner), t0);
         }
-        assert!(matches!(t.check("carol", Some(owner), t0), Verdict::Wait(_)));
+        assert!(matches!(
+            t.check("carol", Some(owner), t0),
+            Verdict::Wait(_)
+        ));
         assert_eq!(
             t.check("ada", Some(owner), t0 + Duration::from_secs(1)),
             Verdict::Allowed

@@ -144,3 +144,180 @@ async fn trusted_proxies_forwarded_for_is_used() {
     );
     svc.stop().await;
 }
+
+/// A sign-in as the gateway sends it: its service token and the client address it vouches
+/// for (`None`: a direct caller, or a forged header without a token).
+async fn login_via(
+    c: &reqwest::Client,
+    base: &str,
+    email: &str,
+    pw: &str,
+    token: Option<&str>,
+    client_ip: &str,
+) -> StatusCode {
+    let mut rb = c
+        .post(format!("{base}/v1/auth/login"))
+        .header("x-plt-client-ip", client_ip)
+        .json(&json!({"email": email, "password": pw}));
+    if let Some(t) = token {
+        rb = rb.header("x-plt-service-token", t);
+    }
+    rb.send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn the_gateways_client_address_counts_only_with_its_token() {
+    let svc = start(
+        Backend::Sqlite,
+        &[
+            ("PLT_AUTH__THROTTLE__SOURCE_MAX_FAILURES", "3"),
+            ("PLT_AUTH__THROTTLE__ACCOUNT_FREE_FAILURES", "100"),
+        ],
+    )
+    .await
+    .unwrap();
+    svc.identity.add_user("user@example.com", PW);
+    let gateway = svc.service_ctx().await.service_token.unwrap();
+    let token = Some(gateway.expose().as_str());
+    let c = reqwest::Client::new();
+    let base = svc.url();
+    // Spraying through the gateway from one client: that client is limited...
+    for i in 0..3 {
+        let s = login_via(
+            &c,
+            &base,
+            &format!("s{i}@example.com"),
+            "guess",
+            token,
+            "198.51.100.1",
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        login_via(&c, &base, "user@example.com", PW, token, "198.51.100.1").await,
+        StatusCode::UNAUTHORIZED,
+        "the spraying client is limited"
+    );
+    // ...every other client behind the same gateway is not.
+    assert_eq!(
+        login_via(&c, &base, "user@example.com", PW, token, "203.0.113.5").await,
+        StatusCode::OK
+    );
+    // Without the gateway's token the stated address is not believed: a direct caller
+    // (127.0.0.1 here) cannot dodge its own limit by claiming another address each time.
+    for i in 0..3 {
+        let claimed = format!("192.0.2.{i}");
+        login_via(
+            &c,
+            &base,
+            &format!("d{i}@example.com"),
+            "guess",
+            None,
+            &claimed,
+        )
+        .await;
+    }
+    assert_eq!(
+        login_via(&c, &base, "user@example.com", PW, None, "192.0.2.77").await,
+        StatusCode::UNAUTHORIZED,
+        "a forged x-plt-client-ip was believed"
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn spraying_and_hammering_cannot_lock_the_owner_out() {
+    let svc = start(
+        Backend::Sqlite,
+        &[
+            ("PLT_AUTH__THROTTLE__SOURCE_MAX_FAILURES", "5"),
+            ("PLT_AUTH__THROTTLE__ACCOUNT_FREE_FAILURES", "3"),
+            ("PLT_AUTH__THROTTLE__ACCOUNT_BASE_DELAY", "5m"),
+        ],
+    )
+    .await
+    .unwrap();
+    svc.identity.add_user("admin@example.com", PW);
+    let gateway = svc.service_ctx().await.service_token.unwrap();
+    let token = Some(gateway.expose().as_str());
+    let c = reqwest::Client::new();
+    let base = svc.url();
+    let owner = "198.51.100.10";
+    // The owner signed in before from her address.
+    assert_eq!(
+        login_via(&c, &base, "admin@example.com", PW, token, owner).await,
+        StatusCode::OK
+    );
+    // An attacker elsewhere hammers her account and sprays unknown ones...
+    for i in 0..20 {
+        let attacker = format!("203.0.113.{i}");
+        login_via(&c, &base, "admin@example.com", "guess", token, &attacker).await;
+        login_via(
+            &c,
+            &base,
+            &format!("n{i}@example.com"),
+            "guess",
+            token,
+            &attacker,
+        )
+        .await;
+    }
+    // ...and sprays from the owner's own address (same NAT) with unknown accounts.
+    for i in 0..10 {
+        login_via(
+            &c,
+            &base,
+            &format!("m{i}@example.com"),
+            "guess",
+            token,
+            owner,
+        )
+        .await;
+    }
+    // A new attacker address is throttled on her account (5 minutes of back-off)...
+    assert_eq!(
+        login_via(&c, &base, "admin@example.com", PW, token, "203.0.113.200").await,
+        StatusCode::UNAUTHORIZED
+    );
+    // ...while she signs in at once from where she did before.
+    assert_eq!(
+        login_via(&c, &base, "admin@example.com", PW, token, owner).await,
+        StatusCode::OK
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_throttled_refusal_takes_as_long_as_a_real_check() {
+    let svc = start(
+        Backend::Sqlite,
+        &[
+            ("PLT_AUTH__THROTTLE__ACCOUNT_FREE_FAILURES", "1"),
+            ("PLT_AUTH__THROTTLE__ACCOUNT_BASE_DELAY", "5m"),
+        ],
+    )
+    .await
+    .unwrap();
+    // A real check that takes a known time: the fake identity waits 60 ms per verification.
+    svc.identity.add_user("victim@example.com", PW);
+    svc.identity.set_verify_delay(Duration::from_millis(60));
+    let c = reqwest::Client::new();
+    let base = svc.url();
+    let timed = async |pw: &str| {
+        let t = std::time::Instant::now();
+        let (s, _) = login(&c, &base, "victim@example.com", pw, None).await;
+        (s, t.elapsed())
+    };
+    let (s, real) = timed("wrong guess").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(real >= Duration::from_millis(60), "{real:?}");
+    // Now throttled: refused without asking identity, yet not measurably faster.
+    let (s, throttled) = timed("another guess").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(
+        throttled >= Duration::from_millis(50),
+        "a throttled refusal answered in {throttled:?}, a real check in {real:?}"
+    );
+    svc.stop().await;
+}

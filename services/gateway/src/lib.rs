@@ -153,7 +153,8 @@ impl App {
             .map(|r| r.service.clone())
             .chain(g.discovery.services.iter().cloned())
             .collect();
-        let upstreams = Upstreams::new(&registry, services.clone(), &g.upstream, max_timeout).await?;
+        let upstreams =
+            Upstreams::new(&registry, services.clone(), &g.upstream, max_timeout).await?;
         let mut watchers = Vec::new();
         for service in &g.discovery.services {
             let mut watch = registry

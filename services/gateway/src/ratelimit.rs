@@ -210,9 +210,15 @@ impl RedisLimiter {
         if self.down.swap(true, Ordering::AcqRel) {
             return;
         }
-        tracing::warn!(error, "Redis rate limiter failing; using the local limiter until Redis answers again");
+        tracing::warn!(
+            error,
+            "Redis rate limiter failing; using the local limiter until Redis answers again"
+        );
         let (mut con, down) = (self.con.clone(), self.down.clone());
-        let (every, timeout) = (self.probe_interval, self.timeout.max(Duration::from_millis(250)));
+        let (every, timeout) = (
+            self.probe_interval,
+            self.timeout.max(Duration::from_millis(250)),
+        );
         tokio::spawn(async move {
             let opened = Instant::now();
             loop {
@@ -380,60 +386,6 @@ mod tests {
         assert_eq!(d.retry_after, Duration::from_millis(500));
     }
 
-    /// A TCP proxy to `upstream` that counts the scripts clients send (`EVAL`/`EVALSHA`)
-    /// and, while `silent`, forwards nothing in either direction (packets dropped).
-    async fn counting_proxy(
-        upstream: String,
-        silent: Arc<AtomicBool>,
-        scripts: Arc<std::sync::atomic::AtomicUsize>,
-    ) -> std::net::SocketAddr {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
-                    continue;
-                };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let (silent_up, silent_down) = (silent.clone(), silent.clone());
-                let scripts = scripts.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 16384];
-                    while let Ok(n) = cr.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        let text = String::from_utf8_lossy(&buf[..n]).to_ascii_uppercase();
-                        scripts.fetch_add(text.matches("EVAL").count(), Ordering::SeqCst);
-                        while silent_up.load(Ordering::SeqCst) {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                        if sw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 16384];
-                    while let Ok(n) = sr.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        while silent_down.load(Ordering::SeqCst) {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                        if cw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        addr
-    }
-
     #[tokio::test]
     async fn redis_breaker_stops_asking_while_redis_is_silent_and_recovers() {
         let Some(url) = std::env::var("PLT_TEST_REDIS_URL")
@@ -443,15 +395,21 @@ mod tests {
             eprintln!("SKIPPED Redis breaker: PLT_TEST_REDIS_URL is not set");
             return;
         };
-        let upstream = url.trim_start_matches("redis://").trim_end_matches('/');
-        let silent = Arc::new(AtomicBool::new(false));
-        let scripts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let addr = counting_proxy(upstream.to_owned(), silent.clone(), scripts.clone()).await;
+        let upstream = std::net::ToSocketAddrs::to_socket_addrs(
+            url.trim_start_matches("redis://").trim_end_matches('/'),
+        )
+        .unwrap()
+        .next()
+        .unwrap();
+        let proxy = plt_testkit::FaultProxy::start("redis", upstream)
+            .await
+            .unwrap();
         let prefix = format!("plt:test:{}:", uuid::Uuid::new_v4().simple());
+        // A probe interval long beside the checks below, so only they could reach Redis.
         let lim = RedisLimiter::new(
-            &format!("redis://{addr}"),
+            &format!("redis://{}", proxy.addr()),
             Duration::from_millis(100),
-            Duration::from_millis(100),
+            Duration::from_secs(1),
             &prefix,
         )
         .unwrap();
@@ -459,26 +417,29 @@ mod tests {
         assert!(lim.check("k", &l).await.is_ok(), "Redis answers");
         assert!(!lim.is_down());
 
-        silent.store(true, Ordering::SeqCst);
-        assert!(lim.check("k", &l).await.is_err(), "no answer within the timeout");
+        proxy.set(plt_testkit::Mode::Silent);
+        assert!(
+            lim.check("k", &l).await.is_err(),
+            "no answer within the timeout"
+        );
         assert!(lim.is_down(), "the failure opened the breaker");
-        let asked = scripts.load(Ordering::SeqCst);
+        let asked = proxy.received();
         for _ in 0..50 {
             assert!(lim.check("k", &l).await.is_err());
         }
         assert_eq!(
-            scripts.load(Ordering::SeqCst),
+            proxy.received(),
             asked,
             "Redis is not asked while the breaker is open"
         );
 
-        silent.store(false, Ordering::SeqCst);
+        proxy.set(plt_testkit::Mode::Pass);
         let deadline = Instant::now() + Duration::from_secs(5);
         while lim.is_down() {
             assert!(Instant::now() < deadline, "the probe closes the breaker");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(lim.check("k", &l).await.is_ok(), "Redis decides again");
-        assert!(scripts.load(Ordering::SeqCst) > asked);
+        assert!(proxy.received() > asked);
     }
 }

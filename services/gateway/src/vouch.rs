@@ -78,19 +78,24 @@ impl Vouch {
                 Ok(token) => match HeaderValue::from_str(token.expose()) {
                     Ok(mut value) => {
                         value.set_sensitive(true);
-                        me.headers.write().unwrap_or_else(|p| p.into_inner()).insert(
-                            service.clone(),
-                            Held {
-                                value,
-                                fetched: Instant::now(),
-                            },
-                        );
+                        me.headers
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(
+                                service.clone(),
+                                Held {
+                                    value,
+                                    fetched: Instant::now(),
+                                },
+                            );
                     }
                     Err(_) => tracing::warn!(%service, "service token is not a valid header value"),
                 },
                 // The credentials log why; the cached header (if any) stays until it is
                 // replaced, and auth refuses it once expired.
-                Err(e) => tracing::debug!(%service, error = %e, "no service token to vouch with yet"),
+                Err(e) => {
+                    tracing::debug!(%service, error = %e, "no service token to vouch with yet")
+                }
             }
             me.fetching
                 .lock()

@@ -421,7 +421,9 @@ async fn the_configured_authz_client_goes_through_the_registry() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let token = seen["headers"]["x-plt-service-token"].as_str().unwrap_or("");
+    let token = seen["headers"]["x-plt-service-token"]
+        .as_str()
+        .unwrap_or("");
     assert!(!token.is_empty() && token != "forged", "{seen}");
     assert_eq!(seen["headers"]["x-plt-client-ip"], "127.0.0.1", "{seen}");
     let other = Uuid::new_v4();

@@ -20,9 +20,16 @@ use uuid::Uuid;
 #[derive(Clone, Default)]
 pub struct FakeIdentity {
     users: Arc<Mutex<HashMap<String, (User, String)>>>,
+    /// How long each `verify_credentials` takes (as a real password hash check would).
+    verify_delay: Arc<Mutex<std::time::Duration>>,
 }
 
 impl FakeIdentity {
+    /// Makes every `verify_credentials` take `d`.
+    pub fn set_verify_delay(&self, d: std::time::Duration) {
+        *self.verify_delay.lock().unwrap() = d;
+    }
+
     /// Adds an active user and returns it.
     pub fn add_user(&self, email: &str, password: &str) -> User {
         let now = Utc::now();
@@ -126,6 +133,10 @@ impl IdentityServiceClient for FakeIdentity {
         email: &str,
         password: Secret<String>,
     ) -> Result<User> {
+        let delay = *self.verify_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let users = self.users.lock().unwrap();
         match users.get(&email.trim().to_ascii_lowercase()) {
             Some((u, pw)) if pw == password.expose() && u.status == UserStatus::Active => {
