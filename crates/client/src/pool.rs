@@ -159,16 +159,31 @@ impl<C: Clone + Send + Sync + 'static> Pool<C> {
 
     /// Power of two choices over in-flight calls, among instances whose breaker admits a
     /// call and that this call has not tried yet (all of them if every one was tried).
-    fn pick(&self, tried: &[String]) -> Option<Arc<Endpoint<C>>> {
+    ///
+    /// Panic mode (Envoy's panic threshold at its extreme): when every breaker is open, the
+    /// breakers are set aside and any untried instance may be picked — an instance that may
+    /// answer beats a certain refusal, and when the cause (often a dependency the instances
+    /// share, such as their database) goes away, calls succeed at once instead of a breaker
+    /// period later. The flag says the pick was made in panic (no breaker slot to take).
+    fn pick(&self, tried: &[String]) -> Option<(Arc<Endpoint<C>>, bool)> {
         let eps = self.endpoints.read().unwrap_or_else(|p| p.into_inner());
         let fresh: Vec<&Arc<Endpoint<C>>> = eps
             .iter()
             .filter(|e| e.breaker.available() && !tried.contains(&e.instance.id))
             .collect();
-        let candidates: Vec<&Arc<Endpoint<C>>> = if fresh.is_empty() {
-            eps.iter().filter(|e| e.breaker.available()).collect()
+        let (candidates, panic): (Vec<&Arc<Endpoint<C>>>, bool) = if !fresh.is_empty() {
+            (fresh, false)
+        } else if eps.iter().any(|e| e.breaker.available()) {
+            (
+                eps.iter().filter(|e| e.breaker.available()).collect(),
+                false,
+            )
         } else {
-            fresh
+            let untried = eps
+                .iter()
+                .filter(|e| !tried.contains(&e.instance.id))
+                .collect();
+            (untried, true)
         };
         let n = candidates.len();
         let chosen = match n {
@@ -189,7 +204,7 @@ impl<C: Clone + Send + Sync + 'static> Pool<C> {
                 }
             }
         };
-        Some(chosen.clone())
+        Some((chosen.clone(), panic))
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -226,13 +241,13 @@ impl<C: Clone + Send + Sync + 'static> Pool<C> {
         let mut attempt = 0u32;
         let result = loop {
             attempt += 1;
-            let Some(ep) = self.pick(&tried) else {
+            let Some((ep, panic)) = self.pick(&tried) else {
                 break Err(Error::unavailable(format!(
                     "no available instance of {}",
                     self.service
                 )));
             };
-            if !ep.breaker.try_acquire() {
+            if !panic && !ep.breaker.try_acquire() {
                 tried.push(ep.instance.id.clone());
                 continue;
             }

@@ -390,3 +390,37 @@ async fn no_instance_is_unavailable_not_a_hang() {
         .unwrap_err();
     assert_eq!(e.code, plt_contracts::ErrorCode::Unavailable);
 }
+
+#[tokio::test]
+async fn when_every_instance_failed_calls_succeed_as_soon_as_they_recover() {
+    // Both instances fail (as when the database they share is down) until every breaker is
+    // open; then they recover. The calls must not wait out the breakers' open period.
+    let registry = MemoryRegistry::new();
+    let users = FakeIdentity::default();
+    users.add_user("c@example.com", "pw");
+    let one = serve(&registry, 1, &users).await;
+    let two = serve(&registry, 2, &users).await;
+    one.flaky.fail.store(true, Ordering::SeqCst);
+    two.flaky.fail.store(true, Ordering::SeqCst);
+    let mut cfg = config();
+    cfg.breaker_open_for = Duration::from_secs(60);
+    let client = ClientFactory::new(Arc::new(registry.clone()))
+        .identity(&cfg)
+        .await
+        .unwrap();
+    let ctx = RequestContext::new();
+    for _ in 0..20 {
+        let e = client
+            .get_user_by_email(&ctx, "c@example.com")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, plt_contracts::ErrorCode::Unavailable);
+    }
+    one.flaky.fail.store(false, Ordering::SeqCst);
+    two.flaky.fail.store(false, Ordering::SeqCst);
+    client
+        .get_user_by_email(&ctx, "c@example.com")
+        .await
+        .expect("served as soon as the instances answer again");
+    drop((one, two));
+}
