@@ -157,6 +157,10 @@ fn each_kind_of_violation_is_caught() {
         edge("plt-kernel", "plt-db", "normal"),
         edge("auth-service", "plt-testkit", "normal"),
     ] {
-        assert_eq!(violations(&layers, &[bad.clone()]).len(), 1, "{bad:?}");
+        assert_eq!(
+            violations(&layers, std::slice::from_ref(&bad)).len(),
+            1,
+            "{bad:?}"
+        );
     }
 }

@@ -176,7 +176,7 @@ impl EtcdRegistry {
             beats += 1;
             let id = current();
             let mut state = self.keep_alive(&id).await;
-            if matches!(state, Ok(true)) && (failing_since.is_some() || beats % 3 == 0) {
+            if matches!(state, Ok(true)) && (failing_since.is_some() || beats.is_multiple_of(3)) {
                 state = self.holds(&id, &entry.key).await;
             }
             match state {

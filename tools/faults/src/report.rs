@@ -245,6 +245,12 @@ pub fn print_summary(rows: &[Summary], logs: &std::path::Path) {
         rows.len(),
         logs.display()
     );
+    // The plain closing line test runners print, for whoever reads the log's end.
+    let _ = writeln!(
+        out,
+        "faults: {} passed, {failed} failed",
+        rows.len() - failed
+    );
     print!("{out}");
 }
 
