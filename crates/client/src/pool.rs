@@ -158,7 +158,8 @@ impl<C: Clone + Send + Sync + 'static> Pool<C> {
     }
 
     /// Power of two choices over in-flight calls, among instances whose breaker admits a
-    /// call and that this call has not tried yet (all of them if every one was tried).
+    /// call and that this call has not tried yet. A call never goes to the same instance
+    /// twice: a retry there would mostly meet the same failure, later.
     ///
     /// Panic mode (Envoy's panic threshold at its extreme): when every breaker is open, the
     /// breakers are set aside and any untried instance may be picked — an instance that may
@@ -167,23 +168,18 @@ impl<C: Clone + Send + Sync + 'static> Pool<C> {
     /// period later. The flag says the pick was made in panic (no breaker slot to take).
     fn pick(&self, tried: &[String]) -> Option<(Arc<Endpoint<C>>, bool)> {
         let eps = self.endpoints.read().unwrap_or_else(|p| p.into_inner());
+        let untried = |e: &&Arc<Endpoint<C>>| !tried.contains(&e.instance.id);
         let fresh: Vec<&Arc<Endpoint<C>>> = eps
             .iter()
-            .filter(|e| e.breaker.available() && !tried.contains(&e.instance.id))
+            .filter(|e| e.breaker.available())
+            .filter(untried)
             .collect();
-        let (candidates, panic): (Vec<&Arc<Endpoint<C>>>, bool) = if !fresh.is_empty() {
+        let (candidates, panic) = if !fresh.is_empty() {
             (fresh, false)
         } else if eps.iter().any(|e| e.breaker.available()) {
-            (
-                eps.iter().filter(|e| e.breaker.available()).collect(),
-                false,
-            )
+            return None;
         } else {
-            let untried = eps
-                .iter()
-                .filter(|e| !tried.contains(&e.instance.id))
-                .collect();
-            (untried, true)
+            (eps.iter().filter(untried).collect::<Vec<_>>(), true)
         };
         let n = candidates.len();
         let chosen = match n {
@@ -273,16 +269,17 @@ impl<C: Clone + Send + Sync + 'static> Pool<C> {
                 ep.breaker.on_success();
             }
             // Retry an idempotent call after an instance failure, and any call that provably
-            // never reached the server (connection refused).
+            // never reached the server (connection refused), on another instance.
+            tried.push(ep.instance.id.clone());
             let retry = ((idempotent && instance_failure(&err)) || err.never_sent())
                 && attempt < self.policy.max_attempts
                 && ctx.remaining().is_none_or(|l| !l.is_zero())
+                && self.pick(&tried).is_some()
                 && self.budget.try_withdraw();
             if !retry {
                 break Err(err);
             }
             metrics::counter!("rpc_client_retries_total", "target" => self.service.clone(), "method" => method).increment(1);
-            tried.push(ep.instance.id.clone());
             tokio::time::sleep(self.backoff(attempt)).await;
         };
         let outcome = result.as_ref().err().map(|e| e.code);

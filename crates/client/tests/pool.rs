@@ -288,6 +288,8 @@ async fn retries_stay_within_budget_and_never_repeat_mutations() {
     let users = FakeIdentity::default();
     let only = serve(&registry, 1, &users).await;
     only.flaky.fail.store(true, Ordering::SeqCst);
+    let other = serve(&registry, 2, &users).await;
+    other.flaky.fail.store(true, Ordering::SeqCst);
     let mut cfg = config();
     cfg.breaker_failures = 1_000_000; // keep the breaker out of this test
     cfg.max_attempts = 5;
@@ -305,8 +307,10 @@ async fn retries_stay_within_budget_and_never_repeat_mutations() {
                 .is_err()
         );
     }
-    let attempts = only.flaky.calls.load(Ordering::SeqCst);
-    // 20% budget plus the small initial reserve.
+    let attempts =
+        only.flaky.calls.load(Ordering::SeqCst) + other.flaky.calls.load(Ordering::SeqCst);
+    // 20% budget plus the small initial reserve; never twice on one instance (at most two
+    // attempts per call with two instances, although max_attempts is 5).
     assert!(
         attempts <= calls + calls / 5 + 4,
         "{attempts} attempts for {calls} calls"
@@ -314,6 +318,7 @@ async fn retries_stay_within_budget_and_never_repeat_mutations() {
     assert!(attempts > calls, "idempotent calls were never retried");
 
     only.flaky.calls.store(0, Ordering::SeqCst);
+    other.flaky.calls.store(0, Ordering::SeqCst);
     for i in 0..20 {
         let r = client
             .create_user(
@@ -328,9 +333,26 @@ async fn retries_stay_within_budget_and_never_repeat_mutations() {
         assert!(r.is_err());
     }
     assert_eq!(
-        only.flaky.calls.load(Ordering::SeqCst),
+        only.flaky.calls.load(Ordering::SeqCst) + other.flaky.calls.load(Ordering::SeqCst),
         20,
         "a mutating call was retried"
+    );
+    // One instance left: a failing call is not retried on it.
+    drop(other);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    only.flaky.calls.store(0, Ordering::SeqCst);
+    for _ in 0..20 {
+        assert!(
+            client
+                .get_user_by_email(&ctx, "x@example.com")
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(
+        only.flaky.calls.load(Ordering::SeqCst),
+        20,
+        "a call went to the same instance twice"
     );
 }
 

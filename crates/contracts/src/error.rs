@@ -274,15 +274,16 @@ impl Error {
         Self::new(ErrorCode::Internal, "internal error")
     }
 
-    /// A dependency this service needs (`what`: "the database") cannot be reached: logged
-    /// here with its cause (at warn, without the stack of an internal error), reported to the
-    /// client as `unavailable` (503), which it may retry later.
+    /// A dependency this service needs (`what`: "the database") cannot be reached: reported
+    /// to the client as `unavailable` (503), which it may retry later. Logged here at debug
+    /// only: the outage itself is reported once where it is detected (the database gate, a
+    /// client's breaker), not once per request.
     pub fn dependency_unavailable(
         what: &str,
         context: &str,
         cause: &(dyn std::error::Error + 'static),
     ) -> Self {
-        tracing::warn!(context, error = %cause, "{what} unavailable");
+        tracing::debug!(context, error = %cause, "{what} unavailable");
         Self::new(
             ErrorCode::Unavailable,
             format!("{what} is unavailable; try again later"),

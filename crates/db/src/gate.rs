@@ -56,6 +56,12 @@ pub fn is_unavailable(e: &Error) -> bool {
     }
 }
 
+/// Whether `e` is the gate's own refusal (the database was already known to be down, and the
+/// gate reported that once): callers log such errors quietly instead of once per request.
+pub fn is_gated(e: &Error) -> bool {
+    matches!(e, Error::Io(io) if io.kind() == std::io::ErrorKind::NotConnected && io.to_string().starts_with(DOWN))
+}
+
 fn down_error(reason: &str) -> Error {
     Error::Io(std::io::Error::new(
         std::io::ErrorKind::NotConnected,
@@ -141,7 +147,7 @@ impl Gate {
     fn observe<T>(&self, r: &Result<T, Error>) {
         if let Err(e) = r
             && is_unavailable(e)
-            && !e.to_string().contains(DOWN)
+            && !is_gated(e)
         {
             self.trip(e.to_string());
         }

@@ -10,7 +10,7 @@
 
 pub mod gate;
 
-pub use gate::{Gate, GateConfig, Gated, is_unavailable};
+pub use gate::{Gate, GateConfig, Gated, is_gated, is_unavailable};
 
 /// A gated PostgreSQL pool (what PostgreSQL stores hold).
 pub type PgPool = Gated<sqlx::Postgres>;

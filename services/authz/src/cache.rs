@@ -82,7 +82,12 @@ pub struct Policy {
 }
 
 pub(crate) fn unavailable(context: &str, e: &StoreError) -> Error {
-    tracing::warn!(context, error = %e, "authorization data unavailable");
+    if plt_db::is_gated(&e.0) {
+        // The database gate reported the outage once; not again for every request.
+        tracing::debug!(context, error = %e, "authorization data unavailable");
+    } else {
+        tracing::warn!(context, error = %e, "authorization data unavailable");
+    }
     Error::unavailable("authorization data unavailable")
 }
 

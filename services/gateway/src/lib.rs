@@ -92,6 +92,8 @@ pub struct Gateway {
     limiter: RateLimiter,
     trusted: TrustedProxies,
     vouch: Arc<vouch::Vouch>,
+    /// Whether authz's last answer was a failure (its outage is logged once).
+    authz_failing: std::sync::atomic::AtomicBool,
     body_limit: usize,
     retry_buffer: usize,
     openapi: bytes::Bytes,
@@ -191,6 +193,7 @@ impl App {
             limiter,
             trusted: TrustedProxies::new(&g.trusted_proxies),
             vouch: vouch.clone(),
+            authz_failing: std::sync::atomic::AtomicBool::new(false),
             body_limit: g.body_limit_bytes,
             retry_buffer: g.upstream.retry_buffer_bytes.min(g.body_limit_bytes),
             openapi,

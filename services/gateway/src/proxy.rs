@@ -31,7 +31,7 @@ use plt_contracts::{
 use plt_kernel::net::CLIENT_IP_HEADER;
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::Instant,
 };
 use uuid::Uuid;
@@ -402,7 +402,19 @@ impl Gateway {
                 ctx.request_id = rid.clone();
                 ctx
             };
-            match self.authz.allowed(ctx, user, permission, at).await {
+            let decision = self.authz.allowed(ctx, user, permission, at).await;
+            match &decision {
+                Ok(_) if self.authz_failing.swap(false, Ordering::Relaxed) => {
+                    tracing::info!("authz answering again");
+                }
+                Err(e) if !self.authz_failing.swap(true, Ordering::Relaxed) => {
+                    // Once per outage; each refused request is counted in
+                    // gateway_auth_failures_total{reason="authz_unavailable"}.
+                    tracing::warn!(error = %e, permission, "authz gave no decision; refusing until it does");
+                }
+                _ => {}
+            }
+            match decision {
                 Ok(true) => {}
                 Ok(false) => {
                     auth_failure("forbidden");
@@ -412,7 +424,7 @@ impl Gateway {
                     ));
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, permission, "authz gave no decision; refusing");
+                    tracing::debug!(error = %e, permission, "authz gave no decision; refusing");
                     auth_failure("authz_unavailable");
                     return Err(problem(
                         Error::unavailable("authorization is unavailable; try again later"),
