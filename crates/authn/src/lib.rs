@@ -12,6 +12,8 @@
 mod config;
 mod jwks;
 mod service;
+/// Test support (feature `testing`: dev-dependencies only, never in a production build).
+#[cfg(feature = "testing")]
 pub mod testing;
 mod token;
 

@@ -11,6 +11,8 @@ mod budget;
 mod credentials;
 mod factory;
 mod pool;
+/// Test support (feature `testing`: dev-dependencies only, never in a production build).
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use balanced::{BalancedAudit, BalancedAuth, BalancedAuthz, BalancedIdentity};

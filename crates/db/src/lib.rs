@@ -281,6 +281,7 @@ impl HealthCheck for DbHealth {
 }
 
 /// Test support: a PostgreSQL URL from `PLT_TEST_POSTGRES_URL`, and unique schema names.
+#[cfg(feature = "testing")]
 pub mod testing {
     /// The database a test runs on.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,8 @@ pub mod net;
 pub mod notify;
 pub mod secret;
 pub mod telemetry;
+/// Test support (feature `testing`: dev-dependencies only, never in a production build).
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use config::{ConfigError, KernelConfig, Loaded};
