@@ -12,10 +12,12 @@ pub mod cors;
 pub mod edge;
 pub mod front;
 pub mod h1;
+pub mod headers;
 pub mod openapi;
 /// Client addresses behind trusted proxies (the kernel's, shared with auth).
 pub use plt_kernel::net;
 pub mod proxy;
+pub use proxy::Gateway;
 pub mod ratelimit;
 pub mod routes;
 pub mod shard;
@@ -81,35 +83,6 @@ pub async fn authz_client(
         .authz(&clients.get("authz"))
         .await
         .map_err(|e| anyhow::anyhow!("authz client: {e}"))
-}
-
-/// Everything a request needs, shared by the handlers.
-pub struct Gateway {
-    routes: Arc<Routes>,
-    upstreams: Upstreams,
-    auth: Authenticator,
-    authz: Authorizer,
-    limiter: RateLimiter,
-    trusted: TrustedProxies,
-    vouch: Arc<vouch::Vouch>,
-    /// Whether authz's last answer was a failure (its outage is logged once).
-    authz_failing: std::sync::atomic::AtomicBool,
-    body_limit: usize,
-    retry_buffer: usize,
-    openapi: bytes::Bytes,
-    /// The document's paths and methods (405 before authentication).
-    documented: openapi::Documented,
-}
-
-impl Gateway {
-    /// The instance ids now in `service`'s pool (tests, diagnostics).
-    pub fn instances(&self, service: &str) -> Vec<String> {
-        self.upstreams.instances(service)
-    }
-
-    pub fn routes(&self) -> Arc<routes::RouteTable> {
-        self.routes.current()
-    }
 }
 
 /// The built gateway, bound to its port.

@@ -11,7 +11,7 @@
 //! about instances, addresses or upstream errors reaches the client.
 
 use crate::{
-    Gateway, SERVICE_NAME,
+    SERVICE_NAME,
     edge::Caller,
     ratelimit::{Decision, Scope},
     routes::Route,
@@ -24,11 +24,7 @@ use axum::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts};
 use http_body::Body as _;
-use plt_contracts::{
-    Error, ErrorCode, RequestContext, http_api::problem_response,
-    service_identity::SERVICE_TOKEN_HEADER,
-};
-use plt_kernel::net::CLIENT_IP_HEADER;
+use plt_contracts::{Error, ErrorCode, RequestContext, http_api::problem_response};
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{Arc, atomic::Ordering},
@@ -36,11 +32,33 @@ use std::{
 };
 use uuid::Uuid;
 
-/// Headers a client may not send upstream: identities are the gateway's to assert, and
-/// `x-plt-*` are the platform's own (service credentials, deadlines).
-fn is_reserved(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    n.starts_with("x-user-") || n.starts_with("x-plt-") || n == "grpc-timeout"
+/// Everything a request needs, shared by the handlers.
+pub struct Gateway {
+    pub(crate) routes: Arc<crate::routes::Routes>,
+    pub(crate) upstreams: crate::upstream::Upstreams,
+    pub(crate) auth: crate::edge::Authenticator,
+    pub(crate) authz: crate::edge::Authorizer,
+    pub(crate) limiter: crate::ratelimit::RateLimiter,
+    pub(crate) trusted: crate::net::TrustedProxies,
+    pub(crate) vouch: Arc<crate::vouch::Vouch>,
+    /// Whether authz's last answer was a failure (its outage is logged once).
+    pub(crate) authz_failing: std::sync::atomic::AtomicBool,
+    pub(crate) body_limit: usize,
+    pub(crate) retry_buffer: usize,
+    pub(crate) openapi: bytes::Bytes,
+    /// The document's paths and methods (405 before authentication).
+    pub(crate) documented: crate::openapi::Documented,
+}
+
+impl Gateway {
+    /// The instance ids now in `service`'s pool (tests, diagnostics).
+    pub fn instances(&self, service: &str) -> Vec<String> {
+        self.upstreams.instances(service)
+    }
+
+    pub fn routes(&self) -> Arc<crate::routes::RouteTable> {
+        self.routes.current()
+    }
 }
 
 /// A path the gateway refuses to route: dot segments (also percent-encoded), which some
@@ -201,11 +219,6 @@ struct Origin<'a> {
     client_ip: IpAddr,
     /// The verified user, if any.
     caller: Option<&'a Caller>,
-}
-
-/// An address as a header value (always valid: digits, dots, colons and hex).
-fn ip_header(ip: IpAddr) -> HeaderValue {
-    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("0.0.0.0"))
 }
 
 /// Everything the gateway forwards: served, then counted and timed per route.
@@ -471,90 +484,18 @@ impl Gateway {
         self.trusted.client_ip(peer, xff.into_iter())
     }
 
-    /// The headers sent upstream: the client's, less hop-by-hop (RFC 9110 §7.6.1) and
-    /// reserved ones, `Host` and `Expect`; plus `X-Forwarded-*` and the verified identity.
-    /// Built in one pass, as a list (written out as it is).
+    /// The headers sent upstream ([`crate::headers::for_upstream`]), with what the gateway
+    /// vouches for: its own credential for `service` and the client's address.
     fn upstream_headers(
         &self,
         service: &str,
         parts: &Parts,
         from: &Origin<'_>,
     ) -> Vec<(HeaderName, HeaderValue)> {
-        static X_PLT_CLIENT_IP: HeaderName = HeaderName::from_static(CLIENT_IP_HEADER);
-        static X_PLT_SERVICE_TOKEN: HeaderName = HeaderName::from_static(SERVICE_TOKEN_HEADER);
-        let (peer, caller) = (from.peer, from.caller);
-        static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-        static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-        static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-        static X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
-        static X_USER_SCOPE: HeaderName = HeaderName::from_static("x-user-scope");
-        let incoming = &parts.headers;
-        let peer = peer.map(|p| crate::net::canonical(p.ip()));
+        let peer = from.peer.map(|p| crate::net::canonical(p.ip()));
         let trusted_peer = peer.is_some_and(|p| self.trusted.is_trusted(p));
-        // Names the `Connection` header lists are hop-by-hop too (rare).
-        let listed = crate::upstream::connection_listed(incoming);
-        let mut h = Vec::with_capacity(incoming.len() + 6);
-        let (mut has_proto, mut has_host) = (false, false);
-        for (name, value) in incoming {
-            let forwarded_kept = trusted_peer
-                && ((*name == X_FORWARDED_PROTO && !has_proto)
-                    || (*name == X_FORWARDED_HOST && !has_host));
-            let keep = !(crate::upstream::is_hop_by_hop(name)
-                || is_reserved(name)
-                || name == header::HOST
-                // The gateway answered `Expect: 100-continue` itself (by reading the body).
-                || name == header::EXPECT
-                || *name == X_FORWARDED_FOR
-                || ((*name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST) && !forwarded_kept)
-                || listed.contains(name));
-            if keep {
-                has_proto |= *name == X_FORWARDED_PROTO;
-                has_host |= *name == X_FORWARDED_HOST;
-                h.push((name.clone(), value.clone()));
-            }
-        }
-        // X-Forwarded-For: what came, plus the peer.
-        if let Some(p) = peer {
-            let mut chain = String::new();
-            for v in incoming.get_all(&X_FORWARDED_FOR) {
-                if let Ok(v) = v.to_str() {
-                    chain.push_str(v);
-                    chain.push_str(", ");
-                }
-            }
-            chain.push_str(&p.to_string());
-            if let Ok(v) = HeaderValue::from_str(&chain) {
-                h.push((X_FORWARDED_FOR.clone(), v));
-            }
-        }
-        if !has_proto {
-            h.push((X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http")));
-        }
-        if !has_host {
-            let host = incoming.get(header::HOST).cloned().or_else(|| {
-                parts
-                    .uri
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            });
-            if let Some(v) = host {
-                h.push((X_FORWARDED_HOST.clone(), v));
-            }
-        }
-        if let Some(c) = caller {
-            if let Some(v) = &c.id_header {
-                h.push((X_USER_ID.clone(), v.clone()));
-            }
-            if let Some(v) = &c.scope_header {
-                h.push((X_USER_SCOPE.clone(), v.clone()));
-            }
-        }
-        // What the gateway vouches for: its own credential and the client's address.
-        if let Some(token) = self.vouch.token(service) {
-            h.push((X_PLT_SERVICE_TOKEN.clone(), token));
-            h.push((X_PLT_CLIENT_IP.clone(), ip_header(from.client_ip)));
-        }
-        h
+        let vouched = self.vouch.token(service).map(|t| (t, from.client_ip));
+        crate::headers::for_upstream(parts, peer, trusted_peer, from.caller, vouched)
     }
 
     async fn forward(
@@ -694,19 +635,5 @@ mod tests {
         ] {
             assert!(!suspicious_path(p), "{p}");
         }
-    }
-
-    #[test]
-    fn reserved_headers() {
-        for n in [
-            "x-user-id",
-            "x-user-roles",
-            "x-plt-service-token",
-            "x-plt-timeout-ms",
-            "grpc-timeout",
-        ] {
-            assert!(is_reserved(&HeaderName::from_static(n)), "{n}");
-        }
-        assert!(!is_reserved(&HeaderName::from_static("x-request-id")));
     }
 }

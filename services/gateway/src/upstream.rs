@@ -9,7 +9,7 @@ use crate::{
 };
 use axum::body::Body;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header};
+use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -48,50 +48,6 @@ pub struct Upstreams {
 }
 
 type DurationHandle = HandleCache<(), metrics::Histogram>;
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and the
-/// proxy-only ones; never forwarded in either direction.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Whether `name` is one of [`HOP_BY_HOP`].
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
-}
-
-/// The header names the `Connection` header lists (hop-by-hop too).
-pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect()
-}
-
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Usually there are none: one pass over the names instead of a removal per name.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    for n in connection_listed(headers) {
-        headers.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        headers.remove(*n);
-    }
-}
 
 /// The request body as it will be sent: kept in memory (replayable, so retryable) or
 /// streamed once.
@@ -313,7 +269,7 @@ impl Upstreams {
             )
             .await?;
         let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
+        crate::headers::strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body))
     }
 }
