@@ -50,13 +50,6 @@ pub struct AuthCore {
     service_accounts: HashMap<String, [u8; 32]>,
 }
 
-fn store_err(context: &str, e: crate::store::StoreError) -> Error {
-    if plt_db::is_unavailable(&e.0) {
-        return Error::dependency_unavailable("the database", context, &e.0);
-    }
-    Error::internal(context, &e)
-}
-
 fn chrono(d: std::time::Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -217,7 +210,7 @@ impl AuthCore {
             .store
             .revoke_family(family.id, now, reason)
             .await
-            .map_err(|e| store_err("revoking token family", e))?;
+            .map_err(|e| e.into_error("revoking token family"))?;
         if first {
             tracing::warn!(
                 event = "auth.token_family.revoked",
@@ -246,7 +239,7 @@ impl AuthCore {
                 .store
                 .refresh_token(succ_hash)
                 .await
-                .map_err(|e| store_err("reading refresh token", e))?
+                .map_err(|e| e.into_error("reading refresh token"))?
             && succ.spent_at.is_none()
             && let Ok(plain) = self
                 .keys
@@ -344,7 +337,7 @@ impl AuthServiceClient for AuthCore {
         self.store
             .create_family(&family, &first)
             .await
-            .map_err(|e| store_err("creating sign-in", e))?;
+            .map_err(|e| e.into_error("creating sign-in"))?;
         tracing::info!(event = "auth.login.succeeded", user_id = %user.id, family_id = %family.id, "signed in");
         Ok(self.pair(user.id, refresh, now))
     }
@@ -366,7 +359,7 @@ impl AuthServiceClient for AuthCore {
                 .store
                 .refresh_token(&presented)
                 .await
-                .map_err(|e| store_err("reading refresh token", e))?
+                .map_err(|e| e.into_error("reading refresh token"))?
             else {
                 return Err(Error::unauthenticated(INVALID_REFRESH));
             };
@@ -394,7 +387,7 @@ impl AuthServiceClient for AuthCore {
                 .store
                 .spend_refresh_token(&presented, &new_row, &sealed, now)
                 .await
-                .map_err(|e| store_err("rotating refresh token", e))?
+                .map_err(|e| e.into_error("rotating refresh token"))?
             {
                 return Ok(self.pair(family.user_id, next, now));
             }
@@ -409,7 +402,7 @@ impl AuthServiceClient for AuthCore {
             .store
             .is_access_token_denied(&claims.jti)
             .await
-            .map_err(|e| store_err("checking revoked tokens", e))?
+            .map_err(|e| e.into_error("checking revoked tokens"))?
         {
             return Err(Error::unauthenticated("invalid or expired token"));
         }
@@ -434,7 +427,7 @@ impl AuthServiceClient for AuthCore {
                 .store
                 .refresh_token(&hash(rt.expose().trim()))
                 .await
-                .map_err(|e| store_err("reading refresh token", e))?
+                .map_err(|e| e.into_error("reading refresh token"))?
         {
             self.revoke(&family, now, "logout").await?;
         }
@@ -447,7 +440,7 @@ impl AuthServiceClient for AuthCore {
             self.store
                 .deny_access_token(&claims.jti, exp)
                 .await
-                .map_err(|e| store_err("revoking access token", e))?;
+                .map_err(|e| e.into_error("revoking access token"))?;
             tracing::info!(event = "auth.access_token.revoked", user_id = %claims.sub, "access token revoked");
         }
         Ok(())

@@ -48,15 +48,6 @@ fn internal(context: &str, e: impl std::error::Error + 'static) -> Error {
     Error::internal(context, &e)
 }
 
-/// A store failure: 503 while the database is unreachable (the gate reports that once), an
-/// internal error otherwise.
-fn store_failure(context: &str, e: crate::store::StoreError) -> Error {
-    if plt_db::is_unavailable(&e.0) {
-        return Error::dependency_unavailable("the database", context, &e.0);
-    }
-    Error::internal(context, &e)
-}
-
 fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -110,7 +101,7 @@ impl KeyRing {
             .store
             .keys()
             .await
-            .map_err(|e| store_failure("reading keys", e))?;
+            .map_err(|e| e.into_error("reading keys"))?;
         let now = now();
         for state in [KeyState::Active, KeyState::Next] {
             if !rows.iter().any(|r| r.state == state) {
@@ -132,7 +123,7 @@ impl KeyRing {
             .store
             .keys()
             .await
-            .map_err(|e| store_failure("reading keys", e))?;
+            .map_err(|e| e.into_error("reading keys"))?;
         let active = rows
             .iter()
             .find(|r| r.state == KeyState::Active)
@@ -191,7 +182,7 @@ impl KeyRing {
                 self.store
                     .delete_key(&r.kid)
                     .await
-                    .map_err(|e| store_failure("removing key", e))?;
+                    .map_err(|e| e.into_error("removing key"))?;
                 tracing::info!(kid = %r.kid, "retired signing key removed");
             }
         }
@@ -220,7 +211,7 @@ impl KeyRing {
             .store
             .rotate_keys(&active.kid, &next.kid, &new_next, now, remove_after)
             .await
-            .map_err(|e| store_failure("rotating keys", e))?;
+            .map_err(|e| e.into_error("rotating keys"))?;
         if done {
             tracing::info!(retiring = %active.kid, active = %next.kid, next = %new_next.kid, "signing keys rotated");
         }

@@ -78,6 +78,17 @@ pub struct RefreshRow {
 #[error(transparent)]
 pub struct StoreError(#[from] pub sqlx::Error);
 
+impl StoreError {
+    /// The contract error for a failed store call: 503 while the database is unreachable
+    /// (the database gate reports the outage once), an internal error otherwise.
+    pub fn into_error(self, context: &str) -> plt_contracts::Error {
+        if plt_db::is_unavailable(&self.0) {
+            return plt_contracts::Error::dependency_unavailable("the database", context, &self.0);
+        }
+        plt_contracts::Error::internal(context, &self)
+    }
+}
+
 type R<T> = Result<T, StoreError>;
 
 #[async_trait]
