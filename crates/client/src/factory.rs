@@ -71,12 +71,27 @@ impl ClientConfig {
     }
 }
 
+/// A contract the factory can build clients of: its trait object type (`dyn NotesServiceClient`)
+/// with the registry name of its service and how to reach one instance over each protocol.
+/// Generated for every `plt-build` contract; implemented here for the core contracts.
+pub trait Contract: Send + Sync + 'static {
+    /// The registry name of the service implementing it.
+    const SERVICE: &'static str;
+    /// A client of the instance at `base_url` (`http://host:port`) over gRPC.
+    fn grpc(base_url: &str) -> Option<Arc<Self>>;
+    /// A client of the instance at `base_url` over HTTP/JSON.
+    fn http(http: reqwest::Client, base_url: &str) -> Arc<Self>;
+    /// The contract over a pool of instances.
+    fn balanced(pool: Arc<Pool<Arc<Self>>>) -> Arc<Self>;
+}
+
 /// Builds contract clients. Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct ClientFactory {
     registry: Arc<dyn ServiceRegistry>,
     http: reqwest::Client,
     credentials: Option<Arc<dyn ServiceCredentials>>,
+    clients: Arc<ClientsConfig>,
 }
 
 fn base_url(i: &Instance) -> String {
@@ -89,7 +104,41 @@ impl ClientFactory {
             registry,
             http: reqwest::Client::new(),
             credentials: None,
+            clients: Arc::default(),
         }
+    }
+
+    /// This factory, with `clients.<service>` settings for [`ClientFactory::client`].
+    pub fn with_clients(mut self, clients: ClientsConfig) -> Self {
+        self.clients = Arc::new(clients);
+        self
+    }
+
+    /// The client of contract `C` (`factory.client::<dyn NotesServiceClient>()`): its
+    /// service's healthy instances from the registry, over the protocol and with the policy
+    /// of `clients.<service>`, presenting this factory's credentials.
+    pub async fn client<C: Contract + ?Sized>(&self) -> Result<Arc<C>> {
+        self.client_with::<C>(&self.clients.get(C::SERVICE)).await
+    }
+
+    /// Like [`ClientFactory::client`], with `cfg` instead of the configured settings.
+    pub async fn client_with<C: Contract + ?Sized>(&self, cfg: &ClientConfig) -> Result<Arc<C>> {
+        let http = self.http.clone();
+        let protocol = cfg.protocol;
+        let make = move |i: &Instance| -> Option<Arc<C>> {
+            match protocol {
+                Protocol::Grpc => C::grpc(&base_url(i)),
+                Protocol::Http => Some(C::http(http.clone(), &base_url(i))),
+            }
+        };
+        let pool = Pool::with_credentials(
+            C::SERVICE,
+            self.watch(C::SERVICE).await?,
+            make,
+            cfg.policy(),
+            self.credentials.clone(),
+        );
+        Ok(C::balanced(pool))
     }
 
     /// This factory, with every client it builds presenting a service token from
@@ -148,96 +197,72 @@ impl ClientFactory {
 
     /// The identity service, found as `identity` in the registry.
     pub async fn identity(&self, cfg: &ClientConfig) -> Result<Arc<dyn IdentityServiceClient>> {
-        let http = self.http.clone();
-        let protocol = cfg.protocol;
-        let make = move |i: &Instance| -> Option<Arc<dyn IdentityServiceClient>> {
-            match protocol {
-                Protocol::Grpc => IdentityGrpcClient::connect_lazy(&base_url(i))
-                    .ok()
-                    .map(|c| Arc::new(c) as Arc<dyn IdentityServiceClient>),
-                Protocol::Http => Some(Arc::new(IdentityHttpClient::new(
-                    http.clone(),
-                    &base_url(i),
-                ))),
-            }
-        };
-        let pool = Pool::with_credentials(
-            "identity",
-            self.watch("identity").await?,
-            make,
-            cfg.policy(),
-            self.credentials.clone(),
-        );
-        Ok(Arc::new(BalancedIdentity(pool)))
+        self.client_with::<dyn IdentityServiceClient>(cfg).await
     }
 
     /// The auth service, found as `auth` in the registry.
     pub async fn auth(&self, cfg: &ClientConfig) -> Result<Arc<dyn AuthServiceClient>> {
-        let http = self.http.clone();
-        let protocol = cfg.protocol;
-        let make = move |i: &Instance| -> Option<Arc<dyn AuthServiceClient>> {
-            match protocol {
-                Protocol::Grpc => AuthGrpcClient::connect_lazy(&base_url(i))
-                    .ok()
-                    .map(|c| Arc::new(c) as Arc<dyn AuthServiceClient>),
-                Protocol::Http => Some(Arc::new(AuthHttpClient::new(http.clone(), &base_url(i)))),
-            }
-        };
-        let pool = Pool::with_credentials(
-            "auth",
-            self.watch("auth").await?,
-            make,
-            cfg.policy(),
-            self.credentials.clone(),
-        );
-        Ok(Arc::new(BalancedAuth(pool)))
+        self.client_with::<dyn AuthServiceClient>(cfg).await
+    }
+
+    /// The authz service, found as `authz` in the registry.
+    pub async fn authz(&self, cfg: &ClientConfig) -> Result<Arc<dyn AuthzServiceClient>> {
+        self.client_with::<dyn AuthzServiceClient>(cfg).await
+    }
+
+    /// The audit service, found as `audit` in the registry.
+    pub async fn audit(&self, cfg: &ClientConfig) -> Result<Arc<dyn AuditServiceClient>> {
+        self.client_with::<dyn AuditServiceClient>(cfg).await
     }
 }
 
-macro_rules! pool_client {
-    ($fn:ident, $svc:literal, $trait:ident, $grpc:ident, $http:ident, $balanced:ident) => {
-        #[doc = concat!("The ", $svc, " service, found as `", $svc, "` in the registry.")]
-        pub async fn $fn(&self, cfg: &ClientConfig) -> Result<Arc<dyn $trait>> {
-            let http = self.http.clone();
-            let protocol = cfg.protocol;
-            let make = move |i: &Instance| -> Option<Arc<dyn $trait>> {
-                match protocol {
-                    Protocol::Grpc => $grpc::connect_lazy(&base_url(i))
-                        .ok()
-                        .map(|c| Arc::new(c) as Arc<dyn $trait>),
-                    Protocol::Http => Some(Arc::new($http::new(http.clone(), &base_url(i)))),
-                }
-            };
-            let pool = Pool::with_credentials(
-                $svc,
-                self.watch($svc).await?,
-                make,
-                cfg.policy(),
-                self.credentials.clone(),
-            );
-            Ok(Arc::new($balanced(pool)))
+macro_rules! core_contract {
+    ($svc:literal, $trait:ident, $grpc:ident, $http:ident, $balanced:ident) => {
+        impl Contract for dyn $trait {
+            const SERVICE: &'static str = $svc;
+            fn grpc(base_url: &str) -> Option<Arc<Self>> {
+                $grpc::connect_lazy(base_url)
+                    .ok()
+                    .map(|c| Arc::new(c) as Arc<Self>)
+            }
+            fn http(http: reqwest::Client, base_url: &str) -> Arc<Self> {
+                Arc::new($http::new(http, base_url))
+            }
+            fn balanced(pool: Arc<Pool<Arc<Self>>>) -> Arc<Self> {
+                Arc::new($balanced(pool))
+            }
         }
     };
 }
 
-impl ClientFactory {
-    pool_client!(
-        authz,
-        "authz",
-        AuthzServiceClient,
-        AuthzGrpcClient,
-        AuthzHttpClient,
-        BalancedAuthz
-    );
-    pool_client!(
-        audit,
-        "audit",
-        AuditServiceClient,
-        AuditGrpcClient,
-        AuditHttpClient,
-        BalancedAudit
-    );
-}
+core_contract!(
+    "identity",
+    IdentityServiceClient,
+    IdentityGrpcClient,
+    IdentityHttpClient,
+    BalancedIdentity
+);
+core_contract!(
+    "auth",
+    AuthServiceClient,
+    AuthGrpcClient,
+    AuthHttpClient,
+    BalancedAuth
+);
+core_contract!(
+    "authz",
+    AuthzServiceClient,
+    AuthzGrpcClient,
+    AuthzHttpClient,
+    BalancedAuthz
+);
+core_contract!(
+    "audit",
+    AuditServiceClient,
+    AuditGrpcClient,
+    AuditHttpClient,
+    BalancedAudit
+);
 
 /// The `clients` section: one entry per target service; missing ones use the defaults.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -22,5 +22,5 @@ pub use credentials::{
     IssuedCredentials, ServiceIdentityConfig, check_shared_config, development_secret,
     is_development_secret,
 };
-pub use factory::{ClientConfig, ClientFactory, ClientsConfig, Protocol};
+pub use factory::{ClientConfig, ClientFactory, ClientsConfig, Contract, Protocol};
 pub use pool::{Policy, Pool};

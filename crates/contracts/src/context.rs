@@ -36,6 +36,9 @@ pub struct RequestContext {
     /// When the originating caller stops waiting. Outgoing calls carry the time left
     /// (`grpc-timeout` / `x-plt-timeout-ms`), and a callee never extends it.
     pub deadline: Option<Instant>,
+    /// Who the service runtime admitted for this call (server side only; set by the
+    /// generated adapters after the method's access rule passed, never read from the wire).
+    pub principal: Option<crate::access::Principal>,
 }
 
 impl RequestContext {
@@ -78,6 +81,7 @@ impl RequestContext {
                         .map(Duration::from_millis)
                 })
                 .map(|d| Instant::now() + d),
+            principal: None,
         }
     }
 
@@ -105,6 +109,14 @@ impl RequestContext {
             .get::<axum::extract::ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
         ctx
+    }
+
+    /// The signed-in user the runtime admitted, if the caller is one.
+    pub fn user_id(&self) -> Option<&str> {
+        match &self.principal {
+            Some(crate::access::Principal::User(id)) => Some(id),
+            _ => None,
+        }
     }
 
     /// The access token of a `Bearer` authorization, if any.

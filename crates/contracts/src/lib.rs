@@ -3,6 +3,7 @@
 //! type mapped to gRPC and HTTP alike, the gRPC and HTTP adapters (server and client) for
 //! each trait, and (feature `testsuite`) the contract suites every implementation must pass.
 
+pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod authz;
@@ -10,6 +11,8 @@ pub mod context;
 pub mod error;
 pub mod http_api;
 pub mod identity;
+#[doc(hidden)]
+pub mod rt;
 pub mod service_identity;
 pub mod wire;
 

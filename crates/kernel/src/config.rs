@@ -286,6 +286,10 @@ pub struct ConfigSource {
     pub dir: PathBuf,
     /// Environment variables as `(name, value)`; normally `std::env::vars()`.
     pub vars: Vec<(String, String)>,
+    /// Sections of feature services, beyond [`KNOWN_SECTIONS`]: `(name, defaults)`, the
+    /// defaults being YAML with the section at its top level, read beneath
+    /// `config/default.yaml` (a feature service ships its defaults in its own crate).
+    pub sections: Vec<(&'static str, &'static str)>,
 }
 
 impl ConfigSource {
@@ -297,7 +301,20 @@ impl ConfigSource {
             .find(|(k, _)| k == "PLT_CONFIG_DIR")
             .map(|(_, v)| PathBuf::from(v))
             .unwrap_or_else(|| PathBuf::from("config"));
-        Self { dir, vars }
+        Self {
+            dir,
+            vars,
+            sections: Vec::new(),
+        }
+    }
+
+    /// This source, also knowing section `name` with these defaults (YAML with `name` at
+    /// its top level).
+    pub fn with_section(mut self, name: &'static str, defaults: &'static str) -> Self {
+        if !self.sections.iter().any(|(n, _)| *n == name) {
+            self.sections.push((name, defaults));
+        }
+        self
     }
 
     /// Loads one more top-level section (shared ones such as `registry` or `clients`).
@@ -306,7 +323,7 @@ impl ConfigSource {
         T: DeserializeOwned + Validate,
     {
         let figment = self.figment()?;
-        check_known_keys(&figment)?;
+        self.check_known_keys(&figment)?;
         let value: T = figment
             .focus(name)
             .extract_lossy()
@@ -321,7 +338,7 @@ impl ConfigSource {
         S: DeserializeOwned + Serialize + Validate,
     {
         let figment = self.figment()?;
-        check_known_keys(&figment)?;
+        self.check_known_keys(&figment)?;
         // Lossy: variables are strings, read as numbers or booleans where the key needs one.
         let kernel: KernelConfig = figment.extract_lossy().map_err(ConfigError::from_figment)?;
         kernel.validate("")?;
@@ -355,7 +372,11 @@ impl ConfigSource {
                 ),
             ));
         }
-        let mut figment = Figment::new().merge(Yaml::file(&default));
+        let mut figment = Figment::new();
+        for (_, defaults) in &self.sections {
+            figment = figment.merge(Yaml::string(defaults));
+        }
+        figment = figment.merge(Yaml::file(&default));
         let env_name = self
             .var("PLT_ENV")
             .map(str::to_owned)
@@ -466,8 +487,18 @@ fn insert_path(
     }
 }
 
-fn check_known_keys(figment: &Figment) -> Result<(), ConfigError> {
-    let known: BTreeSet<&str> = KNOWN_SECTIONS.iter().copied().collect();
+impl ConfigSource {
+    fn check_known_keys(&self, figment: &Figment) -> Result<(), ConfigError> {
+        check_known_keys(figment, &self.sections)
+    }
+}
+
+fn check_known_keys(
+    figment: &Figment,
+    sections: &[(&'static str, &'static str)],
+) -> Result<(), ConfigError> {
+    let mut known: BTreeSet<&str> = KNOWN_SECTIONS.iter().copied().collect();
+    known.extend(sections.iter().map(|(n, _)| *n));
     let data = figment.data().map_err(ConfigError::from_figment)?;
     for dict in data.values() {
         for key in dict.keys() {
@@ -476,7 +507,7 @@ fn check_known_keys(figment: &Figment) -> Result<(), ConfigError> {
                     key.clone(),
                     format!(
                         "unknown top-level key; expected one of: {}",
-                        KNOWN_SECTIONS.join(", ")
+                        known.iter().copied().collect::<Vec<_>>().join(", ")
                     ),
                 ));
             }

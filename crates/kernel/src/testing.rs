@@ -28,6 +28,7 @@ where
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        sections: Vec::new(),
     };
     match source.load(section) {
         Ok(cfg) => cfg,

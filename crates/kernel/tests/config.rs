@@ -89,6 +89,7 @@ fn source(dir: &Path, vars: &[(&str, &str)]) -> ConfigSource {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        sections: Vec::new(),
     }
 }
 

@@ -148,6 +148,7 @@ async fn bench(url: String) -> Result<bool, String> {
                 dir.path().to_string_lossy().into_owned(),
             ),
         ],
+        sections: Vec::new(),
     };
     let cfg: audit_service::Config = source.load(SECTION).map_err(|e| e.to_string())?;
     let schema = plt_db::testing::unique_schema("auditbench");

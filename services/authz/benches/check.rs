@@ -123,6 +123,7 @@ async fn serve() -> anyhow::Result<Served> {
             ("PLT_AUTHZ__BOOTSTRAP_ADMINS".into(), admins),
             ("PLT_LOG__LEVEL".into(), "error".into()),
         ],
+        sections: Vec::new(),
     };
     let cfg: authz_service::Config = source.load(SECTION)?;
     let signer = Signer::generate("bench")?;

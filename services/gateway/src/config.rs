@@ -567,6 +567,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            sections: Vec::new(),
         }
         .load::<GatewayConfig>(crate::SECTION)
         .map(|l| l.service)

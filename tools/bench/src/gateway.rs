@@ -216,6 +216,7 @@ async fn start_servers(isolation: Option<&Isolation>) -> anyhow::Result<Servers>
     let source = ConfigSource {
         dir: config_dir(),
         vars: config_vars(isolation),
+        sections: Vec::new(),
     };
     let cfg = source
         .load::<GatewayConfig>(SECTION)

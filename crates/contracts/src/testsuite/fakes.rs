@@ -155,9 +155,19 @@ pub struct FakeAuthz {
     pub down: Arc<std::sync::atomic::AtomicBool>,
     /// The service token each `authorize` call carried (like authz, checks need one).
     service_tokens: Arc<Mutex<Vec<Option<String>>>>,
+    /// Registered permissions: name -> owning service.
+    registered: Arc<Mutex<std::collections::BTreeMap<String, String>>>,
 }
 
 impl FakeAuthz {
+    /// The permissions registered so far (name -> owning service).
+    pub fn registered(&self) -> std::collections::BTreeMap<String, String> {
+        self.registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The service token of every `authorize` call so far, in order.
     pub fn service_tokens(&self) -> Vec<Option<String>> {
         self.service_tokens
@@ -230,9 +240,13 @@ impl crate::authz::AuthzServiceClient for FakeAuthz {
     async fn register_permissions(
         &self,
         _ctx: &RequestContext,
-        _service: &str,
-        _permissions: Vec<crate::authz::Permission>,
+        service: &str,
+        permissions: Vec<crate::authz::Permission>,
     ) -> Result<()> {
+        let mut registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
+        for p in permissions {
+            registered.insert(p.name, service.to_owned());
+        }
         Ok(())
     }
 

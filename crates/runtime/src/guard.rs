@@ -1,0 +1,151 @@
+//! The runtime's [`AccessGuard`]: what every service enforces on each call, before its own
+//! code runs, whatever the caller's network.
+//!
+//! - users: the `Authorization: Bearer` access token, verified locally against auth's keys;
+//! - services: the `x-plt-service-token`, verified and addressed to this service;
+//! - permissions: asked of authz (`HasPermission`, as this service), remembered for a
+//!   moment (`runtime.permission_cache_ttl`) so a burst of calls costs one question.
+
+use async_trait::async_trait;
+use moka::future::Cache;
+use plt_authn::{ServiceGuard, Verifier};
+use plt_contracts::{
+    Error, ErrorCode, RequestContext, Result,
+    access::{Access, AccessGuard, MethodAccess, Principal},
+    authz::AuthzServiceClient,
+};
+use std::{sync::Arc, time::Duration};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+/// Where the guard gets authz from: built once, on first need (a service with no
+/// permission rules never calls authz).
+pub type AuthzSource = Arc<
+    dyn Fn() -> futures_util::future::BoxFuture<'static, Result<Arc<dyn AuthzServiceClient>>>
+        + Send
+        + Sync,
+>;
+
+pub struct RuntimeGuard {
+    users: Verifier,
+    services: ServiceGuard,
+    authz_source: AuthzSource,
+    authz: OnceCell<Arc<dyn AuthzServiceClient>>,
+    decisions: Cache<(Uuid, &'static str), bool>,
+}
+
+impl RuntimeGuard {
+    /// `service`: this service's registry name (service tokens must be addressed to it).
+    pub fn new(verifier: Verifier, service: &str, authz: AuthzSource, cache_ttl: Duration) -> Self {
+        Self {
+            services: ServiceGuard::new(verifier.clone(), service),
+            users: verifier,
+            authz_source: authz,
+            authz: OnceCell::new(),
+            decisions: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(cache_ttl.max(Duration::from_millis(1)))
+                .build(),
+        }
+    }
+
+    async fn user(&self, ctx: &RequestContext) -> Result<String> {
+        let Some(token) = ctx.bearer_token() else {
+            return Err(Error::unauthenticated(
+                "sign in first: an access token (Authorization: Bearer) is required",
+            ));
+        };
+        let claims = self.users.verify(token).await.map_err(|e| {
+            tracing::debug!(reason = %e, "access token refused");
+            Error::unauthenticated("invalid or expired access token")
+        })?;
+        Ok(claims.sub)
+    }
+
+    async fn holds(&self, ctx: &RequestContext, user: &str, permission: &'static str) -> Result<bool> {
+        let Ok(id) = Uuid::parse_str(user) else {
+            return Ok(false);
+        };
+        if let Some(d) = self.decisions.get(&(id, permission)).await {
+            return Ok(d);
+        }
+        let authz = self
+            .authz
+            .get_or_try_init(|| (self.authz_source)())
+            .await?
+            .clone();
+        // Asked as this service: only the request id travels on, never the caller's tokens.
+        let ask = RequestContext {
+            request_id: ctx.request_id.clone(),
+            deadline: ctx.deadline,
+            ..Default::default()
+        };
+        let held = authz
+            .has_permission(&ask, id, permission)
+            .await
+            .map_err(|e| match e.code {
+                ErrorCode::Unavailable | ErrorCode::DeadlineExceeded => {
+                    Error::dependency_unavailable("authorization", "checking a permission", &e)
+                }
+                _ => e,
+            })?;
+        self.decisions.insert((id, permission), held).await;
+        Ok(held)
+    }
+}
+
+fn denied(what: String) -> Error {
+    Error::new(ErrorCode::PermissionDenied, what)
+}
+
+#[async_trait]
+impl AccessGuard for RuntimeGuard {
+    async fn admit(
+        &self,
+        ctx: &RequestContext,
+        method: &MethodAccess,
+        owner: Option<&str>,
+    ) -> Result<Option<Principal>> {
+        match method.access {
+            Access::Public => {
+                // A valid token still identifies the caller; an invalid one is ignored.
+                if ctx.bearer_token().is_some()
+                    && let Ok(user) = self.user(ctx).await
+                {
+                    return Ok(Some(Principal::User(user)));
+                }
+                Ok(None)
+            }
+            Access::Authenticated => Ok(Some(Principal::User(self.user(ctx).await?))),
+            Access::Permission(p) => {
+                let user = self.user(ctx).await?;
+                if self.holds(ctx, &user, p).await? {
+                    Ok(Some(Principal::User(user)))
+                } else {
+                    Err(denied(format!("requires permission {p}")))
+                }
+            }
+            Access::Owner { field, permission } => {
+                let user = self.user(ctx).await?;
+                if owner == Some(user.as_str()) {
+                    return Ok(Some(Principal::User(user)));
+                }
+                match permission {
+                    Some(p) if self.holds(ctx, &user, p).await? => Ok(Some(Principal::User(user))),
+                    Some(p) => Err(denied(format!(
+                        "{field} must be your own user id, or you need permission {p}"
+                    ))),
+                    None => Err(denied(format!("{field} must be your own user id"))),
+                }
+            }
+            Access::Services(allowed) => {
+                let caller = if allowed.contains(&"*") {
+                    self.services.caller(ctx).await?
+                } else {
+                    self.services.require_one_of(ctx, allowed).await?
+                };
+                Ok(Some(Principal::Service(caller)))
+            }
+        }
+    }
+}
