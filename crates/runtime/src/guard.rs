@@ -32,6 +32,7 @@ pub struct RuntimeGuard {
     authz_source: AuthzSource,
     authz: OnceCell<Arc<dyn AuthzServiceClient>>,
     decisions: Cache<(Uuid, &'static str), bool>,
+    cache: bool,
 }
 
 impl RuntimeGuard {
@@ -46,6 +47,7 @@ impl RuntimeGuard {
                 .max_capacity(100_000)
                 .time_to_live(cache_ttl.max(Duration::from_millis(1)))
                 .build(),
+            cache: !cache_ttl.is_zero(),
         }
     }
 
@@ -89,7 +91,9 @@ impl RuntimeGuard {
                 }
                 _ => e,
             })?;
-        self.decisions.insert((id, permission), held).await;
+        if self.cache {
+            self.decisions.insert((id, permission), held).await;
+        }
         Ok(held)
     }
 }

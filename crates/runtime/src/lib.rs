@@ -173,6 +173,8 @@ pub struct Overrides {
     pub clients: Option<ClientFactory>,
     /// Authz instead of the one found through the client factory (tests).
     pub authz: Option<Arc<dyn AuthzServiceClient>>,
+    /// How long a permission decision is reused (default 1 s; zero: ask authz every time).
+    pub permission_cache_ttl: Option<Duration>,
 }
 
 /// The configuration of service `S` from `source` (its section's defaults added).
@@ -264,7 +266,7 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
         verifier,
         m.name,
         authz_source.clone(),
-        Duration::from_secs(1),
+        o.permission_cache_ttl.unwrap_or(Duration::from_secs(1)),
     ));
     let (stop_jobs, stopping) = watch::channel(false);
     let listen = o.listen.unwrap_or(cfg.service.listen());

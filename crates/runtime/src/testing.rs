@@ -92,6 +92,8 @@ impl TestService {
                         .with_credentials(authority.credentials(m.name)),
                 ),
                 authz: Some(Arc::new(authz.clone())),
+                // A grant in the test takes effect at once.
+                permission_cache_ttl: Some(std::time::Duration::ZERO),
             },
         )
         .await

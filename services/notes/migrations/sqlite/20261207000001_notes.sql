@@ -1,0 +1,10 @@
+-- notes (SQLite: UUIDs as 16-byte blobs, times as RFC 3339 text, as sqlx encodes them).
+CREATE TABLE notes (
+    id         BLOB PRIMARY KEY,
+    owner_id   BLOB NOT NULL,
+    title      TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX notes_owner ON notes (owner_id, id);
