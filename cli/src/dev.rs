@@ -132,7 +132,7 @@ pub(crate) async fn ensure_admin(
 pub(crate) struct Banner {
     pub started: Instant,
     pub gateway: SocketAddr,
-    pub services: Vec<(&'static str, SocketAddr)>,
+    pub services: Vec<(String, SocketAddr)>,
     pub admin: Admin,
     pub data_dir: PathBuf,
     pub processes: bool,
@@ -180,22 +180,47 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if args.processes {
         return crate::processes::run(args, data_dir).await;
     }
+    // Feature services (crates declaring `[package.metadata.plt] service`), built first.
+    let features = crate::features::discover()?;
+    let exes = crate::features::build(&features)?;
     let started = Instant::now();
     let s = source(Some(&data_dir));
     let identity_cfg: identity_service::Config = s.load(identity_service::SECTION)?;
-    let auth_cfg: auth_service::Config = s.load(auth_service::SECTION)?;
+    let mut auth_cfg: auth_service::Config = s.load(auth_service::SECTION)?;
     let audit_cfg: audit_service::Config = s.load(audit_service::SECTION)?;
     let mut authz_cfg: authz_service::Config = s.load(authz_service::SECTION)?;
-    let gateway_cfg: api_gateway::Config = s.load(api_gateway::SECTION)?;
+    let mut gateway_cfg: api_gateway::Config = s.load(api_gateway::SECTION)?;
     telemetry::init(&identity_cfg.kernel.log);
+    for f in &features {
+        // Its development credential, and its announced routes served by the gateway.
+        auth_cfg.service.service_accounts.insert(
+            f.service.clone(),
+            Secret::new(plt_client::development_secret(&f.service)),
+        );
+        gateway_cfg.service.discovery.services.push(f.service.clone());
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     // One in-memory registry for the process: each service registers the port it really got
-    // and finds the others there, then calls them over loopback gRPC.
-    let registry: Arc<dyn ServiceRegistry> = Arc::new(MemoryRegistry::new());
+    // and finds the others there, then calls them over loopback gRPC. With feature services
+    // (other processes), a registry they can reach too: the Consul agent API, served here.
+    let (registry, agent): (Arc<dyn ServiceRegistry>, Option<String>) = if features.is_empty() {
+        (Arc::new(MemoryRegistry::new()), None)
+    } else {
+        let (_agent, url) = plt_registry::consul::testserver::ConsulTestServer::start()
+            .await
+            .context("starting the development registry")?;
+        (
+            Arc::new(plt_registry::consul::ConsulRegistry::new(
+                reqwest::Client::new(),
+                &url,
+            )),
+            Some(url),
+        )
+    };
     // Auth first: the others verify tokens (users' and services') against its keys, fetched
     // from where it really listens. Its identity client finds identity through the registry
     // on first use.
@@ -272,22 +297,45 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     tasks.push(tokio::spawn(audit.run(stop(stop_rx.clone()))));
     tasks.push(tokio::spawn(authz.run(stop(stop_rx.clone()))));
     tasks.push(tokio::spawn(gateway.run(stop(stop_rx.clone()))));
+    let mut running = Vec::new();
+    if let Some(agent) = &agent {
+        let env: Vec<(String, String)> = s
+            .vars
+            .iter()
+            .filter(|(k, _)| k == "PLT_DATABASE__DATA_DIR" || k == "PLT_NOTIFIER__OUTBOX_DIR")
+            .cloned()
+            .collect();
+        for (f, exe) in features.iter().zip(&exes) {
+            match crate::features::spawn(f, exe, agent, &registry, auth_addr, &env).await {
+                Ok(r) => running.push(r),
+                Err(e) => {
+                    let _ = crate::features::stop(running).await;
+                    let _ = stop_tx.send(true);
+                    return Err(e);
+                }
+            }
+        }
+    }
+    let mut services: Vec<(String, SocketAddr)> = vec![
+        ("identity".into(), identity_addr),
+        ("auth".into(), auth_addr),
+        ("authz".into(), authz_addr),
+        ("audit".into(), audit_addr),
+    ];
+    services.extend(running.iter().map(|r| (r.feature.service.clone(), r.addr)));
     Banner {
         started,
         gateway: gateway_addr,
-        services: vec![
-            ("identity", identity_addr),
-            ("auth", auth_addr),
-            ("authz", authz_addr),
-            ("audit", audit_addr),
-        ],
+        services,
         admin,
         data_dir,
         processes: false,
     }
     .print();
     shutdown_signal().await;
+    let features_stopped = crate::features::stop(running).await;
     let _ = stop_tx.send(true);
+    features_stopped?;
     for r in futures_util::future::join_all(tasks).await {
         r.context("service task")??;
     }

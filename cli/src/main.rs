@@ -4,6 +4,7 @@
 //! (`--processes`, each `plt serve <service>`).
 
 mod dev;
+mod features;
 mod processes;
 
 use clap::{Parser, Subcommand};

@@ -156,7 +156,7 @@ pub async fn run(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         services: services
             .iter()
             .filter(|s| s.name != "gateway")
-            .map(|s| (s.name, s.addr))
+            .map(|s| (s.name.to_owned(), s.addr))
             .collect(),
         admin,
         data_dir,

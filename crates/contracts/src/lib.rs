@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod context;
+pub mod docs;
 pub mod error;
 pub mod http_api;
 pub mod identity;

@@ -300,7 +300,7 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
     }
     prefixes.extend(parts.http_prefixes.iter().cloned());
     prefixes.dedup();
-    let doc = openapi::merge_fragments(m.name, m.version, &fragments)?;
+    let doc = openapi::merge_fragments(m.name, m.version, &fragments).map_err(anyhow::Error::msg)?;
     host = host.http(openapi::route(doc));
     if let Some(router) = parts.http {
         host = host.http(router);

@@ -13,6 +13,7 @@ pub mod edge;
 pub mod front;
 pub mod h1;
 pub mod headers;
+pub mod docs;
 pub mod openapi;
 /// Client addresses behind trusted proxies (the kernel's, shared with auth).
 pub use plt_kernel::net;
@@ -155,9 +156,14 @@ impl App {
         }
         let doc = openapi::document(g);
         let documented = openapi::Documented::new(&doc);
-        let openapi = serde_json::to_vec(&doc)
-            .context("rendering the OpenAPI document")?
-            .into();
+        let openapi = docs::Docs::new(
+            serde_json::to_value(&doc).context("rendering the OpenAPI document")?,
+        );
+        watchers.push(openapi.spawn_refresh(
+            registry.clone(),
+            g.discovery.services.clone(),
+            g.discovery.api_prefix.clone(),
+        ));
         let gateway = Arc::new(Gateway {
             routes,
             upstreams,

@@ -45,7 +45,7 @@ pub struct Gateway {
     pub(crate) authz_failing: std::sync::atomic::AtomicBool,
     pub(crate) body_limit: usize,
     pub(crate) retry_buffer: usize,
-    pub(crate) openapi: bytes::Bytes,
+    pub(crate) openapi: Arc<crate::docs::Docs>,
     /// The document's paths and methods (405 before authentication).
     pub(crate) documented: crate::openapi::Documented,
 }
@@ -600,7 +600,7 @@ pub fn openapi(gw: &Gateway, method: &http::Method, rid: &Option<String>) -> Res
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        gw.openapi.clone(),
+        gw.openapi.bytes(),
     )
         .into_response()
 }
