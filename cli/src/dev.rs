@@ -197,7 +197,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             f.service.clone(),
             Secret::new(plt_client::development_secret(&f.service)),
         );
-        gateway_cfg.service.discovery.services.push(f.service.clone());
+        gateway_cfg
+            .service
+            .discovery
+            .services
+            .push(f.service.clone());
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -37,7 +37,13 @@ pub fn discover() -> anyhow::Result<Vec<Feature>> {
         return Ok(Vec::new());
     }
     let out = std::process::Command::new(cargo())
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .stderr(Stdio::inherit())
         .output()
         .context("running cargo metadata to find feature services")?;
@@ -54,9 +60,15 @@ pub fn discover() -> anyhow::Result<Vec<Feature>> {
             .as_array()
             .into_iter()
             .flatten()
-            .find(|t| t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin")))
+            .find(|t| {
+                t["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "bin"))
+            })
             .and_then(|t| t["name"].as_str())
-            .with_context(|| format!("{} declares service {service} but has no binary", p["name"]))?;
+            .with_context(|| {
+                format!("{} declares service {service} but has no binary", p["name"])
+            })?;
         found.push(Feature {
             service: service.to_owned(),
             package: p["name"].as_str().unwrap_or_default().to_owned(),
@@ -98,7 +110,9 @@ pub fn build(features: &[Feature]) -> anyhow::Result<Vec<PathBuf>> {
         let exe = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == f.binary.as_str())
+            .filter(|m| {
+                m["reason"] == "compiler-artifact" && m["target"]["name"] == f.binary.as_str()
+            })
             .find_map(|m| m["executable"].as_str().map(PathBuf::from))
             .with_context(|| format!("cargo built no executable {}", f.binary))?;
         exes.push(exe);

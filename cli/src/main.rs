@@ -6,6 +6,7 @@
 mod dev;
 mod features;
 mod processes;
+mod scaffold;
 
 use clap::{Parser, Subcommand};
 use plt_kernel::{
@@ -54,10 +55,26 @@ enum Command {
         #[command(subcommand)]
         command: MailCommand,
     },
+    /// Generate a new part of the platform.
+    New {
+        #[command(subcommand)]
+        command: NewCommand,
+    },
     /// Configuration.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NewCommand {
+    /// A feature service: services/<name> (core, store, migrations, tests) and
+    /// services/<name>-contract (its .proto and what is generated from it). Run from the
+    /// repository root; `plt dev` then runs it and the gateway routes /api/v1/<name>.
+    Service {
+        /// 2 to 30 of a-z and 0-9, starting with a letter (e.g. notes).
+        name: String,
     },
 }
 
@@ -124,7 +141,35 @@ async fn serve(service: &str, data_dir: &std::path::Path) -> anyhow::Result<()> 
                 .await
         }
         other => {
-            anyhow::bail!("unknown service {other:?}: identity, auth, authz, audit or gateway")
+            // A feature service: its own binary, built and run in the foreground.
+            let features = features::discover()?;
+            let Some(f) = features.iter().find(|f| f.service == other) else {
+                anyhow::bail!(
+                    "unknown service {other:?}: identity, auth, authz, audit, gateway{}",
+                    features
+                        .iter()
+                        .map(|f| format!(", {}", f.service))
+                        .collect::<String>()
+                )
+            };
+            let exe = features::build(std::slice::from_ref(f))?.remove(0);
+            let status = tokio::process::Command::new(exe)
+                .arg("serve")
+                .envs(
+                    s.vars
+                        .iter()
+                        .filter(|(k, _)| {
+                            k.starts_with("PLT_DATABASE__") || k.starts_with("PLT_NOTIFIER__")
+                        })
+                        .cloned(),
+                )
+                .status()
+                .await?;
+            if status.success() {
+                Ok(())
+            } else {
+                anyhow::bail!("{} exited with {status}", f.binary)
+            }
         }
     }
 }
@@ -162,6 +207,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
             .await
         }
         Command::Serve { service, data_dir } => serve(&service, &data_dir).await,
+        Command::New {
+            command: NewCommand::Service { name },
+        } => {
+            let root = std::env::current_dir()?;
+            let dirs = scaffold::new_service(&root, &name)?;
+            for d in &dirs {
+                println!("created {}", d.strip_prefix(&root).unwrap_or(d).display());
+            }
+            println!(
+                "\nNext:\n  cargo test -p {name}-service     # its contract over gRPC and HTTP, on SQLite (and PostgreSQL with PLT_TEST_POSTGRES_URL)\n  cargo run -p plt -- dev           # runs it with the platform; the gateway serves /api/v1/{name}\nEdit services/{name}-contract/proto/{name}.proto for its API and access rules, services/{name}/src/core.rs for its behaviour."
+            );
+            Ok(())
+        }
         Command::Mail {
             command: MailCommand::List { data_dir },
         } => {

@@ -2,7 +2,9 @@
 //! (`cargo metadata`): a service never depends on another service, a library crate never
 //! depends on a service, the kernel depends on no internal crate, and test helpers
 //! (`plt-testkit`) are never a normal dependency of a service or library. Only the composition
-//! root (`cli`) and the tools beside it (`tools/*`, `faults`) may depend on services.
+//! root (`cli`) and the tools beside it (`tools/*`, `faults`) may depend on services. A
+//! feature service's contract crate (`services/<name>-contract`) is a library: services call
+//! each other through it.
 
 use serde_json::Value;
 use std::{collections::BTreeMap, path::Path};
@@ -29,6 +31,7 @@ fn layer(name: &str, dir: &Path, root: &Path) -> Layer {
         (_, "plt-kernel") => Layer::Kernel,
         (_, "plt-testkit") => Layer::TestKit,
         ("crates", _) => Layer::Library,
+        ("services", n) if n.ends_with("-contract") => Layer::Library,
         ("services", _) => Layer::Service,
         _ => Layer::Root,
     }
@@ -127,6 +130,24 @@ fn the_workspace_keeps_its_layers() {
     );
     let bad = violations(&layers, &edges);
     assert!(bad.is_empty(), "layering broken:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn contract_crates_beside_services_are_libraries() {
+    let root = Path::new("/w");
+    let at = |p: &str| root.join(p);
+    assert_eq!(
+        layer("notes-contract", &at("services/notes-contract"), root),
+        Layer::Library
+    );
+    assert_eq!(
+        layer("notes-service", &at("services/notes"), root),
+        Layer::Service
+    );
+    assert_eq!(
+        layer("plt-runtime", &at("crates/runtime"), root),
+        Layer::Library
+    );
 }
 
 #[test]

@@ -211,7 +211,8 @@ fn snake(name: &str) -> String {
     let mut out = String::new();
     for (i, c) in chars.iter().enumerate() {
         if c.is_uppercase() {
-            let prev_lower = i > 0 && (chars[i - 1].is_lowercase() || chars[i - 1].is_ascii_digit());
+            let prev_lower =
+                i > 0 && (chars[i - 1].is_lowercase() || chars[i - 1].is_ascii_digit());
             let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
             let prev_upper = i > 0 && chars[i - 1].is_uppercase();
             if i > 0 && (prev_lower || (prev_upper && next_lower)) && !out.ends_with('_') {
@@ -231,8 +232,8 @@ fn field_ident(name: &str) -> String {
         "as", "break", "const", "continue", "else", "enum", "false", "fn", "for", "if", "impl",
         "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "static",
         "struct", "trait", "true", "type", "unsafe", "use", "where", "while", "async", "await",
-        "dyn", "abstract", "become", "box", "do", "final", "macro", "override", "priv",
-        "typeof", "unsized", "virtual", "yield", "try", "gen",
+        "dyn", "abstract", "become", "box", "do", "final", "macro", "override", "priv", "typeof",
+        "unsized", "virtual", "yield", "try", "gen",
     ];
     if KEYWORDS.contains(&s.as_str()) {
         format!("r#{s}")
@@ -342,7 +343,11 @@ fn comments(svc: &ServiceDescriptor, path: &[i32]) -> String {
 }
 
 impl<'a> Generator<'a> {
-    fn new(pool: &'a DescriptorPool, svc: &ServiceDescriptor, registry_name: &str) -> Result<Self, BoxError> {
+    fn new(
+        pool: &'a DescriptorPool,
+        svc: &ServiceDescriptor,
+        registry_name: &str,
+    ) -> Result<Self, BoxError> {
         let package = svc.package_name().to_owned();
         let access_ext = pool
             .get_extension_by_name("plt.api.v1.access")
@@ -352,7 +357,9 @@ impl<'a> Generator<'a> {
         for (i, m) in svc.methods().enumerate() {
             let at = format!("{}.{}", svc.full_name(), m.name());
             if m.is_client_streaming() || m.is_server_streaming() {
-                return Err(format!("{at}: streaming methods are not supported by plt contracts").into());
+                return Err(
+                    format!("{at}: streaming methods are not supported by plt contracts").into(),
+                );
             }
             for (what, msg) in [("input", m.input()), ("output", m.output())] {
                 if msg.package_name() != package || msg.parent_message().is_some() {
@@ -398,7 +405,11 @@ impl<'a> Generator<'a> {
                     if let Value::Message(p) = v {
                         let name = ext_str(p, "name");
                         let description = ext_str(p, "description");
-                        check_permission_name(&format!("{}: permissions", svc.full_name()), &name, registry_name)?;
+                        check_permission_name(
+                            &format!("{}: permissions", svc.full_name()),
+                            &name,
+                            registry_name,
+                        )?;
                         permissions.push((name, description));
                     }
                 }
@@ -407,7 +418,10 @@ impl<'a> Generator<'a> {
         for m in &methods {
             let used = match &m.access {
                 AccessRule::Permission(p) => Some(p),
-                AccessRule::Owner { permission: Some(p), .. } => Some(p),
+                AccessRule::Owner {
+                    permission: Some(p),
+                    ..
+                } => Some(p),
                 _ => None,
             };
             if let Some(p) = used
@@ -449,7 +463,10 @@ impl<'a> Generator<'a> {
         for l in svc_doc.lines() {
             let _ = writeln!(c, "///{}{}", if l.is_empty() { "" } else { " " }, l);
         }
-        let _ = writeln!(c, "#[{rt}::async_trait]\npub trait {trait_name}: Send + Sync + 'static {{");
+        let _ = writeln!(
+            c,
+            "#[{rt}::async_trait]\npub trait {trait_name}: Send + Sync + 'static {{"
+        );
         for m in &self.methods {
             for l in m.doc.lines() {
                 let _ = writeln!(c, "    ///{}{}", if l.is_empty() { "" } else { " " }, l);
@@ -480,7 +497,11 @@ impl<'a> Generator<'a> {
         let idempotent: Vec<String> = self
             .methods
             .iter()
-            .filter(|m| m.http.as_ref().is_some_and(|h| matches!(h.verb, "get" | "put" | "delete")))
+            .filter(|m| {
+                m.http
+                    .as_ref()
+                    .is_some_and(|h| matches!(h.verb, "get" | "put" | "delete"))
+            })
             .map(|m| rust_str(m.desc.name()))
             .collect();
         let _ = writeln!(
@@ -496,7 +517,11 @@ impl<'a> Generator<'a> {
             full = self.svc.full_name(),
             reg = rust_str(&self.registry_name),
             full_s = rust_str(self.svc.full_name()),
-            prefixes = prefixes.iter().map(|p| rust_str(p)).collect::<Vec<_>>().join(", "),
+            prefixes = prefixes
+                .iter()
+                .map(|p| rust_str(p))
+                .collect::<Vec<_>>()
+                .join(", "),
             openapi = rust_str(&openapi),
             perms = self
                 .permissions
@@ -553,7 +578,12 @@ impl<'a> Generator<'a> {
         for (path, ms) in &by_path {
             let chain = ms
                 .iter()
-                .map(|(_, m, h)| format!("{rt}::axum::routing::{}(http_{snake_svc}_{})", h.verb, m.rust))
+                .map(|(_, m, h)| {
+                    format!(
+                        "{rt}::axum::routing::{}(http_{snake_svc}_{})",
+                        h.verb, m.rust
+                    )
+                })
                 .collect::<Vec<_>>();
             let mut route = chain[0].clone();
             for more in &chain[1..] {
@@ -572,7 +602,9 @@ impl<'a> Generator<'a> {
             let path_arg = if h.params.is_empty() {
                 String::new()
             } else {
-                format!("{rt}::axum::extract::Path(path): {rt}::axum::extract::Path<::std::collections::HashMap<String, String>>, ")
+                format!(
+                    "{rt}::axum::extract::Path(path): {rt}::axum::extract::Path<::std::collections::HashMap<String, String>>, "
+                )
             };
             let mut sets = String::new();
             for p in &h.params {
@@ -584,7 +616,11 @@ impl<'a> Generator<'a> {
                 );
             }
             let owner = owner_expr(&m.access);
-            let respond = if m.output_empty { "respond_empty" } else { "respond" };
+            let respond = if m.output_empty {
+                "respond_empty"
+            } else {
+                "respond"
+            };
             let _ = writeln!(
                 c,
                 "async fn http_{snake_svc}_{r}({rt}::axum::extract::State(s): {rt}::axum::extract::State<{svc_name}HttpState>, mut ctx: {ctx}, {path_arg}{rt}::axum::extract::RawQuery(query): {rt}::axum::extract::RawQuery, headers: {rt}::http::HeaderMap, body: {rt}::Bytes) -> {rt}::axum::response::Response {{\n    {rt}::{respond}(async move {{\n        #[allow(unused_mut)]\n        let mut req: pb::{inp} = {rt}::decode_request(&headers, query.as_deref(), &body, {has_body})?;\n{sets}        ctx.principal = s.guard.admit(&ctx, &{upper}_METHODS[{i}], {owner}).await?;\n        s.inner.{r}(&ctx, req).await\n    }}.await)\n}}\n",
@@ -604,7 +640,10 @@ impl<'a> Generator<'a> {
             let body = match &m.http {
                 None => format!(
                     "        let _ = (ctx, req);\n        Err(::plt_contracts::Error::new(::plt_contracts::ErrorCode::Unimplemented, {}))",
-                    rust_str(&format!("{} has no HTTP mapping; call it over gRPC", m.desc.name()))
+                    rust_str(&format!(
+                        "{} has no HTTP mapping; call it over gRPC",
+                        m.desc.name()
+                    ))
                 ),
                 Some(h) => {
                     let mut fmt_path = String::new();
@@ -612,7 +651,10 @@ impl<'a> Generator<'a> {
                     let mut rest = h.path.as_str();
                     while let Some(open) = rest.find('{') {
                         fmt_path.push_str(&rest[..open]);
-                        let close = rest[open..].find('}').map(|x| x + open).unwrap_or(rest.len());
+                        let close = rest[open..]
+                            .find('}')
+                            .map(|x| x + open)
+                            .unwrap_or(rest.len());
                         fmt_path.push_str("{}");
                         args.push(format!(
                             "{rt}::path_segment(&req.{}.to_string())",
@@ -627,7 +669,11 @@ impl<'a> Generator<'a> {
                         format!("&format!({}, {})", rust_str(&fmt_path), args.join(", "))
                     };
                     let verb = h.verb.to_uppercase();
-                    let attach = if h.body { ".json(&req)" } else { ".query(&req)" };
+                    let attach = if h.body {
+                        ".json(&req)"
+                    } else {
+                        ".query(&req)"
+                    };
                     let finish = if m.output_empty {
                         "        self.0.send(rb).await?;\n        Ok(Default::default())".to_owned()
                     } else {
@@ -683,7 +729,12 @@ impl<'a> Generator<'a> {
         let mut out: Vec<String> = Vec::new();
         for m in &self.methods {
             if let Some(h) = &m.http {
-                let segs: Vec<&str> = h.path.split('/').filter(|s| !s.is_empty()).take(2).collect();
+                let segs: Vec<&str> = h
+                    .path
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .take(2)
+                    .collect();
                 let p = format!("/{}", segs.join("/"));
                 if !out.contains(&p) {
                     out.push(p);
@@ -722,7 +773,10 @@ impl<'a> Generator<'a> {
                 }
             }
             let mut op = Map::new();
-            op.insert("operationId".into(), json!(format!("{}.{}", self.svc.full_name(), m.desc.name())));
+            op.insert(
+                "operationId".into(),
+                json!(format!("{}.{}", self.svc.full_name(), m.desc.name())),
+            );
             let summary = m.doc.lines().next().unwrap_or(m.desc.name()).to_owned();
             op.insert("summary".into(), json!(summary));
             if !m.doc.is_empty() {
@@ -785,14 +839,22 @@ fn ext_str(msg: &DynamicMessage, name: &str) -> String {
 fn check_permission_name(at: &str, name: &str, service: &str) -> Result<(), BoxError> {
     let parts: Vec<&str> = name.split('.').collect();
     let ok = parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        });
     if !ok {
-        return Err(format!("{at}: permission {name:?} must be <service>.<resource>.<action> in a-z, 0-9, _").into());
+        return Err(format!(
+            "{at}: permission {name:?} must be <service>.<resource>.<action> in a-z, 0-9, _"
+        )
+        .into());
     }
     if parts[0] != service {
-        return Err(format!("{at}: permission {name:?} must start with this service's name, {service}.").into());
+        return Err(format!(
+            "{at}: permission {name:?} must start with this service's name, {service}."
+        )
+        .into());
     }
     Ok(())
 }
@@ -802,7 +864,10 @@ fn parse_access(at: &str, v: &Value, input: &MessageDescriptor) -> Result<Access
         return Err(format!("{at}: the access option is not a message").into());
     };
     let public = matches!(ext_field(msg, "public").as_deref(), Some(Value::Bool(true)));
-    let authenticated = matches!(ext_field(msg, "authenticated").as_deref(), Some(Value::Bool(true)));
+    let authenticated = matches!(
+        ext_field(msg, "authenticated").as_deref(),
+        Some(Value::Bool(true))
+    );
     let permission = ext_str(msg, "permission");
     let owner = ext_str(msg, "owner_field");
     let services: Vec<String> = match ext_field(msg, "services").as_deref() {
@@ -815,10 +880,15 @@ fn parse_access(at: &str, v: &Value, input: &MessageDescriptor) -> Result<Access
             .collect(),
         _ => Vec::new(),
     };
-    let kinds = [public, authenticated, !owner.is_empty() || !permission.is_empty(), !services.is_empty()]
-        .iter()
-        .filter(|x| **x)
-        .count();
+    let kinds = [
+        public,
+        authenticated,
+        !owner.is_empty() || !permission.is_empty(),
+        !services.is_empty(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
     if kinds != 1 {
         return Err(format!(
             "{at}: the access rule must set exactly one of public, authenticated, permission/owner_field, services"
@@ -877,7 +947,9 @@ fn parse_http(at: &str, v: &Value, input: &MessageDescriptor) -> Result<HttpRule
         }
     }
     let Some((verb, path)) = found else {
-        return Err(format!("{at}: google.api.http needs one of get, put, post, delete, patch").into());
+        return Err(
+            format!("{at}: google.api.http needs one of get, put, post, delete, patch").into(),
+        );
     };
     if !path.starts_with('/') {
         return Err(format!("{at}: HTTP path {path:?} must start with /").into());
@@ -893,10 +965,15 @@ fn parse_http(at: &str, v: &Value, input: &MessageDescriptor) -> Result<HttpRule
     for seg in path.split('/') {
         if let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
             if inner.contains(['=', '.', '*']) {
-                return Err(format!("{at}: path parameter {{{inner}}}: only plain field names are supported").into());
+                return Err(format!(
+                    "{at}: path parameter {{{inner}}}: only plain field names are supported"
+                )
+                .into());
             }
             match input.get_field_by_name(inner) {
-                Some(f) if !f.is_list() && !f.is_map() && is_scalar(&f) => params.push(inner.to_owned()),
+                Some(f) if !f.is_list() && !f.is_map() && is_scalar(&f) => {
+                    params.push(inner.to_owned())
+                }
                 _ => {
                     return Err(format!(
                         "{at}: path parameter {{{inner}}} must be a scalar field of {}",
@@ -906,12 +983,14 @@ fn parse_http(at: &str, v: &Value, input: &MessageDescriptor) -> Result<HttpRule
                 }
             }
         } else if seg.contains(['{', '}']) {
-            return Err(format!("{at}: path segment {seg:?}: a parameter must be a whole segment").into());
+            return Err(
+                format!("{at}: path segment {seg:?}: a parameter must be a whole segment").into(),
+            );
         }
     }
     if body.is_empty() {
         for f in input.fields() {
-            if !params.iter().any(|p| p == f.name()) && !(is_scalar(&f) && !f.is_map()) {
+            if !params.iter().any(|p| p == f.name()) && (!is_scalar(&f) || f.is_map()) {
                 return Err(format!(
                     "{at}: field {} can travel neither in the path nor the query; use body: \"*\"",
                     f.name()
@@ -929,23 +1008,31 @@ fn parse_http(at: &str, v: &Value, input: &MessageDescriptor) -> Result<HttpRule
 }
 
 fn is_scalar(f: &FieldDescriptor) -> bool {
-    !f.is_list()
-        && !matches!(f.kind(), Kind::Message(_) | Kind::Bytes)
+    !f.is_list() && !matches!(f.kind(), Kind::Message(_) | Kind::Bytes)
 }
 
 fn field_schema(f: &FieldDescriptor) -> Json {
     let one = match f.kind() {
         Kind::String => json!({"type": "string"}),
         Kind::Bool => json!({"type": "boolean"}),
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => json!({"type": "integer", "format": "int32"}),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            json!({"type": "integer", "format": "int32"})
+        }
         Kind::Uint32 | Kind::Fixed32 => json!({"type": "integer", "format": "int32", "minimum": 0}),
-        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => json!({"type": "integer", "format": "int64"}),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
+            json!({"type": "integer", "format": "int64"})
+        }
         Kind::Uint64 | Kind::Fixed64 => json!({"type": "integer", "format": "int64", "minimum": 0}),
         Kind::Float | Kind::Double => json!({"type": "number"}),
         Kind::Bytes => json!({"type": "array", "items": {"type": "integer"}}),
-        Kind::Enum(e) => json!({"type": "integer", "description": format!("{}: {}", e.full_name(), e.values().map(|v| format!("{}={}", v.name(), v.number())).collect::<Vec<_>>().join(", "))}),
+        Kind::Enum(e) => {
+            json!({"type": "integer", "description": format!("{}: {}", e.full_name(), e.values().map(|v| format!("{}={}", v.name(), v.number())).collect::<Vec<_>>().join(", "))})
+        }
         Kind::Message(m) if f.is_map() => {
-            let value = m.get_field_by_name("value").map(|v| field_schema(&v)).unwrap_or(json!({}));
+            let value = m
+                .get_field_by_name("value")
+                .map(|v| field_schema(&v))
+                .unwrap_or(json!({}));
             return json!({"type": "object", "additionalProperties": value});
         }
         Kind::Message(m) => json!({"$ref": format!("#/components/schemas/{}", m.full_name())}),

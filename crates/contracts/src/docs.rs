@@ -86,7 +86,12 @@ mod tests {
         let err = merge_fragments("t", "1", &[a, a]).unwrap_err();
         assert!(err.contains("get /v1/a"), "{err}");
         let mut prefixed = json!({});
-        merge_into(&mut prefixed, &serde_json::from_str::<Value>(a).unwrap(), "/api").unwrap();
+        merge_into(
+            &mut prefixed,
+            &serde_json::from_str::<Value>(a).unwrap(),
+            "/api",
+        )
+        .unwrap();
         assert!(prefixed["paths"]["/api/v1/a"]["get"].is_object());
     }
 }

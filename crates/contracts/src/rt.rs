@@ -54,7 +54,12 @@ pub fn decode_request<T: DeserializeOwned + Default>(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let ct = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if !(ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json")))
         {
             return Err(Error::invalid("content-type", "must be application/json"));

@@ -64,7 +64,12 @@ impl RuntimeGuard {
         Ok(claims.sub)
     }
 
-    async fn holds(&self, ctx: &RequestContext, user: &str, permission: &'static str) -> Result<bool> {
+    async fn holds(
+        &self,
+        ctx: &RequestContext,
+        user: &str,
+        permission: &'static str,
+    ) -> Result<bool> {
         let Ok(id) = Uuid::parse_str(user) else {
             return Ok(false);
         };

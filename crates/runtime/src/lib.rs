@@ -153,7 +153,8 @@ impl Parts {
 
     /// A permission this service owns that no contract method names.
     pub fn permission(mut self, name: &str, description: &str) -> Self {
-        self.permissions.push((name.to_owned(), description.to_owned()));
+        self.permissions
+            .push((name.to_owned(), description.to_owned()));
         self
     }
 }
@@ -280,7 +281,9 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
     let parts = S::build(&cx)
         .await
         .with_context(|| format!("building {}", m.binary))?;
-    let Context { config: cfg, db, .. } = cx;
+    let Context {
+        config: cfg, db, ..
+    } = cx;
 
     // Host: every contract behind the guard, its OpenAPI fragment, health and metrics.
     let mut host = ServiceHost::new(m.binary, &cfg.kernel.server);
@@ -300,7 +303,8 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
     }
     prefixes.extend(parts.http_prefixes.iter().cloned());
     prefixes.dedup();
-    let doc = openapi::merge_fragments(m.name, m.version, &fragments).map_err(anyhow::Error::msg)?;
+    let doc =
+        openapi::merge_fragments(m.name, m.version, &fragments).map_err(anyhow::Error::msg)?;
     host = host.http(openapi::route(doc));
     if let Some(router) = parts.http {
         host = host.http(router);
@@ -394,7 +398,9 @@ async fn register_permissions(
         let outcome = match authz().await {
             Ok(client) => {
                 let ctx = RequestContext::new().with_timeout(Duration::from_secs(5));
-                client.register_permissions(&ctx, service, list.clone()).await
+                client
+                    .register_permissions(&ctx, service, list.clone())
+                    .await
             }
             Err(e) => Err(e),
         };
@@ -403,8 +409,9 @@ async fn register_permissions(
                 tracing::info!(count = list.len(), "permissions registered with authz");
                 return;
             }
-            Err(e) if e.code == plt_contracts::ErrorCode::InvalidArgument
-                || e.code == plt_contracts::ErrorCode::PermissionDenied =>
+            Err(e)
+                if e.code == plt_contracts::ErrorCode::InvalidArgument
+                    || e.code == plt_contracts::ErrorCode::PermissionDenied =>
             {
                 tracing::error!(error = %e, "authz refused this service's permissions; fix the declaration");
                 return;
@@ -432,7 +439,10 @@ impl Running {
 
     /// Serves until `shutdown`, then deregisters (no new calls are routed here), drains
     /// in-flight requests, stops background jobs and closes the database.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let registration = self.registration.take();
         let served = self
             .host

@@ -90,7 +90,11 @@ mod tests {
     #[test]
     fn dependencies_first() {
         let order = start_order(
-            &[("blog", &["notes", "authz"]), ("notes", &["authz"]), ("authz", &[])],
+            &[
+                ("blog", &["notes", "authz"]),
+                ("notes", &["authz"]),
+                ("authz", &[]),
+            ],
             &[],
         )
         .unwrap();

@@ -70,10 +70,11 @@ impl Docs {
             let Ok(instances) = registry.discover(service).await else {
                 continue;
             };
-            let Some((addr, path)) = instances
-                .iter()
-                .find_map(|i| i.metadata.get("openapi").map(|p| (i.address.clone(), p.clone())))
-            else {
+            let Some((addr, path)) = instances.iter().find_map(|i| {
+                i.metadata
+                    .get("openapi")
+                    .map(|p| (i.address.clone(), p.clone()))
+            }) else {
                 continue;
             };
             let fetched = async {
@@ -91,7 +92,9 @@ impl Docs {
                         tracing::debug!(service, error = %e, "not merging the service's OpenAPI document");
                     }
                 }
-                Err(e) => tracing::debug!(service, error = %e, "fetching the service's OpenAPI document"),
+                Err(e) => {
+                    tracing::debug!(service, error = %e, "fetching the service's OpenAPI document")
+                }
             }
         }
         let bytes = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());

@@ -9,11 +9,11 @@
 
 pub mod config;
 pub mod cors;
+pub mod docs;
 pub mod edge;
 pub mod front;
 pub mod h1;
 pub mod headers;
-pub mod docs;
 pub mod openapi;
 /// Client addresses behind trusted proxies (the kernel's, shared with auth).
 pub use plt_kernel::net;
@@ -156,9 +156,8 @@ impl App {
         }
         let doc = openapi::document(g);
         let documented = openapi::Documented::new(&doc);
-        let openapi = docs::Docs::new(
-            serde_json::to_value(&doc).context("rendering the OpenAPI document")?,
-        );
+        let openapi =
+            docs::Docs::new(serde_json::to_value(&doc).context("rendering the OpenAPI document")?);
         watchers.push(openapi.spawn_refresh(
             registry.clone(),
             g.discovery.services.clone(),

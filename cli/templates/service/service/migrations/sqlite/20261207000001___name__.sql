@@ -1,5 +1,5 @@
--- notes (SQLite: UUIDs as 16-byte blobs, times as RFC 3339 text, as sqlx encodes them).
-CREATE TABLE notes (
+-- __name__ (SQLite: UUIDs as 16-byte blobs, times as RFC 3339 text, as sqlx encodes them).
+CREATE TABLE __name__ (
     id         BLOB PRIMARY KEY,
     owner_id   BLOB NOT NULL,
     title      TEXT NOT NULL,
@@ -7,4 +7,4 @@ CREATE TABLE notes (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
-CREATE INDEX notes_owner ON notes (owner_id, id);
+CREATE INDEX __name___owner ON __name__ (owner_id, id);

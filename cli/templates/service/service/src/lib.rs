@@ -1,4 +1,4 @@
-//! notes-service: each user's notes, served over gRPC and HTTP/JSON by the plt runtime.
+//! __name__-service: each user's __name__, served over gRPC and HTTP/JSON by the plt runtime.
 //! What is here is the service's own: its configuration, its core and its store. Start-up,
 //! access rules, registration and shutdown are the runtime's.
 
@@ -6,21 +6,21 @@ pub mod config;
 pub mod core;
 pub mod store;
 
-use notes_contract::NotesServiceServe;
+use __name___contract::__Name__ServiceServe;
 use plt_runtime::{Context, Manifest, Parts, Service};
 use std::sync::Arc;
 
-/// The notes service, as the runtime runs it.
-pub struct Notes;
+/// The __name__ service, as the runtime runs it.
+pub struct __Name__;
 
 static MIGRATIONS: plt_db::Migrations = plt_db::embed_migrations!();
 
 #[async_trait::async_trait]
-impl Service for Notes {
-    type Config = config::NotesConfig;
+impl Service for __Name__ {
+    type Config = config::__Name__Config;
     const MANIFEST: Manifest = Manifest {
-        name: "notes",
-        binary: "notes-service",
+        name: "__name__",
+        binary: "__name__-service",
         version: env!("CARGO_PKG_VERSION"),
         calls: &["authz"],
         migrations: Some(&MIGRATIONS),
@@ -28,7 +28,7 @@ impl Service for Notes {
     };
 
     async fn build(cx: &Context<Self::Config>) -> anyhow::Result<Parts> {
-        let core = core::NotesCore::new(store::for_db(cx.db()?), cx.config.service.clone());
-        Ok(Parts::new().serve(NotesServiceServe(Arc::new(core))))
+        let core = core::__Name__Core::new(store::for_db(cx.db()?), cx.config.service.clone());
+        Ok(Parts::new().serve(__Name__ServiceServe(Arc::new(core))))
     }
 }

@@ -1,4 +1,4 @@
-//! The `notes` configuration section (defaults in ../config.yaml).
+//! The `__name__` configuration section (defaults in ../config.yaml).
 
 use plt_authn::TokenConfig;
 use plt_kernel::config::{ConfigError, Validate};
@@ -7,13 +7,13 @@ use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NotesConfig {
+pub struct __Name__Config {
     pub listen: SocketAddr,
     pub max_page_size: u32,
     pub auth: TokenConfig,
 }
 
-impl Validate for NotesConfig {
+impl Validate for __Name__Config {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         if !(1..=1000).contains(&self.max_page_size) {
             return Err(ConfigError::new(
@@ -25,7 +25,7 @@ impl Validate for NotesConfig {
     }
 }
 
-impl plt_runtime::ServiceSettings for NotesConfig {
+impl plt_runtime::ServiceSettings for __Name__Config {
     fn listen(&self) -> SocketAddr {
         self.listen
     }

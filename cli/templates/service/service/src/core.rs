@@ -1,14 +1,14 @@
-//! The notes core: the contract's behaviour. Who may call each method was checked by the
+//! The __name__ core: the contract's behaviour. Who may call each method was checked by the
 //! runtime before any of this runs (see the .proto's access rules); what is left here is
 //! ownership and validation.
 
 use crate::{
-    config::NotesConfig,
-    store::{NoteRecord, NoteStore},
+    config::__Name__Config,
+    store::{__Item__Record, __Item__Store},
 };
 use async_trait::async_trait;
 use chrono::{SecondsFormat, SubsecRound, Utc};
-use notes_contract::{NotesServiceClient, pb};
+use __name___contract::{__Name__ServiceClient, pb};
 use plt_contracts::{Error, RequestContext, Result};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -17,17 +17,22 @@ pub const MAX_TITLE_CHARS: usize = 200;
 pub const MAX_BODY_CHARS: usize = 10_000;
 const DEFAULT_PAGE_SIZE: u32 = 50;
 
-pub struct NotesCore {
-    store: Arc<dyn NoteStore>,
-    cfg: NotesConfig,
+pub struct __Name__Core {
+    store: Arc<dyn __Item__Store>,
+    cfg: __Name__Config,
 }
 
-impl NotesCore {
-    pub fn new(store: Arc<dyn NoteStore>, cfg: NotesConfig) -> Self {
+impl __Name__Core {
+    pub fn new(store: Arc<dyn __Item__Store>, cfg: __Name__Config) -> Self {
         Self { store, cfg }
     }
 
-    async fn page(&self, owner: Uuid, page_size: u32, token: &str) -> Result<pb::ListNotesResponse> {
+    async fn page(
+        &self,
+        owner: Uuid,
+        page_size: u32,
+        token: &str,
+    ) -> Result<pb::List__Name__Response> {
         if page_size > self.cfg.max_page_size {
             return Err(Error::invalid(
                 "page_size",
@@ -42,28 +47,30 @@ impl NotesCore {
         let after = if token.is_empty() {
             None
         } else {
-            Some(Uuid::parse_str(token).map_err(|_| Error::invalid("page_token", "is not a page token from this service"))?)
+            Some(Uuid::parse_str(token).map_err(|_| {
+                Error::invalid("page_token", "is not a page token from this service")
+            })?)
         };
         let mut rows = self.store.list(owner, after, size + 1).await?;
         let more = rows.len() > size as usize;
         rows.truncate(size as usize);
-        Ok(pb::ListNotesResponse {
+        Ok(pb::List__Name__Response {
             next_page_token: if more {
                 rows.last().map(|n| n.id.to_string()).unwrap_or_default()
             } else {
                 String::new()
             },
-            notes: rows.iter().map(to_pb).collect(),
+            __name__: rows.iter().map(to_pb).collect(),
         })
     }
 
-    /// The caller's note `id`; another user's note is not found, as if it did not exist.
-    async fn own(&self, ctx: &RequestContext, id: &str) -> Result<NoteRecord> {
+    /// The caller's __item__ `id`; another user's __item__ is not found, as if it did not exist.
+    async fn own(&self, ctx: &RequestContext, id: &str) -> Result<__Item__Record> {
         let owner = caller(ctx)?;
         let id = parse_id("id", id)?;
         match self.store.get(id).await? {
             Some(n) if n.owner_id == owner => Ok(n),
-            _ => Err(Error::not_found("note")),
+            _ => Err(Error::not_found("__item__")),
         }
     }
 }
@@ -99,8 +106,8 @@ fn check_body(body: &str) -> Result<()> {
     Ok(())
 }
 
-fn to_pb(n: &NoteRecord) -> pb::Note {
-    pb::Note {
+fn to_pb(n: &__Item__Record) -> pb::__Item__ {
+    pb::__Item__ {
         id: n.id.to_string(),
         owner_id: n.owner_id.to_string(),
         title: n.title.clone(),
@@ -111,13 +118,17 @@ fn to_pb(n: &NoteRecord) -> pb::Note {
 }
 
 #[async_trait]
-impl NotesServiceClient for NotesCore {
-    async fn create_note(&self, ctx: &RequestContext, req: pb::CreateNoteRequest) -> Result<pb::Note> {
+impl __Name__ServiceClient for __Name__Core {
+    async fn create___item__(
+        &self,
+        ctx: &RequestContext,
+        req: pb::Create__Item__Request,
+    ) -> Result<pb::__Item__> {
         let owner = caller(ctx)?;
         check_title(&req.title)?;
         check_body(&req.body)?;
         let now = Utc::now().trunc_subsecs(6);
-        let note = NoteRecord {
+        let __item__ = __Item__Record {
             id: Uuid::now_v7(),
             owner_id: owner,
             title: req.title.trim().to_owned(),
@@ -125,47 +136,68 @@ impl NotesServiceClient for NotesCore {
             created_at: now,
             updated_at: now,
         };
-        self.store.insert(&note).await?;
-        Ok(to_pb(&note))
+        self.store.insert(&__item__).await?;
+        Ok(to_pb(&__item__))
     }
 
-    async fn list_notes(&self, ctx: &RequestContext, req: pb::ListNotesRequest) -> Result<pb::ListNotesResponse> {
-        self.page(caller(ctx)?, req.page_size, &req.page_token).await
-    }
-
-    async fn list_user_notes(&self, _ctx: &RequestContext, req: pb::ListUserNotesRequest) -> Result<pb::ListNotesResponse> {
-        // The runtime admitted the owner or a holder of notes.notes.read_all.
-        self.page(parse_id("owner_id", &req.owner_id)?, req.page_size, &req.page_token)
+    async fn list___name__(
+        &self,
+        ctx: &RequestContext,
+        req: pb::List__Name__Request,
+    ) -> Result<pb::List__Name__Response> {
+        self.page(caller(ctx)?, req.page_size, &req.page_token)
             .await
     }
 
-    async fn get_note(&self, ctx: &RequestContext, req: pb::GetNoteRequest) -> Result<pb::Note> {
+    async fn list_user___name__(
+        &self,
+        _ctx: &RequestContext,
+        req: pb::ListUser__Name__Request,
+    ) -> Result<pb::List__Name__Response> {
+        // The runtime admitted the owner or a holder of __name__.__name__.read_all.
+        self.page(
+            parse_id("owner_id", &req.owner_id)?,
+            req.page_size,
+            &req.page_token,
+        )
+        .await
+    }
+
+    async fn get___item__(&self, ctx: &RequestContext, req: pb::Get__Item__Request) -> Result<pb::__Item__> {
         Ok(to_pb(&self.own(ctx, &req.id).await?))
     }
 
-    async fn update_note(&self, ctx: &RequestContext, req: pb::UpdateNoteRequest) -> Result<pb::Note> {
-        let mut note = self.own(ctx, &req.id).await?;
+    async fn update___item__(
+        &self,
+        ctx: &RequestContext,
+        req: pb::Update__Item__Request,
+    ) -> Result<pb::__Item__> {
+        let mut __item__ = self.own(ctx, &req.id).await?;
         if !req.title.is_empty() {
             check_title(&req.title)?;
-            note.title = req.title.trim().to_owned();
+            __item__.title = req.title.trim().to_owned();
         }
         if !req.body.is_empty() {
             check_body(&req.body)?;
-            note.body = req.body;
+            __item__.body = req.body;
         }
-        note.updated_at = Utc::now().trunc_subsecs(6);
-        if !self.store.update(&note).await? {
-            return Err(Error::not_found("note"));
+        __item__.updated_at = Utc::now().trunc_subsecs(6);
+        if !self.store.update(&__item__).await? {
+            return Err(Error::not_found("__item__"));
         }
-        Ok(to_pb(&note))
+        Ok(to_pb(&__item__))
     }
 
-    async fn delete_note(&self, ctx: &RequestContext, req: pb::DeleteNoteRequest) -> Result<pb::DeleteNoteResponse> {
+    async fn delete___item__(
+        &self,
+        ctx: &RequestContext,
+        req: pb::Delete__Item__Request,
+    ) -> Result<pb::Delete__Item__Response> {
         let owner = caller(ctx)?;
         let id = parse_id("id", &req.id)?;
         if !self.store.delete(id, owner).await? {
-            return Err(Error::not_found("note"));
+            return Err(Error::not_found("__item__"));
         }
-        Ok(pb::DeleteNoteResponse {})
+        Ok(pb::Delete__Item__Response {})
     }
 }

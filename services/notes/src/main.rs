@@ -1,8 +1,0 @@
-//! The notes-service binary: `serve` (the default), `migrate`, `config print`.
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn main() -> std::process::ExitCode {
-    plt_runtime::main::<notes_service::Notes>()
-}
