@@ -32,6 +32,19 @@ fn dev_starts_the_platform_and_stops_on_sigint() {
         .env("PLT_AUDIT__LISTEN", "127.0.0.1:0")
         .env("PLT_AUTHZ__LISTEN", "127.0.0.1:0")
         .env("PLT_LOG__LEVEL", "warn")
+        // plt dev builds the workspace's feature services, as a developer's shell would.
+        .envs(
+            [
+                "CARGO",
+                "CARGO_HOME",
+                "CARGO_TARGET_DIR",
+                "RUSTUP_HOME",
+                "RUSTUP_TOOLCHAIN",
+                "HOME",
+            ]
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -60,7 +73,7 @@ fn dev_starts_the_platform_and_stops_on_sigint() {
     let mut audit = None;
     while identity.is_none() || auth.is_none() || audit.is_none() {
         let line = rx
-            .recv_timeout(Duration::from_secs(30))
+            .recv_timeout(Duration::from_secs(120))
             .expect("plt dev prints its banner");
         let url = line
             .split_whitespace()
