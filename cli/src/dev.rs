@@ -5,6 +5,11 @@
 //! over loopback gRPC, never by in-process calls, in both modes.
 
 use anyhow::Context as _;
+use api_gateway::ApiGateway;
+use audit_service::Audit;
+use auth_service::Auth;
+use authz_service::Authz;
+use identity_service::Identity;
 use plt_contracts::{
     ErrorCode, RequestContext,
     identity::{IdentityServiceClient, NewUser, grpc::IdentityGrpcClient},
@@ -17,6 +22,7 @@ use plt_kernel::{
     telemetry,
 };
 use plt_registry::{ServiceRegistry, memory::MemoryRegistry};
+use plt_runtime::{Overrides, load_config, start};
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -185,11 +191,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let exes = crate::features::build(&features)?;
     let started = Instant::now();
     let s = source(Some(&data_dir));
-    let identity_cfg: identity_service::Config = s.load(identity_service::SECTION)?;
-    let mut auth_cfg: auth_service::Config = s.load(auth_service::SECTION)?;
-    let audit_cfg: audit_service::Config = s.load(audit_service::SECTION)?;
-    let mut authz_cfg: authz_service::Config = s.load(authz_service::SECTION)?;
-    let mut gateway_cfg: api_gateway::Config = s.load(api_gateway::SECTION)?;
+    let identity_cfg = load_config::<Identity>(s.clone())?;
+    let mut auth_cfg = load_config::<Auth>(s.clone())?;
+    let audit_cfg = load_config::<Audit>(s.clone())?;
+    let mut authz_cfg = load_config::<Authz>(s.clone())?;
+    let mut gateway_cfg = load_config::<ApiGateway>(s.clone())?;
     telemetry::init(&identity_cfg.kernel.log);
     for f in &features {
         // Its development credential, and its announced routes served by the gateway.
@@ -228,15 +234,13 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     // Auth first: the others verify tokens (users' and services') against its keys, fetched
     // from where it really listens. Its identity client finds identity through the registry
     // on first use.
-    let auth = auth_service::App::build(
-        &auth_cfg,
-        auth_service::Overrides {
-            registry: Some(registry.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .context("starting auth-service")?;
+    let shared = Overrides {
+        registry: Some(registry.clone()),
+        ..Default::default()
+    };
+    let auth = start::<Auth>(auth_cfg, shared.clone())
+        .await
+        .context("starting auth-service")?;
     let auth_addr = auth.local_addr();
     let jwks = || -> Arc<dyn plt_authn::JwksSource> {
         Arc::new(plt_authn::HttpJwksSource::new(
@@ -244,12 +248,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             format!("http://{auth_addr}/.well-known/jwks.json"),
         ))
     };
-    let identity = identity_service::App::build(
-        &identity_cfg,
-        identity_service::Overrides {
-            registry: Some(registry.clone()),
+    let identity = start::<Identity>(
+        identity_cfg,
+        Overrides {
             jwks: Some(jwks()),
-            ..Default::default()
+            ..shared.clone()
         },
     )
     .await
@@ -264,35 +267,32 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .service
         .bootstrap_admins
         .push(admin.id.to_string());
-    let audit = audit_service::App::build(
-        &audit_cfg,
-        audit_service::Overrides {
-            registry: Some(registry.clone()),
+    let audit = start::<Audit>(
+        audit_cfg,
+        Overrides {
             jwks: Some(jwks()),
-            ..Default::default()
+            ..shared.clone()
         },
     )
     .await
     .context("starting audit-service")?;
     let audit_addr = audit.local_addr();
     // authz sends its audit records to audit through the registry like every other call.
-    let authz = authz_service::App::build(
-        &authz_cfg,
-        authz_service::Overrides {
-            registry: Some(registry.clone()),
+    let authz = start::<Authz>(
+        authz_cfg,
+        Overrides {
             jwks: Some(jwks()),
-            ..Default::default()
+            ..shared.clone()
         },
     )
     .await
     .context("starting authz-service")?;
     let authz_addr = authz.local_addr();
-    let gateway = api_gateway::App::build(
-        &gateway_cfg,
-        api_gateway::Overrides {
-            registry: Some(registry.clone()),
+    let gateway = start::<ApiGateway>(
+        gateway_cfg,
+        Overrides {
             jwks: Some(jwks()),
-            ..Default::default()
+            ..shared.clone()
         },
     )
     .await

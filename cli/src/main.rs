@@ -11,6 +11,7 @@ mod scaffold;
 use clap::{Parser, Subcommand};
 use plt_kernel::{
     Secret,
+    config::ConfigSource,
     lifecycle::shutdown_signal,
     notify::{MailReader, OutboxNotifier},
     telemetry,
@@ -96,50 +97,25 @@ enum ConfigCommand {
     },
 }
 
+/// Runs service `S` from `source` exactly as its binary does (the runtime's one path).
+async fn serve_one<S: plt_runtime::Service>(source: ConfigSource) -> anyhow::Result<()> {
+    let cfg = plt_runtime::load_config::<S>(source)?;
+    telemetry::init(&cfg.kernel.log);
+    plt_runtime::start::<S>(cfg, Default::default())
+        .await?
+        .run(shutdown_signal())
+        .await
+}
+
 /// Runs one service until SIGTERM or Ctrl-C.
 async fn serve(service: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
     let s = dev::source(Some(data_dir));
     match service {
-        "identity" => {
-            let cfg: identity_service::Config = s.load(identity_service::SECTION)?;
-            telemetry::init(&cfg.kernel.log);
-            identity_service::App::build(&cfg, Default::default())
-                .await?
-                .run(shutdown_signal())
-                .await
-        }
-        "auth" => {
-            let cfg: auth_service::Config = s.load(auth_service::SECTION)?;
-            telemetry::init(&cfg.kernel.log);
-            auth_service::App::build(&cfg, Default::default())
-                .await?
-                .run(shutdown_signal())
-                .await
-        }
-        "authz" => {
-            let cfg: authz_service::Config = s.load(authz_service::SECTION)?;
-            telemetry::init(&cfg.kernel.log);
-            authz_service::App::build(&cfg, Default::default())
-                .await?
-                .run(shutdown_signal())
-                .await
-        }
-        "audit" => {
-            let cfg: audit_service::Config = s.load(audit_service::SECTION)?;
-            telemetry::init(&cfg.kernel.log);
-            audit_service::App::build(&cfg, Default::default())
-                .await?
-                .run(shutdown_signal())
-                .await
-        }
-        "gateway" => {
-            let cfg: api_gateway::Config = s.load(api_gateway::SECTION)?;
-            telemetry::init(&cfg.kernel.log);
-            api_gateway::App::build(&cfg, Default::default())
-                .await?
-                .run(shutdown_signal())
-                .await
-        }
+        "identity" => serve_one::<identity_service::Identity>(s).await,
+        "auth" => serve_one::<auth_service::Auth>(s).await,
+        "authz" => serve_one::<authz_service::Authz>(s).await,
+        "audit" => serve_one::<audit_service::Audit>(s).await,
+        "gateway" => serve_one::<api_gateway::ApiGateway>(s).await,
         other => {
             // A feature service: its own binary, built and run in the foreground.
             let features = features::discover()?;
@@ -245,22 +221,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             command: ConfigCommand::Print { service },
         } => {
             let s = dev::source(None);
+            use plt_runtime::load_config;
             let yaml = match service.as_str() {
-                "identity" => s
-                    .load::<identity_service::config::IdentityConfig>("identity")?
-                    .to_yaml(),
-                "auth" => s
-                    .load::<auth_service::config::AuthConfig>("auth")?
-                    .to_yaml(),
-                "authz" => s
-                    .load::<authz_service::config::AuthzConfig>("authz")?
-                    .to_yaml(),
-                "audit" => s
-                    .load::<audit_service::config::AuditConfig>("audit")?
-                    .to_yaml(),
-                "gateway" => s
-                    .load::<api_gateway::config::GatewayConfig>("gateway")?
-                    .to_yaml(),
+                "identity" => load_config::<identity_service::Identity>(s)?.to_yaml(),
+                "auth" => load_config::<auth_service::Auth>(s)?.to_yaml(),
+                "authz" => load_config::<authz_service::Authz>(s)?.to_yaml(),
+                "audit" => load_config::<audit_service::Audit>(s)?.to_yaml(),
+                "gateway" => load_config::<api_gateway::ApiGateway>(s)?.to_yaml(),
                 other => anyhow::bail!(
                     "unknown service {other:?}: identity, auth, authz, audit or gateway"
                 ),

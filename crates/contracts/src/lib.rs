@@ -14,6 +14,7 @@ pub mod http_api;
 pub mod identity;
 #[doc(hidden)]
 pub mod rt;
+pub mod serve;
 pub mod service_identity;
 pub mod wire;
 

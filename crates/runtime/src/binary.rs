@@ -29,17 +29,46 @@ enum Command {
     },
 }
 
+/// No commands beyond the runtime's.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum NoCommands {}
+
 /// Runs the binary of service `S`: `fn main() -> ExitCode { plt_runtime::main::<Notes>() }`.
 pub fn main<S: Service>() -> ExitCode {
+    main_with::<S, NoCommands, _>(|c, _| match c {})
+}
+
+/// The outcome of a service's own command: its exit code, or an error (exit code 1).
+pub type CommandResult = futures_util::future::BoxFuture<'static, anyhow::Result<ExitCode>>;
+
+/// Like [`main`], with the service's own commands `E` beside `serve`, `migrate` and
+/// `config`, run by `run` with the loaded configuration (logging not set up: a command
+/// that wants it calls `plt_kernel::telemetry::init`).
+pub fn main_with<S, E, F>(run: F) -> ExitCode
+where
+    S: Service,
+    E: Subcommand + clap::FromArgMatches,
+    F: FnOnce(E, plt_kernel::Loaded<S::Config>) -> CommandResult,
+{
     let m = S::MANIFEST;
-    let matches = Cli::command()
+    let matches = E::augment_subcommands(Cli::command())
         .name(m.binary)
         .version(m.version)
         .about(format!("plt {} service", m.name))
         .get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(c) => c,
-        Err(e) => e.exit(),
+    let own = matches
+        .subcommand_name()
+        .is_some_and(|name| E::has_subcommand(name));
+    let (cli, extra) = if own {
+        match E::from_arg_matches(&matches) {
+            Ok(e) => (Cli { command: None }, Some(e)),
+            Err(e) => e.exit(),
+        }
+    } else {
+        match Cli::from_arg_matches(&matches) {
+            Ok(c) => (c, None),
+            Err(e) => e.exit(),
+        }
     };
     let cfg = match load_config::<S>(ConfigSource::from_env()) {
         Ok(cfg) => cfg,
@@ -59,33 +88,34 @@ pub fn main<S: Service>() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async move {
+        if let Some(extra) = extra {
+            return run(extra, cfg).await;
+        }
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Config { command } => {
-                command.run(&cfg);
-                Ok(())
-            }
+            Command::Config { command } => Ok(command.run(&cfg)),
             Command::Migrate => {
                 telemetry::init(&cfg.kernel.log);
                 let Some(migrations) = m.migrations else {
                     println!("{} keeps no data: nothing to migrate", m.name);
-                    return Ok(());
+                    return Ok(ExitCode::SUCCESS);
                 };
                 let db = plt_db::Db::open(&cfg.kernel.database, m.name, *migrations).await?;
                 tracing::info!(backend = db.backend(), "migrations applied");
                 db.close().await;
-                Ok(())
+                Ok(ExitCode::SUCCESS)
             }
             Command::Serve => {
                 telemetry::init(&cfg.kernel.log);
                 start::<S>(cfg, Overrides::default())
                     .await?
                     .run(shutdown_signal())
-                    .await
+                    .await?;
+                Ok(ExitCode::SUCCESS)
             }
         }
     });
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "{} failed", m.binary);
             eprintln!("{}: {e:#}", m.binary);

@@ -158,3 +158,24 @@ impl AccessGuard for RuntimeGuard {
         }
     }
 }
+
+/// The guard of a service without a token verifier (auth itself): public methods only.
+pub struct PublicOnly;
+
+#[async_trait]
+impl AccessGuard for PublicOnly {
+    async fn admit(
+        &self,
+        _ctx: &RequestContext,
+        method: &MethodAccess,
+        _owner: Option<&str>,
+    ) -> Result<Option<Principal>> {
+        match method.access {
+            Access::Public => Ok(None),
+            _ => Err(Error::new(
+                ErrorCode::Unimplemented,
+                format!("{} cannot be checked by this service", method.method),
+            )),
+        }
+    }
+}

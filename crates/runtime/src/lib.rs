@@ -23,7 +23,9 @@ pub mod order;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use binary::main;
+/// The attribute for `impl Service for …` (re-exported: a service needs no other crate for it).
+pub use async_trait::async_trait;
+pub use binary::{CommandResult, NoCommands, main, main_with};
 pub use guard::RuntimeGuard;
 pub use order::{OrderError, start_order};
 
@@ -67,8 +69,8 @@ pub struct Manifest {
 pub trait ServiceSettings {
     /// Where it listens for gRPC and HTTP on one port.
     fn listen(&self) -> SocketAddr;
-    /// How it verifies callers' tokens.
-    fn auth(&self) -> &TokenConfig;
+    /// How it verifies callers' tokens (`None`: auth itself, which holds the keys).
+    fn auth(&self) -> Option<&TokenConfig>;
 }
 
 /// A service (module) run by the runtime.
@@ -76,6 +78,12 @@ pub trait ServiceSettings {
 pub trait Service: Sized + Send + Sync + 'static {
     type Config: DeserializeOwned + Serialize + Validate + ServiceSettings + Clone + Send + Sync;
     const MANIFEST: Manifest;
+
+    /// Checks of the configuration beyond its section's own (rules that depend on the
+    /// environment, say), run when it is loaded: a failure stops the process with exit code 2.
+    fn check(_cfg: &Loaded<Self::Config>) -> Result<(), plt_kernel::ConfigError> {
+        Ok(())
+    }
 
     /// Builds the service's business objects from what the runtime prepared.
     async fn build(cx: &Context<Self::Config>) -> anyhow::Result<Parts>;
@@ -90,11 +98,27 @@ pub struct Context<C> {
     /// presenting this service's credentials.
     pub clients: ClientFactory,
     pub registry: Arc<dyn ServiceRegistry>,
+    /// Verifies access and service tokens against auth's keys (`None` for auth itself).
+    pub verifier: Option<plt_authn::Verifier>,
     /// Stops background jobs at shutdown: jobs should finish when it turns `true`.
     pub stopping: watch::Receiver<bool>,
+    extensions: http::Extensions,
 }
 
 impl<C> Context<C> {
+    /// What the caller put in [`Overrides::extensions`] of type `T` (a test's fake client,
+    /// a mail sink, …), if anything.
+    pub fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.extensions.get::<T>()
+    }
+
+    /// The token verifier; an error for a service without an `auth` block.
+    pub fn verifier(&self) -> anyhow::Result<plt_authn::Verifier> {
+        self.verifier
+            .clone()
+            .context("this service has no auth block to verify tokens with")
+    }
+
     /// The database; an error if the manifest declares no migrations.
     pub fn db(&self) -> anyhow::Result<&Db> {
         self.db
@@ -112,6 +136,11 @@ pub struct Parts {
     checks: Vec<Arc<dyn HealthCheck>>,
     jobs: Vec<JoinHandle<()>>,
     permissions: Vec<(String, String)>,
+    metadata: BTreeMap<String, String>,
+    exports: http::Extensions,
+    host: Option<Box<dyn FnOnce(ServiceHost) -> ServiceHost + Send>>,
+    on_stop: Vec<futures_util::future::BoxFuture<'static, ()>>,
+    collectors: Vec<plt_kernel::metrics::Collector>,
 }
 
 impl Parts {
@@ -151,6 +180,44 @@ impl Parts {
         self
     }
 
+    /// Registry metadata of this instance beyond what the runtime announces.
+    pub fn metadata(mut self, key: &str, value: &str) -> Self {
+        self.metadata.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Something the embedding process or a test may take from the running service
+    /// ([`Running::get`]): the core, a store.
+    pub fn export<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.exports.insert(value);
+        self
+    }
+
+    /// Adjusts the host before it binds (a data plane's front handler, worker threads).
+    pub fn host(mut self, f: impl FnOnce(ServiceHost) -> ServiceHost + Send + 'static) -> Self {
+        self.host = Some(Box::new(f));
+        self
+    }
+
+    /// A task already running, stopped like a [`Parts::job`].
+    pub fn task(mut self, task: JoinHandle<()>) -> Self {
+        self.jobs.push(task);
+        self
+    }
+
+    /// Reports metrics when `/metrics` is scraped.
+    pub fn metrics_collector(mut self, collector: plt_kernel::metrics::Collector) -> Self {
+        self.collectors.push(collector);
+        self
+    }
+
+    /// Work to do at shutdown, after in-flight requests drained and before the database
+    /// closes (flushing a writer, say). The future is not polled before then.
+    pub fn on_stop(mut self, stop: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.on_stop.push(Box::pin(stop));
+        self
+    }
+
     /// A permission this service owns that no contract method names.
     pub fn permission(mut self, name: &str, description: &str) -> Self {
         self.permissions
@@ -176,6 +243,8 @@ pub struct Overrides {
     pub authz: Option<Arc<dyn AuthzServiceClient>>,
     /// How long a permission decision is reused (default 1 s; zero: ask authz every time).
     pub permission_cache_ttl: Option<Duration>,
+    /// Service-specific replacements, by type, read with [`Context::extension`].
+    pub extensions: http::Extensions,
 }
 
 /// The configuration of service `S` from `source` (its section's defaults added).
@@ -187,11 +256,11 @@ pub fn load_config<S: Service>(source: ConfigSource) -> anyhow::Result<Loaded<S:
     };
     let cfg: Loaded<S::Config> = source.load(m.name)?;
     // The shared sections the runtime reads, checked now rather than half-way through start.
-    cfg.source.section::<RegistryConfig>("registry")?;
-    cfg.source.section::<ClientsConfig>("clients")?;
-    cfg.source
-        .section::<ServiceIdentityConfig>("service_identity")?;
-    cfg.service.auth().check(&format!("{}.auth", m.name))?;
+    S::check(&cfg)?;
+    plt_client::check_shared_config(&cfg.source, m.name, &cfg.kernel.env)?;
+    if let Some(auth) = cfg.service.auth() {
+        auth.check(&format!("{}.auth", m.name))?;
+    }
     Ok(cfg)
 }
 
@@ -203,6 +272,8 @@ pub struct Running {
     registration: Option<Registration>,
     jobs: Vec<JoinHandle<()>>,
     stop_jobs: watch::Sender<bool>,
+    exports: http::Extensions,
+    on_stop: Vec<futures_util::future::BoxFuture<'static, ()>>,
 }
 
 /// Starts service `S` with configuration `cfg`: every step up to registration (see the
@@ -230,26 +301,15 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
     };
     let clients = match o.clients.clone() {
         Some(c) => c,
-        None => {
-            let identity: ServiceIdentityConfig = cfg.source.section("service_identity")?;
-            let clients_cfg: ClientsConfig = cfg.source.section("clients")?;
-            ClientFactory::for_service(
-                registry.clone(),
-                m.name,
-                &cfg.kernel.env,
-                &identity,
-                &clients_cfg,
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("service credentials: {e}"))?
-            .with_clients(clients_cfg)
-        }
+        None => client_factory(&cfg, m.name, registry.clone()).await?,
     };
-    let verifier = cfg
-        .service
-        .auth()
-        .verifier(o.jwks.clone())
-        .context("building the token verifier")?;
+    let verifier = match cfg.service.auth() {
+        Some(auth) => Some(
+            auth.verifier(o.jwks.clone())
+                .context("building the token verifier")?,
+        ),
+        None => None,
+    };
     let authz_source: guard::AuthzSource = match o.authz.clone() {
         Some(a) => Arc::new(move || {
             let a = a.clone();
@@ -263,12 +323,15 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
             })
         }
     };
-    let guard: Arc<dyn AccessGuard> = Arc::new(RuntimeGuard::new(
-        verifier,
-        m.name,
-        authz_source.clone(),
-        o.permission_cache_ttl.unwrap_or(Duration::from_secs(1)),
-    ));
+    let guard: Arc<dyn AccessGuard> = match &verifier {
+        Some(v) => Arc::new(RuntimeGuard::new(
+            v.clone(),
+            m.name,
+            authz_source.clone(),
+            o.permission_cache_ttl.unwrap_or(Duration::from_secs(1)),
+        )),
+        None => Arc::new(guard::PublicOnly),
+    };
     let (stop_jobs, stopping) = watch::channel(false);
     let listen = o.listen.unwrap_or(cfg.service.listen());
     let cx = Context {
@@ -276,7 +339,9 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
         db,
         clients,
         registry: registry.clone(),
+        verifier,
         stopping,
+        extensions: o.extensions.clone(),
     };
     let parts = S::build(&cx)
         .await
@@ -287,10 +352,23 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
 
     // Host: every contract behind the guard, its OpenAPI fragment, health and metrics.
     let mut host = ServiceHost::new(m.binary, &cfg.kernel.server);
+    let Parts {
+        contracts,
+        http: extra_http,
+        http_prefixes,
+        checks,
+        jobs,
+        permissions: own_permissions,
+        metadata,
+        exports,
+        host: adjust_host,
+        on_stop,
+        collectors,
+    } = parts;
     let mut prefixes: Vec<String> = Vec::new();
-    let mut permissions: Vec<(String, String)> = parts.permissions.clone();
+    let mut permissions: Vec<(String, String)> = own_permissions;
     let mut fragments = Vec::new();
-    for c in &parts.contracts {
+    for c in &contracts {
         let info = c.info();
         host = c.mount(host, guard.clone()).reflection(info.descriptor_set);
         prefixes.extend(info.http_prefixes.iter().map(|p| (*p).to_owned()));
@@ -299,14 +377,16 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
                 .iter()
                 .map(|(n, d)| ((*n).to_owned(), (*d).to_owned())),
         );
-        fragments.push(info.openapi);
+        if !info.openapi.is_empty() {
+            fragments.push(info.openapi);
+        }
     }
-    prefixes.extend(parts.http_prefixes.iter().cloned());
+    prefixes.extend(http_prefixes);
     prefixes.dedup();
     let doc =
         openapi::merge_fragments(m.name, m.version, &fragments).map_err(anyhow::Error::msg)?;
     host = host.http(openapi::route(doc));
-    if let Some(router) = parts.http {
+    if let Some(router) = extra_http {
         host = host.http(router);
     }
     host = host.http(axum::Router::new().fallback(plt_contracts::http_api::not_found_fallback));
@@ -315,8 +395,14 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
             .health_check(db.health_check())
             .metrics_collector(db.metrics_collector(m.binary));
     }
-    for check in parts.checks {
+    for check in checks {
         host = host.health_check(check);
+    }
+    for collector in collectors {
+        host = host.metrics_collector(collector);
+    }
+    if let Some(adjust) = adjust_host {
+        host = adjust(host);
     }
     let host = host
         .bind(listen)
@@ -325,7 +411,7 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
 
     // Permissions: declared by their owner at every start (idempotent), in the background
     // until authz takes them, so that a service never waits for authz to come up.
-    let mut jobs = parts.jobs;
+    let mut jobs = jobs;
     if !permissions.is_empty() {
         jobs.push(tokio::spawn(register_permissions(
             m.name,
@@ -335,11 +421,13 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
     }
 
     // Ready: migrated, bound. Now others may find us.
-    let mut meta = BTreeMap::new();
+    let mut meta = metadata;
     if !prefixes.is_empty() {
         meta.insert("routes".to_owned(), prefixes.join(","));
     }
-    meta.insert("openapi".to_owned(), openapi::PATH.to_owned());
+    if !fragments.is_empty() {
+        meta.insert("openapi".to_owned(), openapi::PATH.to_owned());
+    }
     let registration = plt_registry::register_service(
         registry.as_ref(),
         &reg_cfg,
@@ -358,7 +446,36 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
         registration: Some(registration),
         jobs,
         stop_jobs,
+        exports,
+        on_stop,
     })
+}
+
+/// The client factory of service `name` in the process configured by `cfg`: clients of
+/// the services found in `registry`, presenting the service's credentials (tokens issued
+/// by auth for its `service_identity.secret`), with the `clients` section's settings. What
+/// the runtime gives [`Service::build`]; for a service's own commands too.
+pub async fn client_factory<C>(
+    cfg: &Loaded<C>,
+    name: &str,
+    registry: Arc<dyn ServiceRegistry>,
+) -> anyhow::Result<ClientFactory> {
+    let identity: ServiceIdentityConfig = cfg.source.section("service_identity")?;
+    let clients_cfg: ClientsConfig = cfg.source.section("clients")?;
+    Ok(
+        ClientFactory::for_service(registry, name, &cfg.kernel.env, &identity, &clients_cfg)
+            .await
+            .map_err(|e| anyhow::anyhow!("service credentials: {e}"))?
+            .with_clients(clients_cfg),
+    )
+}
+
+/// The registry configured by `cfg`.
+pub fn registry<C>(cfg: &Loaded<C>) -> anyhow::Result<Arc<dyn ServiceRegistry>> {
+    let reg_cfg: RegistryConfig = cfg.source.section("registry")?;
+    reg_cfg
+        .build(reqwest::Client::new())
+        .context("building the service registry")
 }
 
 /// Every service the manifest calls must be reachable through the configured registry: a
@@ -437,6 +554,16 @@ impl Running {
         self.db.as_ref()
     }
 
+    /// Everything the service exported.
+    pub fn exports(&self) -> http::Extensions {
+        self.exports.clone()
+    }
+
+    /// What the service exported ([`Parts::export`]) of type `T`.
+    pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.exports.get::<T>().cloned()
+    }
+
     /// Serves until `shutdown`, then deregisters (no new calls are routed here), drains
     /// in-flight requests, stops background jobs and closes the database.
     pub async fn run(
@@ -448,6 +575,9 @@ impl Running {
             .host
             .run(plt_registry::deregister_after(shutdown, registration))
             .await;
+        for stop in std::mem::take(&mut self.on_stop) {
+            stop.await;
+        }
         let _ = self.stop_jobs.send(true);
         for job in &self.jobs {
             // Give jobs watching `stopping` a moment to finish their unit of work.

@@ -22,6 +22,48 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use tokio::{sync::watch, task::JoinHandle};
 use uuid::Uuid;
 
+/// What a test may change about the service it starts.
+#[derive(Default)]
+pub struct TestOptions {
+    /// `PLT_…` variables on top of the configuration.
+    pub vars: Vec<(String, String)>,
+    /// Service-specific replacements (`Overrides::extensions`): a fake client of another
+    /// service, a mail sink, …
+    pub extensions: http::Extensions,
+    /// The token authority (default: a new one); share one to sign tokens elsewhere.
+    pub authority: Option<TestAuthority>,
+    /// The keys the service trusts (default: the authority's).
+    pub jwks: Option<Arc<dyn plt_authn::JwksSource>>,
+    /// Another instance's PostgreSQL schema (or SQLite file name) to share; not dropped at
+    /// stop (its owner drops it).
+    pub schema: Option<String>,
+    /// Another instance's SQLite directory to share.
+    pub data_dir: Option<PathBuf>,
+    /// The registry to register in and discover from (default: a new in-memory one).
+    pub registry: Option<Arc<dyn ServiceRegistry>>,
+    /// Verify tokens against the configured `auth.jwks_url` instead of the authority's keys.
+    pub keys_from_config: bool,
+}
+
+impl TestOptions {
+    /// Options with these variables.
+    pub fn vars(vars: &[(&str, &str)]) -> Self {
+        Self {
+            vars: vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// These options, with `value` among the extensions.
+    pub fn with<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(value);
+        self
+    }
+}
+
 /// A service started for a test. Stops (and drops its PostgreSQL schema) on [`TestService::stop`].
 pub struct TestService {
     pub addr: SocketAddr,
@@ -32,6 +74,10 @@ pub struct TestService {
     pub authz: FakeAuthz,
     pub registry: Arc<dyn ServiceRegistry>,
     name: &'static str,
+    db: Option<plt_db::Db>,
+    exports: http::Extensions,
+    owns_schema: bool,
+    data_dir: PathBuf,
     schema: Option<String>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -57,36 +103,71 @@ impl TestService {
     /// when the backend is PostgreSQL and `PLT_TEST_POSTGRES_URL` is not set (reported as
     /// skipped). Panics when the service does not start: that is the test failing.
     pub async fn start<S: Service>(backend: Backend, vars: &[(&str, &str)]) -> Option<Self> {
+        Self::start_with::<S>(
+            backend,
+            TestOptions {
+                vars: vars
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Like [`TestService::start`], with [`TestOptions`].
+    pub async fn start_with<S: Service>(backend: Backend, opts: TestOptions) -> Option<Self> {
+        let TestOptions {
+            vars,
+            extensions,
+            authority,
+            jwks,
+            schema: shared_schema,
+            data_dir: shared_dir,
+            registry,
+            keys_from_config,
+        } = opts;
         let m = S::MANIFEST;
         let dir = tempfile::tempdir().expect("temporary directory");
-        let Some(mut all) = backend.vars(&dir.path().to_string_lossy()) else {
+        let data_dir = shared_dir.unwrap_or_else(|| dir.path().to_path_buf());
+        let Some(mut all) = backend.vars(&data_dir.to_string_lossy()) else {
             plt_db::testing::skipped(m.binary);
             return None;
         };
         all.push((
             "PLT_NOTIFIER__OUTBOX_DIR".into(),
-            dir.path().join("mail").to_string_lossy().into_owned(),
+            data_dir.join("mail").to_string_lossy().into_owned(),
         ));
         all.push(("PLT_LOG__LEVEL".into(), "warn".into()));
-        all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        all.extend(vars);
         let source = ConfigSource {
             dir: config_dir(),
             vars: all,
             sections: Vec::new(),
         };
         let cfg = load_config::<S>(source).expect("test configuration");
-        let schema = (backend == Backend::Postgres)
-            .then(|| plt_db::testing::unique_schema(&m.name.replace('-', "_")));
-        let authority = TestAuthority::new();
+        let owns_schema = shared_schema.is_none();
+        let schema = shared_schema.or_else(|| {
+            (backend == Backend::Postgres)
+                .then(|| plt_db::testing::unique_schema(&m.name.replace('-', "_")))
+        });
+        let authority = authority.unwrap_or_default();
+        let jwks = match jwks {
+            Some(j) => Some(j),
+            None if keys_from_config => None,
+            None => Some(authority.jwks()),
+        };
         let authz = FakeAuthz::default();
-        let registry: Arc<dyn ServiceRegistry> = Arc::new(MemoryRegistry::new());
+        let registry: Arc<dyn ServiceRegistry> =
+            registry.unwrap_or_else(|| Arc::new(MemoryRegistry::new()));
         let running: Running = start::<S>(
             cfg,
             Overrides {
                 listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
                 schema: schema.clone(),
                 registry: Some(registry.clone()),
-                jwks: Some(authority.jwks()),
+                jwks,
                 clients: Some(
                     ClientFactory::new(registry.clone())
                         .with_credentials(authority.credentials(m.name)),
@@ -94,11 +175,14 @@ impl TestService {
                 authz: Some(Arc::new(authz.clone())),
                 // A grant in the test takes effect at once.
                 permission_cache_ttl: Some(std::time::Duration::ZERO),
+                extensions,
             },
         )
         .await
         .unwrap_or_else(|e| panic!("starting {}: {e:#}", m.binary));
         let addr = running.local_addr();
+        let db = running.db().cloned();
+        let exports = running.exports();
         let (stop, mut rx) = watch::channel(false);
         let task = tokio::spawn(running.run(async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -110,11 +194,35 @@ impl TestService {
             authz,
             registry,
             name: m.name,
+            db,
+            exports,
             schema,
+            owns_schema,
+            data_dir,
             stop,
             task: Some(task),
             _dir: dir,
         })
+    }
+
+    /// What the service exported of type `T` (its core, …).
+    pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.exports.get::<T>().cloned()
+    }
+
+    /// The service's database (shares the pool the service uses).
+    pub fn db(&self) -> Option<&plt_db::Db> {
+        self.db.as_ref()
+    }
+
+    /// Where its SQLite files (and mail) are.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// The PostgreSQL schema of this test (None on SQLite, unless shared).
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
     }
 
     /// `http://<addr><path>`.
@@ -156,7 +264,9 @@ impl TestService {
                 .expect("service task")
                 .expect("service stopped cleanly");
         }
-        if let Some(schema) = &self.schema {
+        if let Some(schema) = &self.schema
+            && self.owns_schema
+        {
             plt_db::testing::drop_schema(schema).await;
         }
     }

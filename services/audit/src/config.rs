@@ -57,3 +57,13 @@ impl Validate for AuditConfig {
         Ok(())
     }
 }
+
+impl plt_runtime::ServiceSettings for AuditConfig {
+    fn listen(&self) -> std::net::SocketAddr {
+        self.listen
+    }
+
+    fn auth(&self) -> Option<&plt_authn::TokenConfig> {
+        Some(&self.auth)
+    }
+}

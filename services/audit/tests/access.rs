@@ -4,8 +4,9 @@
 
 mod common;
 
-use audit_service::{App, Overrides, SECTION};
+use audit_service::{Audit, SECTION};
 use plt_authn::{AccessClaims, Signer, StaticJwks};
+use plt_contracts::authz::AuthzServiceClient;
 use plt_contracts::{
     ErrorCode, RequestContext,
     audit::{
@@ -16,6 +17,7 @@ use plt_contracts::{
     testsuite::fakes::FakeAuthz,
 };
 use plt_kernel::Secret;
+use plt_runtime::testing::{Backend, TestOptions, TestService};
 use std::sync::{Arc, atomic::Ordering};
 use uuid::Uuid;
 
@@ -57,22 +59,17 @@ async fn reading_and_verifying_need_their_permissions() {
         keys: vec![signer.public_jwk(), common::SERVICES.signer().public_jwk()],
     });
     let authz = FakeAuthz::default();
-    let app = App::build(
-        &cfg,
-        Overrides {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            authz: Some(Arc::new(authz.clone())),
+    drop(dir);
+    let svc = TestService::start_with::<Audit>(
+        Backend::Sqlite,
+        TestOptions {
             jwks: Some(Arc::new(jwks)),
-            ..Default::default()
+            ..TestOptions::default().with(Arc::new(authz.clone()) as Arc<dyn AuthzServiceClient>)
         },
     )
     .await
     .unwrap();
-    let url = format!("http://{}", app.local_addr());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run(async move {
-        let _ = rx.await;
-    }));
+    let url = svc.url("");
 
     let reader = Uuid::now_v7();
     let verifier_user = Uuid::now_v7();
@@ -160,6 +157,5 @@ async fn reading_and_verifying_need_their_permissions() {
         );
         authz.down.store(false, Ordering::SeqCst);
     }
-    let _ = tx.send(());
-    task.await.unwrap().unwrap();
+    svc.stop().await;
 }

@@ -44,7 +44,7 @@ async fn thousand_concurrent_records(backend: Backend) {
     );
 
     // Exactly 1,000 rows, in sequence order with no gap, each resource once.
-    let store = for_db(&svc.db);
+    let store = for_db(svc.db());
     let rows = store.chain(0, 10_000).await.unwrap();
     assert_eq!(rows.len(), RECORDS);
     assert!(rows.iter().zip(1..).all(|(e, s)| e.sequence == s));

@@ -46,7 +46,7 @@ async fn tamperer(schema: &str) -> PgConnection {
 }
 
 async fn tamper(svc: &Running, statements: &[&str]) {
-    let mut conn = tamperer(&svc.schema).await;
+    let mut conn = tamperer(svc.schema().unwrap_or_default()).await;
     for sql in statements {
         let done = conn
             .execute(sqlx::AssertSqlSafe(sql.to_string()))
@@ -76,7 +76,7 @@ async fn assert_broken_at(
     );
     let http = AuditHttpClient::new(reqwest::Client::new(), &svc.url());
     assert_eq!(http.verify(&ctx()).await.unwrap(), report);
-    assert_eq!(verify_chain(&svc.db).await.unwrap(), report);
+    assert_eq!(verify_chain(svc.db()).await.unwrap(), report);
     report
 }
 
@@ -90,7 +90,7 @@ async fn plain_update_delete_and_truncate_fail() {
     let mut conn = PgConnection::connect(&url).await.unwrap();
     conn.execute(sqlx::AssertSqlSafe(format!(
         "SET search_path TO \"{}\"",
-        svc.schema
+        svc.schema().unwrap_or_default()
     )))
     .await
     .unwrap();
@@ -151,7 +151,7 @@ async fn rewritten_row_with_recomputed_hash_breaks_the_next_link() {
     };
     // The attacker edits entry 6 and gives it a hash that fits its new contents: entry 6
     // then checks out, but entry 7 no longer links to it.
-    let mut rows = audit_service::store::for_db(&svc.db)
+    let mut rows = audit_service::store::for_db(svc.db())
         .chain(5, 1)
         .await
         .unwrap();
@@ -213,7 +213,7 @@ async fn deleted_tail_is_named_while_the_writer_remembers_it() {
     assert!(report.reason.contains("missing"), "{report:?}");
     // The offline walk has no memory of the tail: a chain cut at its end still links. (An
     // external anchor of the head hash would catch it; see the report.)
-    assert!(verify_chain(&svc.db).await.unwrap().ok);
+    assert!(verify_chain(svc.db()).await.unwrap().ok);
     svc.stop().await;
 }
 
@@ -226,7 +226,7 @@ async fn sqlite_refuses_changes_and_verify_catches_them_once_triggers_are_droppe
             .await
             .unwrap();
     }
-    let plt_db::Db::Sqlite(pool) = &svc.db else {
+    let plt_db::Db::Sqlite(pool) = svc.db() else {
         unreachable!()
     };
     for sql in [

@@ -235,3 +235,14 @@ impl Validate for AuthConfig {
         Ok(())
     }
 }
+
+impl plt_runtime::ServiceSettings for AuthConfig {
+    fn listen(&self) -> std::net::SocketAddr {
+        self.listen
+    }
+
+    /// Auth holds the keys itself: it verifies with its key ring, not a JWKS URL.
+    fn auth(&self) -> Option<&plt_authn::TokenConfig> {
+        None
+    }
+}

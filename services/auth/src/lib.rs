@@ -10,17 +10,13 @@ pub mod store;
 pub mod throttle;
 
 use crate::{config::AuthConfig, core::AuthCore, keys::KeyRing, seal::Sealer};
-use anyhow::Context as _;
 use plt_authn::VerifierConfig;
 use plt_client::{ClientFactory, ClientsConfig};
-use plt_contracts::{
-    auth::{AuthServiceClient, grpc::AuthGrpcServer},
-    identity::IdentityServiceClient,
-};
+use plt_contracts::{auth::AuthServiceClient, identity::IdentityServiceClient, serve::AuthServe};
 use plt_db::{Db, Migrations};
-use plt_kernel::{BoundHost, Loaded, ServiceHost};
-use plt_registry::{Registration, ServiceRegistry, config::RegistryConfig};
-use std::{net::SocketAddr, sync::Arc};
+use plt_kernel::Loaded;
+use plt_runtime::{Context, Manifest, Parts, Service};
+use std::sync::Arc;
 
 pub const SERVICE_NAME: &str = "auth-service";
 pub const SECTION: &str = "auth";
@@ -30,16 +26,7 @@ pub static MIGRATIONS: Migrations = plt_db::embed_migrations!();
 
 pub type Config = Loaded<AuthConfig>;
 
-#[derive(Default)]
-pub struct Overrides {
-    pub schema: Option<String>,
-    /// The identity client instead of the configured one (tests inject fakes).
-    pub identity: Option<Arc<dyn IdentityServiceClient>>,
-    pub listen: Option<SocketAddr>,
-    /// The registry instead of the configured one (plt dev shares one in-memory registry).
-    pub registry: Option<Arc<dyn ServiceRegistry>>,
-}
-
+/// Connects the database and applies migrations.
 pub async fn connect_db(cfg: &Config, schema: &str) -> anyhow::Result<Db> {
     Ok(Db::open(&cfg.kernel.database, schema, MIGRATIONS).await?)
 }
@@ -93,112 +80,62 @@ async fn maintain_keys(
     }
 }
 
-pub struct App {
-    host: BoundHost,
-    db: Db,
-    core: Arc<AuthCore>,
-    maintenance: tokio::task::JoinHandle<()>,
-    registration: Option<Registration>,
-}
+/// The auth service, as the runtime runs it. Exports its core (`Arc<AuthCore>`). Tests
+/// may put an `Arc<dyn IdentityServiceClient>` in the overrides' extensions.
+pub struct Auth;
 
-impl App {
-    pub async fn build(cfg: &Config, overrides: Overrides) -> anyhow::Result<Self> {
-        cfg.service.validate_for_env(&cfg.kernel.env)?;
-        let schema = overrides.schema.unwrap_or_else(|| SECTION.to_owned());
-        let db = connect_db(cfg, &schema).await?;
-        let keys = key_ring(cfg, &db).await?;
-        let reg_cfg: RegistryConfig = cfg.source.section("registry")?;
-        let clients: ClientsConfig = cfg.source.section("clients")?;
-        let registry = match overrides.registry {
-            Some(r) => r,
-            None => reg_cfg.build(reqwest::Client::new())?,
-        };
-        let identity = match overrides.identity {
-            Some(i) => i,
-            None => ClientFactory::new(registry.clone())
-                .with_credentials(Arc::new(core::LocalCredentials::new(
-                    keys.clone(),
-                    &cfg.service,
-                )))
-                .identity(&clients.get("identity"))
-                .await
-                .map_err(|e| anyhow::anyhow!("identity client: {e}"))?,
+#[async_trait::async_trait]
+impl Service for Auth {
+    type Config = AuthConfig;
+    const MANIFEST: Manifest = Manifest {
+        name: SECTION,
+        binary: SERVICE_NAME,
+        version: env!("CARGO_PKG_VERSION"),
+        calls: &["identity"],
+        migrations: Some(&MIGRATIONS),
+        defaults: None,
+    };
+
+    fn check(cfg: &Config) -> Result<(), plt_kernel::ConfigError> {
+        cfg.service.validate_for_env(&cfg.kernel.env)
+    }
+
+    async fn build(cx: &Context<AuthConfig>) -> anyhow::Result<Parts> {
+        let cfg = &cx.config;
+        let db = cx.db()?;
+        let keys = key_ring(cfg, db).await?;
+        // Auth signs its own service tokens: its clients present those, not ones it would
+        // have to ask itself for.
+        let identity = match cx.extension::<Arc<dyn IdentityServiceClient>>() {
+            Some(i) => i.clone(),
+            None => {
+                let clients: ClientsConfig = cfg.source.section("clients")?;
+                ClientFactory::new(cx.registry.clone())
+                    .with_credentials(Arc::new(core::LocalCredentials::new(
+                        keys.clone(),
+                        &cfg.service,
+                    )))
+                    .identity(&clients.get("identity"))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("identity client: {e}"))?
+            }
         };
         let core = Arc::new(AuthCore::new(
             cfg.service.clone(),
-            store::for_db(&db),
+            store::for_db(db),
             keys.clone(),
             identity,
         ));
         let contract: Arc<dyn AuthServiceClient> = core.clone();
-        let listen = overrides.listen.unwrap_or(cfg.service.listen);
-        let host = ServiceHost::new(SERVICE_NAME, &cfg.kernel.server)
-            .http(
-                plt_contracts::auth::http::routes(contract.clone())
-                    .fallback(plt_contracts::http_api::not_found_fallback),
-            )
-            .grpc(AuthGrpcServer::new(contract))
-            .reflection(plt_contracts::FILE_DESCRIPTOR_SET)
-            .health_check(db.health_check())
-            .metrics_collector(db.metrics_collector(SERVICE_NAME))
-            .bind(listen)
-            .await
-            .with_context(|| format!("binding {listen}"))?;
-        let store = store::for_db(&db);
-        let maintenance = tokio::spawn(maintain_keys(
-            keys,
-            store,
-            cfg.service.keys.reload_interval,
-            cfg.service.keys.check_interval,
-        ));
-        let registration = plt_registry::register_service(
-            registry.as_ref(),
-            &reg_cfg,
-            SECTION,
-            env!("CARGO_PKG_VERSION"),
-            host.local_addr(),
-            [(
-                "routes".to_owned(),
-                "/v1/auth,/.well-known/jwks.json".to_owned(),
-            )]
-            .into(),
-        )
-        .await
-        .context("registering in the service registry")?;
-        tracing::info!(instance = registration.id(), "registered");
-        Ok(Self {
-            host,
-            db,
-            core,
-            maintenance,
-            registration: Some(registration),
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.host.local_addr()
-    }
-
-    pub fn core(&self) -> Arc<AuthCore> {
-        self.core.clone()
-    }
-
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
-    /// Serves until `shutdown`, then deregisters, drains and closes the pool.
-    pub async fn run(
-        mut self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let registration = self.registration.take();
-        let result = self
-            .host
-            .run(plt_registry::deregister_after(shutdown, registration))
-            .await;
-        self.maintenance.abort();
-        self.db.close().await;
-        Ok(result?)
+        let a = &cfg.service.keys;
+        Ok(Parts::new()
+            .serve(AuthServe(contract))
+            .job(maintain_keys(
+                keys,
+                store::for_db(db),
+                a.reload_interval,
+                a.check_interval,
+            ))
+            .export(core))
     }
 }

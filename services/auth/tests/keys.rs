@@ -53,7 +53,7 @@ async fn lifecycle(backend: Backend) {
 
     // Let the retiring key's removal time pass (as if access_token_ttl had elapsed).
     let past = chrono::Utc::now() - chrono::Duration::seconds(1);
-    match &svc.db {
+    match svc.db() {
         plt_db::Db::Postgres(p) => {
             sqlx::query("UPDATE signing_keys SET remove_after = $1 WHERE kid = $2")
                 .bind(past)
@@ -92,7 +92,7 @@ async fn lifecycle(backend: Backend) {
 
     // Private keys are stored encrypted: no stored blob contains the raw seed prefix of a
     // plain Ed25519 PKCS#8 or the public key bytes in clear.
-    let blobs: Vec<Vec<u8>> = match &svc.db {
+    let blobs: Vec<Vec<u8>> = match svc.db() {
         plt_db::Db::Postgres(p) => sqlx::query_scalar("SELECT encrypted_seed FROM signing_keys")
             .fetch_all(p)
             .await

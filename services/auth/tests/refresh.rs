@@ -44,7 +44,7 @@ async fn lifetimes(backend: Backend) {
     // Idle: unused for longer than idle_timeout (7 days by default).
     let t = login().await.unwrap();
     set_family_time(
-        &svc.db,
+        svc.db(),
         "last_used_at",
         chrono::Utc::now() - chrono::Duration::days(8),
     )
@@ -64,7 +64,7 @@ async fn lifetimes(backend: Backend) {
         .await
         .expect("fresh sign-in refreshes");
     set_family_time(
-        &svc.db,
+        svc.db(),
         "expires_at",
         chrono::Utc::now() - chrono::Duration::seconds(1),
     )

@@ -27,7 +27,7 @@
 //! (`harness = false`, not run by `cargo test`); exits 1 when a target is missed.
 
 use async_trait::async_trait;
-use authz_service::{App, Overrides, SECTION};
+use authz_service::{Authz, SECTION};
 use plt_authn::{AccessClaims, Signer, StaticJwks};
 use plt_contracts::{
     Error, ErrorCode, RequestContext, Result,
@@ -130,19 +130,22 @@ async fn serve() -> anyhow::Result<Served> {
     let jwks = StaticJwks::new(Jwks {
         keys: vec![signer.public_jwk()],
     });
-    let app = App::build(
-        &cfg,
-        Overrides {
-            schema: None,
+    let mut extensions = http::Extensions::new();
+    extensions.insert(Arc::new(AcceptingAudit) as Arc<dyn AuditServiceClient>);
+    let app = plt_runtime::start::<Authz>(
+        cfg,
+        plt_runtime::Overrides {
             listen: Some("127.0.0.1:0".parse()?),
-            audit: Some(Arc::new(AcceptingAudit)),
             jwks: Some(Arc::new(jwks)),
-            registry: None,
+            extensions,
+            ..Default::default()
         },
     )
     .await?;
     let host = app.local_addr();
-    let core = app.core();
+    let core = app
+        .get::<Arc<authz_service::core::AuthzCore>>()
+        .expect("authz exports its core");
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut rx1 = stop_rx.clone();
     let mut tasks = vec![tokio::spawn(async move {

@@ -128,3 +128,13 @@ impl Validate for AuthzConfig {
         Ok(())
     }
 }
+
+impl plt_runtime::ServiceSettings for AuthzConfig {
+    fn listen(&self) -> std::net::SocketAddr {
+        self.listen
+    }
+
+    fn auth(&self) -> Option<&plt_authn::TokenConfig> {
+        Some(&self.auth)
+    }
+}

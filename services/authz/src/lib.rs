@@ -17,17 +17,16 @@ use crate::{
     core::{AuthzCore, SYSTEM_ACTOR},
 };
 use anyhow::Context as _;
-use plt_authn::{HttpJwksSource, JwksSource, Verifier, VerifierConfig};
-use plt_client::{ClientFactory, ClientsConfig, ServiceIdentityConfig};
+use plt_authn::Verifier;
 use plt_contracts::{
     audit::AuditServiceClient,
-    authz::{ADMIN_ROLE, AuthzServiceClient, grpc::AuthzGrpcServer},
+    authz::{ADMIN_ROLE, AuthzServiceClient},
+    serve::AuthzServe,
 };
 use plt_db::{Db, Migrations};
-use plt_kernel::{BoundHost, Loaded, ServiceHost};
-use plt_registry::{Registration, ServiceRegistry, config::RegistryConfig};
+use plt_kernel::Loaded;
+use plt_runtime::{Context, Manifest, Parts, Service};
 use std::{
-    net::SocketAddr,
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
@@ -42,72 +41,9 @@ pub static MIGRATIONS: Migrations = plt_db::embed_migrations!();
 
 pub type Config = Loaded<AuthzConfig>;
 
-/// What tests (or an embedding process) may change from the configuration.
-#[derive(Default)]
-pub struct Overrides {
-    /// Database schema / SQLite file name instead of `authz`.
-    pub schema: Option<String>,
-    /// Listen address instead of `authz.listen` (port 0 for tests).
-    pub listen: Option<SocketAddr>,
-    /// The audit client instead of the configured one (tests inject fakes).
-    pub audit: Option<Arc<dyn AuditServiceClient>>,
-    /// Where admin callers' token keys come from instead of `authz.auth.jwks_url`.
-    pub jwks: Option<Arc<dyn JwksSource>>,
-    /// The registry instead of the configured one (plt dev shares one in-memory registry).
-    pub registry: Option<Arc<dyn ServiceRegistry>>,
-}
-
 /// Connects the database and applies migrations.
 pub async fn connect_db(cfg: &Config, schema: &str) -> anyhow::Result<Db> {
     Ok(Db::open(&cfg.kernel.database, schema, MIGRATIONS).await?)
-}
-
-/// This service's audit client: audit found in `registry` and called through the client
-/// factory (`clients.audit`), presenting authz's service tokens (`service_identity`).
-pub async fn audit_client(
-    cfg: &Config,
-    registry: Arc<dyn ServiceRegistry>,
-) -> anyhow::Result<Arc<dyn AuditServiceClient>> {
-    let clients: ClientsConfig = cfg.source.section("clients")?;
-    let identity: ServiceIdentityConfig = cfg.source.section("service_identity")?;
-    let factory =
-        ClientFactory::for_service(registry, SECTION, &cfg.kernel.env, &identity, &clients)
-            .await
-            .map_err(|e| anyhow::anyhow!("service clients: {e}"))?;
-    factory
-        .audit(&clients.get("audit"))
-        .await
-        .map_err(|e| anyhow::anyhow!("audit client: {e}"))
-}
-
-/// The configured registry, or `registry` when given.
-pub fn registry(
-    cfg: &Config,
-    registry: Option<Arc<dyn ServiceRegistry>>,
-) -> anyhow::Result<(RegistryConfig, Arc<dyn ServiceRegistry>)> {
-    let reg_cfg: RegistryConfig = cfg.source.section("registry")?;
-    let registry = match registry {
-        Some(r) => r,
-        None => reg_cfg.build(reqwest::Client::new())?,
-    };
-    Ok((reg_cfg, registry))
-}
-
-/// The verifier of admin callers' access tokens described by `authz.auth`.
-pub fn verifier(cfg: &AuthzConfig, jwks: Option<Arc<dyn JwksSource>>) -> anyhow::Result<Verifier> {
-    let source = match jwks {
-        Some(s) => s,
-        None => Arc::new(HttpJwksSource::new(
-            reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()?,
-            cfg.auth.jwks_url.clone(),
-        )),
-    };
-    Ok(Verifier::new(
-        VerifierConfig::new(&cfg.auth.issuer, &cfg.auth.audience),
-        source,
-    ))
 }
 
 pub fn audit_queue_config(cfg: &AuthzConfig) -> AuditQueueConfig {
@@ -126,7 +62,7 @@ pub async fn build_core(
     cfg: &Config,
     db: &Db,
     audit: Arc<dyn AuditServiceClient>,
-    jwks: Option<Arc<dyn JwksSource>>,
+    verifier: Verifier,
 ) -> anyhow::Result<Arc<AuthzCore>> {
     let s = &cfg.service;
     let store = store::for_db(db);
@@ -137,7 +73,7 @@ pub async fn build_core(
         .await
         .context("loading the policy")?;
     let queue = AuditQueue::start(audit, audit_queue_config(s), SERVICE_NAME);
-    let core = Arc::new(AuthzCore::new(store, policy, verifier(s, jwks)?, queue));
+    let core = Arc::new(AuthzCore::new(store, policy, verifier, queue));
     for id in s.bootstrap_admin_ids() {
         let changed = core
             .grant_as(SYSTEM_ACTOR, id, ADMIN_ROLE, "bootstrap")
@@ -174,98 +110,47 @@ fn collector(core: Arc<AuthzCore>) -> plt_kernel::metrics::Collector {
     })
 }
 
-/// The built service, bound to its port.
-pub struct App {
-    host: BoundHost,
-    db: Db,
-    core: Arc<AuthzCore>,
-    poller: tokio::task::JoinHandle<()>,
-    audit_grace: Duration,
-    registration: Option<Registration>,
-}
+/// The authz service, as the runtime runs it. Exports its core (`Arc<AuthzCore>`). Tests
+/// may put an `Arc<dyn AuditServiceClient>` in the overrides' extensions.
+pub struct Authz;
 
-impl App {
-    pub async fn build(cfg: &Config, overrides: Overrides) -> anyhow::Result<Self> {
-        let schema = overrides.schema.unwrap_or_else(|| SECTION.to_owned());
-        let db = connect_db(cfg, &schema).await?;
-        tracing::info!(backend = db.backend(), schema = %schema, "database ready");
-        let (reg_cfg, registry) = registry(cfg, overrides.registry)?;
-        let audit = match overrides.audit {
-            Some(a) => a,
-            None => audit_client(cfg, registry.clone()).await?,
+#[async_trait::async_trait]
+impl Service for Authz {
+    type Config = AuthzConfig;
+    const MANIFEST: Manifest = Manifest {
+        name: SECTION,
+        binary: SERVICE_NAME,
+        version: env!("CARGO_PKG_VERSION"),
+        calls: &["audit"],
+        migrations: Some(&MIGRATIONS),
+        defaults: None,
+    };
+
+    async fn build(cx: &Context<AuthzConfig>) -> anyhow::Result<Parts> {
+        let cfg = &cx.config;
+        let audit = match cx.extension::<Arc<dyn AuditServiceClient>>() {
+            Some(a) => a.clone(),
+            None => cx
+                .clients
+                .client::<dyn AuditServiceClient>()
+                .await
+                .map_err(|e| anyhow::anyhow!("audit client: {e}"))?,
         };
-        let core = build_core(cfg, &db, audit, overrides.jwks).await?;
-        let poller = core.policy().spawn_poller(cfg.service.poll_interval());
+        // Ready once migrated, the platform declared and the policy loaded.
+        let core = build_core(cfg, cx.db()?, audit, cx.verifier()?).await?;
         let contract: Arc<dyn AuthzServiceClient> = core.clone();
-        let listen = overrides.listen.unwrap_or(cfg.service.listen);
-        let host = ServiceHost::new(SERVICE_NAME, &cfg.kernel.server)
-            .http(
-                plt_contracts::authz::http::routes(contract.clone())
-                    .fallback(plt_contracts::http_api::not_found_fallback),
-            )
-            .grpc(AuthzGrpcServer::new(contract))
-            .reflection(plt_contracts::FILE_DESCRIPTOR_SET)
-            .health_check(db.health_check())
-            .metrics_collector(db.metrics_collector(SERVICE_NAME))
+        // Audit records still queued at shutdown get a few seconds to be delivered.
+        let grace = cfg
+            .kernel
+            .server
+            .shutdown_timeout
+            .min(Duration::from_secs(5));
+        let stopping = core.clone();
+        Ok(Parts::new()
+            .serve(AuthzServe(contract))
+            .task(core.policy().spawn_poller(cfg.service.poll_interval()))
             .metrics_collector(collector(core.clone()))
-            .bind(listen)
-            .await
-            .with_context(|| format!("binding {listen}"))?;
-        // Ready: database migrated, platform declared, policy loaded, port bound. Now others
-        // may find us.
-        let registration = plt_registry::register_service(
-            registry.as_ref(),
-            &reg_cfg,
-            SECTION,
-            env!("CARGO_PKG_VERSION"),
-            host.local_addr(),
-            [("routes".to_owned(), "/v1/authz".to_owned())].into(),
-        )
-        .await
-        .context("registering in the service registry")?;
-        tracing::info!(instance = registration.id(), "registered");
-        Ok(Self {
-            registration: Some(registration),
-            host,
-            db,
-            core,
-            poller,
-            audit_grace: cfg
-                .kernel
-                .server
-                .shutdown_timeout
-                .min(Duration::from_secs(5)),
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.host.local_addr()
-    }
-
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
-    /// The core, for in-process tests of the contract.
-    pub fn core(&self) -> Arc<AuthzCore> {
-        self.core.clone()
-    }
-
-    /// Serves until `shutdown`, then deregisters (so no new calls are routed here), drains
-    /// in-flight requests, gives the audit queue a few seconds to deliver what it holds
-    /// (logging what it cannot), and closes the pool.
-    pub async fn run(
-        mut self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let registration = self.registration.take();
-        let result = self
-            .host
-            .run(plt_registry::deregister_after(shutdown, registration))
-            .await;
-        self.poller.abort();
-        self.core.audit().shutdown(self.audit_grace).await;
-        self.db.close().await;
-        Ok(result?)
+            .on_stop(async move { stopping.audit().shutdown(grace).await })
+            .export(core))
     }
 }

@@ -1,59 +1,35 @@
-//! The authz-service binary: serve, migrate, grant or revoke a role, print config.
+//! The authz-service binary: `serve` (the default), `migrate`, `config print` (the
+//! runtime's), and `grant` / `revoke` a role.
 
-use authz_service::{
-    App, Config, Overrides, SECTION, audit_client, build_core, connect_db, core::CLI_ACTOR,
-};
-use clap::{Parser, Subcommand};
-use plt_kernel::{
-    binary::{Binary, ConfigCommand},
-    lifecycle::shutdown_signal,
-    telemetry,
-};
+use authz_service::{Authz, Config, SECTION, build_core, connect_db, core::CLI_ACTOR};
+use clap::Subcommand;
+use plt_contracts::audit::AuditServiceClient;
 use std::process::ExitCode;
 use uuid::Uuid;
 
-#[derive(Parser)]
-#[command(name = "authz-service", version, about = "plt authz service")]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
 #[derive(Subcommand)]
-enum Command {
-    /// Serve gRPC and HTTP on authz.listen (the default).
-    Serve,
-    /// Apply pending database migrations and exit.
-    Migrate,
+enum Own {
     /// Grant a role to a user (e.g. the first administrator: `grant <user-id> admin`).
     /// Idempotent; audited with actor `authz-service-cli`.
     Grant { user_id: String, role: String },
     /// Revoke a role from a user. Idempotent; audited.
     Revoke { user_id: String, role: String },
-    /// Configuration commands.
-    Config {
-        #[command(subcommand)]
-        command: ConfigCommand,
-    },
 }
-
-const BINARY: Binary = Binary::new("authz-service");
 
 /// mimalloc: glibc's malloc contends between worker threads under load (freeing on one
 /// thread what another allocated).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let cfg = match BINARY.config(SECTION, |cfg: &Config| {
-        plt_client::check_shared_config(&cfg.source, SECTION, &cfg.kernel.env)
-    }) {
-        Ok(cfg) => cfg,
-        Err(code) => return code,
-    };
-    BINARY.exit(run(cli.command.unwrap_or(Command::Serve), cfg).await)
+fn main() -> ExitCode {
+    plt_runtime::main_with::<Authz, Own, _>(|own, cfg| {
+        Box::pin(async move {
+            match own {
+                Own::Grant { user_id, role } => change(cfg, &user_id, &role, true).await,
+                Own::Revoke { user_id, role } => change(cfg, &user_id, &role, false).await,
+            }
+        })
+    })
 }
 
 async fn change(cfg: Config, user_id: &str, role: &str, grant: bool) -> anyhow::Result<ExitCode> {
@@ -70,8 +46,13 @@ async fn change(cfg: Config, user_id: &str, role: &str, grant: bool) -> anyhow::
         .with_writer(std::io::stderr)
         .try_init();
     let db = connect_db(&cfg, SECTION).await?;
-    let (_, registry) = authz_service::registry(&cfg, None)?;
-    let core = build_core(&cfg, &db, audit_client(&cfg, registry).await?, None).await?;
+    let clients = plt_runtime::client_factory(&cfg, SECTION, plt_runtime::registry(&cfg)?).await?;
+    let audit = clients
+        .client::<dyn AuditServiceClient>()
+        .await
+        .map_err(|e| anyhow::anyhow!("audit client: {e}"))?;
+    let verifier = cfg.service.auth.verifier(None)?;
+    let core = build_core(&cfg, &db, audit, verifier).await?;
     let result = if grant {
         core.grant_as(CLI_ACTOR, user, role, "cli").await
     } else {
@@ -109,23 +90,4 @@ async fn change(cfg: Config, user_id: &str, role: &str, grant: bool) -> anyhow::
     audit.shutdown(std::time::Duration::ZERO).await;
     db.close().await;
     Ok(outcome)
-}
-
-async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
-    match command {
-        Command::Config { command } => Ok(command.run(&cfg)),
-        Command::Migrate => {
-            telemetry::init(&cfg.kernel.log);
-            connect_db(&cfg, SECTION).await?.close().await;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Grant { user_id, role } => change(cfg, &user_id, &role, true).await,
-        Command::Revoke { user_id, role } => change(cfg, &user_id, &role, false).await,
-        Command::Serve => {
-            telemetry::init(&cfg.kernel.log);
-            let app = App::build(&cfg, Overrides::default()).await?;
-            app.run(shutdown_signal()).await?;
-            Ok(ExitCode::SUCCESS)
-        }
-    }
 }

@@ -160,7 +160,7 @@ async fn an_unconfirmable_cache_fails_closed() {
     );
     // The database goes away: polls fail, and after the bound the cached "yes" must not be
     // used any more.
-    a.db.close().await;
+    a.db().close().await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let e = a
         .core

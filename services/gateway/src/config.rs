@@ -555,6 +555,16 @@ impl Validate for GatewayConfig {
     }
 }
 
+impl plt_runtime::ServiceSettings for GatewayConfig {
+    fn listen(&self) -> std::net::SocketAddr {
+        self.listen
+    }
+
+    fn auth(&self) -> Option<&plt_authn::TokenConfig> {
+        Some(&self.auth)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

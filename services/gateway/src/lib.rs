@@ -4,8 +4,8 @@
 //! edge it verifies access tokens, checks a route's permission with authz, strips identity
 //! headers clients send and forwards the verified identity, limits rates per client address
 //! and per user (in process or shared through Redis), answers CORS, limits body size and
-//! time, and serves an OpenAPI 3.1 document of the public API. `App::build` wires
-//! everything explicitly so tests build exactly what the binary runs, on port 0.
+//! time, and serves an OpenAPI 3.1 document of the public API. It starts, registers and
+//! stops through the plt runtime like every service ([`ApiGateway`]).
 
 pub mod config;
 pub mod cors;
@@ -34,12 +34,10 @@ use crate::{
     upstream::Upstreams,
 };
 use anyhow::Context as _;
-use plt_authn::JwksSource;
-use plt_client::{ClientFactory, ClientsConfig, ServiceIdentityConfig};
 use plt_contracts::authz::AuthzServiceClient;
-use plt_kernel::{BoundHost, Loaded, ServiceHost};
-use plt_registry::{Registration, ServiceRegistry, config::RegistryConfig};
-use std::{collections::BTreeSet, net::SocketAddr, sync::Arc, time::Duration};
+use plt_kernel::Loaded;
+use plt_runtime::{Context, Manifest, Parts, Service};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 /// The service's name in logs and metrics.
 pub const SERVICE_NAME: &str = "api-gateway";
@@ -48,70 +46,36 @@ pub const SECTION: &str = "gateway";
 
 pub type Config = Loaded<GatewayConfig>;
 
-/// What tests (or an embedding process) may change from the configuration.
-#[derive(Default)]
-pub struct Overrides {
-    /// Listen address instead of `gateway.listen` (port 0 for tests).
-    pub listen: Option<SocketAddr>,
-    /// The registry instead of the configured one (plt dev shares one in-memory registry).
-    pub registry: Option<Arc<dyn ServiceRegistry>>,
-    /// The authz client instead of the one built from `clients.authz` (tests inject fakes).
-    pub authz: Option<Arc<dyn AuthzServiceClient>>,
-    /// Where token keys come from instead of `gateway.auth.jwks_url`.
-    pub jwks: Option<Arc<dyn JwksSource>>,
-}
+/// The API gateway, as the runtime runs it: a data plane behind its own front handler on
+/// worker threads of its own. Exports the [`Gateway`]. Tests may put an
+/// `Arc<dyn AuthzServiceClient>` in the overrides' extensions.
+pub struct ApiGateway;
 
-/// The gateway's client factory: clients over the registry, like every service's,
-/// presenting the gateway's service tokens (`service_identity`).
-pub async fn client_factory(
-    cfg: &Config,
-    registry: Arc<dyn ServiceRegistry>,
-    clients: &ClientsConfig,
-) -> anyhow::Result<ClientFactory> {
-    let identity: ServiceIdentityConfig = cfg.source.section("service_identity")?;
-    ClientFactory::for_service(registry, SECTION, &cfg.kernel.env, &identity, clients)
-        .await
-        .map_err(|e| anyhow::anyhow!("service clients: {e}"))
-}
+#[plt_runtime::async_trait]
+impl Service for ApiGateway {
+    type Config = GatewayConfig;
+    const MANIFEST: Manifest = Manifest {
+        name: SECTION,
+        binary: SERVICE_NAME,
+        version: env!("CARGO_PKG_VERSION"),
+        calls: &["authz"],
+        migrations: None,
+        defaults: None,
+    };
 
-/// The authz client the gateway checks route permissions with: `clients.authz` through the
-/// gateway's [`client_factory`] (authz's `Authorize` is for platform services only).
-pub async fn authz_client(
-    factory: &ClientFactory,
-    clients: &ClientsConfig,
-) -> anyhow::Result<Arc<dyn AuthzServiceClient>> {
-    factory
-        .authz(&clients.get("authz"))
-        .await
-        .map_err(|e| anyhow::anyhow!("authz client: {e}"))
-}
-
-/// The built gateway, bound to its port.
-pub struct App {
-    host: BoundHost,
-    gateway: Arc<Gateway>,
-    watchers: Vec<tokio::task::JoinHandle<()>>,
-    registration: Option<Registration>,
-}
-
-impl App {
-    pub async fn build(cfg: &Config, overrides: Overrides) -> anyhow::Result<Self> {
+    async fn build(cx: &Context<GatewayConfig>) -> anyhow::Result<Parts> {
+        let cfg = &cx.config;
         let g = &cfg.service;
-        let reg_cfg: RegistryConfig = cfg.source.section("registry")?;
-        let clients: ClientsConfig = cfg.source.section("clients")?;
-        let registry = match overrides.registry {
-            Some(r) => r,
-            None => reg_cfg.build(reqwest::Client::new())?,
+        let registry = cx.registry.clone();
+        let factory = &cx.clients;
+        let authz = match cx.extension::<Arc<dyn AuthzServiceClient>>() {
+            Some(a) => a.clone(),
+            None => factory
+                .client::<dyn AuthzServiceClient>()
+                .await
+                .map_err(|e| anyhow::anyhow!("authz client: {e}"))?,
         };
-        let factory = client_factory(cfg, registry.clone(), &clients).await?;
-        let authz = match overrides.authz {
-            Some(a) => a,
-            None => authz_client(&factory, &clients).await?,
-        };
-        let verifier = g
-            .auth
-            .verifier(overrides.jwks)
-            .context("building the token verifier")?;
+        let verifier = cx.verifier()?;
         let max_timeout = g
             .routes
             .iter()
@@ -178,56 +142,18 @@ impl App {
             documented,
         });
         let front = front::GatewayFront::new(gateway.clone(), cors::Cors::new(&g.cors));
-        let listen = overrides.listen.unwrap_or(g.listen);
-        let host = ServiceHost::new(SERVICE_NAME, &cfg.kernel.server)
-            .front(Arc::new(front))
-            .workers(g.worker_threads())
-            .pin_workers(g.worker_cpus.clone())
-            .bind(listen)
-            .await
-            .with_context(|| format!("binding {listen}"))?;
-        // Ready: port bound, pools following the registry. Now others may find us.
-        let registration = plt_registry::register_service(
-            registry.as_ref(),
-            &reg_cfg,
-            SECTION,
-            env!("CARGO_PKG_VERSION"),
-            host.local_addr(),
-            [("protocols".to_owned(), "http".to_owned())].into(),
-        )
-        .await
-        .context("registering in the service registry")?;
-        tracing::info!(instance = registration.id(), "registered");
-        Ok(Self {
-            host,
-            gateway,
-            watchers,
-            registration: Some(registration),
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.host.local_addr()
-    }
-
-    pub fn gateway(&self) -> Arc<Gateway> {
-        self.gateway.clone()
-    }
-
-    /// Serves until `shutdown`, then deregisters (so no new requests are routed here) and
-    /// drains in-flight requests.
-    pub async fn run(
-        mut self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let registration = self.registration.take();
-        let result = self
-            .host
-            .run(plt_registry::deregister_after(shutdown, registration))
-            .await;
-        for w in &self.watchers {
-            w.abort();
+        let (workers, cpus) = (g.worker_threads(), g.worker_cpus.clone());
+        let mut parts = Parts::new()
+            .host(move |host| {
+                host.front(Arc::new(front))
+                    .workers(workers)
+                    .pin_workers(cpus)
+            })
+            .metadata("protocols", "http")
+            .export(gateway);
+        for w in watchers {
+            parts = parts.task(w);
         }
-        Ok(result?)
+        Ok(parts)
     }
 }

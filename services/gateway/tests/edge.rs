@@ -170,14 +170,15 @@ async fn spoofed_identity_headers_are_replaced() {
         .unwrap();
     let h = body["headers"].as_object().unwrap();
     assert_eq!(h["x-user-id"], user);
-    for gone in [
-        "x-user-email",
-        "x-user-roles",
-        "x-plt-service-token",
-        "x-plt-anything",
-    ] {
+    for gone in ["x-user-email", "x-user-roles", "x-plt-anything"] {
         assert!(!h.contains_key(gone), "{gone} forwarded: {body}");
     }
+    // The client's service token never passes; the gateway vouches with its own.
+    assert_ne!(
+        h.get("x-plt-service-token"),
+        Some(&Value::from("forged")),
+        "{body}"
+    );
     // Exactly one x-user-id arrived.
     let seen = up.seen();
     assert_eq!(seen[0].headers.get_all("x-user-id").iter().count(), 1);
@@ -347,16 +348,16 @@ async fn the_configured_authz_client_goes_through_the_registry() {
         .var("PLT_CLIENTS__AUTH__PROTOCOL", "http");
     let registry = setup.registry.clone();
     let _r = register(&registry, "up", up.addr, "").await;
-    // Built without an injected client: `api_gateway::authz_client` from configuration.
+    // Started as the binary starts it (no injected client): authz through the client
+    // factory, with the gateway's service credentials, from configuration.
     plt_kernel::telemetry::init_for_tests();
     let cfg = common::config(&setup.vars);
-    let app = api_gateway::App::build(
-        &cfg,
-        api_gateway::Overrides {
+    let app = plt_runtime::start::<api_gateway::ApiGateway>(
+        cfg,
+        plt_runtime::Overrides {
             listen: Some("127.0.0.1:0".parse().unwrap()),
             registry: Some(Arc::new(registry.clone())),
-            authz: None,
-            jwks: None,
+            ..Default::default()
         },
     )
     .await

@@ -122,3 +122,13 @@ impl Validate for IdentityConfig {
         Ok(())
     }
 }
+
+impl plt_runtime::ServiceSettings for IdentityConfig {
+    fn listen(&self) -> std::net::SocketAddr {
+        self.listen
+    }
+
+    fn auth(&self) -> Option<&plt_authn::TokenConfig> {
+        Some(&self.auth)
+    }
+}

@@ -256,7 +256,7 @@ async fn responses_never_carry_password_material() {
         }
     }
     // The stored hash is Argon2id with at least the OWASP parameters.
-    let plt_db::Db::Sqlite(pool) = &svc.db else {
+    let plt_db::Db::Sqlite(pool) = svc.db() else {
         unreachable!()
     };
     let hash: String = sqlx::query_scalar("SELECT password_hash FROM users")
@@ -301,7 +301,7 @@ async fn readiness_names_the_database_when_it_goes_away() {
     let c = Client::new();
     let r = c.get(format!("{}/readyz", svc.url())).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    svc.db.close().await;
+    svc.db().close().await;
     let r = c.get(format!("{}/readyz", svc.url())).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = r.json().await.unwrap();
@@ -320,13 +320,13 @@ async fn postgres_tables_live_in_the_service_schema() {
         common::skipped("postgres_tables_live_in_the_service_schema");
         return;
     };
-    let plt_db::Db::Postgres(pool) = &svc.db else {
+    let plt_db::Db::Postgres(pool) = svc.db() else {
         unreachable!()
     };
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1",
     )
-    .bind(&svc.schema)
+    .bind(svc.schema())
     .fetch_all(pool)
     .await
     .unwrap();

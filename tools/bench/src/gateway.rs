@@ -3,7 +3,7 @@
 //! In one process, on loopback, port 0:
 //! - an upstream: a small axum server answering `GET /v1/ping` with a small JSON body,
 //!   registered as service `bench` in an in-memory registry;
-//! - the api-gateway, built as its binary builds it (`App::build` from the repository's
+//! - the api-gateway, started as its binary starts it (`plt_runtime::start` from the repository's
 //!   `config/` plus the variables below), with two routes to `bench`: `/pub` (public) and
 //!   `/full` (access token verified against a test JWKS, permission `bench.ping.read` checked
 //!   through an in-process authz fake that grants it, rate limits per client and per user set
@@ -26,7 +26,7 @@ use crate::{
     load::{self, Target},
 };
 use anyhow::Context as _;
-use api_gateway::{App, Overrides, SECTION, config::GatewayConfig};
+use api_gateway::{ApiGateway, SECTION, config::GatewayConfig};
 use axum::{Router, response::IntoResponse, routing::get, serve::ListenerExt};
 use plt_authn::testing::TestAuthority;
 use plt_contracts::testsuite::fakes::FakeAuthz;
@@ -251,19 +251,25 @@ async fn start_servers(isolation: Option<&Isolation>) -> anyhow::Result<Servers>
     let authz = FakeAuthz::default();
     authz.grant(user, PERMISSION);
     let registry: Arc<dyn ServiceRegistry> = Arc::new(registry);
-    let app = App::build(
-        &cfg,
-        Overrides {
+    let workers = cfg.service.worker_threads();
+    let mut extensions = http::Extensions::new();
+    extensions.insert(Arc::new(authz) as Arc<dyn plt_contracts::authz::AuthzServiceClient>);
+    let app = plt_runtime::start::<ApiGateway>(
+        cfg,
+        plt_runtime::Overrides {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             registry: Some(registry),
-            authz: Some(Arc::new(authz)),
             jwks: Some(authority.jwks()),
+            extensions,
+            ..Default::default()
         },
     )
     .await
     .context("building the gateway")?;
     let gateway = app.local_addr();
-    let gw = app.gateway();
+    let gw = app
+        .get::<Arc<api_gateway::Gateway>>()
+        .context("the gateway exports itself")?;
     for _ in 0..200 {
         if !gw.instances("bench").is_empty() {
             break;
@@ -283,7 +289,7 @@ async fn start_servers(isolation: Option<&Isolation>) -> anyhow::Result<Servers>
         gateway,
         authority,
         user,
-        workers: cfg.service.worker_threads(),
+        workers,
         stop,
         task,
         _registration: registration,

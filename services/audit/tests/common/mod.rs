@@ -1,13 +1,14 @@
-//! Test support: build the audit service exactly as the binary does, on port 0, on SQLite
-//! in a temporary directory or on PostgreSQL in a fresh schema.
+//! Test support: audit started by the runtime's one harness (its real start-up path, port
+//! 0, SQLite or a fresh PostgreSQL schema), trusting the service tokens of [`SERVICES`].
 #![allow(dead_code)]
 
-use audit_service::{App, Config, Overrides, SECTION};
+use audit_service::{Audit, Config, SECTION};
 use plt_contracts::{
     RequestContext,
     audit::{AuditServiceClient, NewAuditEntry, Outcome},
 };
-use std::{net::SocketAddr, sync::Arc};
+use plt_runtime::testing::{TestOptions, TestService};
+use std::sync::Arc;
 
 /// The configuration from the repository's config/ with these variables on top.
 pub fn config(vars: &[(&str, &str)]) -> Config {
@@ -17,93 +18,71 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
 pub use plt_db::testing::Backend;
 
 pub struct Running {
-    /// The registry the instance registered in (an in-memory one per instance).
-    pub registry: std::sync::Arc<plt_registry::memory::MemoryRegistry>,
-    pub addr: SocketAddr,
+    pub svc: TestService,
     pub app_core: Arc<dyn AuditServiceClient>,
-    pub db: plt_db::Db,
-    pub schema: String,
     pub cfg: Config,
-    pub shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Running {
+    type Target = TestService;
+    fn deref(&self) -> &TestService {
+        &self.svc
+    }
 }
 
 impl Running {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.svc.url("")
+    }
+
+    pub fn db(&self) -> &plt_db::Db {
+        self.svc.db().expect("audit has a database")
     }
 
     /// Stops the service gracefully and, on PostgreSQL, drops the test's schema.
     pub async fn stop(self) {
-        let schema = self.schema.clone();
-        self.stop_keeping_data().await;
-        drop_schema(&schema).await;
-    }
-
-    /// Stops the service gracefully; the database (and its temp dir) stay.
-    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        self.task.await.expect("server task").expect("server ran");
-        self.dir
+        self.svc.stop().await;
     }
 }
 
+/// What the suites run with: a short drain, and no access control (tests/access.rs tests
+/// that; the suites test the log itself).
 pub fn backend_vars(backend: Backend, data_dir: &str) -> Option<Vec<(String, String)>> {
     let mut vars = backend.vars(data_dir)?;
-    vars.push(("PLT_SERVER__SHUTDOWN_TIMEOUT".to_owned(), "5s".to_owned()));
-    // Access control has its own test (tests/access.rs); the suites test the log itself.
-    vars.push(("PLT_AUDIT__ACCESS_CONTROL".to_owned(), "false".to_owned()));
+    vars.extend(
+        suite_vars()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
     Some(vars)
+}
+
+fn suite_vars() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("PLT_SERVER__SHUTDOWN_TIMEOUT", "5s"),
+        ("PLT_AUDIT__ACCESS_CONTROL", "false"),
+    ]
 }
 
 /// Starts the service with extra configuration variables; `None` for PostgreSQL when
 /// `PLT_TEST_POSTGRES_URL` is not set.
 pub async fn start_with(backend: Backend, extra: &[(&str, &str)]) -> Option<Running> {
     plt_kernel::telemetry::init_for_tests();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_string_lossy().to_string();
-    let owned = backend_vars(backend, &data)?;
-    let mut vars: Vec<(&str, &str)> = owned
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let mut vars = suite_vars();
     vars.extend_from_slice(extra);
-    let cfg = config(&vars);
-    let schema = plt_db::testing::unique_schema("audit");
-    let registry = std::sync::Arc::new(plt_registry::memory::MemoryRegistry::new());
-    let app = App::build(
-        &cfg,
-        Overrides {
-            schema: Some(schema.clone()),
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            registry: Some(registry.clone() as std::sync::Arc<dyn plt_registry::ServiceRegistry>),
-            jwks: Some(SERVICES.jwks()),
-            ..Default::default()
+    let svc = TestService::start_with::<Audit>(
+        backend,
+        TestOptions {
+            authority: Some(SERVICES.clone()),
+            ..TestOptions::vars(&vars)
         },
     )
-    .await
-    .expect("app builds");
-    let addr = app.local_addr();
-    let app_core = app.core();
-    let db = app.db().clone();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run(async move {
-        let _ = rx.await;
-    }));
-    Some(Running {
-        registry: registry.clone(),
-        addr,
-        app_core,
-        db,
-        schema,
-        cfg,
-        shutdown: Some(tx),
-        task,
-        dir,
-    })
+    .await?;
+    let app_core = svc
+        .get::<Arc<dyn AuditServiceClient>>()
+        .expect("core exported");
+    let cfg = config(&vars);
+    Some(Running { svc, app_core, cfg })
 }
 
 /// Starts the service; `None` for PostgreSQL when `PLT_TEST_POSTGRES_URL` is not set.

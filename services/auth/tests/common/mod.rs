@@ -1,10 +1,11 @@
-//! Test support: the auth service built as the binary builds it, on port 0, with a fake
-//! identity, on SQLite in a temporary directory or on PostgreSQL in a fresh schema.
+//! Test support: auth started by the runtime's one harness (its real start-up path, port 0,
+//! SQLite or a fresh PostgreSQL schema), with a fake identity.
 #![allow(dead_code)]
 
-use auth_service::{App, Config, Overrides, SECTION};
-use plt_contracts::testsuite::fakes::FakeIdentity;
-use std::{net::SocketAddr, sync::Arc};
+use auth_service::{Auth, Config, SECTION, core::AuthCore};
+use plt_contracts::{identity::IdentityServiceClient, testsuite::fakes::FakeIdentity};
+use plt_runtime::testing::{TestOptions, TestService};
+use std::sync::Arc;
 
 pub use plt_db::testing::Backend;
 
@@ -14,21 +15,25 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
 }
 
 pub struct Running {
-    /// The registry the instance registered in (an in-memory one per instance).
-    pub registry: std::sync::Arc<plt_registry::memory::MemoryRegistry>,
-    pub addr: SocketAddr,
+    pub svc: TestService,
     pub identity: FakeIdentity,
-    pub core: Arc<auth_service::core::AuthCore>,
-    pub db: plt_db::Db,
-    pub schema: String,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
+    pub core: Arc<AuthCore>,
+}
+
+impl std::ops::Deref for Running {
+    type Target = TestService;
+    fn deref(&self) -> &TestService {
+        &self.svc
+    }
 }
 
 impl Running {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.svc.url("")
+    }
+
+    pub fn db(&self) -> &plt_db::Db {
+        self.svc.db().expect("auth has a database")
     }
 
     /// The context of the gateway calling auth: a service token issued for the development
@@ -48,12 +53,8 @@ impl Running {
         plt_contracts::RequestContext::new().with_service_token(t.token)
     }
 
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        self.task.await.expect("server task").expect("server ran");
-        drop_schema(&self.schema).await;
+    pub async fn stop(self) {
+        self.svc.stop().await;
     }
 }
 
@@ -61,42 +62,17 @@ impl Running {
 /// `PLT_TEST_POSTGRES_URL`.
 pub async fn start(backend: Backend, extra: &[(&str, &str)]) -> Option<Running> {
     plt_kernel::telemetry::init_for_tests();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_string_lossy().to_string();
-    let mut vars = backend.vars(&data)?;
-    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let cfg = plt_kernel::testing::config(SECTION, vars);
-    let schema = plt_db::testing::unique_schema("auth");
     let identity = FakeIdentity::default();
-    let registry = std::sync::Arc::new(plt_registry::memory::MemoryRegistry::new());
-    let app = App::build(
-        &cfg,
-        Overrides {
-            schema: Some(schema.clone()),
-            identity: Some(Arc::new(identity.clone())),
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            registry: Some(registry.clone() as std::sync::Arc<dyn plt_registry::ServiceRegistry>),
-        },
+    let svc = TestService::start_with::<Auth>(
+        backend,
+        TestOptions::vars(extra).with(Arc::new(identity.clone()) as Arc<dyn IdentityServiceClient>),
     )
-    .await
-    .expect("auth builds");
-    let addr = app.local_addr();
-    let core = app.core();
-    let db = app.db().clone();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run(async move {
-        let _ = rx.await;
-    }));
+    .await?;
+    let core = svc.get::<Arc<AuthCore>>().expect("core exported");
     Some(Running {
-        registry: registry.clone(),
-        addr,
+        svc,
         identity,
         core,
-        db,
-        schema,
-        shutdown: Some(tx),
-        task,
-        _dir: dir,
     })
 }
 

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use async_trait::async_trait;
-use authz_service::{App, Config, Overrides, SECTION, core::AuthzCore};
+use authz_service::{Authz, Config, SECTION, core::AuthzCore};
 use plt_authn::{AccessClaims, Signer, StaticJwks};
 use plt_contracts::{
     Error, ErrorCode, RequestContext, Result,
@@ -13,8 +13,8 @@ use plt_contracts::{
     auth::Jwks,
 };
 use plt_kernel::Secret;
+use plt_runtime::testing::{TestOptions, TestService};
 use std::{
-    net::SocketAddr,
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -208,11 +208,8 @@ impl Setup {
 }
 
 pub struct Running {
-    /// The registry the instance registered in (an in-memory one per instance).
-    pub registry: std::sync::Arc<plt_registry::memory::MemoryRegistry>,
-    pub addr: SocketAddr,
+    pub svc: TestService,
     pub core: Arc<AuthzCore>,
-    pub db: plt_db::Db,
     pub schema: String,
     pub data_dir: PathBuf,
     pub keys: Arc<Keys>,
@@ -225,25 +222,26 @@ pub struct Running {
     pub unprivileged: RequestContext,
     pub unprivileged_id: Uuid,
     pub cfg: Config,
-    owns_schema: bool,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for Running {
+    type Target = TestService;
+    fn deref(&self) -> &TestService {
+        &self.svc
+    }
 }
 
 impl Running {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.svc.url("")
     }
 
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        self.task.await.expect("server task").expect("server ran");
-        if self.owns_schema {
-            drop_schema(&self.schema).await;
-        }
+    pub fn db(&self) -> &plt_db::Db {
+        self.svc.db().expect("authz has a database")
+    }
+
+    pub async fn stop(self) {
+        self.svc.stop().await;
     }
 }
 
@@ -259,25 +257,16 @@ pub async fn start(backend: Backend, extra: &[(&str, &str)]) -> Option<Running> 
 
 pub async fn start_with(setup: Setup) -> Option<Running> {
     plt_kernel::telemetry::init_for_tests();
-    let (dir, data_dir) = match &setup.data_dir {
-        Some(d) => (None, d.clone()),
-        None => {
-            let d = tempfile::tempdir().unwrap();
-            let p = d.path().to_path_buf();
-            (Some(d), p)
-        }
-    };
     let admin_id = setup
         .vars
         .iter()
         .find(|(k, _)| k == "PLT_AUTHZ__BOOTSTRAP_ADMINS")
         .and_then(|(_, v)| Uuid::parse_str(v.trim_matches(|c| c == '[' || c == ']')).ok())
         .unwrap_or_else(Uuid::new_v4);
-    let mut vars = setup.backend.vars(&data_dir.to_string_lossy())?;
-    vars.push((
-        "PLT_AUTHZ__BOOTSTRAP_ADMINS".into(),
+    let mut vars = vec![(
+        "PLT_AUTHZ__BOOTSTRAP_ADMINS".to_owned(),
         format!("[{admin_id}]"),
-    ));
+    )];
     vars.extend(
         setup
             .vars
@@ -285,46 +274,31 @@ pub async fn start_with(setup: Setup) -> Option<Running> {
             .filter(|(k, _)| k != "PLT_AUTHZ__BOOTSTRAP_ADMINS")
             .cloned(),
     );
-    let cfg = plt_kernel::testing::config(SECTION, vars);
-    let owns_schema = setup.schema.is_none();
-    let schema = setup
-        .schema
-        .clone()
-        .unwrap_or_else(|| plt_db::testing::unique_schema("authz"));
     let keys = setup.keys.clone().unwrap_or_else(|| Arc::new(Keys::new()));
     let audit = setup.audit.clone().unwrap_or_default();
-    let registry = std::sync::Arc::new(plt_registry::memory::MemoryRegistry::new());
-    let app = App::build(
-        &cfg,
-        Overrides {
-            schema: Some(schema.clone()),
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            audit: if setup.real_audit {
-                None
-            } else {
-                Some(Arc::new(audit.clone()))
-            },
-            jwks: Some(Arc::new(keys.jwks.clone())),
-            registry: Some(registry.clone() as std::sync::Arc<dyn plt_registry::ServiceRegistry>),
-        },
-    )
-    .await
-    .expect("authz builds");
-    let addr = app.local_addr();
-    let core = app.core();
-    let db = app.db().clone();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run(async move {
-        let _ = rx.await;
-    }));
+    let mut opts = TestOptions {
+        vars: vars.clone(),
+        authority: Some(SERVICES.clone()),
+        jwks: Some(Arc::new(keys.jwks.clone())),
+        schema: setup.schema.clone(),
+        data_dir: setup.data_dir.clone(),
+        ..Default::default()
+    };
+    if !setup.real_audit {
+        opts = opts.with(Arc::new(audit.clone()) as Arc<dyn AuditServiceClient>);
+    }
+    let svc = TestService::start_with::<Authz>(setup.backend, opts).await?;
+    let core = svc.get::<Arc<AuthzCore>>().expect("core exported");
+    let mut cfg_vars: Vec<(&str, &str)> =
+        vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let data = svc.data_dir().to_string_lossy().into_owned();
+    cfg_vars.push(("PLT_DATABASE__DATA_DIR", &data));
+    let cfg = config(&cfg_vars);
     let unprivileged_id = Uuid::new_v4();
     Some(Running {
-        registry: registry.clone(),
-        addr,
         core,
-        db,
-        schema,
-        data_dir,
+        schema: svc.schema().unwrap_or(SECTION).to_owned(),
+        data_dir: svc.data_dir().to_path_buf(),
         admin: bearer(&keys.token(&admin_id.to_string())),
         unprivileged: bearer(&keys.token(&unprivileged_id.to_string())),
         unprivileged_id,
@@ -332,10 +306,7 @@ pub async fn start_with(setup: Setup) -> Option<Running> {
         audit,
         admin_id,
         cfg,
-        owns_schema,
-        shutdown: Some(tx),
-        task,
-        _dir: dir,
+        svc,
     })
 }
 

@@ -4,7 +4,7 @@
 //! an authz fake that counts the questions it is asked.
 #![allow(dead_code)]
 
-use api_gateway::{App, Config, Gateway, Overrides, SECTION};
+use api_gateway::{ApiGateway, Config, Gateway, SECTION};
 use async_trait::async_trait;
 use axum::{
     Json, Router,
@@ -22,6 +22,7 @@ use plt_contracts::{
     testsuite::fakes::FakeAuthz,
 };
 use plt_registry::{HealthSpec, Instance, Registration, ServiceRegistry, memory::MemoryRegistry};
+use plt_runtime::testing::{Backend, TestOptions, TestService};
 use serde_json::{Value, json};
 use std::{
     net::SocketAddr,
@@ -392,23 +393,19 @@ impl Setup {
 }
 
 pub struct Running {
+    pub svc: TestService,
     pub addr: SocketAddr,
     pub gateway: Arc<Gateway>,
     pub registry: MemoryRegistry,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.svc.url(path)
     }
 
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        self.task.await.expect("gateway task").expect("gateway ran");
+    pub async fn stop(self) {
+        self.svc.stop().await;
     }
 
     /// Waits until `service` has `n` instances in the gateway's pool.
@@ -426,37 +423,29 @@ impl Running {
     }
 }
 
+/// Starts the gateway through the runtime's one harness, on `setup`'s registry, verifying
+/// tokens against the configured JWKS URL (the test's key server).
 pub async fn start(setup: Setup) -> Running {
     plt_kernel::telemetry::init_for_tests();
-    let cfg = config(&setup.vars);
-    let registry: Arc<dyn ServiceRegistry> = Arc::new(setup.registry.clone());
-    let app = App::build(
-        &cfg,
-        Overrides {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            registry: Some(registry),
-            authz: Some(
-                setup
-                    .authz
-                    .unwrap_or_else(|| Arc::new(CountingAuthz::default())),
-            ),
-            jwks: None,
+    let authz = setup
+        .authz
+        .unwrap_or_else(|| Arc::new(CountingAuthz::default()));
+    let svc = TestService::start_with::<ApiGateway>(
+        Backend::Sqlite,
+        TestOptions {
+            vars: setup.vars.clone(),
+            registry: Some(Arc::new(setup.registry.clone())),
+            keys_from_config: true,
+            ..TestOptions::default().with(authz)
         },
     )
     .await
-    .expect("gateway builds");
-    let addr = app.local_addr();
-    let gateway = app.gateway();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run(async move {
-        let _ = rx.await;
-    }));
+    .expect("the gateway needs no database");
     Running {
-        addr,
-        gateway,
+        addr: svc.addr,
+        gateway: svc.get::<Arc<Gateway>>().expect("gateway exported"),
         registry: setup.registry,
-        shutdown: Some(tx),
-        task,
+        svc,
     }
 }
 

@@ -30,7 +30,7 @@ impl plt_runtime::ServiceSettings for __Name__Config {
         self.listen
     }
 
-    fn auth(&self) -> &TokenConfig {
-        &self.auth
+    fn auth(&self) -> Option<&TokenConfig> {
+        Some(&self.auth)
     }
 }
