@@ -258,6 +258,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     .await
     .context("starting identity-service")?;
     let identity_addr = identity.local_addr();
+    let mut declared = vec![identity.permissions_registered()];
     let mut tasks = vec![
         tokio::spawn(identity.run(stop(stop_rx.clone()))),
         tokio::spawn(auth.run(stop(stop_rx.clone()))),
@@ -277,6 +278,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     .await
     .context("starting audit-service")?;
     let audit_addr = audit.local_addr();
+    declared.push(audit.permissions_registered());
     // authz sends its audit records to audit through the registry like every other call.
     let authz = start::<Authz>(
         authz_cfg,
@@ -301,6 +303,17 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     tasks.push(tokio::spawn(audit.run(stop(stop_rx.clone()))));
     tasks.push(tokio::spawn(authz.run(stop(stop_rx.clone()))));
     tasks.push(tokio::spawn(gateway.run(stop(stop_rx.clone()))));
+    // Services declare their permissions to authz as it comes up; the platform is ready for
+    // roles naming them once that happened.
+    if tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        futures_util::future::join_all(declared),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!("services have not declared their permissions to authz yet; still trying");
+    }
     let mut running = Vec::new();
     if let Some(agent) = &agent {
         let env: Vec<(String, String)> = s

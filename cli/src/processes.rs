@@ -65,6 +65,32 @@ async fn spawn(
 
 /// Asks each service to stop (SIGTERM, so it deregisters and drains) in reverse start order,
 /// and waits for it.
+/// Waits (at most 10 s) until the service at `addr` says authz took its permissions.
+async fn wait_declared(addr: SocketAddr) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let declared = async {
+            let v: serde_json::Value = http
+                .get(format!("http://{addr}{}", plt_runtime::PERMISSIONS_PATH))
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            v["declared"].as_bool()
+        }
+        .await;
+        if declared == Some(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tracing::warn!(%addr, "the service has not declared its permissions to authz yet");
+}
+
 async fn stop_all(services: &mut Vec<Service>) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     while let Some(mut s) = services.pop() {
@@ -140,6 +166,10 @@ pub async fn run(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         let admins = ("PLT_AUTHZ__BOOTSTRAP_ADMINS", format!("[{}]", admin.id));
         services.push(spawn("authz", authz_addr, &data_dir, &[admins]).await?);
         services.push(spawn("gateway", gateway_addr, &data_dir, &[]).await?);
+        // Identity and audit declare their permissions to authz as it comes up.
+        for addr in [identity_addr, audit_addr] {
+            wait_declared(addr).await;
+        }
         Ok::<_, anyhow::Error>(admin)
     }
     .await;

@@ -323,7 +323,7 @@ struct Generator<'a> {
     svc: ServiceDescriptor,
     registry_name: String,
     methods: Vec<Method>,
-    permissions: Vec<(String, String)>,
+    permissions: Vec<(String, String, bool)>,
 }
 
 fn ext_field<'m>(msg: &'m DynamicMessage, name: &str) -> Option<std::borrow::Cow<'m, Value>> {
@@ -410,7 +410,11 @@ impl<'a> Generator<'a> {
                             &name,
                             registry_name,
                         )?;
-                        permissions.push((name, description));
+                        let users = matches!(
+                            ext_field(p, "granted_to_users").as_deref(),
+                            Some(Value::Bool(true))
+                        );
+                        permissions.push((name, description, users));
                     }
                 }
             }
@@ -426,7 +430,7 @@ impl<'a> Generator<'a> {
             };
             if let Some(p) = used
                 && p.starts_with(&format!("{registry_name}."))
-                && !permissions.iter().any(|(n, _)| n == p)
+                && !permissions.iter().any(|(n, _, _)| n == p)
             {
                 return Err(format!(
                     "{}.{}: permission {p} is not declared in the service's option (plt.api.v1.permissions)",
@@ -526,7 +530,11 @@ impl<'a> Generator<'a> {
             perms = self
                 .permissions
                 .iter()
-                .map(|(n, d)| format!("({}, {})", rust_str(n), rust_str(d)))
+                .map(|(n, d, u)| format!(
+                    "::plt_contracts::access::PermissionDecl {{ name: {}, description: {}, granted_to_users: {u} }}",
+                    rust_str(n),
+                    rust_str(d)
+                ))
                 .collect::<Vec<_>>()
                 .join(", "),
         );

@@ -106,6 +106,16 @@ impl AccessGuard for AllowAll {
     }
 }
 
+/// A permission a service owns, as it declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PermissionDecl {
+    /// `service.resource.action`.
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Granted to the built-in role `user` when authz first learns of it.
+    pub granted_to_users: bool,
+}
+
 /// What the runtime needs of a generated contract to serve it: its name in the registry,
 /// the gRPC service, the HTTP prefixes it announces, its OpenAPI fragment, its methods'
 /// access rules and the permissions it declares.
@@ -120,8 +130,8 @@ pub struct ContractInfo {
     /// OpenAPI 3.1 document of its HTTP routes (paths and schemas), as JSON.
     pub openapi: &'static str,
     pub methods: &'static [MethodAccess],
-    /// `(name, description)` of each permission the contract declares.
-    pub permissions: &'static [(&'static str, &'static str)],
+    /// The permissions the service declares (registered with authz at every start).
+    pub permissions: &'static [PermissionDecl],
     /// Encoded `FileDescriptorSet` (with imports), for gRPC reflection.
     pub descriptor_set: &'static [u8],
 }

@@ -8,7 +8,7 @@
 
 use crate::{
     FILE_DESCRIPTOR_SET,
-    access::{AccessGuard, ContractInfo, Serve},
+    access::{AccessGuard, ContractInfo, PermissionDecl, Serve},
 };
 use plt_kernel::ServiceHost;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ macro_rules! core_serve {
         $(#[$doc:meta])*
         $serve:ident, $info:ident, $trait:path, $service:literal, $grpc:literal,
         prefixes: [$($prefix:literal),*],
-        permissions: [$(($perm:literal, $desc:literal)),*],
+        permissions: [$(($perm:literal, $desc:literal, $users:literal)),*],
         routes: $routes:path, server: $server:path
     ) => {
         $(#[$doc])*
@@ -28,7 +28,7 @@ macro_rules! core_serve {
             http_prefixes: &[$($prefix),*],
             openapi: "",
             methods: &[],
-            permissions: &[$(($perm, $desc)),*],
+            permissions: &[$(PermissionDecl { name: $perm, description: $desc, granted_to_users: $users }),*],
             descriptor_set: FILE_DESCRIPTOR_SET,
         };
 
@@ -53,10 +53,10 @@ core_serve!(
     "plt.identity.v1.IdentityService",
     prefixes: ["/v1/users", "/v1/password-reset"],
     permissions: [
-        ("identity.users.read", "Read any user"),
-        ("identity.users.manage", "Create, update, disable and delete users"),
-        ("identity.users.read_self", "Read one's own profile"),
-        ("identity.users.update_self", "Change one's own profile")
+        ("identity.users.read", "Read any user", false),
+        ("identity.users.manage", "Create, update, disable and delete users", false),
+        ("identity.users.read_self", "Read one's own profile", true),
+        ("identity.users.update_self", "Change one's own profile", true)
     ],
     routes: crate::identity::http::routes, server: crate::identity::grpc::IdentityGrpcServer::new
 );
@@ -83,8 +83,8 @@ core_serve!(
     AuditServe, AUDIT, crate::audit::AuditServiceClient, "audit", "plt.audit.v1.AuditService",
     prefixes: ["/v1/audit/logs", "/v1/audit/verify"],
     permissions: [
-        ("audit.logs.read", "Query the audit log"),
-        ("audit.logs.verify", "Verify the audit log's hash chain")
+        ("audit.logs.read", "Query the audit log", false),
+        ("audit.logs.verify", "Verify the audit log's hash chain", false)
     ],
     routes: crate::audit::http::routes, server: crate::audit::grpc::AuditGrpcServer::new
 );

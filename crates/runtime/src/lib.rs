@@ -48,6 +48,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use std::{collections::BTreeMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{sync::watch, task::JoinHandle};
 
+/// Where a service says whether authz took its permissions: `{"declared": true|false}`.
+pub const PERMISSIONS_PATH: &str = "/plt/permissions";
+
 /// What a service is, declared once.
 #[derive(Debug, Clone, Copy)]
 pub struct Manifest {
@@ -135,7 +138,7 @@ pub struct Parts {
     http_prefixes: Vec<String>,
     checks: Vec<Arc<dyn HealthCheck>>,
     jobs: Vec<JoinHandle<()>>,
-    permissions: Vec<(String, String)>,
+    permissions: Vec<Permission>,
     metadata: BTreeMap<String, String>,
     exports: http::Extensions,
     host: Option<Box<dyn FnOnce(ServiceHost) -> ServiceHost + Send>>,
@@ -218,10 +221,14 @@ impl Parts {
         self
     }
 
-    /// A permission this service owns that no contract method names.
-    pub fn permission(mut self, name: &str, description: &str) -> Self {
-        self.permissions
-            .push((name.to_owned(), description.to_owned()));
+    /// A permission this service owns that no contract declares; `granted_to_users`: the
+    /// built-in role `user` gets it when authz first learns of it.
+    pub fn permission(mut self, name: &str, description: &str, granted_to_users: bool) -> Self {
+        self.permissions.push(Permission {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            granted_to_users,
+        });
         self
     }
 }
@@ -274,6 +281,7 @@ pub struct Running {
     stop_jobs: watch::Sender<bool>,
     exports: http::Extensions,
     on_stop: Vec<futures_util::future::BoxFuture<'static, ()>>,
+    registered: watch::Receiver<bool>,
 }
 
 /// Starts service `S` with configuration `cfg`: every step up to registration (see the
@@ -366,17 +374,17 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
         collectors,
     } = parts;
     let mut prefixes: Vec<String> = Vec::new();
-    let mut permissions: Vec<(String, String)> = own_permissions;
+    let mut permissions: Vec<Permission> = own_permissions;
     let mut fragments = Vec::new();
     for c in &contracts {
         let info = c.info();
         host = c.mount(host, guard.clone()).reflection(info.descriptor_set);
         prefixes.extend(info.http_prefixes.iter().map(|p| (*p).to_owned()));
-        permissions.extend(
-            info.permissions
-                .iter()
-                .map(|(n, d)| ((*n).to_owned(), (*d).to_owned())),
-        );
+        permissions.extend(info.permissions.iter().map(|p| Permission {
+            name: p.name.to_owned(),
+            description: p.description.to_owned(),
+            granted_to_users: p.granted_to_users,
+        }));
         if !info.openapi.is_empty() {
             fragments.push(info.openapi);
         }
@@ -386,6 +394,17 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
     let doc =
         openapi::merge_fragments(m.name, m.version, &fragments).map_err(anyhow::Error::msg)?;
     host = host.http(openapi::route(doc));
+    // Whether authz took this service's permissions: `GET /plt/permissions` (internal: the
+    // gateway routes only announced prefixes), for tools that start services one by one.
+    let (registered_tx, registered) = watch::channel(permissions.is_empty());
+    let declared = registered.clone();
+    host = host.http(axum::Router::new().route(
+        PERMISSIONS_PATH,
+        axum::routing::get(move || {
+            let done = *declared.borrow();
+            async move { axum::Json(serde_json::json!({ "declared": done })) }
+        }),
+    ));
     if let Some(router) = extra_http {
         host = host.http(router);
     }
@@ -417,6 +436,7 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
             m.name,
             permissions,
             authz_source,
+            registered_tx,
         )));
     }
 
@@ -448,6 +468,7 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
         stop_jobs,
         exports,
         on_stop,
+        registered,
     })
 }
 
@@ -502,14 +523,11 @@ fn check_dependencies(m: &Manifest, reg: &RegistryConfig) -> anyhow::Result<()> 
 
 async fn register_permissions(
     service: &'static str,
-    permissions: Vec<(String, String)>,
+    list: Vec<Permission>,
     authz: guard::AuthzSource,
+    registered: watch::Sender<bool>,
 ) {
-    let list: Vec<Permission> = permissions
-        .into_iter()
-        .map(|(name, description)| Permission { name, description })
-        .collect();
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Duration::from_millis(50);
     let mut warned = false;
     loop {
         let outcome = match authz().await {
@@ -524,6 +542,7 @@ async fn register_permissions(
         match outcome {
             Ok(()) => {
                 tracing::info!(count = list.len(), "permissions registered with authz");
+                let _ = registered.send(true);
                 return;
             }
             Err(e)
@@ -539,7 +558,7 @@ async fn register_permissions(
                     warned = true;
                 }
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -552,6 +571,14 @@ impl Running {
 
     pub fn db(&self) -> Option<&Db> {
         self.db.as_ref()
+    }
+
+    /// Resolves once authz took this service's permissions (at once when it declares none).
+    pub fn permissions_registered(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.registered.clone();
+        async move {
+            let _ = rx.wait_for(|done| *done).await;
+        }
     }
 
     /// Everything the service exported.

@@ -198,6 +198,7 @@ async fn serve() -> anyhow::Result<Served> {
         vec![Permission {
             name: PERM.into(),
             description: String::new(),
+            ..Default::default()
         }],
     )
     .await?;

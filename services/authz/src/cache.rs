@@ -308,6 +308,7 @@ impl Policy {
             .map(|name| Permission {
                 name: name.clone(),
                 description: declared.by_name.get(name).cloned().unwrap_or_default(),
+                ..Default::default()
             })
             .collect())
     }

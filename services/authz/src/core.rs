@@ -31,9 +31,8 @@ pub const MAX_DESCRIPTION_CHARS: usize = 500;
 /// The most permissions one registration or one role may list.
 pub const MAX_LIST: usize = 1000;
 
-/// Permissions authz declares at every start: its own, and those of the platform services
-/// that do not yet declare theirs themselves (identity, audit). Registering them again from
-/// those services later is harmless (registration is idempotent).
+/// Permissions authz declares at every start: its own. Every other service declares its
+/// own when it starts (RegisterPermissions, through the runtime).
 pub const PLATFORM_PERMISSIONS: &[(&str, &str, &str)] = &[
     (
         "authz",
@@ -50,37 +49,12 @@ pub const PLATFORM_PERMISSIONS: &[(&str, &str, &str)] = &[
         "authz.permissions.read_self",
         "Read one's own roles and permissions",
     ),
-    ("identity", "identity.users.read", "Read any user"),
-    (
-        "identity",
-        "identity.users.manage",
-        "Create, update, disable and delete users",
-    ),
-    (
-        "identity",
-        "identity.users.read_self",
-        "Read one's own profile",
-    ),
-    (
-        "identity",
-        "identity.users.update_self",
-        "Change one's own profile",
-    ),
-    ("audit", "audit.logs.read", "Query the audit log"),
-    (
-        "audit",
-        "audit.logs.verify",
-        "Verify the audit log's hash chain",
-    ),
 ];
 
 /// The permissions the built-in `user` role starts with (an operator may change them; they
-/// are set only when the role is first created).
-pub const USER_DEFAULT_PERMISSIONS: &[&str] = &[
-    "authz.permissions.read_self",
-    "identity.users.read_self",
-    "identity.users.update_self",
-];
+/// are set only when the role is first created). Other services add theirs as they declare
+/// them (`granted_to_users`).
+pub const USER_DEFAULT_PERMISSIONS: &[&str] = &["authz.permissions.read_self"];
 
 pub struct AuthzCore {
     policy: Arc<Policy>,
@@ -206,6 +180,7 @@ impl AuthzCore {
                 .map(|p| Permission {
                     name: p.1.to_owned(),
                     description: p.2.to_owned(),
+                    ..Default::default()
                 })
                 .collect();
             store.register_permissions(svc, &perms, t).await?;

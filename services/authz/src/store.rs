@@ -172,7 +172,7 @@ macro_rules! sql_store {
                         .await?;
                 let mut out: Vec<Permission> = rows
                     .into_iter()
-                    .map(|(name, description)| Permission { name, description })
+                    .map(|(name, description)| Permission { name, description, ..Default::default() })
                     .collect();
                 out.sort_by(|a, b| a.name.cmp(&b.name));
                 Ok(out)
@@ -197,6 +197,11 @@ macro_rules! sql_store {
                 let v: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
                 let mut changed = 0;
                 for p in permissions {
+                    let known: bool =
+                        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM permissions WHERE name = $1)")
+                            .bind(&p.name)
+                            .fetch_one(&mut *tx)
+                            .await?;
                     let done = sqlx::query(
                         "INSERT INTO permissions (name, service, description, created_at) VALUES ($1, $2, $3, $4) \
                          ON CONFLICT (name) DO UPDATE SET description = excluded.description \
@@ -209,6 +214,20 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await?;
                     changed += done.rows_affected();
+                    // Granted to role `user` when first learned of, never again: an operator
+                    // who took it away from the role keeps it that way.
+                    if p.granted_to_users && !known {
+                        let done = sqlx::query(
+                            "INSERT INTO role_permissions (role, permission) \
+                             SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM roles WHERE name = $1) \
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .bind(plt_contracts::authz::USER_ROLE)
+                        .bind(&p.name)
+                        .execute(&mut *tx)
+                        .await?;
+                        changed += done.rows_affected();
+                    }
                 }
                 if changed == 0 {
                     tx.rollback().await?;

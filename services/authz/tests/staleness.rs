@@ -61,6 +61,7 @@ async fn two_instances(backend: Backend, bound: &str) {
             vec![Permission {
                 name: perm.clone(),
                 description: String::new(),
+                ..Default::default()
             }],
         )
         .await

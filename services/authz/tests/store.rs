@@ -30,6 +30,7 @@ fn perm(name: &str, description: &str) -> Permission {
     Permission {
         name: name.into(),
         description: description.into(),
+        ..Default::default()
     }
 }
 
@@ -50,6 +51,7 @@ async fn suite(backend: common::Backend) {
     };
     platform_setup_is_idempotent(store.as_ref()).await;
     registration_bumps_only_on_change(store.as_ref()).await;
+    users_get_declared_defaults_once(store.as_ref()).await;
     roles_and_refused_writes(store.as_ref()).await;
     grants_and_versions(store.as_ref()).await;
     deleting_a_role_cascades(store.as_ref()).await;
@@ -94,6 +96,46 @@ async fn platform_setup_is_idempotent(s: &dyn AuthzStore) {
     let user = s.role(USER_ROLE).await.unwrap().unwrap();
     assert!(user.built_in && !user.all_permissions);
     assert_eq!(user.permissions, USER_DEFAULT_PERMISSIONS);
+}
+
+/// A permission declared `granted_to_users` joins role `user` when authz first learns of it,
+/// and only then: an operator who took it away keeps it away across restarts.
+async fn users_get_declared_defaults_once(s: &dyn AuthzStore) {
+    let now = Utc::now().trunc_subsecs(6);
+    let mine = Permission {
+        name: "notes.notes.write".into(),
+        description: "write one's notes".into(),
+        granted_to_users: true,
+    };
+    s.register_permissions("notes", std::slice::from_ref(&mine), now)
+        .await
+        .unwrap()
+        .expect("a new permission changes the policy");
+    let user = s.role(USER_ROLE).await.unwrap().unwrap();
+    assert!(
+        user.permissions.contains(&mine.name),
+        "{:?}",
+        user.permissions
+    );
+    let without: Vec<String> = user
+        .permissions
+        .iter()
+        .filter(|p| **p != mine.name)
+        .cloned()
+        .collect();
+    s.set_role_permissions(USER_ROLE, &without, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.register_permissions("notes", std::slice::from_ref(&mine), now)
+            .await
+            .unwrap(),
+        None,
+        "declaring it again changes nothing"
+    );
+    let user = s.role(USER_ROLE).await.unwrap().unwrap();
+    assert!(!user.permissions.contains(&mine.name));
 }
 
 async fn registration_bumps_only_on_change(s: &dyn AuthzStore) {
@@ -236,7 +278,10 @@ async fn grants_and_versions(s: &dyn AuthzStore) {
     s.grant(u, USER_ROLE, "tester", now).await.unwrap();
     s.set_role_permissions(
         USER_ROLE,
-        &["blog.posts.read".into(), "identity.users.read_self".into()],
+        &[
+            "authz.permissions.read_self".into(),
+            "blog.posts.read".into(),
+        ],
         now,
     )
     .await
@@ -245,7 +290,7 @@ async fn grants_and_versions(s: &dyn AuthzStore) {
     assert_eq!(g.roles, vec!["editor", USER_ROLE]);
     assert_eq!(
         g.permissions,
-        vec!["blog.posts.read", "identity.users.read_self"]
+        vec!["authz.permissions.read_self", "blog.posts.read"]
     );
     // admin: all permissions, without rows.
     s.grant(u, ADMIN_ROLE, "tester", now).await.unwrap();

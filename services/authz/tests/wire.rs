@@ -227,6 +227,7 @@ async fn grpc_bad_input() {
             permissions: vec![pb::Permission {
                 name: "identity.users.read".into(),
                 description: String::new(),
+                granted_to_users: false,
             }],
         }))
         .await

@@ -14,6 +14,7 @@ fn permission_to_pb(p: Permission) -> pb::Permission {
     pb::Permission {
         name: p.name,
         description: p.description,
+        granted_to_users: p.granted_to_users,
     }
 }
 
@@ -21,6 +22,7 @@ fn permission_from_pb(p: pb::Permission) -> Permission {
     Permission {
         name: p.name,
         description: p.description,
+        granted_to_users: p.granted_to_users,
     }
 }
 

@@ -75,6 +75,9 @@ pub struct PermissionBody {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// Granted to the built-in role `user` when authz first learns of the permission.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub granted_to_users: bool,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -258,6 +261,7 @@ async fn register_permissions(
         .map(|p| Permission {
             name: p.name,
             description: p.description,
+            granted_to_users: p.granted_to_users,
         })
         .collect();
     svc.register_permissions(&ctx, &b.service, permissions)
@@ -372,6 +376,7 @@ impl AuthzServiceClient for AuthzHttpClient {
                 .map(|p| PermissionBody {
                     name: p.name,
                     description: p.description,
+                    granted_to_users: p.granted_to_users,
                 })
                 .collect(),
         };

@@ -28,12 +28,16 @@ pub const USER_ROLE: &str = "user";
 /// The permission the admin methods require of their caller.
 pub const MANAGE_PERMISSION: &str = "authz.roles.manage";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Permission {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// On registration: granted to the built-in role `user` when authz first learns of it.
+    /// Not stored with the permission (the role holds it, or not).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub granted_to_users: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

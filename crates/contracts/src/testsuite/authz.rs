@@ -46,6 +46,7 @@ fn perm(name: &str) -> Permission {
     Permission {
         name: name.to_owned(),
         description: format!("may {name}"),
+        ..Default::default()
     }
 }
 
@@ -112,6 +113,7 @@ pub async fn register_is_idempotent_and_roles_are_listed(fx: &AuthzFixture) {
         vec![Permission {
             name: names[0].clone(),
             description: "read things (v2)".into(),
+            ..Default::default()
         }],
     )
     .await

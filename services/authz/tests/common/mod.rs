@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use authz_service::{Authz, Config, SECTION, core::AuthzCore};
 use plt_authn::{AccessClaims, Signer, StaticJwks};
+use plt_contracts::authz::AuthzServiceClient as _;
 use plt_contracts::{
     Error, ErrorCode, RequestContext, Result,
     audit::{AuditPage, AuditQuery, AuditServiceClient, NewAuditEntry, VerifyReport},
@@ -289,6 +290,24 @@ pub async fn start_with(setup: Setup) -> Option<Running> {
     }
     let svc = TestService::start_with::<Authz>(setup.backend, opts).await?;
     let core = svc.get::<Arc<AuthzCore>>().expect("core exported");
+    // What identity and audit declare when they start.
+    for info in [
+        &plt_contracts::serve::IDENTITY,
+        &plt_contracts::serve::AUDIT,
+    ] {
+        let declared = info
+            .permissions
+            .iter()
+            .map(|p| plt_contracts::authz::Permission {
+                name: p.name.into(),
+                description: p.description.into(),
+                granted_to_users: p.granted_to_users,
+            })
+            .collect();
+        core.register_permissions(&ctx(), info.service, declared)
+            .await
+            .expect("platform services declare their permissions");
+    }
     let mut cfg_vars: Vec<(&str, &str)> =
         vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let data = svc.data_dir().to_string_lossy().into_owned();
