@@ -12,7 +12,6 @@ pub mod cors;
 pub mod docs;
 pub mod edge;
 pub mod front;
-pub mod h1;
 pub mod headers;
 pub mod openapi;
 /// Client addresses behind trusted proxies (the kernel's, shared with auth).

@@ -3,10 +3,7 @@
 //! over one shared pooled hyper client. Bodies are streamed both ways; a small request body
 //! of known length is kept so that the request can be retried on another instance.
 
-use crate::{
-    config::UpstreamConfig,
-    h1::{ConnPool, SendError},
-};
+use crate::config::UpstreamConfig;
 use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
@@ -17,6 +14,7 @@ use hyper_util::{
 };
 use plt_client::{Policy, Pool};
 use plt_contracts::{Error, ErrorCode, RequestContext, context::TIMEOUT_HEADER};
+use plt_h1::{ConnPool, SendError};
 use plt_kernel::metrics::HandleCache;
 use plt_registry::{Instance, ServiceRegistry};
 use std::{
@@ -284,7 +282,7 @@ fn timeout_header(cx: &RequestContext) -> Option<(HeaderName, HeaderValue)> {
     ))
 }
 
-/// A request with an in-memory body, on the gateway's own connections (see [`crate::h1`]).
+/// A request with an in-memory body, on the gateway's own connections (see [`plt_h1`]).
 async fn send_h1(
     service: &str,
     up: &Upstream,

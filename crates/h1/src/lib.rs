@@ -176,7 +176,7 @@ impl ConnPool {
             match self.exchange(conn, method, &request).await {
                 // The upstream closed the connection before answering, as it was reused: an
                 // idempotent request may go again, on a new connection.
-                Err(Exchange::ClosedEarly(e)) if crate::upstream::idempotent(method) => {
+                Err(Exchange::ClosedEarly(e)) if method.is_idempotent() => {
                     tracing::debug!(error = %e, "pooled upstream connection was closed; reconnecting");
                 }
                 Err(Exchange::ClosedEarly(e)) => return Err(SendError::Io(e)),

@@ -1,10 +1,10 @@
 //! The gateway's HTTP/1.1 upstream client against scripted upstreams on raw TCP: every
 //! framing, connection reuse, connections the upstream closes, and malformed answers.
 
-use api_gateway::h1::{ConnPool, SendError};
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use http_body_util::BodyExt as _;
+use plt_h1::{ConnPool, SendError};
 use std::{
     sync::{
         Arc,
