@@ -309,12 +309,19 @@ impl Gateway {
                 response: method_not_allowed(&parts.method, methods, rid),
             };
         }
-        let mut rate: Option<Decision> = None;
         let client_ip = self.client_ip(&parts, peer);
-        let response = match self
-            .admit(&route, &parts, client_ip, path, rid, &mut rate, at)
-            .await
-        {
+        let mut admission = Admission {
+            route: &route,
+            parts: &parts,
+            client_ip,
+            path,
+            rid,
+            at,
+            rate: None,
+        };
+        let admitted = self.admit(&mut admission).await;
+        let rate = admission.rate;
+        let response = match admitted {
             Ok(caller) => {
                 let from = Origin {
                     peer,
@@ -337,17 +344,18 @@ impl Gateway {
     }
 
     /// Rate limits, authentication and authorisation: the caller (if any) when the request
-    /// may go on, else the refusal.
-    async fn admit(
-        &self,
-        route: &Route,
-        parts: &Parts,
-        client_ip: IpAddr,
-        path: &str,
-        rid: &Option<String>,
-        rate: &mut Option<Decision>,
-        at: Instant,
-    ) -> Result<Option<Arc<Caller>>, Response> {
+    /// may go on, else the refusal. The tightest rate decision is left in `a.rate`.
+    async fn admit(&self, a: &mut Admission<'_>) -> Result<Option<Arc<Caller>>, Response> {
+        let Admission {
+            route,
+            parts,
+            client_ip,
+            path,
+            rid,
+            at,
+            ..
+        } = *a;
+        let rate = &mut a.rate;
         if self.limiter.enabled() {
             let (bucket, limit) = match &route.client_limit {
                 Some(l) => (route.prefix.as_str(), *l),
@@ -590,6 +598,18 @@ impl Gateway {
             }
         }
     }
+}
+
+/// What deciding whether one request may pass looks at, and the rate decision it leaves.
+struct Admission<'a> {
+    route: &'a Route,
+    parts: &'a Parts,
+    client_ip: IpAddr,
+    path: &'a str,
+    rid: &'a Option<String>,
+    at: Instant,
+    /// The tightest rate-limit decision taken (for the RateLimit-* headers).
+    rate: Option<Decision>,
 }
 
 /// `GET /openapi.json` (and `HEAD`); 405 for other methods.
