@@ -189,22 +189,7 @@ pub async fn spawn(
 pub async fn stop(mut running: Vec<Running>) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     while let Some(mut r) = running.pop() {
-        if let Some(pid) = r.child.id() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .await;
-        }
-        match tokio::time::timeout(Duration::from_secs(20), r.child.wait()).await {
-            Ok(Ok(status)) if status.success() => {}
-            Ok(Ok(status)) => failed.push(format!("{} exited with {status}", r.feature.binary)),
-            Ok(Err(e)) => failed.push(format!("{}: {e}", r.feature.binary)),
-            Err(_) => {
-                let _ = r.child.kill().await;
-                failed.push(format!("{} did not stop within 20 s", r.feature.binary));
-            }
-        }
+        failed.extend(crate::processes::terminate(&mut r.child, &r.feature.binary).await);
     }
     if failed.is_empty() {
         Ok(())

@@ -10,11 +10,7 @@ mod scaffold;
 
 use clap::{Parser, Subcommand};
 use plt_kernel::{
-    Secret,
-    config::ConfigSource,
-    lifecycle::shutdown_signal,
-    notify::{MailReader, OutboxNotifier},
-    telemetry,
+    Secret, config::ConfigSource, lifecycle::shutdown_signal, notify::OutboxNotifier, telemetry,
 };
 use std::{path::PathBuf, process::ExitCode};
 
@@ -200,21 +196,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             command: MailCommand::List { data_dir },
         } => {
             let outbox = OutboxNotifier::new(data_dir.join("mail"), "");
-            let mails = outbox.list()?;
-            if mails.is_empty() {
-                println!("(no mail in {})", outbox.dir().display());
-            }
-            for m in mails {
-                println!(
-                    "--- {} {}\nFrom: {}\nTo: {}\nSubject: {}\n\n{}",
-                    m.created_at.to_rfc3339(),
-                    m.id,
-                    m.from,
-                    m.to,
-                    m.subject,
-                    m.body
-                );
-            }
+            print!("{}", outbox.listing()?);
             Ok(())
         }
         Command::Config {

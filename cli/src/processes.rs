@@ -91,28 +91,31 @@ async fn wait_declared(addr: SocketAddr) {
     tracing::warn!(%addr, "the service has not declared its permissions to authz yet");
 }
 
+/// Stops `child` like Ctrl-C would (SIGTERM: deregister, drain, close), killing it after 20 s;
+/// what went wrong, if anything.
+pub(crate) async fn terminate(child: &mut Child, name: &str) -> Option<String> {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+    }
+    match tokio::time::timeout(Duration::from_secs(20), child.wait()).await {
+        Ok(Ok(status)) if status.success() => None,
+        Ok(Ok(status)) => Some(format!("{name} exited with {status}")),
+        Ok(Err(e)) => Some(format!("{name}: {e}")),
+        Err(_) => {
+            let _ = child.kill().await;
+            Some(format!("{name} did not stop within 20 s and was killed"))
+        }
+    }
+}
+
 async fn stop_all(services: &mut Vec<Service>) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     while let Some(mut s) = services.pop() {
-        if let Some(pid) = s.child.id() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .await;
-        }
-        match tokio::time::timeout(Duration::from_secs(20), s.child.wait()).await {
-            Ok(Ok(status)) if status.success() => {}
-            Ok(Ok(status)) => failed.push(format!("{} exited with {status}", s.name)),
-            Ok(Err(e)) => failed.push(format!("{}: {e}", s.name)),
-            Err(_) => {
-                let _ = s.child.kill().await;
-                failed.push(format!(
-                    "{} did not stop within 20 s and was killed",
-                    s.name
-                ));
-            }
-        }
+        failed.extend(terminate(&mut s.child, s.name).await);
     }
     if failed.is_empty() {
         Ok(())

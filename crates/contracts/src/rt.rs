@@ -12,10 +12,10 @@ pub use tonic;
 use crate::{
     Error, Result,
     access::AccessGuard,
-    http_api::{json_response, parse_json, problem_response},
+    http_api::{is_json, json_response, parse_json, problem_response},
 };
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
 use std::{collections::HashMap, str::FromStr, sync::Arc};
 
@@ -50,18 +50,7 @@ pub fn decode_request<T: DeserializeOwned + Default>(
     has_body: bool,
 ) -> Result<T> {
     if has_body {
-        let ct = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let ct = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if !(ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json")))
-        {
+        if !is_json(headers) {
             return Err(Error::invalid("content-type", "must be application/json"));
         }
         return parse_json(body);

@@ -100,6 +100,31 @@ impl Notifier for OutboxNotifier {
     }
 }
 
+impl OutboxNotifier {
+    /// The outbox as the `mail list` commands print it: every message, oldest first, or a
+    /// line saying there is none.
+    pub fn listing(&self) -> Result<String, NotifyError> {
+        let mails = self.list()?;
+        if mails.is_empty() {
+            return Ok(format!("(no mail in {})\n", self.dir.display()));
+        }
+        Ok(mails
+            .iter()
+            .map(|m| {
+                format!(
+                    "--- {} {}\nFrom: {}\nTo: {}\nSubject: {}\n\n{}\n",
+                    m.created_at.to_rfc3339(),
+                    m.id,
+                    m.from,
+                    m.to,
+                    m.subject,
+                    m.body
+                )
+            })
+            .collect())
+    }
+}
+
 impl MailReader for OutboxNotifier {
     fn list(&self) -> Result<Vec<Mail>, NotifyError> {
         let entries = match std::fs::read_dir(&self.dir) {

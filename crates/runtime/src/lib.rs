@@ -68,6 +68,39 @@ pub struct Manifest {
     pub defaults: Option<&'static str>,
 }
 
+impl Manifest {
+    /// Service `name` (registry name, section, schema) of binary `binary` at `version`
+    /// (`env!("CARGO_PKG_VERSION")`), calling nothing, keeping no data.
+    pub const fn new(name: &'static str, binary: &'static str, version: &'static str) -> Self {
+        Self {
+            name,
+            binary,
+            version,
+            calls: &[],
+            migrations: None,
+            defaults: None,
+        }
+    }
+
+    /// The services it calls.
+    pub const fn calls(mut self, services: &'static [&'static str]) -> Self {
+        self.calls = services;
+        self
+    }
+
+    /// Its migrations: it keeps data.
+    pub const fn migrations(mut self, migrations: &'static Migrations) -> Self {
+        self.migrations = Some(migrations);
+        self
+    }
+
+    /// Its section's defaults (YAML with the section at the top level).
+    pub const fn defaults(mut self, yaml: &'static str) -> Self {
+        self.defaults = Some(yaml);
+        self
+    }
+}
+
 /// The settings every runtime service has in its section.
 pub trait ServiceSettings {
     /// Where it listens for gRPC and HTTP on one port.

@@ -58,14 +58,9 @@ pub struct Audit;
 #[async_trait::async_trait]
 impl Service for Audit {
     type Config = AuditConfig;
-    const MANIFEST: Manifest = Manifest {
-        name: SECTION,
-        binary: SERVICE_NAME,
-        version: env!("CARGO_PKG_VERSION"),
-        calls: &["authz"],
-        migrations: Some(&MIGRATIONS),
-        defaults: None,
-    };
+    const MANIFEST: Manifest = Manifest::new(SECTION, SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+        .calls(&["authz"])
+        .migrations(&MIGRATIONS);
 
     async fn build(cx: &Context<AuditConfig>) -> anyhow::Result<Parts> {
         let cfg = &cx.config;

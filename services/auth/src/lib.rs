@@ -87,14 +87,9 @@ pub struct Auth;
 #[async_trait::async_trait]
 impl Service for Auth {
     type Config = AuthConfig;
-    const MANIFEST: Manifest = Manifest {
-        name: SECTION,
-        binary: SERVICE_NAME,
-        version: env!("CARGO_PKG_VERSION"),
-        calls: &["identity"],
-        migrations: Some(&MIGRATIONS),
-        defaults: None,
-    };
+    const MANIFEST: Manifest = Manifest::new(SECTION, SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+        .calls(&["identity"])
+        .migrations(&MIGRATIONS);
 
     fn check(cfg: &Config) -> Result<(), plt_kernel::ConfigError> {
         cfg.service.validate_for_env(&cfg.kernel.env)

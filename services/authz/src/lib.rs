@@ -117,14 +117,9 @@ pub struct Authz;
 #[async_trait::async_trait]
 impl Service for Authz {
     type Config = AuthzConfig;
-    const MANIFEST: Manifest = Manifest {
-        name: SECTION,
-        binary: SERVICE_NAME,
-        version: env!("CARGO_PKG_VERSION"),
-        calls: &["audit"],
-        migrations: Some(&MIGRATIONS),
-        defaults: None,
-    };
+    const MANIFEST: Manifest = Manifest::new(SECTION, SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+        .calls(&["audit"])
+        .migrations(&MIGRATIONS);
 
     async fn build(cx: &Context<AuthzConfig>) -> anyhow::Result<Parts> {
         let cfg = &cx.config;

@@ -53,14 +53,8 @@ pub struct ApiGateway;
 #[plt_runtime::async_trait]
 impl Service for ApiGateway {
     type Config = GatewayConfig;
-    const MANIFEST: Manifest = Manifest {
-        name: SECTION,
-        binary: SERVICE_NAME,
-        version: env!("CARGO_PKG_VERSION"),
-        calls: &["authz"],
-        migrations: None,
-        defaults: None,
-    };
+    const MANIFEST: Manifest =
+        Manifest::new(SECTION, SERVICE_NAME, env!("CARGO_PKG_VERSION")).calls(&["authz"]);
 
     async fn build(cx: &Context<GatewayConfig>) -> anyhow::Result<Parts> {
         let cfg = &cx.config;

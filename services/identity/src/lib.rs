@@ -46,14 +46,8 @@ pub struct Identity;
 #[async_trait::async_trait]
 impl Service for Identity {
     type Config = IdentityConfig;
-    const MANIFEST: Manifest = Manifest {
-        name: SECTION,
-        binary: SERVICE_NAME,
-        version: env!("CARGO_PKG_VERSION"),
-        calls: &[],
-        migrations: Some(&MIGRATIONS),
-        defaults: None,
-    };
+    const MANIFEST: Manifest =
+        Manifest::new(SECTION, SERVICE_NAME, env!("CARGO_PKG_VERSION")).migrations(&MIGRATIONS);
 
     async fn build(cx: &Context<IdentityConfig>) -> anyhow::Result<Parts> {
         let cfg = &cx.config;

@@ -3,7 +3,6 @@
 
 use clap::Subcommand;
 use identity_service::{Config, Identity, notifier};
-use plt_kernel::notify::MailReader;
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
@@ -36,20 +35,6 @@ fn main() -> ExitCode {
 }
 
 fn list_mail(cfg: &Config) -> anyhow::Result<()> {
-    let mails = notifier(cfg).list()?;
-    if mails.is_empty() {
-        println!("(no mail in {})", cfg.kernel.notifier.outbox_dir.display());
-    }
-    for m in mails {
-        println!(
-            "--- {} {}\nFrom: {}\nTo: {}\nSubject: {}\n\n{}",
-            m.created_at.to_rfc3339(),
-            m.id,
-            m.from,
-            m.to,
-            m.subject,
-            m.body
-        );
-    }
+    print!("{}", notifier(cfg).listing()?);
     Ok(())
 }

@@ -18,14 +18,10 @@ static MIGRATIONS: plt_db::Migrations = plt_db::embed_migrations!();
 #[async_trait::async_trait]
 impl Service for __Name__ {
     type Config = config::__Name__Config;
-    const MANIFEST: Manifest = Manifest {
-        name: "__name__",
-        binary: "__name__-service",
-        version: env!("CARGO_PKG_VERSION"),
-        calls: &["authz"],
-        migrations: Some(&MIGRATIONS),
-        defaults: Some(include_str!("../config.yaml")),
-    };
+    const MANIFEST: Manifest = Manifest::new("__name__", "__name__-service", env!("CARGO_PKG_VERSION"))
+        .calls(&["authz"])
+        .migrations(&MIGRATIONS)
+        .defaults(include_str!("../config.yaml"));
 
     async fn build(cx: &Context<Self::Config>) -> anyhow::Result<Parts> {
         let core = core::__Name__Core::new(store::for_db(cx.db()?), cx.config.service.clone());
