@@ -189,6 +189,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     // Feature services (crates declaring `[package.metadata.plt] service`), built first.
     let features = crate::features::discover()?;
     let exes = crate::features::build(&features)?;
+    let order = crate::features::start_order(&features, &exes)?;
     let started = Instant::now();
     let s = source(Some(&data_dir));
     let identity_cfg = load_config::<Identity>(s.clone())?;
@@ -322,7 +323,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             .filter(|(k, _)| k == "PLT_DATABASE__DATA_DIR" || k == "PLT_NOTIFIER__OUTBOX_DIR")
             .cloned()
             .collect();
-        for (f, exe) in features.iter().zip(&exes) {
+        for (f, exe) in order.iter().map(|&i| (&features[i], &exes[i])) {
             match crate::features::spawn(f, exe, agent, &registry, auth_addr, &env).await {
                 Ok(r) => running.push(r),
                 Err(e) => {

@@ -120,6 +120,47 @@ pub fn build(features: &[Feature]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(exes)
 }
 
+/// The order to start `features` in (each after the feature services it calls), from each
+/// binary's `manifest`; a dependency that is neither a core service nor a feature service of
+/// the workspace, or a cycle, is refused with its name.
+pub fn start_order(features: &[Feature], exes: &[PathBuf]) -> anyhow::Result<Vec<usize>> {
+    let mut calls: Vec<Vec<String>> = Vec::new();
+    for (f, exe) in features.iter().zip(exes) {
+        let out = std::process::Command::new(exe)
+            .arg("manifest")
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {} manifest", f.binary))?;
+        let m: Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("reading {}'s manifest", f.binary))?;
+        calls.push(
+            m["calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect(),
+        );
+    }
+    let calls_ref: Vec<Vec<&str>> = calls
+        .iter()
+        .map(|c| c.iter().map(String::as_str).collect())
+        .collect();
+    let services: Vec<(&str, &[&str])> = features
+        .iter()
+        .zip(&calls_ref)
+        .map(|(f, c)| (f.service.as_str(), c.as_slice()))
+        .collect();
+    let order = plt_runtime::start_order(&services, CORE)?;
+    Ok(order
+        .iter()
+        .filter_map(|name| features.iter().position(|f| f.service == *name))
+        .collect())
+}
+
+/// The services `plt dev` starts itself.
+const CORE: &[&str] = &["identity", "auth", "authz", "audit", "gateway"];
+
 /// A running feature service.
 pub struct Running {
     pub feature: Feature,

@@ -27,6 +27,9 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print what the service is (name, binary, version, the services it calls) as JSON,
+    /// for tools that start services in order (`plt dev`). Reads no configuration.
+    Manifest,
 }
 
 /// No commands beyond the runtime's.
@@ -70,6 +73,19 @@ where
             Err(e) => e.exit(),
         }
     };
+    if matches!(cli.command, Some(Command::Manifest)) {
+        println!(
+            "{}",
+            serde_json::json!({
+                "name": m.name,
+                "binary": m.binary,
+                "version": m.version,
+                "calls": m.calls,
+                "keeps_data": m.migrations.is_some(),
+            })
+        );
+        return ExitCode::SUCCESS;
+    }
     let cfg = match load_config::<S>(ConfigSource::from_env()) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -93,6 +109,7 @@ where
         }
         match cli.command.unwrap_or(Command::Serve) {
             Command::Config { command } => Ok(command.run(&cfg)),
+            Command::Manifest => Ok(ExitCode::SUCCESS),
             Command::Migrate => {
                 telemetry::init(&cfg.kernel.log);
                 let Some(migrations) = m.migrations else {
