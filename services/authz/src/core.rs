@@ -82,6 +82,19 @@ fn check_description(field: &str, d: &str) -> Result<()> {
     Ok(())
 }
 
+/// The built-in role `user` is held by every user implicitly: revoking it would change
+/// nothing, so it is refused rather than answered as if it did. (Granting it is accepted
+/// and recorded, and changes nothing either.)
+fn implicit_role(role: &str) -> Result<()> {
+    if role == USER_ROLE {
+        return Err(Error::invalid(
+            "role",
+            format!("every user holds role {USER_ROLE} implicitly; it cannot be revoked"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks the shape of a role's permission list (`permissions[i]`, `i` indexing the caller's
 /// list).
 fn check_permission_list(permissions: &[String]) -> Result<()> {
@@ -622,6 +635,7 @@ impl AuthzServiceClient for AuthzCore {
         let actor = self
             .admin(ctx, "authz.role.revoke", &format!("user/{user_id}"))
             .await?;
+        implicit_role(role)?;
         let change = self
             .store
             .revoke(user_id, role)

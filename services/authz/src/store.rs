@@ -408,22 +408,26 @@ macro_rules! sql_store {
                 Ok(Change::Changed(version_of(v)))
             }
 
+            /// Every user holds the built-in role `user` implicitly (a new user can read
+            /// itself at once; nobody has to grant it), besides the roles granted to them.
             async fn grants(&self, user: Uuid) -> R<Grants> {
                 // The version first: the grants read after it reflect at least this version,
                 // so a cache entry tagged with it is never fresher than it claims.
                 let version = self.version().await?;
                 let roles: Vec<(String, bool)> = sqlx::query_as(
-                    "SELECT r.name, r.all_permissions FROM user_roles ur JOIN roles r ON r.name = ur.role \
-                     WHERE ur.user_id = $1",
+                    "SELECT r.name, r.all_permissions FROM roles r \
+                     WHERE r.name = $2 OR r.name IN (SELECT role FROM user_roles WHERE user_id = $1)",
                 )
                 .bind(user)
+                .bind(plt_contracts::authz::USER_ROLE)
                 .fetch_all(&self.pool)
                 .await?;
                 let mut permissions: Vec<String> = sqlx::query_scalar(
-                    "SELECT DISTINCT rp.permission FROM user_roles ur JOIN role_permissions rp ON rp.role = ur.role \
-                     WHERE ur.user_id = $1",
+                    "SELECT DISTINCT rp.permission FROM role_permissions rp \
+                     WHERE rp.role = $2 OR rp.role IN (SELECT role FROM user_roles WHERE user_id = $1)",
                 )
                 .bind(user)
+                .bind(plt_contracts::authz::USER_ROLE)
                 .fetch_all(&self.pool)
                 .await?;
                 permissions.sort();

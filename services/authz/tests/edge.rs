@@ -151,7 +151,11 @@ async fn admin_calls_over_http() {
         .get_user_roles(&RequestContext::new(), target)
         .await
         .unwrap();
-    assert!(roles.is_empty());
+    assert_eq!(
+        roles,
+        vec![plt_contracts::authz::USER_ROLE],
+        "only the implicit role"
+    );
     let all = svc.core.list_roles(&RequestContext::new()).await.unwrap();
     assert!(!all.iter().any(|r| r.name == "sneaky"));
     // The admin's token works; the check methods need a service token instead.
@@ -165,6 +169,19 @@ async fn admin_calls_over_http() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 204);
+    // Role user is every user's, implicitly: revoking it is refused, naming the field.
+    let revoke = http
+        .delete(format!("{base}/v1/authz/users/{target}/roles/user"))
+        .header(
+            "authorization",
+            format!("Bearer {}", svc.keys.token(&svc.admin_id.to_string())),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 400);
+    let p: serde_json::Value = revoke.json().await.unwrap();
+    assert_eq!(p["errors"][0]["field"], "role", "{p}");
     let check_body =
         serde_json::json!({"user_id": target, "permission": "identity.users.read_self"});
     // A user's token does not make a caller a platform service.

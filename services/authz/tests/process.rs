@@ -121,11 +121,11 @@ async fn grant_and_revoke_from_the_command_line() {
     let cfg = common::config(&[("PLT_DATABASE__DATA_DIR", &dir.path().to_string_lossy())]);
     let db = connect_db(&cfg, "authz").await.unwrap();
     let store = for_db(&db);
-    assert_eq!(store.grants(user).await.unwrap().roles, vec!["admin"]);
+    assert_eq!(store.grants(user).await.unwrap().roles, vec!["admin", "user"]);
     let (code, out, _) = run(&["revoke", &id, "admin"]);
     assert_eq!(code, Some(0));
     assert_eq!(out.trim(), format!("revoked admin from {user}"));
-    assert!(store.grants(user).await.unwrap().roles.is_empty());
+    assert_eq!(store.grants(user).await.unwrap().roles, vec!["user"]);
     db.close().await;
 }
 
@@ -152,7 +152,7 @@ async fn bootstrap_admins_are_granted_once_across_restarts() {
         "a restart changed the policy"
     );
     let g = second.core.policy().store().grants(admin).await.unwrap();
-    assert_eq!(g.roles, vec!["admin"]);
+    assert_eq!(g.roles, vec!["admin", "user"]);
     assert!(
         second
             .core

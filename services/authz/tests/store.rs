@@ -249,8 +249,14 @@ async fn roles_and_refused_writes(s: &dyn AuthzStore) {
 async fn grants_and_versions(s: &dyn AuthzStore) {
     let now = Utc::now().trunc_subsecs(6);
     let u = Uuid::new_v4();
+    // A user nobody granted anything holds the built-in role `user`, implicitly.
+    let mut defaults = s.role(USER_ROLE).await.unwrap().unwrap().permissions;
+    defaults.sort();
+    assert!(!defaults.is_empty());
     let g = s.grants(u).await.unwrap();
-    assert!(g.roles.is_empty() && g.permissions.is_empty() && !g.all);
+    assert_eq!(g.roles, vec![USER_ROLE]);
+    assert_eq!(g.permissions, defaults);
+    assert!(!g.all);
     assert_eq!(g.version, s.version().await.unwrap());
     let Change::Changed(v) = s.grant(u, "editor", "tester", now).await.unwrap() else {
         panic!("first grant must change");
@@ -271,8 +277,12 @@ async fn grants_and_versions(s: &dyn AuthzStore) {
     );
     let g = s.grants(u).await.unwrap();
     assert_eq!(g.version, v);
-    assert_eq!(g.roles, vec!["editor"]);
-    assert_eq!(g.permissions, vec!["blog.posts.read"]);
+    assert_eq!(g.roles, vec!["editor", USER_ROLE]);
+    let mut expected = defaults.clone();
+    expected.push("blog.posts.read".into());
+    expected.sort();
+    expected.dedup();
+    assert_eq!(g.permissions, expected);
     assert!(!g.all);
     // Two roles with overlapping permissions: each permission once.
     s.grant(u, USER_ROLE, "tester", now).await.unwrap();
@@ -318,7 +328,8 @@ async fn deleting_a_role_cascades(s: &dyn AuthzStore) {
     assert_eq!(s.version().await.unwrap(), v);
     for u in &users {
         let g = s.grants(*u).await.unwrap();
-        assert!(g.roles.is_empty() && g.permissions.is_empty(), "{g:?}");
+        assert_eq!(g.roles, vec![USER_ROLE], "{g:?}");
+        assert!(!g.permissions.iter().any(|p| p == "blog.posts.write"), "{g:?}");
     }
     // Re-created under the same name, it has neither the old grants nor the old permissions.
     s.create_role(&role("temp", &[]), now)
@@ -333,7 +344,7 @@ async fn deleting_a_role_cascades(s: &dyn AuthzStore) {
             .permissions
             .is_empty()
     );
-    assert!(s.grants(users[0]).await.unwrap().roles.is_empty());
+    assert_eq!(s.grants(users[0]).await.unwrap().roles, vec![USER_ROLE]);
 }
 
 async fn concurrent_changes_get_distinct_versions(s: Arc<dyn AuthzStore>) {

@@ -92,7 +92,7 @@ fn assert_invalid(e: &crate::Error, field: &str) {
 pub async fn run_all(fx: &AuthzFixture) {
     register_is_idempotent_and_roles_are_listed(fx).await;
     grant_check_and_revoke(fx).await;
-    a_user_without_roles_has_nothing(fx).await;
+    a_user_without_roles_holds_role_user_only(fx).await;
     admin_holds_every_permission_including_later_ones(fx).await;
     set_role_permissions_changes_what_holders_may_do(fx).await;
     deleting_a_role_removes_its_grants(fx).await;
@@ -182,11 +182,8 @@ pub async fn grant_check_and_revoke(fx: &AuthzFixture) {
         c.authorize(&fx.ctx(), u, &names[2]).await.unwrap_err().code,
         ErrorCode::PermissionDenied
     );
-    assert_eq!(
-        c.get_user_roles(&fx.ctx(), u).await.unwrap(),
-        vec![role.name.clone()]
-    );
-    let perms = c.get_user_permissions(&fx.ctx(), u).await.unwrap();
+    assert_eq!(granted_roles(fx, u).await, vec![role.name.clone()]);
+    let perms = granted_permissions(fx, u).await;
     let mut expected: Vec<Permission> = names[..2].iter().map(|n| perm(n)).collect();
     expected.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(perms, expected);
@@ -208,35 +205,50 @@ pub async fn grant_check_and_revoke(fx: &AuthzFixture) {
         c.authorize(&fx.ctx(), u, &names[0]).await.unwrap_err().code,
         ErrorCode::PermissionDenied
     );
-    assert!(c.get_user_roles(&fx.ctx(), u).await.unwrap().is_empty());
-    assert!(
-        c.get_user_permissions(&fx.ctx(), u)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(granted_roles(fx, u).await.is_empty());
+    assert!(granted_permissions(fx, u).await.is_empty());
 }
 
-pub async fn a_user_without_roles_has_nothing(fx: &AuthzFixture) {
+/// The roles granted to `u`, without the role `user` every user holds implicitly.
+async fn granted_roles(fx: &AuthzFixture, u: Uuid) -> Vec<String> {
+    let mut roles = fx.client.get_user_roles(&fx.ctx(), u).await.unwrap();
+    assert!(roles.iter().any(|r| r == USER_ROLE), "{roles:?}");
+    roles.retain(|r| r != USER_ROLE);
+    roles
+}
+
+/// The permissions of `u` beyond those of the role `user` every user holds implicitly.
+async fn granted_permissions(fx: &AuthzFixture, u: Uuid) -> Vec<Permission> {
+    let roles = fx.client.list_roles(&fx.ctx()).await.unwrap();
+    let defaults = &roles
+        .iter()
+        .find(|r| r.name == USER_ROLE)
+        .expect("built-in role user")
+        .permissions;
+    let mut perms = fx.client.get_user_permissions(&fx.ctx(), u).await.unwrap();
+    perms.retain(|p| !defaults.contains(&p.name));
+    perms
+}
+
+pub async fn a_user_without_roles_holds_role_user_only(fx: &AuthzFixture) {
     let c = &fx.client;
     let u = Uuid::new_v4();
-    assert!(c.get_user_roles(&fx.ctx(), u).await.unwrap().is_empty());
-    assert!(
-        c.get_user_permissions(&fx.ctx(), u)
-            .await
-            .unwrap()
-            .is_empty()
+    // ...but role user, which every user holds implicitly.
+    assert_eq!(
+        c.get_user_roles(&fx.ctx(), u).await.unwrap(),
+        vec![USER_ROLE.to_owned()]
     );
+    let roles = c.list_roles(&fx.ctx()).await.unwrap();
+    let user = roles.iter().find(|r| r.name == USER_ROLE).unwrap();
+    for p in &user.permissions {
+        assert!(c.has_permission(&fx.ctx(), u, p).await.unwrap(), "{p}");
+    }
+    assert!(granted_roles(fx, u).await.is_empty());
+    assert!(granted_permissions(fx, u).await.is_empty());
     assert!(
         !c.has_permission(&fx.ctx(), u, MANAGE_PERMISSION)
             .await
             .unwrap()
-    );
-    assert!(
-        !c.has_permission(&fx.ctx(), u, "identity.users.read_self")
-            .await
-            .unwrap(),
-        "the user role is granted explicitly, not implied"
     );
 }
 
@@ -257,10 +269,7 @@ pub async fn admin_holds_every_permission_including_later_ones(fx: &AuthzFixture
     }
     let perms = c.get_user_permissions(&fx.ctx(), u).await.unwrap();
     assert!(names.iter().all(|n| perms.iter().any(|p| &p.name == n)));
-    assert_eq!(
-        c.get_user_roles(&fx.ctx(), u).await.unwrap(),
-        vec![ADMIN_ROLE.to_owned()]
-    );
+    assert_eq!(granted_roles(fx, u).await, vec![ADMIN_ROLE.to_owned()]);
     c.revoke_role(&fx.admin, u, ADMIN_ROLE).await.unwrap();
     assert!(!c.has_permission(&fx.ctx(), u, &names[0]).await.unwrap());
 }
@@ -287,10 +296,7 @@ pub async fn set_role_permissions_changes_what_holders_may_do(fx: &AuthzFixture)
         .unwrap();
     assert!(emptied.permissions.is_empty());
     assert!(!c.has_permission(&fx.ctx(), u, &names[2]).await.unwrap());
-    assert_eq!(
-        c.get_user_roles(&fx.ctx(), u).await.unwrap(),
-        vec![role.name]
-    );
+    assert_eq!(granted_roles(fx, u).await, vec![role.name]);
 }
 
 pub async fn deleting_a_role_removes_its_grants(fx: &AuthzFixture) {
@@ -307,10 +313,7 @@ pub async fn deleting_a_role_removes_its_grants(fx: &AuthzFixture) {
         .expect("delete_role");
     assert!(!c.has_permission(&fx.ctx(), u, &names[0]).await.unwrap());
     assert!(c.has_permission(&fx.ctx(), u, &names[1]).await.unwrap());
-    assert_eq!(
-        c.get_user_roles(&fx.ctx(), u).await.unwrap(),
-        vec![kept.name]
-    );
+    assert_eq!(granted_roles(fx, u).await, vec![kept.name]);
     assert!(
         !c.list_roles(&fx.ctx())
             .await
@@ -590,7 +593,7 @@ pub async fn admin_calls_need_a_token_with_authz_roles_manage(fx: &AuthzFixture)
         .find(|r| r.name == role.name)
         .expect("role kept");
     assert_eq!(r.permissions, role.permissions);
-    assert!(c.get_user_roles(&fx.ctx(), u).await.unwrap().is_empty());
+    assert!(granted_roles(fx, u).await.is_empty());
     // The check methods need no token (service identities arrive later).
     assert!(!c.has_permission(&fx.ctx(), u, &names[0]).await.unwrap());
 }
