@@ -84,9 +84,14 @@ fn generated_password() -> anyhow::Result<Secret<String>> {
     ))
 }
 
-/// Finds the admin account in identity (at `identity`), or creates it and verifies its
-/// address from the development outbox. Holding role `admin` is authz's bootstrap
-/// configuration's job.
+/// The file in the data directory where `plt dev` keeps the bootstrap admin's id and
+/// e-mail (identity answers user lookups only to callers holding a permission, so plt dev
+/// remembers whom it created rather than asking).
+const ADMIN_FILE: &str = "bootstrap-admin.json";
+
+/// Finds the admin account created by an earlier start (recorded in the data directory),
+/// or creates it in identity (at `identity`) and verifies its address from the development
+/// outbox. Holding role `admin` is authz's bootstrap configuration's job.
 pub(crate) async fn ensure_admin(
     identity: SocketAddr,
     data_dir: &Path,
@@ -95,16 +100,21 @@ pub(crate) async fn ensure_admin(
     let client = IdentityGrpcClient::connect_lazy(&format!("http://{identity}"))
         .map_err(|e| anyhow::anyhow!("identity client: {e}"))?;
     let ctx = RequestContext::new().with_request_id("plt-dev-bootstrap");
-    match client.get_user_by_email(&ctx, &args.admin_email).await {
-        Ok(u) => {
+    let file = data_dir.join(ADMIN_FILE);
+    if let Ok(bytes) = std::fs::read(&file) {
+        let known: serde_json::Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("reading {}", file.display()))?;
+        if known["email"]
+            .as_str()
+            .is_some_and(|e| e.eq_ignore_ascii_case(&args.admin_email))
+            && let Some(id) = known["id"].as_str().and_then(|i| i.parse().ok())
+        {
             return Ok(Admin {
-                id: u.id,
-                email: u.email,
+                id,
+                email: args.admin_email.clone(),
                 password: None,
             });
         }
-        Err(e) if e.code == ErrorCode::NotFound => {}
-        Err(e) => return Err(anyhow::anyhow!("looking up the bootstrap admin: {e}")),
     }
     let password = match &args.admin_password {
         Some(p) => p.clone(),
@@ -120,7 +130,23 @@ pub(crate) async fn ensure_admin(
             },
         )
         .await
-        .map_err(|e| anyhow::anyhow!("creating the bootstrap admin {}: {e}", args.admin_email))?;
+        .map_err(|e| {
+            if e.code == ErrorCode::AlreadyExists {
+                anyhow::anyhow!(
+                    "{} exists in identity but is not the admin this data directory recorded \
+                     ({}): choose another --admin-email or start with a fresh --data-dir",
+                    args.admin_email,
+                    file.display()
+                )
+            } else {
+                anyhow::anyhow!("creating the bootstrap admin {}: {e}", args.admin_email)
+            }
+        })?;
+    std::fs::write(
+        &file,
+        serde_json::json!({"id": user.id, "email": user.email}).to_string(),
+    )
+    .with_context(|| format!("writing {}", file.display()))?;
     let outbox = OutboxNotifier::new(data_dir.join("mail"), "");
     if let Some(token) = token_from_outbox(&outbox, &user.email) {
         client

@@ -2,9 +2,8 @@
 //! gRPC and HTTP adapters of identity, auth, authz and audit, their announced HTTP prefixes
 //! and the permissions each service owns (declared to authz by the service at start).
 //!
-//! Their methods' access is still checked inside each core (service guards, authz calls);
-//! declared per-method rules, enforced by the runtime as for generated contracts, replace
-//! that method by method.
+//! Each method's access rule ([`crate::guarded`]) is enforced by the runtime's guard before
+//! the core runs, over gRPC and HTTP alike, as for generated contracts.
 
 use crate::{
     FILE_DESCRIPTOR_SET,
@@ -19,6 +18,7 @@ macro_rules! core_serve {
         $serve:ident, $info:ident, $trait:path, $service:literal, $grpc:literal,
         prefixes: [$($prefix:literal),*],
         permissions: [$(($perm:literal, $desc:literal, $users:literal)),*],
+        methods: $methods:path, guarded: $guarded:path,
         routes: $routes:path, server: $server:path
     ) => {
         $(#[$doc])*
@@ -27,7 +27,7 @@ macro_rules! core_serve {
             grpc_service: $grpc,
             http_prefixes: &[$($prefix),*],
             openapi: "",
-            methods: &[],
+            methods: $methods,
             permissions: &[$(PermissionDecl { name: $perm, description: $desc, granted_to_users: $users }),*],
             descriptor_set: FILE_DESCRIPTOR_SET,
         };
@@ -40,8 +40,9 @@ macro_rules! core_serve {
                 &$info
             }
 
-            fn mount(&self, host: ServiceHost, _guard: Arc<dyn AccessGuard>) -> ServiceHost {
-                host.http($routes(self.0.clone())).grpc($server(self.0.clone()))
+            fn mount(&self, host: ServiceHost, guard: Arc<dyn AccessGuard>) -> ServiceHost {
+                let guarded: Arc<dyn $trait> = Arc::new($guarded(self.0.clone(), guard));
+                host.http($routes(guarded.clone())).grpc($server(guarded))
             }
         }
     };
@@ -58,6 +59,7 @@ core_serve!(
         ("identity.users.read_self", "Read one's own profile", true),
         ("identity.users.update_self", "Change one's own profile", true)
     ],
+    methods: crate::guarded::IDENTITY_METHODS, guarded: crate::guarded::GuardedIdentity::new,
     routes: crate::identity::http::routes, server: crate::identity::grpc::IdentityGrpcServer::new
 );
 
@@ -66,6 +68,7 @@ core_serve!(
     AuthServe, AUTH, crate::auth::AuthServiceClient, "auth", "plt.auth.v1.AuthService",
     prefixes: ["/v1/auth", "/.well-known/jwks.json"],
     permissions: [],
+    methods: crate::guarded::AUTH_METHODS, guarded: crate::guarded::GuardedAuth::new,
     routes: crate::auth::http::routes, server: crate::auth::grpc::AuthGrpcServer::new
 );
 
@@ -75,6 +78,7 @@ core_serve!(
     AuthzServe, AUTHZ, crate::authz::AuthzServiceClient, "authz", "plt.authz.v1.AuthzService",
     prefixes: ["/v1/authz"],
     permissions: [],
+    methods: crate::guarded::AUTHZ_METHODS, guarded: crate::guarded::GuardedAuthz::new,
     routes: crate::authz::http::routes, server: crate::authz::grpc::AuthzGrpcServer::new
 );
 
@@ -86,5 +90,6 @@ core_serve!(
         ("audit.logs.read", "Query the audit log", false),
         ("audit.logs.verify", "Verify the audit log's hash chain", false)
     ],
+    methods: crate::guarded::AUDIT_METHODS, guarded: crate::guarded::GuardedAudit::new,
     routes: crate::audit::http::routes, server: crate::audit::grpc::AuditGrpcServer::new
 );

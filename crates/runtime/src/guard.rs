@@ -26,23 +26,84 @@ pub type AuthzSource = Arc<
         + Sync,
 >;
 
+/// Who decides whether a user holds a permission: authz, asked over the network by every
+/// service — except authz itself, which decides from its own policy cache.
+#[async_trait]
+pub trait Decide: Send + Sync + 'static {
+    async fn holds(
+        &self,
+        ctx: &RequestContext,
+        user: Uuid,
+        permission: &'static str,
+    ) -> Result<bool>;
+}
+
+/// [`Decide`] by asking authz (`HasPermission`, as this service).
+pub struct AskAuthz {
+    source: AuthzSource,
+    authz: OnceCell<Arc<dyn AuthzServiceClient>>,
+}
+
+impl AskAuthz {
+    pub fn new(source: AuthzSource) -> Self {
+        Self {
+            source,
+            authz: OnceCell::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl Decide for AskAuthz {
+    async fn holds(
+        &self,
+        ctx: &RequestContext,
+        user: Uuid,
+        permission: &'static str,
+    ) -> Result<bool> {
+        let authz = self
+            .authz
+            .get_or_try_init(|| (self.source)())
+            .await?
+            .clone();
+        // Asked as this service: only the request id travels on, never the caller's tokens.
+        let ask = RequestContext {
+            request_id: ctx.request_id.clone(),
+            deadline: ctx.deadline,
+            ..Default::default()
+        };
+        authz
+            .has_permission(&ask, user, permission)
+            .await
+            .map_err(|e| match e.code {
+                ErrorCode::Unavailable | ErrorCode::DeadlineExceeded => {
+                    Error::dependency_unavailable("authorization", "checking a permission", &e)
+                }
+                _ => e,
+            })
+    }
+}
+
 pub struct RuntimeGuard {
     users: Verifier,
     services: ServiceGuard,
-    authz_source: AuthzSource,
-    authz: OnceCell<Arc<dyn AuthzServiceClient>>,
+    decide: Arc<dyn Decide>,
     decisions: Cache<(Uuid, &'static str), bool>,
     cache: bool,
 }
 
 impl RuntimeGuard {
     /// `service`: this service's registry name (service tokens must be addressed to it).
-    pub fn new(verifier: Verifier, service: &str, authz: AuthzSource, cache_ttl: Duration) -> Self {
+    pub fn new(
+        verifier: Verifier,
+        service: &str,
+        decide: Arc<dyn Decide>,
+        cache_ttl: Duration,
+    ) -> Self {
         Self {
             services: ServiceGuard::new(verifier.clone(), service),
             users: verifier,
-            authz_source: authz,
-            authz: OnceCell::new(),
+            decide,
             decisions: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(cache_ttl.max(Duration::from_millis(1)))
@@ -76,26 +137,7 @@ impl RuntimeGuard {
         if let Some(d) = self.decisions.get(&(id, permission)).await {
             return Ok(d);
         }
-        let authz = self
-            .authz
-            .get_or_try_init(|| (self.authz_source)())
-            .await?
-            .clone();
-        // Asked as this service: only the request id travels on, never the caller's tokens.
-        let ask = RequestContext {
-            request_id: ctx.request_id.clone(),
-            deadline: ctx.deadline,
-            ..Default::default()
-        };
-        let held = authz
-            .has_permission(&ask, id, permission)
-            .await
-            .map_err(|e| match e.code {
-                ErrorCode::Unavailable | ErrorCode::DeadlineExceeded => {
-                    Error::dependency_unavailable("authorization", "checking a permission", &e)
-                }
-                _ => e,
-            })?;
+        let held = self.decide.holds(ctx, id, permission).await?;
         if self.cache {
             self.decisions.insert((id, permission), held).await;
         }

@@ -26,11 +26,11 @@ pub mod testing;
 /// The attribute for `impl Service for …` (re-exported: a service needs no other crate for it).
 pub use async_trait::async_trait;
 pub use binary::{CommandResult, NoCommands, main, main_with};
-pub use guard::RuntimeGuard;
+pub use guard::{AskAuthz, Decide, RuntimeGuard};
 pub use order::{OrderError, start_order};
 
 use anyhow::Context as _;
-use plt_authn::{JwksSource, TokenConfig};
+use plt_authn::{JwksSource, TokenConfig, Verifier};
 use plt_client::{ClientFactory, ClientsConfig, ServiceIdentityConfig};
 use plt_contracts::{
     RequestContext,
@@ -177,6 +177,8 @@ pub struct Parts {
     host: Option<Box<dyn FnOnce(ServiceHost) -> ServiceHost + Send>>,
     on_stop: Vec<futures_util::future::BoxFuture<'static, ()>>,
     collectors: Vec<plt_kernel::metrics::Collector>,
+    verifier: Option<Verifier>,
+    decide: Option<Arc<dyn Decide>>,
 }
 
 impl Parts {
@@ -251,6 +253,20 @@ impl Parts {
     /// closes (flushing a writer, say). The future is not polled before then.
     pub fn on_stop(mut self, stop: impl Future<Output = ()> + Send + 'static) -> Self {
         self.on_stop.push(Box::pin(stop));
+        self
+    }
+
+    /// The verifier the guard checks tokens with, for a service that has no `auth` block
+    /// because it holds the keys itself (auth).
+    pub fn verifier(mut self, verifier: Verifier) -> Self {
+        self.verifier = Some(verifier);
+        self
+    }
+
+    /// Who decides permissions for the guard, for the service that keeps them (authz);
+    /// everyone else asks authz.
+    pub fn decide(mut self, decide: Arc<dyn Decide>) -> Self {
+        self.decide = Some(decide);
         self
     }
 
@@ -364,15 +380,6 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
             })
         }
     };
-    let guard: Arc<dyn AccessGuard> = match &verifier {
-        Some(v) => Arc::new(RuntimeGuard::new(
-            v.clone(),
-            m.name,
-            authz_source.clone(),
-            o.permission_cache_ttl.unwrap_or(Duration::from_secs(1)),
-        )),
-        None => Arc::new(guard::PublicOnly),
-    };
     let (stop_jobs, stopping) = watch::channel(false);
     let listen = o.listen.unwrap_or(cfg.service.listen());
     let cx = Context {
@@ -388,7 +395,10 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
         .await
         .with_context(|| format!("building {}", m.binary))?;
     let Context {
-        config: cfg, db, ..
+        config: cfg,
+        db,
+        verifier,
+        ..
     } = cx;
 
     // Host: every contract behind the guard, its OpenAPI fragment, health and metrics.
@@ -405,7 +415,18 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
         host: adjust_host,
         on_stop,
         collectors,
+        verifier: own_verifier,
+        decide,
     } = parts;
+    let guard: Arc<dyn AccessGuard> = match own_verifier.or(verifier) {
+        Some(v) => Arc::new(RuntimeGuard::new(
+            v,
+            m.name,
+            decide.unwrap_or_else(|| Arc::new(guard::AskAuthz::new(authz_source.clone()))),
+            o.permission_cache_ttl.unwrap_or(Duration::from_secs(1)),
+        )),
+        None => Arc::new(guard::PublicOnly),
+    };
     let mut prefixes: Vec<String> = Vec::new();
     let mut permissions: Vec<Permission> = own_permissions;
     let mut fragments = Vec::new();

@@ -16,9 +16,6 @@ pub struct AuditConfig {
     pub queue_capacity: usize,
     /// Largest page size of `query`.
     pub max_page_size: u32,
-    /// Reading (`audit.logs.read`) and verifying (`audit.logs.verify`) require a verified
-    /// access token whose user holds the permission in authz. Off only for isolated tests.
-    pub access_control: bool,
     /// How callers' access tokens are verified.
     pub auth: plt_authn::TokenConfig,
 }

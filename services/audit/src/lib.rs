@@ -10,7 +10,6 @@
 pub mod chain;
 pub mod config;
 pub mod core;
-pub mod guard;
 pub mod store;
 pub mod validate;
 pub mod writer;
@@ -19,7 +18,6 @@ use crate::{config::AuditConfig, core::AuditCore, writer::Writer};
 use anyhow::Context as _;
 use plt_contracts::{
     audit::{AuditServiceClient, VerifyReport},
-    authz::AuthzServiceClient,
     serve::AuditServe,
 };
 use plt_db::{Db, Migrations};
@@ -51,8 +49,7 @@ pub async fn verify_chain(db: &Db) -> anyhow::Result<VerifyReport> {
 }
 
 /// The audit service, as the runtime runs it. Exports its core
-/// (`Arc<dyn AuditServiceClient>`, unguarded). Tests may put an `Arc<dyn AuthzServiceClient>`
-/// in the overrides' extensions.
+/// (`Arc<dyn AuditServiceClient>`, unguarded).
 pub struct Audit;
 
 #[async_trait::async_trait]
@@ -79,27 +76,13 @@ impl Service for Audit {
             store,
             handle,
             cfg.service.clone(),
-            plt_authn::ServiceGuard::new(verifier.clone(), SECTION),
+            plt_authn::ServiceGuard::new(verifier, SECTION),
         ));
-        let served: Arc<dyn AuditServiceClient> = if cfg.service.access_control {
-            let authz = match cx.extension::<Arc<dyn AuthzServiceClient>>() {
-                Some(a) => a.clone(),
-                None => cx
-                    .clients
-                    .client::<dyn AuthzServiceClient>()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("authz client: {e}"))?,
-            };
-            Arc::new(guard::Guarded::new(core.clone(), verifier, authz))
-        } else {
-            tracing::warn!(
-                "audit.access_control is off: anyone reaching this port can read the log"
-            );
-            core.clone()
-        };
+        // Reading needs audit.logs.read and verifying audit.logs.verify, recording a service
+        // token: the runtime's guard enforces plt_contracts::guarded::AUDIT_METHODS.
         // Entries accepted before shutdown are committed before the database closes.
         Ok(Parts::new()
-            .serve(AuditServe(served))
+            .serve(AuditServe(core.clone()))
             .on_stop(async move { writer.shutdown().await })
             .export(core))
     }

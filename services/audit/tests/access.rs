@@ -6,7 +6,6 @@ mod common;
 
 use audit_service::{Audit, SECTION};
 use plt_authn::{AccessClaims, Signer, StaticJwks};
-use plt_contracts::authz::AuthzServiceClient;
 use plt_contracts::{
     ErrorCode, RequestContext,
     audit::{
@@ -14,7 +13,6 @@ use plt_contracts::{
         http::AuditHttpClient,
     },
     auth::Jwks,
-    testsuite::fakes::FakeAuthz,
 };
 use plt_kernel::Secret;
 use plt_runtime::testing::{Backend, TestOptions, TestService};
@@ -50,25 +48,21 @@ async fn reading_and_verifying_need_their_permissions() {
     let data = dir.path().to_string_lossy().to_string();
     let cfg = common::config(&[("PLT_DATABASE__DATA_DIR", &data)]);
     assert_eq!(cfg.section_name, SECTION);
-    assert!(
-        cfg.service.access_control,
-        "access control is on by default"
-    );
     let signer = Signer::generate("k1").unwrap();
     let jwks = StaticJwks::new(Jwks {
         keys: vec![signer.public_jwk(), common::SERVICES.signer().public_jwk()],
     });
-    let authz = FakeAuthz::default();
     drop(dir);
     let svc = TestService::start_with::<Audit>(
         Backend::Sqlite,
         TestOptions {
             jwks: Some(Arc::new(jwks)),
-            ..TestOptions::default().with(Arc::new(authz.clone()) as Arc<dyn AuthzServiceClient>)
+            ..TestOptions::default()
         },
     )
     .await
     .unwrap();
+    let authz = svc.authz.clone();
     let url = svc.url("");
 
     let reader = Uuid::now_v7();

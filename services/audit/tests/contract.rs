@@ -7,7 +7,6 @@ mod common;
 use common::{Backend, start};
 use plt_client::{ClientConfig, ClientFactory};
 use plt_contracts::{
-    RequestContext,
     audit::{AuditServiceClient, grpc::AuditGrpcClient, http::AuditHttpClient},
     testsuite::audit::{AuditFixture, run_all},
 };
@@ -35,7 +34,7 @@ async fn suite(backend: Backend, via: Via) {
     };
     let fixture = AuditFixture {
         service: match via {
-            Via::Factory(_) => RequestContext::new(),
+            Via::Factory(_) => common::auditor_ctx(),
             _ => common::ctx(),
         },
         client,

@@ -297,14 +297,14 @@ async fn bad_grpc_records_name_the_field_and_write_nothing() {
     // Inverted range over gRPC.
     let now = prost_types_now();
     let status = client
-        .query(pb::QueryRequest {
+        .query(common::as_service(pb::QueryRequest {
             from: Some(now),
             to: Some(prost_types::Timestamp {
                 seconds: now.seconds - 60,
                 nanos: 0,
             }),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(

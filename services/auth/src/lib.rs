@@ -125,6 +125,8 @@ impl Service for Auth {
         let a = &cfg.service.keys;
         Ok(Parts::new()
             .serve(AuthServe(contract))
+            // Auth checks tokens with its own key ring (it has no `auth` block).
+            .verifier(keys.verifier().clone())
             .job(maintain_keys(
                 keys,
                 store::for_db(db),

@@ -110,6 +110,22 @@ fn collector(core: Arc<AuthzCore>) -> plt_kernel::metrics::Collector {
     })
 }
 
+/// The guard's permission decisions for authz's own methods: from its policy cache, not
+/// over the network to itself.
+struct LocalDecide(Arc<AuthzCore>);
+
+#[async_trait::async_trait]
+impl plt_runtime::Decide for LocalDecide {
+    async fn holds(
+        &self,
+        _ctx: &plt_contracts::RequestContext,
+        user: uuid::Uuid,
+        permission: &'static str,
+    ) -> plt_contracts::Result<bool> {
+        self.0.policy().has_permission(user, permission).await
+    }
+}
+
 /// The authz service, as the runtime runs it. Exports its core (`Arc<AuthzCore>`). Tests
 /// may put an `Arc<dyn AuditServiceClient>` in the overrides' extensions.
 pub struct Authz;
@@ -143,6 +159,7 @@ impl Service for Authz {
         let stopping = core.clone();
         Ok(Parts::new()
             .serve(AuthzServe(contract))
+            .decide(Arc::new(LocalDecide(core.clone())))
             .task(core.policy().spawn_poller(cfg.service.poll_interval()))
             .metrics_collector(collector(core.clone()))
             .on_stop(async move { stopping.audit().shutdown(grace).await })

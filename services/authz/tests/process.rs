@@ -121,7 +121,10 @@ async fn grant_and_revoke_from_the_command_line() {
     let cfg = common::config(&[("PLT_DATABASE__DATA_DIR", &dir.path().to_string_lossy())]);
     let db = connect_db(&cfg, "authz").await.unwrap();
     let store = for_db(&db);
-    assert_eq!(store.grants(user).await.unwrap().roles, vec!["admin", "user"]);
+    assert_eq!(
+        store.grants(user).await.unwrap().roles,
+        vec!["admin", "user"]
+    );
     let (code, out, _) = run(&["revoke", &id, "admin"]);
     assert_eq!(code, Some(0));
     assert_eq!(out.trim(), format!("revoked admin from {user}"));

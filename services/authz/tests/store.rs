@@ -329,7 +329,10 @@ async fn deleting_a_role_cascades(s: &dyn AuthzStore) {
     for u in &users {
         let g = s.grants(*u).await.unwrap();
         assert_eq!(g.roles, vec![USER_ROLE], "{g:?}");
-        assert!(!g.permissions.iter().any(|p| p == "blog.posts.write"), "{g:?}");
+        assert!(
+            !g.permissions.iter().any(|p| p == "blog.posts.write"),
+            "{g:?}"
+        );
     }
     // Re-created under the same name, it has neither the old grants nor the old permissions.
     s.create_role(&role("temp", &[]), now)

@@ -45,8 +45,7 @@ impl Running {
     }
 }
 
-/// What the suites run with: a short drain, and no access control (tests/access.rs tests
-/// that; the suites test the log itself).
+/// What the suites run with: a short drain.
 pub fn backend_vars(backend: Backend, data_dir: &str) -> Option<Vec<(String, String)>> {
     let mut vars = backend.vars(data_dir)?;
     vars.extend(
@@ -58,10 +57,7 @@ pub fn backend_vars(backend: Backend, data_dir: &str) -> Option<Vec<(String, Str
 }
 
 fn suite_vars() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("PLT_SERVER__SHUTDOWN_TIMEOUT", "5s"),
-        ("PLT_AUDIT__ACCESS_CONTROL", "false"),
-    ]
+    vec![("PLT_SERVER__SHUTDOWN_TIMEOUT", "5s")]
 }
 
 /// Starts the service with extra configuration variables; `None` for PostgreSQL when
@@ -78,6 +74,8 @@ pub async fn start_with(backend: Backend, extra: &[(&str, &str)]) -> Option<Runn
         },
     )
     .await?;
+    svc.authz.grant(AUDITOR, "audit.logs.read");
+    svc.authz.grant(AUDITOR, "audit.logs.verify");
     let app_core = svc
         .get::<Arc<dyn AuditServiceClient>>()
         .expect("core exported");
@@ -94,14 +92,52 @@ pub async fn start(backend: Backend) -> Option<Running> {
 pub static SERVICES: std::sync::LazyLock<plt_authn::testing::TestAuthority> =
     std::sync::LazyLock::new(plt_authn::testing::TestAuthority::new);
 
-/// The context of a platform service (authz) calling audit: carries a service token.
+/// The user on whose behalf [`ctx`] reads and verifies the log (granted both permissions).
+pub const AUDITOR: uuid::Uuid = uuid::Uuid::from_u128(0x0197_0000_0000_7000_8000_0000_0000_0a0d);
+
+/// The context of a platform service (authz) calling audit: carries a service token (what
+/// recording needs) and [`AUDITOR`]'s access token (what reading and verifying need).
 pub fn ctx() -> RequestContext {
-    SERVICES.service_ctx("authz", SECTION)
+    RequestContext {
+        authorization: auditor_ctx().authorization,
+        ..SERVICES.service_ctx("authz", SECTION)
+    }
 }
 
-/// An HTTP client whose requests carry a service token for audit (as authz's would).
+/// [`AUDITOR`]'s access token alone (for clients that attach their own service token).
+pub fn auditor_ctx() -> RequestContext {
+    RequestContext {
+        authorization: Some(plt_kernel::Secret::new(format!(
+            "Bearer {}",
+            SERVICES.access_token(&AUDITOR.to_string())
+        ))),
+        ..Default::default()
+    }
+}
+
+/// An HTTP client whose requests carry a service token for audit (as authz's would) and
+/// [`AUDITOR`]'s access token.
 pub fn service_http_client() -> reqwest::Client {
-    SERVICES.http_client("authz", SECTION)
+    let mut headers = reqwest::header::HeaderMap::new();
+    let ctx = ctx();
+    for (name, value) in [
+        (
+            plt_contracts::service_identity::SERVICE_TOKEN_HEADER,
+            ctx.service_token.as_ref().map(|t| t.expose().clone()),
+        ),
+        (
+            "authorization",
+            ctx.authorization.as_ref().map(|t| t.expose().clone()),
+        ),
+    ] {
+        if let Some(v) = value.and_then(|v| v.parse().ok()) {
+            headers.insert(name, v);
+        }
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("HTTP client")
 }
 
 /// A raw gRPC request carrying a service token for audit.
