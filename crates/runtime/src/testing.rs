@@ -235,6 +235,23 @@ impl TestService {
         self.authority.access_token(&user.to_string())
     }
 
+    /// A new signed-in user holding `permissions` (granted in [`TestService::authz`]): its id
+    /// and a context carrying its access token, to call the service as that user.
+    pub fn user_with(&self, permissions: &[&str]) -> (Uuid, plt_contracts::RequestContext) {
+        let user = Uuid::now_v7();
+        for p in permissions {
+            self.authz.grant(user, p);
+        }
+        let ctx = plt_contracts::RequestContext {
+            authorization: Some(plt_kernel::Secret::new(format!(
+                "Bearer {}",
+                self.user_token(user)
+            ))),
+            ..Default::default()
+        };
+        (user, ctx)
+    }
+
     /// A service token from `caller` addressed to this service.
     pub fn service_token(&self, caller: &str) -> String {
         self.authority

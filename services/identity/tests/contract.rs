@@ -7,7 +7,6 @@ mod common;
 use common::{Backend, start};
 use plt_client::{ClientConfig, ClientFactory};
 use plt_contracts::{
-    RequestContext,
     identity::{IdentityServiceClient, grpc::IdentityGrpcClient, http::IdentityHttpClient},
     testsuite::identity::{IdentityFixture, run_all},
 };
@@ -35,7 +34,7 @@ async fn suite(backend: Backend, via: Via) {
     };
     let fixture = IdentityFixture {
         service: match via {
-            Via::Factory(_) => RequestContext::new(),
+            Via::Factory(_) => svc.operator.clone(),
             _ => svc.service_ctx(),
         },
         client,

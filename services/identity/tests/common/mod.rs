@@ -15,6 +15,8 @@ pub struct Running {
     pub svc: TestService,
     pub mail: MemoryNotifier,
     pub app_core: Arc<dyn IdentityServiceClient>,
+    /// An operator: a signed-in user holding identity.users.read and .manage.
+    pub operator: plt_contracts::RequestContext,
 }
 
 impl std::ops::Deref for Running {
@@ -42,9 +44,27 @@ impl Running {
             .clone()
     }
 
-    /// The context of a platform service calling identity (carries a service token).
+    /// The context of a platform service calling identity on behalf of an operator: carries
+    /// a service token (what VerifyCredentials needs) and [`Running::operator`]'s access token.
     pub fn service_ctx(&self) -> plt_contracts::RequestContext {
-        self.svc.authority.service_ctx("auth", SECTION)
+        plt_contracts::RequestContext {
+            authorization: self.operator.authorization.clone(),
+            ..self.svc.authority.service_ctx("auth", SECTION)
+        }
+    }
+
+    /// An HTTP client whose requests carry the operator's access token.
+    pub fn operator_client(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(a) = &self.operator.authorization
+            && let Ok(v) = a.expose().parse()
+        {
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("HTTP client")
     }
 
     pub async fn stop(self) {
@@ -65,9 +85,11 @@ pub async fn start(backend: Backend) -> Option<Running> {
     let app_core = svc
         .get::<Arc<dyn IdentityServiceClient>>()
         .expect("core exported");
+    let (_, operator) = svc.user_with(&["identity.users.read", "identity.users.manage"]);
     Some(Running {
         svc,
         mail,
         app_core,
+        operator,
     })
 }
