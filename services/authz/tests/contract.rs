@@ -34,9 +34,17 @@ async fn suite(backend: Backend, via: Via) {
             .unwrap(),
     };
     run_all(&AuthzFixture {
+        // A platform service calling on behalf of the admin (reading roles needs
+        // authz.roles.read; the check methods need the service token).
         service: match via {
-            Via::Factory(_) => RequestContext::new(),
-            _ => common::ctx(),
+            Via::Factory(_) => RequestContext {
+                authorization: svc.admin.authorization.clone(),
+                ..RequestContext::new()
+            },
+            _ => RequestContext {
+                authorization: svc.admin.authorization.clone(),
+                ..common::ctx()
+            },
         },
         client,
         admin: svc.admin.clone(),

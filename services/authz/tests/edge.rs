@@ -252,11 +252,17 @@ async fn admin_calls_over_grpc() {
         }
     }
     client.grant_role(&svc.admin, target, "user").await.unwrap();
+    // Reading another user's roles needs authz.roles.read (the admin has it), not nothing.
     assert_eq!(
         client
             .get_user_roles(&RequestContext::new(), target)
             .await
-            .unwrap(),
+            .unwrap_err()
+            .code,
+        ErrorCode::Unauthenticated
+    );
+    assert_eq!(
+        client.get_user_roles(&svc.admin, target).await.unwrap(),
         vec!["user"]
     );
     svc.stop().await;

@@ -545,7 +545,14 @@ pub async fn admin_calls_need_a_token_with_authz_roles_manage(fx: &AuthzFixture)
     let role = make_role(fx, "guarded", &names[..1]).await;
     let u = Uuid::new_v4();
     for (who, call_ctx, code) in [
-        ("no token", fx.ctx(), ErrorCode::Unauthenticated),
+        (
+            "no token",
+            RequestContext {
+                authorization: None,
+                ..fx.ctx()
+            },
+            ErrorCode::Unauthenticated,
+        ),
         (
             "unprivileged",
             fx.unprivileged.clone(),
