@@ -150,13 +150,14 @@ fn answer(head: &[u8]) -> Vec<u8> {
 }
 
 impl<IO: AsyncWrite + Unpin> Guarded<IO> {
-    /// Whether `buf` (the first buffer of a write) is hyper's own 431: its whole head, with
-    /// no body, while the service has no 431 of its own waiting to be written.
+    /// Whether `buf` (the first buffer of a write, where hyper starts a response head) is
+    /// hyper's own 431: any 431 head counts off one of the service's first; with none of
+    /// those pending, a whole bodiless head is hyper's.
     fn is_hypers_431(&self, buf: &[u8]) -> bool {
-        buf.starts_with(HYPER_431)
-            && buf.ends_with(b"\r\n\r\n")
-            && buf.len() < 512
-            && !self.state.take_app_431()
+        if !buf.starts_with(b"HTTP/1.1 431 ") || self.state.take_app_431() {
+            return false;
+        }
+        buf.starts_with(HYPER_431) && buf.ends_with(b"\r\n\r\n") && buf.len() < 512
     }
 
     /// Writes what is left of the replacement answer.
@@ -285,5 +286,11 @@ mod tests {
         assert!(!g.is_hypers_431(head), "the service's own 431");
         assert!(g.is_hypers_431(head), "none of the service's left: hyper's");
         assert!(!g.is_hypers_431(b"HTTP/1.1 200 OK\r\n\r\n"));
+        // The service's 431 with its body in the same buffer is counted off as well.
+        g.state().app_answered_431();
+        assert!(!g.is_hypers_431(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 2\r\n\r\nno"
+        ));
+        assert!(g.is_hypers_431(head));
     }
 }

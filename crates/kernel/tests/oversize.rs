@@ -132,6 +132,18 @@ async fn a_431_the_service_answers_itself_is_passed_unchanged() {
     assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
     assert!(answer.ends_with("the service's own"), "{answer}");
     assert!(!answer.contains("problem+json"), "{answer}");
+
+    // The service's 431, then an oversized head on the same connection: each answered as
+    // its own.
+    let mut both = b"GET /own-431 HTTP/1.1\r\nhost: x\r\n\r\n".to_vec();
+    both.extend(oversized_request("/healthz", 1 << 20));
+    let answer = exchange(addr, both).await.unwrap();
+    let (first, rest) = answer
+        .split_once("the service's own")
+        .expect("the service's 431");
+    assert!(first.starts_with("HTTP/1.1 431 "), "{first}");
+    assert!(!first.contains("problem+json"), "{first}");
+    assert_431(rest);
 }
 
 /// A front handler that serves everything (as the gateway's does).
