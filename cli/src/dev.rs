@@ -171,9 +171,10 @@ impl Banner {
             )),
         }
         out.push_str(&format!(
-            "  data      {}  (SQLite, one file per service)\n  mail      {}  (read with: cargo run -p plt -- mail list)\nCtrl-C stops everything.\n",
+            "  data      {}  (SQLite, one file per service)\n  mail      {}  (read with: plt mail list --data-dir {})\nCtrl-C stops everything.\n",
             self.data_dir.display(),
-            self.data_dir.join("mail").display()
+            self.data_dir.join("mail").display(),
+            self.data_dir.display()
         ));
         println!("{out}");
     }
