@@ -47,9 +47,9 @@ pub struct DevArgs {
 /// The configuration every service of `plt dev` reads: the usual layers, with the data
 /// directory and the mail outbox under `data_dir`.
 pub fn source(data_dir: Option<&Path>) -> ConfigSource {
+    // `PLT_DEV_*` (this command's own options) are not configuration: the loader ignores
+    // them (`plt_kernel::config::is_reserved_var`), here and in every service binary.
     let mut s = ConfigSource::from_env();
-    // `PLT_DEV_*` are this command's own options (`plt dev --help`), not configuration.
-    s.vars.retain(|(k, _)| !k.starts_with("PLT_DEV_"));
     if let Some(dir) = data_dir {
         s.vars
             .push(("PLT_DATABASE__DATA_DIR".into(), dir.display().to_string()));
@@ -197,9 +197,10 @@ impl Banner {
             )),
         }
         out.push_str(&format!(
-            "  data      {}  (SQLite, one file per service)\n  mail      {}  (read with: cargo run -p plt -- mail list)\nCtrl-C stops everything.\n",
+            "  data      {}  (SQLite, one file per service)\n  mail      {}  (read with: plt mail list --data-dir {})\nCtrl-C stops everything.\n",
             self.data_dir.display(),
-            self.data_dir.join("mail").display()
+            self.data_dir.join("mail").display(),
+            self.data_dir.display()
         ));
         println!("{out}");
     }

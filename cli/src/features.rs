@@ -31,12 +31,13 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
-/// The feature services of the workspace in the current directory (none outside one).
+/// The feature services of the workspace in the current directory: none outside one (an
+/// installed `plt` run anywhere), and none, with a warning, when there is no cargo to ask.
 pub fn discover() -> anyhow::Result<Vec<Feature>> {
     if !Path::new("Cargo.toml").is_file() {
         return Ok(Vec::new());
     }
-    let out = std::process::Command::new(cargo())
+    let out = match std::process::Command::new(cargo())
         .args([
             "metadata",
             "--format-version",
@@ -46,7 +47,19 @@ pub fn discover() -> anyhow::Result<Vec<Feature>> {
         ])
         .stderr(Stdio::inherit())
         .output()
-        .context("running cargo metadata to find feature services")?;
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "plt dev: no cargo on PATH ({}), so no feature services of ./Cargo.toml are run",
+                cargo()
+            );
+            return Ok(Vec::new());
+        }
+        Err(e) => {
+            return Err(e).context("running cargo metadata to find feature services");
+        }
+    };
     if !out.status.success() {
         anyhow::bail!("cargo metadata failed ({})", out.status);
     }
@@ -189,12 +202,6 @@ pub async fn spawn(
             format!("PLT_{section}__AUTH__JWKS_URL"),
             format!("http://{auth}/.well-known/jwks.json"),
         );
-    // `PLT_DEV_*` are plt dev's own options, not configuration.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PLT_DEV_") {
-            cmd.env_remove(k);
-        }
-    }
     for (k, v) in env {
         cmd.env(k, v);
     }

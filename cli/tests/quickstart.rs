@@ -81,6 +81,12 @@ fn start_processes() -> Platform {
 }
 
 fn start_with(args: &[&str], extra: &[(&str, &str)]) -> Platform {
+    start_in(args, extra, Some(repo().join("config")))
+}
+
+/// `plt <args>` in a new empty directory, with `config_dir` as `PLT_CONFIG_DIR` (none: the
+/// built-in configuration).
+fn start_in(args: &[&str], extra: &[(&str, &str)], config_dir: Option<PathBuf>) -> Platform {
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path().to_path_buf();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_plt"));
@@ -88,13 +94,15 @@ fn start_with(args: &[&str], extra: &[(&str, &str)]) -> Platform {
         .current_dir(&cwd)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PLT_CONFIG_DIR", repo().join("config"))
         .env("PLT_DEV_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("PLT_LOG__LEVEL", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     for svc in ["IDENTITY", "AUTH", "AUTHZ", "AUDIT", "GATEWAY"] {
         cmd.env(format!("PLT_{svc}__LISTEN"), "127.0.0.1:0");
+    }
+    if let Some(config_dir) = config_dir {
+        cmd.env("PLT_CONFIG_DIR", config_dir);
     }
     for (k, v) in extra {
         cmd.env(k, v);
@@ -149,6 +157,28 @@ fn quickstart_script(readme: &Path) -> String {
         .expect("end of block")
         .0
         .to_owned()
+}
+
+/// An installed `plt` run in an empty directory: no `./config`, no `PLT_CONFIG_DIR`, no
+/// `Cargo.toml` (so no feature services), and its own `PLT_DEV_*` variables exported. The
+/// built-in configuration applies; the data goes to `./data`; the admin's password is the
+/// exported one.
+#[test]
+fn plt_dev_starts_from_an_empty_directory_with_the_built_in_configuration() {
+    let p = start_in(&["dev"], &[], None);
+    assert!(!p.cwd.join("config").exists());
+    let gw = p.gateway.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let r = c.get(format!("{gw}/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+        // Signed in with PLT_DEV_ADMIN_PASSWORD: plt dev read it, no service refused it.
+        let token = login(&c, &gw, "admin@example.com", ADMIN_PASSWORD).await;
+        assert!(!token.is_empty());
+    });
+    assert!(p.cwd.join("data").join("identity.db").is_file());
+    p.stop();
 }
 
 #[test]

@@ -159,6 +159,7 @@ async fn serve(registry: &MemoryRegistry, n: usize, users: &FakeIdentity) -> Ser
             },
             HealthSpec {
                 ttl: Duration::from_secs(1),
+                ready: None,
             },
         )
         .await

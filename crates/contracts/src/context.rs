@@ -21,8 +21,9 @@ pub struct RequestContext {
     pub authorization: Option<Secret<String>>,
     /// The TCP peer of the incoming connection (server side only; never forwarded).
     pub peer: Option<SocketAddr>,
-    /// The raw `X-Forwarded-For` header of the incoming request (server side only). Whether
-    /// to believe it is the receiving service's decision (its trusted-proxy list).
+    /// The incoming request's `X-Forwarded-For`, every line in order as one list (server side
+    /// only; [`plt_kernel::net::forwarded_for`]). Whether to believe it is the receiving
+    /// service's decision (its trusted-proxy list, `TrustedProxies::client_ip`).
     pub forwarded_for: Option<String>,
     /// The client address a platform caller (the gateway) states it determined
     /// (`x-plt-client-ip`, server side only). Believed only together with that caller's
@@ -70,7 +71,7 @@ impl RequestContext {
             request_id: text(REQUEST_ID_HEADER),
             authorization: text(http::header::AUTHORIZATION.as_str()).map(Secret::new),
             peer: None,
-            forwarded_for: text("x-forwarded-for"),
+            forwarded_for: plt_kernel::net::forwarded_for(headers),
             client_ip: text(plt_kernel::net::CLIENT_IP_HEADER).and_then(|v| v.parse().ok()),
             service_token: text(SERVICE_TOKEN_HEADER).map(Secret::new),
             deadline: text("grpc-timeout")

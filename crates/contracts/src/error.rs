@@ -467,6 +467,19 @@ mod tests {
     }
 
     #[test]
+    fn the_hosts_431_body_is_a_problem_of_this_table() {
+        // Built in plt-kernel (which cannot depend on this crate): the same shape and a code
+        // of this table, the one it gives the status.
+        let p: Problem =
+            serde_json::from_str(plt_kernel::oversize::HEADERS_TOO_LARGE_BODY).unwrap();
+        assert_eq!(p.status, 431);
+        let code = ErrorCode::from_http(p.status);
+        assert_eq!(p.code, code.info().slug);
+        assert_eq!(p.type_uri, format!("urn:plt:problem:{}", code.info().slug));
+        assert_eq!(Error::from_problem(p).code, code);
+    }
+
+    #[test]
     fn problem_round_trip() {
         let e = Error::not_found("user").with_violation("id", "no such user");
         let p = e.to_problem(Some("r1".into()));

@@ -7,6 +7,15 @@
 //! `PLT_DATABASE__URL_FILE=/run/secrets/db` sets `database.url`. A list is written as a YAML
 //! flow sequence: `PLT_AUTH__TRUSTED_PROXIES='[10.0.0.0/8, "::1"]'`. `PLT_ENV` selects the
 //! environment file; `PLT_CONFIG_DIR` the directory (default `config`).
+//!
+//! The repository's `config/default.yaml` is built into every binary ([`EMBEDDED_DEFAULT`]):
+//! a config directory without `default.yaml` (or no `./config` at all) uses it, so an
+//! installed binary starts from any directory. A `PLT_CONFIG_DIR` that names a missing
+//! directory is an error.
+//!
+//! Variables of the tools around the services are not configuration and are ignored:
+//! `PLT_DEV_<NAME>` (`plt dev`'s options), `PLT_TEST_<NAME>` and `PLT_BENCH_<NAME>` (what
+//! tests and benchmarks read) — see [`is_reserved_var`].
 
 use crate::secret::Secret;
 use figment::{
@@ -280,9 +289,30 @@ pub const KNOWN_SECTIONS: &[&str] = &[
     "service_identity",
 ];
 
+/// The repository's `config/default.yaml`, built in: the defaults when the config directory
+/// has no `default.yaml`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../config/default.yaml");
+
+/// Prefixes of variables that belong to the tools around the services, not to configuration:
+/// `PLT_DEV_` (`plt dev`'s own options), `PLT_TEST_` and `PLT_BENCH_` (tests, benchmarks).
+pub const RESERVED_VAR_PREFIXES: &[&str] = &["PLT_DEV_", "PLT_TEST_", "PLT_BENCH_"];
+
+/// Whether variable `name` is one the loader ignores: a [`RESERVED_VAR_PREFIXES`] prefix
+/// followed by a name (`PLT_DEV_ADMIN_PASSWORD`). A double underscore there is a key path
+/// and stays configuration (`PLT_DEV__LISTEN` sets `dev.listen` of a section `dev`).
+pub fn is_reserved_var(name: &str) -> bool {
+    RESERVED_VAR_PREFIXES.iter().any(|p| {
+        name.strip_prefix(p)
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('_'))
+    })
+}
+
 /// Where configuration is read from.
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
+    /// The config directory: `default.yaml` (else the built-in [`EMBEDDED_DEFAULT`]) and
+    /// `<env>.yaml`. It may be absent when it is the implicit `config` (no
+    /// `PLT_CONFIG_DIR`).
     pub dir: PathBuf,
     /// Environment variables as `(name, value)`; normally `std::env::vars()`.
     pub vars: Vec<(String, String)>,
@@ -363,12 +393,13 @@ impl ConfigSource {
 
     fn figment(&self) -> Result<Figment, ConfigError> {
         let default = self.dir.join("default.yaml");
-        if !default.is_file() {
+        let implicit = self.var("PLT_CONFIG_DIR").is_none() && self.dir == Path::new("config");
+        if !implicit && !self.dir.is_dir() {
             return Err(ConfigError::new(
                 "PLT_CONFIG_DIR",
                 format!(
-                    "{} not found (run from the repository root or set PLT_CONFIG_DIR)",
-                    default.display()
+                    "{} is not a directory (unset PLT_CONFIG_DIR to use the built-in defaults)",
+                    self.dir.display()
                 ),
             ));
         }
@@ -376,7 +407,11 @@ impl ConfigSource {
         for (_, defaults) in &self.sections {
             figment = figment.merge(Yaml::string(defaults));
         }
-        figment = figment.merge(Yaml::file(&default));
+        figment = if default.is_file() {
+            figment.merge(Yaml::file(&default))
+        } else {
+            figment.merge(Yaml::string(EMBEDDED_DEFAULT))
+        };
         let env_name = self
             .var("PLT_ENV")
             .map(str::to_owned)
@@ -418,7 +453,7 @@ impl ConfigSource {
             let Some(key) = name.strip_prefix("PLT_") else {
                 continue;
             };
-            if key == "CONFIG_DIR" || key.is_empty() {
+            if key == "CONFIG_DIR" || key.is_empty() || is_reserved_var(name) {
                 continue;
             }
             if let Some(key) = key.strip_suffix("_FILE") {

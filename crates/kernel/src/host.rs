@@ -333,6 +333,7 @@ impl BoundHost {
             front: self.front,
             app: self.app,
             peer: None,
+            conn: None,
         };
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let mut served = Vec::new();
@@ -453,6 +454,8 @@ async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    // An oversized request head: 431 problem+json, then a clean close (see `oversize`).
+    let listener = crate::oversize::GuardedListener::new(listener);
     axum::serve(listener, front)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -467,11 +470,13 @@ struct Front {
     front: Option<Arc<dyn FrontHandler>>,
     app: Router,
     peer: Option<SocketAddr>,
+    /// Shared with the connection's IO: the 431s the service answers itself.
+    conn: Option<Arc<crate::oversize::ConnState>>,
 }
 
-impl<'a, L> Service<axum::serve::IncomingStream<'a, L>> for Front
+impl<'a, L, IO> Service<axum::serve::IncomingStream<'a, L>> for Front
 where
-    L: axum::serve::Listener<Addr = SocketAddr>,
+    L: axum::serve::Listener<Io = crate::oversize::Guarded<IO>, Addr = SocketAddr>,
 {
     type Response = Front;
     type Error = Infallible;
@@ -484,12 +489,18 @@ where
     fn call(&mut self, stream: axum::serve::IncomingStream<'a, L>) -> Self::Future {
         let mut conn = self.clone();
         conn.peer = Some(*stream.remote_addr());
+        conn.conn = Some(stream.io().state().clone());
         std::future::ready(Ok(conn))
     }
 }
 
 /// A response from the front handler or from the host's stack.
-enum FrontResponse {
+struct FrontResponse {
+    from: Origin,
+    conn: Option<Arc<crate::oversize::ConnState>>,
+}
+
+enum Origin {
     Front(FrontFuture),
     Stack(std::pin::Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>),
 }
@@ -498,10 +509,17 @@ impl Future for FrontResponse {
     type Output = Result<Response, Infallible>;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            FrontResponse::Front(f) => f.as_mut().poll(cx).map(Ok),
-            FrontResponse::Stack(f) => f.as_mut().poll(cx),
+        let this = self.get_mut();
+        let Ok(resp) = std::task::ready!(match &mut this.from {
+            Origin::Front(f) => f.as_mut().poll(cx).map(Ok),
+            Origin::Stack(f) => f.as_mut().poll(cx),
+        });
+        if resp.status() == http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            && let Some(conn) = &this.conn
+        {
+            conn.app_answered_431();
         }
+        Poll::Ready(Ok(resp))
     }
 }
 
@@ -517,7 +535,12 @@ impl Service<Request<Body>> for Front {
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let mut req = match &self.front {
             Some(front) => match front.serve(req, self.peer) {
-                Ok(fut) => return FrontResponse::Front(fut),
+                Ok(fut) => {
+                    return FrontResponse {
+                        from: Origin::Front(fut),
+                        conn: self.conn.clone(),
+                    };
+                }
                 Err(req) => req,
             },
             None => req,
@@ -526,7 +549,10 @@ impl Service<Request<Body>> for Front {
             req.extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));
         }
-        FrontResponse::Stack(Box::pin(self.app.clone().oneshot(req)))
+        FrontResponse {
+            from: Origin::Stack(Box::pin(self.app.clone().oneshot(req))),
+            conn: self.conn.clone(),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod net;
 pub mod notify;
+pub mod oversize;
 pub mod secret;
 pub mod telemetry;
 /// Test support (feature `testing`: dev-dependencies only, never in a production build).

@@ -11,6 +11,8 @@
 /// The client address the gateway determined, sent upstream with its service token.
 pub const CLIENT_IP_HEADER: &str = "x-plt-client-ip";
 
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
 use std::net::IpAddr;
 
 /// An IP network (`10.0.0.0/8`, `::1/128`); a bare address is a /32 or /128.
@@ -93,12 +95,39 @@ impl TrustedProxies {
         peer: IpAddr,
         forwarded_for: impl DoubleEndedIterator<Item = &'a str>,
     ) -> IpAddr {
+        self.walk(peer, forwarded_for.map(Some))
+    }
+
+    /// The client's address for a request from `peer` with these headers: every
+    /// `X-Forwarded-For` line, in order, read as one list (repeated field lines are one
+    /// comma-separated list, RFC 9110 5.3), so a line a client sent cannot hide the one its
+    /// trusted proxy appended; a line that is not text is malformed. What the gateway and
+    /// every service use.
+    pub fn client_ip_from_headers(&self, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
+        self.walk(
+            peer,
+            headers
+                .get_all(X_FORWARDED_FOR)
+                .iter()
+                .map(|v| v.to_str().ok()),
+        )
+    }
+
+    /// The walk behind both: `None` is a line that cannot be read.
+    fn walk<'a>(
+        &self,
+        peer: IpAddr,
+        forwarded_for: impl DoubleEndedIterator<Item = Option<&'a str>>,
+    ) -> IpAddr {
         let peer = canonical(peer);
         if !self.is_trusted(peer) {
             return peer;
         }
         let mut client = peer;
         for value in forwarded_for.rev() {
+            let Some(value) = value else {
+                return client;
+            };
             for part in value.rsplit(',') {
                 match parse_forwarded_ip(part) {
                     Some(ip) if self.is_trusted(ip) => client = ip,
@@ -109,6 +138,21 @@ impl TrustedProxies {
         }
         client
     }
+}
+
+/// Every `X-Forwarded-For` line of `headers` as one list (`a, b`), for carrying it on (a
+/// line that is not text becomes an entry that is no address, which stops the walk there).
+/// `None` without the header.
+pub fn forwarded_for(headers: &http::HeaderMap) -> Option<String> {
+    let mut lines = headers.get_all(X_FORWARDED_FOR).iter();
+    let first = lines.next()?;
+    let text = |v: &http::HeaderValue| v.to_str().unwrap_or("(not text)").to_owned();
+    let mut out = text(first);
+    for v in lines {
+        out.push_str(", ");
+        out.push_str(&text(v));
+    }
+    Some(out)
 }
 
 /// One `X-Forwarded-For` element: an address, possibly `[v6]` or `v4:port`.
@@ -189,5 +233,55 @@ mod tests {
             ),
             ip("192.0.2.1")
         );
+    }
+
+    #[test]
+    fn every_forwarded_for_line_counts_and_unreadable_ones_stop_the_walk() {
+        let t = TrustedProxies::new(&["127.0.0.1".into(), "10.0.0.0/8".into()]);
+        let mut h = http::HeaderMap::new();
+        // The client's own line first, the line its trusted proxy appended last.
+        h.append("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        h.append("x-forwarded-for", "198.51.100.7, 10.0.0.3".parse().unwrap());
+        assert_eq!(
+            t.client_ip_from_headers(ip("127.0.0.1"), &h),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            forwarded_for(&h).as_deref(),
+            Some("6.6.6.6, 198.51.100.7, 10.0.0.3")
+        );
+        // Carried on as one list, the walk gives the same address.
+        let joined = forwarded_for(&h).unwrap();
+        assert_eq!(
+            t.client_ip(ip("127.0.0.1"), [joined.as_str()].into_iter()),
+            ip("198.51.100.7")
+        );
+        // A line that is not text: the walk stops at the last trusted hop before it.
+        let mut h = http::HeaderMap::new();
+        h.append("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        h.append(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        );
+        h.append("x-forwarded-for", "10.0.0.9".parse().unwrap());
+        assert_eq!(
+            t.client_ip_from_headers(ip("127.0.0.1"), &h),
+            ip("10.0.0.9")
+        );
+        let joined = forwarded_for(&h).unwrap();
+        assert_eq!(
+            t.client_ip(ip("127.0.0.1"), [joined.as_str()].into_iter()),
+            ip("10.0.0.9")
+        );
+        // From an untrusted peer none of it matters; without the header, the peer.
+        assert_eq!(
+            t.client_ip_from_headers(ip("203.0.113.1"), &h),
+            ip("203.0.113.1")
+        );
+        assert_eq!(
+            t.client_ip_from_headers(ip("127.0.0.1"), &http::HeaderMap::new()),
+            ip("127.0.0.1")
+        );
+        assert_eq!(forwarded_for(&http::HeaderMap::new()), None);
     }
 }

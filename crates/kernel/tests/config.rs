@@ -131,11 +131,97 @@ fn default_yaml_alone_gives_the_documented_defaults() {
 }
 
 #[test]
-fn missing_default_yaml_is_an_error_naming_the_config_dir() {
+fn without_default_yaml_the_built_in_defaults_apply_and_env_files_still_override() {
+    // A config directory holding only an environment file: the defaults come from the
+    // binary (the repository's default.yaml, built in).
     let dir = tempfile::tempdir().unwrap();
-    let err = load_err(dir.path(), &[]);
+    let cfg = load(dir.path(), &[]).expect("built-in defaults load");
+    assert_eq!(cfg.kernel.env, "development");
+    assert_eq!(cfg.kernel.server.body_limit_bytes, 1_048_576);
+    assert_eq!(cfg.service.listen, "127.0.0.1:8082".parse().unwrap());
+    assert_eq!(cfg.service.argon2.memory_kib, 19456);
+    write(
+        dir.path(),
+        "staging.yaml",
+        "server:\n  body_limit_bytes: 4096\n",
+    );
+    let cfg = load(
+        dir.path(),
+        &[("PLT_ENV", "staging"), ("PLT_IDENTITY__MAX_PAGE_SIZE", "9")],
+    )
+    .expect("loads");
+    assert_eq!(cfg.kernel.server.body_limit_bytes, 4096);
+    assert_eq!(cfg.service.max_page_size, 9);
+    assert_eq!(
+        plt_kernel::config::EMBEDDED_DEFAULT,
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/default.yaml")
+        )
+        .unwrap()
+    );
+}
+
+#[test]
+fn a_config_dir_that_does_not_exist_is_an_error_naming_plt_config_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let missing_str = missing.display().to_string();
+    let err = load_err(&missing, &[("PLT_CONFIG_DIR", &missing_str)]);
     assert_eq!(err.key, "PLT_CONFIG_DIR");
-    assert!(err.reason.contains("default.yaml"), "{err}");
+    assert!(err.reason.contains("not a directory"), "{err}");
+    // Also when the directory is given in code rather than by the variable.
+    let err = load_err(&missing, &[]);
+    assert_eq!(err.key, "PLT_CONFIG_DIR");
+}
+
+#[test]
+fn the_tools_own_variables_are_not_configuration() {
+    let dir = config_dir();
+    // plt dev's options, the tests' and benchmarks' backends: ignored, not unknown keys.
+    let cfg = load(
+        dir.path(),
+        &[
+            ("PLT_DEV_ADMIN_PASSWORD", "a secret"),
+            ("PLT_DEV_ADMIN_EMAIL", "x@example.com"),
+            (
+                "PLT_TEST_POSTGRES_URL",
+                "postgres://postgres@127.0.0.1/postgres",
+            ),
+            (
+                "PLT_BENCH_POSTGRES_URL",
+                "postgres://postgres@127.0.0.1/postgres",
+            ),
+            ("PLT_DEV_ADMIN_PASSWORD_FILE", "/nonexistent"),
+        ],
+    )
+    .expect("loads");
+    assert_eq!(cfg.kernel.env, "development");
+    // A key path (double underscore) stays configuration: here an unknown section `dev`.
+    let err = load_err(dir.path(), &[("PLT_DEV__LISTEN", "127.0.0.1:1")]);
+    assert_eq!(err.key, "dev");
+    // Lookalikes without the separator are configuration too.
+    let err = load_err(dir.path(), &[("PLT_DEVELOPER", "1")]);
+    assert_eq!(err.key, "developer");
+    for (name, reserved) in [
+        ("PLT_DEV_ADMIN_PASSWORD", true),
+        ("PLT_TEST_REDIS_URL", true),
+        ("PLT_BENCH_X", true),
+        ("PLT_DEV_", false),
+        ("PLT_DEV__LISTEN", false),
+        ("PLT_DEVICES__LISTEN", false),
+        ("PLT_LOG__LEVEL", false),
+    ] {
+        assert_eq!(
+            plt_kernel::config::is_reserved_var(name),
+            reserved,
+            "{name}"
+        );
+    }
+    // No section of the platform can be reached only through a reserved name.
+    for section in plt_kernel::config::KNOWN_SECTIONS {
+        let var = format!("PLT_{}_X", section.to_uppercase());
+        assert!(!plt_kernel::config::is_reserved_var(&var), "{section}");
+    }
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! with the instance's TTL that the registration keeps alive (every TTL/3). A crashed
 //! instance's key disappears when its lease expires. A registration that finds itself gone
 //! (its lease expired or revoked while etcd was unreachable or restarted, or its key
-//! deleted) re-creates itself: a new lease, the key written again.
+//! deleted) re-creates itself: a new lease, the key written again. While the instance is not
+//! ready ([`crate::HealthSpec::ready`]) its key is deleted and its lease revoked, and no
+//! keep-alive is sent; once ready it is written again under a new lease.
 //!
 //! `watch` follows the service's key prefix and re-reads the set on every event and every
 //! few seconds (so a stream that went silent is noticed); on a broken stream it keeps the
@@ -163,18 +165,61 @@ impl EtcdRegistry {
 
     /// Keeps a registration alive until aborted: a keep-alive every TTL/3, a check that the
     /// key is still there about once per TTL and after every outage, and a new registration
-    /// whenever the old one is gone.
-    async fn heartbeat(self, entry: Arc<Entry>, lease: Arc<Mutex<String>>) {
+    /// whenever the old one is gone. While `ready` reads false: withdrawn (key deleted,
+    /// lease revoked), and written again once it reads true.
+    async fn heartbeat(
+        self,
+        entry: Arc<Entry>,
+        lease: Arc<Mutex<String>>,
+        mut ready: Option<watch::Receiver<bool>>,
+    ) {
         let every = Duration::from_secs(entry.ttl)
             .div_f64(3.0)
             .max(Duration::from_millis(200));
         let current = || lease.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let is_ready = |r: &Option<watch::Receiver<bool>>| r.as_ref().is_none_or(|r| *r.borrow());
         let mut failing_since: Option<Instant> = None;
         let mut beats: u64 = 0;
+        // Registered not ready: nothing written yet.
+        let mut withdrawn = current().is_empty();
         loop {
-            tokio::time::sleep(every).await;
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = crate::HealthSpec::ready_changed(&mut ready) => {}
+            }
             beats += 1;
             let id = current();
+            match (is_ready(&ready), withdrawn) {
+                (false, false) => {
+                    // Not ready: out of discovery now, not when the lease would lapse.
+                    match self.withdraw(&entry.key, &id).await {
+                        Ok(()) => {
+                            tracing::info!(key = %entry.key, "not ready: removed from etcd until ready again")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, key = %entry.key, "not ready, and removing the key failed; its lease lapses without keep-alives")
+                        }
+                    }
+                    withdrawn = true;
+                    continue;
+                }
+                (false, true) => continue,
+                (true, true) => {
+                    match self.put_entry(&entry).await {
+                        Ok(new_lease) => {
+                            tracing::info!(key = %entry.key, "ready again: registered in etcd");
+                            *lease.lock().unwrap_or_else(|p| p.into_inner()) = new_lease;
+                            withdrawn = false;
+                            failing_since = None;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, key = %entry.key, "ready again, but registering failed; retrying");
+                        }
+                    }
+                    continue;
+                }
+                (true, false) => {}
+            }
             let mut state = self.keep_alive(&id).await;
             if matches!(state, Ok(true)) && (failing_since.is_some() || beats.is_multiple_of(3)) {
                 state = self.holds(&id, &entry.key).await;
@@ -211,6 +256,19 @@ impl EtcdRegistry {
             }
         }
     }
+
+    /// Deletes the key and revokes its lease (a lease etcd no longer has is gone already).
+    async fn withdraw(&self, key: &str, lease: &str) -> Result<()> {
+        self.call("/v3/kv/deleterange", json!({"key": B64.encode(key)}))
+            .await?;
+        if lease.is_empty() {
+            return Ok(());
+        }
+        match self.call("/v3/lease/revoke", json!({"ID": lease})).await {
+            Err(RegistryError::Refused(e)) if e.contains("lease not found") => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
 }
 
 /// The `TTL` of a lease answer (etcd's JSON gateway writes int64 as a string and leaves out
@@ -232,16 +290,22 @@ impl ServiceRegistry for EtcdRegistry {
         let value =
             serde_json::to_vec(&instance).map_err(|e| RegistryError::Invalid(e.to_string()))?;
         let entry = Arc::new(Entry { key, value, ttl });
-        let lease = Arc::new(Mutex::new(self.put_entry(&entry).await?));
-        let heartbeat = tokio::spawn(self.clone().heartbeat(entry.clone(), lease.clone()));
+        // Written now only when ready; otherwise by the heartbeat once it is.
+        let lease = Arc::new(Mutex::new(if health.is_ready() {
+            self.put_entry(&entry).await?
+        } else {
+            String::new()
+        }));
+        let heartbeat = tokio::spawn(self.clone().heartbeat(
+            entry.clone(),
+            lease.clone(),
+            health.ready.clone(),
+        ));
         let me = self.clone();
         Ok(Registration::new(instance.id, Some(heartbeat), move || {
             Box::pin(async move {
                 let lease_id = lease.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                me.call("/v3/kv/deleterange", json!({"key": B64.encode(&entry.key)}))
-                    .await?;
-                me.call("/v3/lease/revoke", json!({"ID": lease_id})).await?;
-                Ok(())
+                me.withdraw(&entry.key, &lease_id).await
             })
         }))
     }

@@ -37,19 +37,80 @@ pub struct Instance {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// How the registry learns that an instance is alive.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How the registry learns that an instance is alive and ready.
+#[derive(Debug, Clone)]
 pub struct HealthSpec {
     /// An instance that stops heartbeating is considered dead after this long.
     pub ttl: Duration,
+    /// Whether the instance is ready to serve ([`follow_readiness`]). While it reads `false`
+    /// the instance is not discovered: memory marks it unready, etcd drops its key (and
+    /// lease), Consul fails its TTL check; it is discoverable again as soon as it reads
+    /// `true`. Static and Kubernetes registrations have no heartbeat (Kubernetes follows
+    /// the pod's own readiness probe). `None`: always ready.
+    pub ready: Option<watch::Receiver<bool>>,
 }
 
 impl Default for HealthSpec {
     fn default() -> Self {
         Self {
             ttl: Duration::from_secs(2),
+            ready: None,
         }
     }
+}
+
+impl HealthSpec {
+    /// Whether the instance is ready now.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.as_ref().is_none_or(|r| *r.borrow())
+    }
+
+    /// Resolves when readiness may have changed (never without a readiness signal, or once
+    /// its sender is gone).
+    pub(crate) async fn ready_changed(ready: &mut Option<watch::Receiver<bool>>) {
+        if let Some(r) = ready
+            && r.changed().await.is_ok()
+        {
+            return;
+        }
+        std::future::pending().await
+    }
+}
+
+/// A readiness signal for [`HealthSpec::ready`]: `readiness` (the host's `/readyz` checks)
+/// run every `every`, in a task of its own (a slow check never delays a heartbeat), which
+/// ends when the last receiver is dropped. Starts as the first run's outcome.
+pub async fn follow_readiness(
+    readiness: plt_kernel::Readiness,
+    every: Duration,
+) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(readiness.report().await.ready);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tx.closed() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let report = tokio::select! {
+                () = tx.closed() => return,
+                r = readiness.report() => r,
+            };
+            if tx.send_replace(report.ready) != report.ready && !report.draining {
+                let failing: Vec<&str> = report
+                    .results
+                    .iter()
+                    .filter(|(_, r)| r.is_err())
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                if report.ready {
+                    tracing::info!("ready again: discoverable in the registry");
+                } else {
+                    tracing::warn!(?failing, "not ready: withdrawn from discovery until it is");
+                }
+            }
+        }
+    });
+    rx
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +237,8 @@ pub(crate) fn sorted(mut v: Vec<Instance>) -> Vec<Instance> {
 }
 
 /// Registers a service instance listening on `listen` under a fresh id, advertising the
-/// address from `cfg`, with protocols and any extra metadata.
+/// address from `cfg`, with protocols and any extra metadata; discoverable only while
+/// `ready` reads `true` (see [`HealthSpec::ready`]).
 pub async fn register_service(
     registry: &dyn ServiceRegistry,
     cfg: &config::RegistryConfig,
@@ -184,6 +246,7 @@ pub async fn register_service(
     version: &str,
     listen: std::net::SocketAddr,
     metadata: BTreeMap<String, String>,
+    ready: Option<watch::Receiver<bool>>,
 ) -> Result<Registration> {
     let mut suffix = [0u8; 8];
     let _ = getrandom::fill(&mut suffix);
@@ -207,7 +270,10 @@ pub async fn register_service(
                 tags: vec![],
                 metadata: meta,
             },
-            HealthSpec { ttl: cfg.ttl },
+            HealthSpec {
+                ttl: cfg.ttl,
+                ready,
+            },
         )
         .await
 }

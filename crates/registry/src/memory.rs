@@ -1,5 +1,7 @@
 //! The in-memory registry: one process (development, tests). Instances heartbeat; one that
-//! stops (its registration dropped without deregistering) disappears after its TTL.
+//! stops (its registration dropped without deregistering) disappears after its TTL. An
+//! instance whose readiness fails ([`crate::HealthSpec::ready`]) is not discovered until it
+//! is ready again.
 
 use crate::{
     HealthSpec, Instance, Registration, Result, ServiceRegistry, Watch, check_instance, sorted,
@@ -16,6 +18,7 @@ struct Entry {
     instance: Instance,
     ttl: Duration,
     last_beat: Instant,
+    ready: bool,
 }
 
 #[derive(Default)]
@@ -53,7 +56,9 @@ impl MemoryRegistry {
                 .entries
                 .values()
                 .filter(|e| {
-                    e.instance.service == service && now.duration_since(e.last_beat) <= e.ttl
+                    e.instance.service == service
+                        && e.ready
+                        && now.duration_since(e.last_beat) <= e.ttl
                 })
                 .map(|e| e.instance.clone())
                 .collect(),
@@ -104,6 +109,7 @@ impl ServiceRegistry for MemoryRegistry {
                     instance,
                     ttl: health.ttl,
                     last_beat: Instant::now(),
+                    ready: health.is_ready(),
                 },
             );
             Self::notify(&s, &service);
@@ -112,12 +118,22 @@ impl ServiceRegistry for MemoryRegistry {
         let beat_id = id.clone();
         let heartbeat = tokio::spawn(async move {
             let mut tick = tokio::time::interval(health.ttl / 3);
+            let mut ready = health.ready.clone();
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = HealthSpec::ready_changed(&mut ready) => {}
+                }
+                let now_ready = health.is_ready();
                 let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                match s.entries.get_mut(&beat_id) {
-                    Some(e) => e.last_beat = Instant::now(),
-                    None => break,
+                let Some(e) = s.entries.get_mut(&beat_id) else {
+                    break;
+                };
+                e.last_beat = Instant::now();
+                if e.ready != now_ready {
+                    e.ready = now_ready;
+                    let service = e.instance.service.clone();
+                    Self::notify(&s, &service);
                 }
             }
         });

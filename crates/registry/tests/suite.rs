@@ -49,6 +49,7 @@ async fn suite(r: &dyn ServiceRegistry, death_bound: Duration) {
     let svc = unique("identity");
     let health = HealthSpec {
         ttl: Duration::from_secs(1),
+        ready: None,
     };
     assert!(r.discover(&svc).await.unwrap().is_empty());
     let mut watch = r.watch(&svc).await.unwrap();
@@ -121,9 +122,98 @@ async fn suite(r: &dyn ServiceRegistry, death_bound: Duration) {
     ));
 }
 
+/// Registrations follow readiness: an instance whose readiness fails leaves discovery (and
+/// is not brought back by its heartbeats), returns when ready again, and one registered not
+/// ready is found only once it is ready. `bound`: how long each change may take to show.
+async fn readiness_suite(r: &dyn ServiceRegistry, bound: Duration) {
+    let svc = unique("ready");
+    let (ready_a, rx_a) = tokio::sync::watch::channel(true);
+    let (ready_b, rx_b) = tokio::sync::watch::channel(false);
+    let health = |rx| HealthSpec {
+        ttl: Duration::from_secs(1),
+        ready: Some(rx),
+    };
+    let mut watch = r.watch(&svc).await.unwrap();
+    let a = r.register(instance(&svc, 1), health(rx_a)).await.unwrap();
+    let b = r.register(instance(&svc, 2), health(rx_b)).await.unwrap();
+    let only_a = [format!("{svc}-1")];
+    eventually("the ready instance is discovered", bound, async || {
+        ids(r, &svc).await == only_a
+    })
+    .await;
+    // The one not ready stays out, although it heartbeats.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        ids(r, &svc).await,
+        only_a,
+        "an unready instance was discovered"
+    );
+
+    // Readiness fails: out of discovery and of watches, and kept out past the TTL.
+    ready_a.send_replace(false);
+    eventually("the failing instance left", bound, async || {
+        ids(r, &svc).await.is_empty()
+    })
+    .await;
+    tokio::time::timeout(bound, watch.wait_for(|s| s.is_empty()))
+        .await
+        .expect("the watch saw it leave")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        ids(r, &svc).await.is_empty(),
+        "heartbeats brought an unready instance back"
+    );
+
+    // Ready again (and the other one ready at last): both come back.
+    ready_a.send_replace(true);
+    ready_b.send_replace(true);
+    eventually("both instances are back", bound, async || {
+        ids(r, &svc).await.len() == 2
+    })
+    .await;
+    tokio::time::timeout(bound, watch.wait_for(|s| s.len() == 2))
+        .await
+        .expect("the watch saw them back")
+        .unwrap();
+    // Heartbeats keep them.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(ids(r, &svc).await.len(), 2);
+
+    // Deregistering works in either state.
+    ready_b.send_replace(false);
+    eventually("b left", bound, async || ids(r, &svc).await == only_a).await;
+    b.deregister().await.unwrap();
+    a.deregister().await.unwrap();
+    assert!(ids(r, &svc).await.is_empty());
+}
+
 #[tokio::test]
 async fn memory() {
     suite(&MemoryRegistry::new(), Duration::from_millis(1500)).await;
+}
+
+#[tokio::test]
+async fn memory_follows_readiness() {
+    readiness_suite(&MemoryRegistry::new(), Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn consul_follows_readiness() {
+    let (_server, url) = ConsulTestServer::start().await.unwrap();
+    let r = ConsulRegistry::new(reqwest::Client::new(), &url);
+    readiness_suite(&r, Duration::from_millis(1000)).await;
+}
+
+#[tokio::test]
+async fn etcd_follows_readiness() {
+    let Some(url) = etcd_url() else {
+        eprintln!("SKIPPED etcd readiness: PLT_TEST_ETCD_URL is not set");
+        return;
+    };
+    let prefix = format!("/plt-test/{}", uuid::Uuid::new_v4().simple());
+    let r = EtcdRegistry::new(reqwest::Client::new(), &url, &prefix);
+    readiness_suite(&r, Duration::from_millis(1500)).await;
 }
 
 #[tokio::test]
@@ -212,6 +302,7 @@ async fn consul_registration_comes_back_after_the_agent_forgot_it() {
     let svc = unique("identity");
     let health = HealthSpec {
         ttl: Duration::from_secs(1),
+        ready: None,
     };
     let reg = r.register(instance(&svc, 1), health).await.unwrap();
     eventually("registered", Duration::from_secs(3), async || {
@@ -262,6 +353,7 @@ async fn etcd_registration_comes_back_after_its_lease_or_key_is_gone() {
     let svc = unique("identity");
     let health = HealthSpec {
         ttl: Duration::from_secs(1),
+        ready: None,
     };
     let reg = r.register(instance(&svc, 1), health).await.unwrap();
     let key = format!("{prefix}/{svc}/{svc}-1");
@@ -391,6 +483,7 @@ async fn etcd_outage_keeps_registrations_and_watches() {
     let svc = unique("identity");
     let health = HealthSpec {
         ttl: Duration::from_secs(1),
+        ready: None,
     };
     let reg = r.register(instance(&svc, 1), health).await.unwrap();
     let watch = r.watch(&svc).await.unwrap();

@@ -502,6 +502,9 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
     if !fragments.is_empty() {
         meta.insert("openapi".to_owned(), openapi::PATH.to_owned());
     }
+    // Discoverable only while /readyz passes: checked every third of the TTL, so a failing
+    // instance leaves discovery within about that long and comes back as soon as it is ready.
+    let ready = plt_registry::follow_readiness(host.readiness(), reg_cfg.ttl.div_f64(3.0)).await;
     let registration = plt_registry::register_service(
         registry.as_ref(),
         &reg_cfg,
@@ -509,6 +512,7 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
         m.version,
         host.local_addr(),
         meta,
+        Some(ready),
     )
     .await
     .context("registering in the service registry")?;

@@ -66,15 +66,6 @@ fn new_refresh_token() -> Result<(String, Vec<u8>)> {
     Ok((token, h))
 }
 
-/// The client's address as this service can tell it, without the platform's word for it:
-/// the TCP peer, unless the peer is a trusted proxy, in which case the right-most
-/// `X-Forwarded-For` entry that is not itself a trusted proxy.
-pub fn client_ip(ctx: &RequestContext, trusted: &TrustedProxies) -> Option<IpAddr> {
-    let peer = ctx.peer?.ip();
-    let xff = ctx.forwarded_for.as_deref().into_iter();
-    Some(trusted.client_ip(peer, xff))
-}
-
 /// Durations of real credential checks, so a refusal that needs none (throttled) can take as
 /// long: an attacker must not learn from the timing that an account is being throttled.
 struct CheckTime {
@@ -144,7 +135,8 @@ impl AuthCore {
 
     /// The sign-in's source address: the one a platform caller listed in
     /// `auth.client_address_from` states (the gateway), when its service token verifies;
-    /// otherwise what this service sees itself ([`client_ip`]).
+    /// otherwise what this service sees itself: the peer, or behind `auth.trusted_proxies`
+    /// the client their `X-Forwarded-For` names (the kernel's one rule, as the gateway's).
     async fn source(&self, ctx: &RequestContext) -> Option<IpAddr> {
         if let Some(stated) = ctx.client_ip {
             let allowed: Vec<&str> = self
@@ -160,7 +152,11 @@ impl AuthCore {
                 }
             }
         }
-        client_ip(ctx, &self.trusted_proxies)
+        let peer = ctx.peer?.ip();
+        Some(
+            self.trusted_proxies
+                .client_ip(peer, ctx.forwarded_for.as_deref().into_iter()),
+        )
     }
 
     pub fn keys(&self) -> &Arc<KeyRing> {
@@ -552,51 +548,5 @@ impl ServiceCredentials for LocalCredentials {
             (token.clone(), Instant::now() + self.ttl / 2),
         );
         Ok(token)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ctx(peer: &str, xff: Option<&str>) -> RequestContext {
-        RequestContext {
-            peer: Some(peer.parse().unwrap()),
-            forwarded_for: xff.map(str::to_owned),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let trusted = TrustedProxies::new(&["10.0.0.0/8".into(), "::1".into()]);
-        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
-        // Untrusted peer: its own address, whatever it claims.
-        assert_eq!(
-            client_ip(&ctx("198.51.100.9:5000", Some("1.2.3.4")), &trusted),
-            ip("198.51.100.9")
-        );
-        // Trusted proxy: the right-most untrusted hop.
-        assert_eq!(
-            client_ip(
-                &ctx("10.1.2.3:5000", Some("6.6.6.6, 203.0.113.5, 10.9.9.9")),
-                &trusted
-            ),
-            ip("203.0.113.5")
-        );
-        assert_eq!(
-            client_ip(&ctx("[::1]:5000", Some("203.0.113.5")), &trusted),
-            ip("203.0.113.5")
-        );
-        // Trusted proxy without a usable header: the proxy itself.
-        assert_eq!(
-            client_ip(&ctx("10.1.2.3:5000", None), &trusted),
-            ip("10.1.2.3")
-        );
-        assert_eq!(
-            client_ip(&ctx("10.1.2.3:5000", Some("garbage")), &trusted),
-            ip("10.1.2.3")
-        );
-        assert_eq!(client_ip(&RequestContext::default(), &trusted), None);
     }
 }

@@ -145,6 +145,82 @@ async fn trusted_proxies_forwarded_for_is_used() {
     svc.stop().await;
 }
 
+/// A sign-in with `X-Forwarded-For` on several lines, as a client's own line and the line its
+/// proxy appended arrive.
+async fn login_lines(
+    c: &reqwest::Client,
+    base: &str,
+    email: &str,
+    pw: &str,
+    lines: &[&str],
+) -> StatusCode {
+    let mut rb = c
+        .post(format!("{base}/v1/auth/login"))
+        .json(&json!({"email": email, "password": pw}));
+    for l in lines {
+        rb = rb.header("x-forwarded-for", *l);
+    }
+    rb.send().await.unwrap().status()
+}
+
+/// Behind a trusted proxy that appends its own `X-Forwarded-For` line, the client's address
+/// is the proxy's word: a line the client sent itself (first) cannot hide it, so spraying
+/// with a new forged address each time still counts against the real one.
+#[tokio::test]
+async fn every_forwarded_for_line_counts_so_a_clients_own_line_cannot_hide_the_proxys() {
+    let svc = start(
+        Backend::Sqlite,
+        &[
+            ("PLT_AUTH__THROTTLE__SOURCE_MAX_FAILURES", "3"),
+            ("PLT_AUTH__THROTTLE__ACCOUNT_FREE_FAILURES", "100"),
+            ("PLT_AUTH__TRUSTED_PROXIES", "[127.0.0.1, \"::1\"]"),
+        ],
+    )
+    .await
+    .unwrap();
+    svc.identity.add_user("good@example.com", PW);
+    let c = reqwest::Client::new();
+    let base = svc.url();
+    for i in 0..3 {
+        let forged = format!("192.0.2.{i}");
+        let s = login_lines(
+            &c,
+            &base,
+            &format!("spray{i}@example.com"),
+            "guess",
+            &[&forged, "198.51.100.1"],
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    // The real client (198.51.100.1) is throttled now, whatever it puts first.
+    assert_eq!(
+        login_lines(
+            &c,
+            &base,
+            "good@example.com",
+            PW,
+            &["192.0.2.77", "198.51.100.1"]
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "the source limit was bypassed with a forged X-Forwarded-For line"
+    );
+    // Another client behind the same proxy is not.
+    assert_eq!(
+        login_lines(
+            &c,
+            &base,
+            "good@example.com",
+            PW,
+            &["192.0.2.1", "203.0.113.2"]
+        )
+        .await,
+        StatusCode::OK
+    );
+    svc.stop().await;
+}
+
 /// A sign-in as the gateway sends it: its service token and the client address it vouches
 /// for (`None`: a direct caller, or a forged header without a token).
 async fn login_via(

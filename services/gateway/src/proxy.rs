@@ -483,13 +483,7 @@ impl Gateway {
         let peer = peer
             .map(|p| p.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let xff: Vec<&str> = parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        self.trusted.client_ip(peer, xff.into_iter())
+        self.trusted.client_ip_from_headers(peer, &parts.headers)
     }
 
     /// The headers sent upstream ([`crate::headers::for_upstream`]), with what the gateway

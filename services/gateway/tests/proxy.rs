@@ -681,3 +681,57 @@ async fn health_and_metrics_are_the_gateways_own() {
     );
     gw.stop().await;
 }
+
+/// A 1 MB `Authorization` header, sent on a raw connection: the gateway (its front handler,
+/// on its worker threads) answers 431 problem+json and closes, instead of dropping the
+/// connection without an answer; the upstream never sees the request.
+#[tokio::test]
+async fn an_oversized_header_gets_431_problem_json() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let keys = Keys::new().await;
+    let up = Echo::start("up").await;
+    let setup = Setup::new(
+        &keys,
+        &[],
+        json!([{"prefix": "/p", "service": "up", "public": true}]),
+    )
+    .var("PLT_GATEWAY__WORKERS", "2");
+    let _r = register(&setup.registry, "up", up.addr, "").await;
+    let gw = start(setup).await;
+    for _ in 0..3 {
+        let s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (mut r, mut w) = s.into_split();
+        let head = format!(
+            "GET /p/x HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+            "a".repeat(1 << 20)
+        );
+        let writer = tokio::spawn(async move {
+            let _ = w.write_all(head.as_bytes()).await;
+            w
+        });
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), r.read_to_end(&mut out))
+            .await
+            .expect("the gateway closes after answering")
+            .expect("an answer, not a reset");
+        drop(writer);
+        let out = String::from_utf8(out).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").expect("a whole answer");
+        assert!(
+            head.starts_with("HTTP/1.1 431 Request Header Fields Too Large"),
+            "{head}"
+        );
+        assert!(
+            head.contains("content-type: application/problem+json"),
+            "{head}"
+        );
+        let problem: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(problem["status"], 431);
+        assert_eq!(problem["code"], "invalid_argument");
+    }
+    assert_eq!(up.hits(), 0);
+    // Still serving.
+    let resp = http().get(gw.url("/p/x")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    gw.stop().await;
+}

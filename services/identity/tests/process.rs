@@ -174,3 +174,60 @@ fn sigterm_drains_and_exits_zero() {
         "{rest:?}"
     );
 }
+
+/// The binary as installed: run from an empty directory with no `config/` and no
+/// `PLT_CONFIG_DIR` (the built-in defaults apply), with `plt dev`'s and the tests' own
+/// variables exported in the same shell (not configuration, so not refused): it becomes ready.
+#[test]
+fn starts_from_an_empty_directory_beside_the_tools_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_identity-service"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PLT_DEV_ADMIN_PASSWORD", "exported for plt dev")
+        .env("PLT_DEV_ADMIN_EMAIL", "admin@example.com")
+        .env(
+            "PLT_TEST_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        )
+        .env("PLT_IDENTITY__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read as _;
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("identity-service exited ({status}) instead of starting:\n{err}");
+        }
+        let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+            use std::io::{Read as _, Write as _};
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .is_ok()
+                && {
+                    let mut out = String::new();
+                    let _ = s.read_to_string(&mut out);
+                    out.starts_with("HTTP/1.1 200")
+                }
+        });
+        if ok || Instant::now() > deadline {
+            break ok;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    assert!(ready, "identity-service never became ready");
+    assert_eq!(status.code(), Some(0));
+    // Data directories default relative to the working directory.
+    assert!(dir.path().join("data").join("identity.db").is_file());
+}

@@ -242,6 +242,7 @@ async fn start_servers(isolation: Option<&Isolation>) -> anyhow::Result<Servers>
         env!("CARGO_PKG_VERSION"),
         upstream,
         BTreeMap::new(),
+        None,
     )
     .await
     .context("registering the upstream")?;

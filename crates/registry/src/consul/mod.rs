@@ -1,6 +1,7 @@
 //! The Consul registry, through the agent HTTP API: `PUT /v1/agent/service/register` with a
 //! TTL check (`DeregisterCriticalServiceAfter` set, so a crashed instance is also reaped),
-//! `PUT /v1/agent/check/pass/service:<id>` heartbeats, `PUT /v1/agent/service/deregister/<id>`,
+//! `PUT /v1/agent/check/pass/service:<id>` heartbeats (`check/fail` while the instance is not
+//! ready, so it leaves `?passing` at once), `PUT /v1/agent/service/deregister/<id>`,
 //! and `GET /v1/health/service/<name>?passing` — with blocking queries (`index`, `wait`,
 //! `X-Consul-Index`) for watches.
 //!
@@ -160,15 +161,34 @@ impl ServiceRegistry for ConsulRegistry {
             },
         });
         let pass = format!("/v1/agent/check/pass/{check_id}");
+        let fail = format!("/v1/agent/check/fail/{check_id}?note=not%20ready");
         self.put("/v1/agent/service/register", Some(body.clone()))
             .await?;
-        self.put(&pass, None).await?;
+        self.put(if health.is_ready() { &pass } else { &fail }, None)
+            .await?;
         let me = self.clone();
         let heartbeat = tokio::spawn(async move {
             let every = health.ttl.div_f64(3.0).max(Duration::from_millis(100));
+            let mut ready = health.ready.clone();
             let mut failing = false;
+            let mut was_ready = health.is_ready();
             loop {
-                tokio::time::sleep(every).await;
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = HealthSpec::ready_changed(&mut ready) => {}
+                }
+                let now_ready = health.is_ready();
+                if now_ready != std::mem::replace(&mut was_ready, now_ready) {
+                    tracing::info!(check = %pass, ready = now_ready, "readiness changed; the consul check follows");
+                }
+                if !now_ready {
+                    // Critical: out of `?passing`. An agent that lost us is dealt with once
+                    // ready again (below).
+                    if let Err(e) = me.put(&fail, None).await {
+                        tracing::debug!(error = %e, "failing the consul check failed");
+                    }
+                    continue;
+                }
                 match me.put(&pass, None).await {
                     Ok(()) => {
                         if std::mem::take(&mut failing) {

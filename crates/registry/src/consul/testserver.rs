@@ -1,6 +1,7 @@
 //! An in-repo server for exactly the subset of the Consul agent HTTP API that
 //! [`super::ConsulRegistry`] uses, following Consul's documented behaviour: TTL checks start
-//! critical and pass on `check/pass`, lapse to critical after their TTL, critical services
+//! critical and pass on `check/pass`, turn critical on `check/fail` or after their TTL, critical
+//! services
 //! are removed after `DeregisterCriticalServiceAfter`, `?passing` filters to passing
 //! instances, and health queries with `index` block until the result's index moves past it
 //! or `wait` elapses, answering with `X-Consul-Index`.
@@ -71,6 +72,7 @@ impl ConsulTestServer {
             .route("/v1/agent/service/register", put(register))
             .route("/v1/agent/service/deregister/{id}", put(deregister))
             .route("/v1/agent/check/pass/{check}", put(pass))
+            .route("/v1/agent/check/fail/{check}", put(fail))
             .route("/v1/health/service/{name}", get(health))
             .with_state(server.clone());
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
@@ -211,6 +213,23 @@ async fn pass(State(s): State<ConsulTestServer>, Path(check): Path<String>) -> i
     };
     svc.last_pass = Some(now);
     svc.critical_since = None;
+    s.republish(&mut inner, now);
+    StatusCode::OK.into_response()
+}
+
+async fn fail(State(s): State<ConsulTestServer>, Path(check): Path<String>) -> impl IntoResponse {
+    let mut inner = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    let Some(svc) = inner.services.values_mut().find(|v| v.check_id == check) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("CheckID {check:?} does not have associated TTL"),
+        )
+            .into_response();
+    };
+    // Critical now (the TTL is reset: it stays critical until the next pass).
+    svc.last_pass = None;
+    svc.critical_since.get_or_insert(now);
     s.republish(&mut inner, now);
     StatusCode::OK.into_response()
 }

@@ -342,6 +342,7 @@ pub async fn register(
             },
             HealthSpec {
                 ttl: Duration::from_secs(2),
+                ready: None,
             },
         )
         .await
