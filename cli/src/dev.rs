@@ -276,10 +276,12 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             format!("http://{auth_addr}/.well-known/jwks.json"),
         ))
     };
+    let feed = format!("http://{auth_addr}{}", plt_authn::revocation::FEED_PATH);
     let identity = start::<Identity>(
         identity_cfg,
         Overrides {
             jwks: Some(jwks()),
+            revocation_feed: Some(feed.clone()),
             ..shared.clone()
         },
     )
@@ -300,6 +302,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         audit_cfg,
         Overrides {
             jwks: Some(jwks()),
+            revocation_feed: Some(feed.clone()),
             ..shared.clone()
         },
     )
@@ -312,6 +315,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         authz_cfg,
         Overrides {
             jwks: Some(jwks()),
+            revocation_feed: Some(feed.clone()),
             ..shared.clone()
         },
     )
@@ -322,6 +326,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         gateway_cfg,
         Overrides {
             jwks: Some(jwks()),
+            revocation_feed: Some(feed.clone()),
             ..shared.clone()
         },
     )

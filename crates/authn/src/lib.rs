@@ -11,6 +11,7 @@
 
 mod config;
 mod jwks;
+pub mod revocation;
 mod service;
 /// Test support (feature `testing`: dev-dependencies only, never in a production build).
 #[cfg(feature = "testing")]
@@ -19,6 +20,7 @@ mod token;
 
 pub use config::TokenConfig;
 pub use jwks::{HttpJwksSource, JwksSource, StaticJwks};
+pub use revocation::Revocations;
 pub use service::{DEFAULT_SERVICE_TOKEN_TTL, ServiceGuard, service_claims, sign_service_token};
 pub use token::{
     ALGORITHM, AccessClaims, SERVICE_TOKEN_TYPE, Signer, TOKEN_TYPE, Verifier, VerifierConfig,

@@ -30,6 +30,7 @@ pub fn service_claims(issuer: &str, caller: &str, audience: &str, ttl: Duration)
         jti: jti.iter().map(|b| format!("{b:02x}")).collect(),
         scope: String::new(),
         client_id: String::new(),
+        sid: String::new(),
     }
 }
 

@@ -78,6 +78,7 @@ impl TestAuthority {
             jti: format!("{now}-{sub}"),
             scope: String::new(),
             client_id: String::new(),
+            sid: String::new(),
         })
     }
 }

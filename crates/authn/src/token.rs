@@ -1,6 +1,6 @@
 //! Signing and verifying access tokens.
 
-use crate::jwks::JwksSource;
+use crate::{jwks::JwksSource, revocation::Revocations};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use plt_contracts::{
@@ -46,6 +46,10 @@ pub struct AccessClaims {
     pub scope: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub client_id: String,
+    /// The session (refresh-token family) the token belongs to: ending the session ends
+    /// the token ([`crate::Revocations`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sid: String,
 }
 
 #[derive(Serialize)]
@@ -173,6 +177,8 @@ pub enum VerifyError {
     Issuer,
     #[error("wrong audience")]
     Audience,
+    #[error("session ended")]
+    Revoked,
 }
 
 impl From<VerifyError> for Error {
@@ -222,6 +228,7 @@ pub struct Verifier {
     source: Arc<dyn JwksSource>,
     cache: Arc<RwLock<KeyCache>>,
     refetch: Arc<tokio::sync::Mutex<Option<Instant>>>,
+    revocations: Option<Arc<Revocations>>,
 }
 
 #[derive(Deserialize)]
@@ -252,6 +259,8 @@ struct RawClaims {
     jti: Option<String>,
     #[serde(default)]
     scope: String,
+    #[serde(default)]
+    sid: String,
 }
 
 fn b64(part: &str, what: &'static str) -> Result<Vec<u8>, VerifyError> {
@@ -320,7 +329,27 @@ impl Verifier {
                 fetched_at: None,
             })),
             refetch: Arc::new(tokio::sync::Mutex::new(None)),
+            revocations: None,
         }
+    }
+
+    /// This verifier, refusing access tokens of the sessions and tokens `revocations` names.
+    pub fn with_revocations(mut self, revocations: Arc<Revocations>) -> Self {
+        self.revocations = Some(revocations);
+        self
+    }
+
+    /// The revocations this verifier honours, if any.
+    pub fn revocations(&self) -> Option<&Arc<Revocations>> {
+        self.revocations.as_ref()
+    }
+
+    /// Whether an access token of session `sid` with id `jti`, verified earlier, has been
+    /// revoked since (for callers that cache verified tokens).
+    pub fn is_revoked(&self, sid: &str, jti: &str) -> bool {
+        self.revocations
+            .as_ref()
+            .is_some_and(|r| r.is_revoked(sid, jti))
     }
 
     pub fn config(&self) -> &VerifierConfig {
@@ -358,8 +387,13 @@ impl Verifier {
 
     /// Verifies the access token `token` and returns its claims.
     pub async fn verify(&self, token: &str) -> Result<TokenClaims, VerifyError> {
-        self.verify_typed(token, TOKEN_TYPE, &self.cfg.audience)
-            .await
+        let claims = self
+            .verify_typed(token, TOKEN_TYPE, &self.cfg.audience)
+            .await?;
+        if self.is_revoked(&claims.sid, &claims.jti) {
+            return Err(VerifyError::Revoked);
+        }
+        Ok(claims)
     }
 
     /// Verifies the service token `token` addressed to `audience` (the verifying service's
@@ -475,6 +509,7 @@ impl Verifier {
             nbf: raw.nbf.unwrap_or(iat),
             jti,
             scope: raw.scope,
+            sid: raw.sid,
         })
     }
 }

@@ -142,6 +142,7 @@ fn valid_claims() -> AccessClaims {
         jti: "jti-4b1d8e0f-2c9a".into(),
         scope: String::new(),
         client_id: String::new(),
+        sid: String::new(),
     }
 }
 

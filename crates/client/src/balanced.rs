@@ -236,6 +236,23 @@ impl AuthServiceClient for BalancedAuth {
         )
     }
 
+    async fn end_user_sessions(
+        &self,
+        ctx: &RequestContext,
+        user_id: Uuid,
+        reason: &str,
+    ) -> Result<u32> {
+        let reason = reason.to_owned();
+        via!(
+            self,
+            auth::IDEMPOTENT_METHODS,
+            "EndUserSessions",
+            ctx,
+            [reason],
+            |c, cx| c.end_user_sessions(&cx, user_id, &reason).await
+        )
+    }
+
     async fn get_jwks(&self, ctx: &RequestContext) -> Result<Jwks> {
         via!(
             self,

@@ -65,6 +65,7 @@ pub const AUTH_METHODS: &[MethodAccess] = &[
     rule("GetJwks", Access::Public),
     // Authenticated by the service's own secret.
     rule("IssueServiceToken", Access::Public),
+    rule("EndUserSessions", Access::Services(&["identity"])),
 ];
 
 /// authz's methods. The role administration methods need a signed-in user here; whether
@@ -306,6 +307,16 @@ impl AuthServiceClient for GuardedAuth {
         self.inner
             .issue_service_token(&ctx, service, secret, audience)
             .await
+    }
+
+    async fn end_user_sessions(
+        &self,
+        ctx: &RequestContext,
+        user_id: Uuid,
+        reason: &str,
+    ) -> Result<u32> {
+        let ctx = self.gate.admit(ctx, "EndUserSessions", None).await?;
+        self.inner.end_user_sessions(&ctx, user_id, reason).await
     }
 }
 

@@ -293,6 +293,9 @@ pub struct Overrides {
     pub registry: Option<Arc<dyn ServiceRegistry>>,
     /// Auth's keys instead of the section's `auth.jwks_url`.
     pub jwks: Option<Arc<dyn JwksSource>>,
+    /// Auth's revocation feed to follow (default: beside `auth.jwks_url`, unless `jwks`
+    /// replaces the keys; then none unless given here).
+    pub revocation_feed: Option<String>,
     /// The client factory instead of one with credentials issued by auth (tests).
     pub clients: Option<ClientFactory>,
     /// Authz instead of the one found through the client factory (tests).
@@ -360,11 +363,37 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
         Some(c) => c,
         None => client_factory(&cfg, m.name, registry.clone()).await?,
     };
+    // Tokens are verified against auth's keys and refused once their session ended: the
+    // verifier follows auth's revocation feed (beside the JWKS) for as long as we run.
+    let mut follow_revocations = None;
     let verifier = match cfg.service.auth() {
-        Some(auth) => Some(
-            auth.verifier(o.jwks.clone())
-                .context("building the token verifier")?,
-        ),
+        Some(auth) => {
+            let v = auth
+                .verifier(o.jwks.clone())
+                .context("building the token verifier")?;
+            let feed = match (&o.revocation_feed, &o.jwks) {
+                (Some(url), _) => Some(url.clone()),
+                (None, None) => plt_authn::revocation::feed_url(&auth.jwks_url),
+                (None, Some(_)) => None,
+            };
+            match feed {
+                Some(url) => {
+                    let revocations = Arc::new(plt_authn::Revocations::new());
+                    follow_revocations = Some(
+                        revocations.follow(
+                            reqwest::Client::builder()
+                                .connect_timeout(Duration::from_secs(2))
+                                .build()
+                                .context("building the revocation feed's HTTP client")?,
+                            url,
+                            Duration::from_secs(20),
+                        ),
+                    );
+                    Some(v.with_revocations(revocations))
+                }
+                None => Some(v),
+            }
+        }
         None => None,
     };
     let authz_source: guard::AuthzSource = match o.authz.clone() {
@@ -485,6 +514,7 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
     // Permissions: declared by their owner at every start (idempotent), in the background
     // until authz takes them, so that a service never waits for authz to come up.
     let mut jobs = jobs;
+    jobs.extend(follow_revocations);
     if !permissions.is_empty() {
         jobs.push(tokio::spawn(register_permissions(
             m.name,

@@ -173,6 +173,7 @@ impl TestService {
                         .with_credentials(authority.credentials(m.name)),
                 ),
                 authz: Some(Arc::new(authz.clone())),
+                revocation_feed: None,
                 // A grant in the test takes effect at once.
                 permission_cache_ttl: Some(std::time::Duration::ZERO),
                 extensions,

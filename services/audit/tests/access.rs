@@ -31,6 +31,7 @@ fn token(signer: &Signer, sub: &str, exp_in: i64) -> String {
         jti: Uuid::new_v4().to_string(),
         scope: String::new(),
         client_id: String::new(),
+        sid: String::new(),
     })
 }
 

@@ -48,6 +48,7 @@ pub struct AuthCore {
     guard: ServiceGuard,
     /// SHA-256 of each service account's secret (compared in constant time).
     service_accounts: HashMap<String, [u8; 32]>,
+    revocations_changed: Arc<tokio::sync::Notify>,
 }
 
 fn chrono(d: std::time::Duration) -> chrono::Duration {
@@ -130,6 +131,7 @@ impl AuthCore {
                 mean_us: AtomicU64::new(0),
             },
             service_accounts,
+            revocations_changed: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -163,7 +165,7 @@ impl AuthCore {
         &self.keys
     }
 
-    fn access_token(&self, user_id: Uuid, now: DateTime<Utc>) -> (Secret<String>, u32) {
+    fn access_token(&self, user_id: Uuid, sid: Uuid, now: DateTime<Utc>) -> (Secret<String>, u32) {
         let ttl = self.cfg.access_token_ttl.as_secs();
         let iat = now.timestamp();
         let claims = AccessClaims {
@@ -176,13 +178,14 @@ impl AuthCore {
             jti: Uuid::new_v4().to_string(),
             scope: String::new(),
             client_id: String::new(),
+            sid: sid.to_string(),
         };
         let token = self.keys.signer().sign(&claims);
         (Secret::new(token), ttl as u32)
     }
 
-    fn pair(&self, user_id: Uuid, refresh: String, now: DateTime<Utc>) -> TokenResponse {
-        let (access, expires_in) = self.access_token(user_id, now);
+    fn pair(&self, user_id: Uuid, sid: Uuid, refresh: String, now: DateTime<Utc>) -> TokenResponse {
+        let (access, expires_in) = self.access_token(user_id, sid, now);
         TokenResponse {
             access_token: access,
             refresh_token: Secret::new(refresh),
@@ -201,12 +204,39 @@ impl AuthCore {
         format!("refresh-successor:{family}").into_bytes()
     }
 
+    /// Until when a session ended at `now` must stay published: its last access token
+    /// expires `access_token_ttl` after it was signed (plus verifiers' clock leeway).
+    fn revoked_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + chrono(self.cfg.access_token_ttl) + chrono::Duration::seconds(10)
+    }
+
+    /// Ends every session of `user` (a password reset, the user disabled or deleted): their
+    /// refresh tokens stop working and their access tokens are refused everywhere within a
+    /// second. Returns how many sessions ended.
+    pub async fn end_sessions_of(&self, user: Uuid, reason: &str) -> Result<usize> {
+        let now = now();
+        let ended = self
+            .store
+            .revoke_user_families(user, now, reason, self.revoked_until(now))
+            .await
+            .map_err(|e| e.into_error("ending sessions"))?;
+        self.revocations_changed.notify_one();
+        tracing::info!(event = "auth.sessions.ended", user_id = %user, count = ended.len(), reason, "sessions ended");
+        Ok(ended.len())
+    }
+
+    /// Wakes the task that publishes this instance's revocations (after a local change).
+    pub fn revocations_changed(&self) -> &Arc<tokio::sync::Notify> {
+        &self.revocations_changed
+    }
+
     async fn revoke(&self, family: &Family, now: DateTime<Utc>, reason: &str) -> Result<()> {
         let first = self
             .store
-            .revoke_family(family.id, now, reason)
+            .revoke_family(family.id, now, reason, self.revoked_until(now))
             .await
             .map_err(|e| e.into_error("revoking token family"))?;
+        self.revocations_changed.notify_one();
         if first {
             tracing::warn!(
                 event = "auth.token_family.revoked",
@@ -244,7 +274,7 @@ impl AuthCore {
             && let Ok(successor) = String::from_utf8(plain)
         {
             tracing::info!(family_id = %family.id, "refresh retried within the grace window; same successor returned");
-            return Ok(self.pair(family.user_id, successor, now));
+            return Ok(self.pair(family.user_id, family.id, successor, now));
         }
         self.revoke(family, now, "refresh token reuse").await?;
         Err(Error::unauthenticated(INVALID_REFRESH))
@@ -335,7 +365,7 @@ impl AuthServiceClient for AuthCore {
             .await
             .map_err(|e| e.into_error("creating sign-in"))?;
         tracing::info!(event = "auth.login.succeeded", user_id = %user.id, family_id = %family.id, "signed in");
-        Ok(self.pair(user.id, refresh, now))
+        Ok(self.pair(user.id, family.id, refresh, now))
     }
 
     async fn refresh_token(
@@ -385,7 +415,7 @@ impl AuthServiceClient for AuthCore {
                 .await
                 .map_err(|e| e.into_error("rotating refresh token"))?
             {
-                return Ok(self.pair(family.user_id, next, now));
+                return Ok(self.pair(family.user_id, family.id, next, now));
             }
         }
         Err(Error::unauthenticated(INVALID_REFRESH))
@@ -407,10 +437,14 @@ impl AuthServiceClient for AuthCore {
 
     async fn logout(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         refresh_token: Option<Secret<String>>,
         access_token: Option<Secret<String>>,
     ) -> Result<()> {
+        // The caller's own access token (Authorization: Bearer) is the one signing out
+        // when the body names none.
+        let access_token =
+            access_token.or_else(|| ctx.bearer_token().map(|t| Secret::new(t.to_owned())));
         if refresh_token.is_none() && access_token.is_none() {
             return Err(Error::invalid(
                 "refresh_token",
@@ -437,6 +471,15 @@ impl AuthServiceClient for AuthCore {
                 .deny_access_token(&claims.jti, exp)
                 .await
                 .map_err(|e| e.into_error("revoking access token"))?;
+            // The token's whole session ends with it: its refresh token and every other
+            // access token it was given.
+            if let Ok(sid) = Uuid::parse_str(&claims.sid) {
+                self.store
+                    .revoke_family(sid, now, "logout", self.revoked_until(now))
+                    .await
+                    .map_err(|e| e.into_error("ending the session"))?;
+            }
+            self.revocations_changed.notify_one();
             tracing::info!(event = "auth.access_token.revoked", user_id = %claims.sub, "access token revoked");
         }
         Ok(())
@@ -478,6 +521,28 @@ impl AuthServiceClient for AuthCore {
             token: Secret::new(token),
             expires_in: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
         })
+    }
+
+    async fn end_user_sessions(
+        &self,
+        ctx: &RequestContext,
+        user_id: Uuid,
+        reason: &str,
+    ) -> Result<u32> {
+        // Identity only (also enforced by the runtime's guard; kept for in-process callers).
+        self.guard.require_one_of(ctx, &["identity"]).await?;
+        let reason = match reason {
+            "password_reset" | "user_disabled" | "user_deleted" => reason,
+            "" => "ended by identity",
+            _ => {
+                return Err(Error::invalid(
+                    "reason",
+                    "must be password_reset, user_disabled or user_deleted",
+                ));
+            }
+        };
+        let ended = self.end_sessions_of(user_id, reason).await?;
+        Ok(u32::try_from(ended).unwrap_or(u32::MAX))
     }
 
     async fn get_jwks(&self, _ctx: &RequestContext) -> Result<Jwks> {

@@ -62,7 +62,9 @@ impl KeyRing {
         access_ttl: Duration,
     ) -> Result<Arc<Self>, Error> {
         let jwks = StaticJwks::default();
-        let verifier = Verifier::new(verifier_cfg, Arc::new(jwks.clone()));
+        // Auth's own checks (its guard, ValidateToken) honour the sessions it ended.
+        let verifier = Verifier::new(verifier_cfg, Arc::new(jwks.clone()))
+            .with_revocations(Arc::new(plt_authn::Revocations::new()));
         let ring = Arc::new(Self {
             store,
             sealer,

@@ -49,6 +49,65 @@ pub async fn key_ring(cfg: &Config, db: &Db) -> anyhow::Result<Arc<KeyRing>> {
     Ok(ring)
 }
 
+/// Keeps this instance's revocations current from the database (every instance's writes):
+/// at once after a local change, else every 250 ms. Reads overlap by 5 s so a change
+/// committed late by another instance is not missed.
+async fn publish_revocations(
+    store: Arc<dyn store::AuthStore>,
+    revocations: Arc<plt_authn::Revocations>,
+    changed: Arc<tokio::sync::Notify>,
+) {
+    let mut since = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    let mut failing = false;
+    loop {
+        let started = chrono::Utc::now();
+        match store.revocations_since(since, started).await {
+            Ok(rows) => {
+                revocations.add(rows);
+                since = started - chrono::Duration::seconds(5);
+                if failing {
+                    tracing::info!("reading revocations works again");
+                    failing = false;
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "reading revocations failed; will retry");
+                    failing = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct FeedQuery {
+    cursor: Option<String>,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// `GET /v1/auth/revocations?cursor=&wait_ms=`: the sessions and tokens ended before their
+/// expiry (opaque ids, nothing else), as a long poll of at most 25 s. Public like the JWKS:
+/// every verifier follows it.
+fn revocation_feed(revocations: Arc<plt_authn::Revocations>) -> axum::Router {
+    use axum::{extract::Query, routing::get};
+    axum::Router::new().route(
+        plt_authn::revocation::FEED_PATH,
+        get(move |Query(q): Query<FeedQuery>| {
+            let revocations = revocations.clone();
+            async move {
+                let wait = std::time::Duration::from_millis(q.wait_ms.min(25_000));
+                axum::Json(revocations.feed(q.cursor.as_deref(), wait).await)
+            }
+        }),
+    )
+}
+
 /// Re-reads the key ring every `reload` (a rotation made elsewhere signs here promptly) and
 /// applies due rotations and removals, and purges expired tokens, every `check`.
 async fn maintain_keys(
@@ -123,8 +182,22 @@ impl Service for Auth {
         ));
         let contract: Arc<dyn AuthServiceClient> = core.clone();
         let a = &cfg.service.keys;
+        let revocations = keys
+            .verifier()
+            .revocations()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("the key ring's verifier has no revocations"))?;
         Ok(Parts::new()
             .serve(AuthServe(contract))
+            .http(
+                revocation_feed(revocations.clone()),
+                &[plt_authn::revocation::FEED_PATH],
+            )
+            .job(publish_revocations(
+                store::for_db(db),
+                revocations,
+                core.revocations_changed().clone(),
+            ))
             // Auth checks tokens with its own key ring (it has no `auth` block).
             .verifier(keys.verifier().clone())
             .job(maintain_keys(

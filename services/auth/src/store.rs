@@ -119,11 +119,34 @@ pub trait AuthStore: Send + Sync {
         sealed: &[u8],
         now: DateTime<Utc>,
     ) -> R<bool>;
-    /// Revokes the family; `false` when it was already revoked.
-    async fn revoke_family(&self, family: Uuid, now: DateTime<Utc>, reason: &str) -> R<bool>;
+    /// Revokes the family and publishes the session as revoked until `until` (the last
+    /// access token it could have signed expires); `false` when it was already revoked.
+    async fn revoke_family(
+        &self,
+        family: Uuid,
+        now: DateTime<Utc>,
+        reason: &str,
+        until: DateTime<Utc>,
+    ) -> R<bool>;
+    /// Revokes every unrevoked family of `user` (publishing each session until `until`);
+    /// returns their ids.
+    async fn revoke_user_families(
+        &self,
+        user: Uuid,
+        now: DateTime<Utc>,
+        reason: &str,
+        until: DateTime<Utc>,
+    ) -> R<Vec<Uuid>>;
 
+    /// Publishes one access token (`jti`) as revoked until it expires.
     async fn deny_access_token(&self, jti: &str, expires_at: DateTime<Utc>) -> R<()>;
     async fn is_access_token_denied(&self, jti: &str) -> R<bool>;
+    /// Revocations recorded at or after `since` and not yet expired at `now`.
+    async fn revocations_since(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> R<Vec<plt_authn::revocation::Revoked>>;
     /// Deletes denylist entries and families past their expiry.
     async fn purge_expired(&self, now: DateTime<Utc>) -> R<()>;
 }
@@ -357,36 +380,122 @@ macro_rules! sql_store {
                 Ok(true)
             }
 
-            async fn revoke_family(&self, family: Uuid, now: DateTime<Utc>, reason: &str) -> R<bool> {
+            async fn revoke_family(
+                &self,
+                family: Uuid,
+                now: DateTime<Utc>,
+                reason: &str,
+                until: DateTime<Utc>,
+            ) -> R<bool> {
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
                     "UPDATE token_families SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
                 )
                 .bind(family)
                 .bind(now)
                 .bind(reason)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                sqlx::query(
+                    "INSERT INTO revocations (kind, id, revoked_at, expires_at) VALUES ('session', $1, $2, $3) \
+                     ON CONFLICT (kind, id) DO NOTHING",
+                )
+                .bind(family.to_string())
+                .bind(now)
+                .bind(until)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn deny_access_token(&self, jti: &str, expires_at: DateTime<Utc>) -> R<()> {
-                sqlx::query("INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
-                    .bind(jti)
-                    .bind(expires_at)
-                    .execute(&self.pool)
+            async fn revoke_user_families(
+                &self,
+                user: Uuid,
+                now: DateTime<Utc>,
+                reason: &str,
+                until: DateTime<Utc>,
+            ) -> R<Vec<Uuid>> {
+                let mut tx = self.pool.begin().await?;
+                let ids: Vec<Uuid> = sqlx::query_scalar(
+                    "UPDATE token_families SET revoked_at = $2, revoke_reason = $3 \
+                     WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 RETURNING id",
+                )
+                .bind(user)
+                .bind(now)
+                .bind(reason)
+                .fetch_all(&mut *tx)
+                .await?;
+                for id in &ids {
+                    sqlx::query(
+                        "INSERT INTO revocations (kind, id, revoked_at, expires_at) VALUES ('session', $1, $2, $3) \
+                         ON CONFLICT (kind, id) DO NOTHING",
+                    )
+                    .bind(id.to_string())
+                    .bind(now)
+                    .bind(until)
+                    .execute(&mut *tx)
                     .await?;
+                }
+                tx.commit().await?;
+                Ok(ids)
+            }
+
+            async fn deny_access_token(&self, jti: &str, expires_at: DateTime<Utc>) -> R<()> {
+                sqlx::query(
+                    "INSERT INTO revocations (kind, id, revoked_at, expires_at) VALUES ('token', $1, $2, $3) \
+                     ON CONFLICT (kind, id) DO NOTHING",
+                )
+                .bind(jti)
+                .bind(Utc::now())
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?;
                 Ok(())
             }
 
             async fn is_access_token_denied(&self, jti: &str) -> R<bool> {
-                let found: Option<String> = sqlx::query_scalar("SELECT jti FROM revoked_access_tokens WHERE jti = $1")
-                    .bind(jti)
-                    .fetch_optional(&self.pool)
-                    .await?;
+                let found: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM revocations WHERE kind = 'token' AND id = $1",
+                )
+                .bind(jti)
+                .fetch_optional(&self.pool)
+                .await?;
                 Ok(found.is_some())
             }
 
+            async fn revocations_since(
+                &self,
+                since: DateTime<Utc>,
+                now: DateTime<Utc>,
+            ) -> R<Vec<plt_authn::revocation::Revoked>> {
+                let rows: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
+                    "SELECT kind, id, expires_at FROM revocations WHERE revoked_at >= $1 AND expires_at > $2",
+                )
+                .bind(since)
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+                use plt_authn::revocation::{Revoked, RevokedKind};
+                Ok(rows
+                    .into_iter()
+                    .map(|(kind, id, expires_at)| Revoked {
+                        kind: if kind == "token" {
+                            RevokedKind::Token
+                        } else {
+                            RevokedKind::Session
+                        },
+                        id,
+                        expires_at: expires_at.timestamp(),
+                    })
+                    .collect())
+            }
+
             async fn purge_expired(&self, now: DateTime<Utc>) -> R<()> {
+                sqlx::query("DELETE FROM revocations WHERE expires_at < $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
                 sqlx::query("DELETE FROM revoked_access_tokens WHERE expires_at < $1")
                     .bind(now)
                     .execute(&self.pool)

@@ -182,6 +182,7 @@ async fn serve() -> anyhow::Result<Served> {
         jti: Uuid::new_v4().to_string(),
         scope: String::new(),
         client_id: String::new(),
+        sid: String::new(),
     });
     let mut admin_ctx = RequestContext::new();
     admin_ctx.authorization = Some(Secret::new(format!("Bearer {token}")));

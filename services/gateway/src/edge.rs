@@ -29,6 +29,9 @@ pub struct Caller {
     pub scope: String,
     /// How long this verification may be reused.
     cache_for: Duration,
+    /// The token's session and id: a cached verification is refused once either is revoked.
+    sid: String,
+    jti: String,
     /// `user_id` and `scope` as the headers sent upstream (`x-user-id`, `x-user-scope`;
     /// none for an empty scope or a value no header may carry).
     pub id_header: Option<http::HeaderValue>,
@@ -78,6 +81,10 @@ impl Authenticator {
         match self.cache.get(&key) {
             Some((c, until)) if now < until => {
                 cache_lookup("token", true);
+                if self.verifier.is_revoked(&c.sid, &c.jti) {
+                    self.cache.remove(&key);
+                    return Err(VerifyError::Revoked);
+                }
                 return Ok(c);
             }
             Some(_) => self.cache.remove(&key),
@@ -101,6 +108,8 @@ impl Authenticator {
             user_id: claims.sub,
             scope: claims.scope,
             cache_for: left.min(self.max_ttl),
+            sid: claims.sid,
+            jti: claims.jti,
         });
         if !caller.cache_for.is_zero() {
             let until = now + caller.cache_for;

@@ -12,7 +12,8 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, SubsecRound, Utc};
 use plt_authn::ServiceGuard;
 use plt_contracts::{
-    Error, RequestContext, Result,
+    Error, ErrorCode, RequestContext, Result,
+    auth::AuthServiceClient,
     identity::{
         IdentityServiceClient, MAIL_TOKEN_PREFIX, NewUser, PageRequest, User, UserPage, UserStatus,
         UserUpdate,
@@ -34,6 +35,66 @@ pub struct IdentityCore {
     notifier: Arc<dyn Notifier>,
     cfg: IdentityConfig,
     guard: ServiceGuard,
+    sessions: Sessions,
+}
+
+/// Ends a user's sessions at auth (`EndUserSessions`).
+#[derive(Clone, Default)]
+pub struct Sessions {
+    auth: Option<Arc<dyn AuthServiceClient>>,
+}
+
+impl Sessions {
+    pub fn new(auth: Arc<dyn AuthServiceClient>) -> Self {
+        Self { auth: Some(auth) }
+    }
+
+    /// Ends them now, or fails (auth unreachable: 503).
+    async fn end_now(&self, ctx: &RequestContext, user: Uuid, reason: &str) -> Result<()> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        // As this service: the caller's tokens do not travel to auth.
+        let ask = RequestContext {
+            request_id: ctx.request_id.clone(),
+            deadline: ctx.deadline,
+            ..Default::default()
+        };
+        auth.end_user_sessions(&ask, user, reason)
+            .await
+            .map(drop)
+            .map_err(|e| match e.code {
+                ErrorCode::Unavailable | ErrorCode::DeadlineExceeded => {
+                    Error::dependency_unavailable("auth", "ending the user's sessions", &e)
+                }
+                _ => e,
+            })
+    }
+
+    /// Ends them, after a change that is already saved: now if auth answers, else in the
+    /// background, retried (1 s doubling to 1 min) until auth takes it.
+    async fn end(&self, ctx: &RequestContext, user: Uuid, reason: &'static str) {
+        if self.end_now(ctx, user, reason).await.is_ok() {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = std::time::Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(backoff).await;
+                match me.end_now(&RequestContext::new(), user, reason).await {
+                    Ok(()) => {
+                        tracing::info!(user_id = %user, reason, "sessions ended (retried)");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(user_id = %user, reason, error = %e, "ending sessions failed; retrying");
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
+                    }
+                }
+            }
+        });
+    }
 }
 
 fn store_err(context: &str, e: StoreError) -> Error {
@@ -79,7 +140,15 @@ impl IdentityCore {
             notifier,
             cfg,
             guard,
+            sessions: Sessions::default(),
         }
+    }
+
+    /// This core, ending users' sessions at `sessions` on a password reset, a disable or
+    /// a delete.
+    pub fn with_sessions(mut self, sessions: Sessions) -> Self {
+        self.sessions = sessions;
+        self
     }
 
     fn new_token(&self, user: &UserRecord, purpose: TokenPurpose) -> Result<(String, NewToken)> {
@@ -265,7 +334,7 @@ impl IdentityServiceClient for IdentityCore {
 
     async fn update_user(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         id: Uuid,
         update: UserUpdate,
     ) -> Result<User> {
@@ -305,6 +374,13 @@ impl IdentityServiceClient for IdentityCore {
         if !changed {
             return Ok(to_user(&record));
         }
+        let disabling = update.status == Some(UserStatus::Disabled);
+        if disabling {
+            // As for deletion: sessions end before the change and again after it.
+            self.sessions
+                .end_now(ctx, record.id, "user_disabled")
+                .await?;
+        }
         record.updated_at = now();
         let token = if email_changed {
             Some(self.new_token(&record, TokenPurpose::VerifyEmail)?)
@@ -323,10 +399,16 @@ impl IdentityServiceClient for IdentityCore {
             self.mail_token(&record.email, TokenPurpose::VerifyEmail, &secret)
                 .await;
         }
+        if disabling {
+            self.sessions.end(ctx, record.id, "user_disabled").await;
+        }
         Ok(to_user(&record))
     }
 
-    async fn delete_user(&self, _ctx: &RequestContext, id: Uuid) -> Result<()> {
+    async fn delete_user(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
+        // Sessions end first (auth unreachable: 503 and nothing deleted), and again after
+        // the change for a sign-in that raced it.
+        self.sessions.end_now(ctx, id, "user_deleted").await?;
         let found = self
             .store
             .delete_user(id)
@@ -336,6 +418,7 @@ impl IdentityServiceClient for IdentityCore {
             return Err(Error::not_found("user"));
         }
         tracing::info!(user_id = %id, "user deleted");
+        self.sessions.end(ctx, id, "user_deleted").await;
         Ok(())
     }
 
@@ -352,7 +435,7 @@ impl IdentityServiceClient for IdentityCore {
             .await
             .map_err(|e| store_err("verifying e-mail", e))?
         {
-            TokenOutcome::Applied => Ok(()),
+            TokenOutcome::Applied(_) => Ok(()),
             TokenOutcome::Rejected => Err(invalid_token()),
         }
     }
@@ -380,7 +463,7 @@ impl IdentityServiceClient for IdentityCore {
 
     async fn reset_password(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         token: &str,
         new_password: Secret<String>,
     ) -> Result<()> {
@@ -398,7 +481,11 @@ impl IdentityServiceClient for IdentityCore {
             .await
             .map_err(|e| store_err("resetting password", e))?
         {
-            TokenOutcome::Applied => Ok(()),
+            TokenOutcome::Applied(user) => {
+                // A reset ends every session: whoever knew the old password is signed out.
+                self.sessions.end(ctx, user, "password_reset").await;
+                Ok(())
+            }
             TokenOutcome::Rejected => Err(invalid_token()),
         }
     }

@@ -10,7 +10,9 @@ pub mod tokens;
 pub mod validate;
 
 use crate::{config::IdentityConfig, core::IdentityCore, password::Passwords};
-use plt_contracts::{identity::IdentityServiceClient, serve::IdentityServe};
+use plt_contracts::{
+    auth::AuthServiceClient, identity::IdentityServiceClient, serve::IdentityServe,
+};
 use plt_db::{Db, Migrations};
 use plt_kernel::{
     Loaded,
@@ -46,6 +48,8 @@ pub struct Identity;
 #[async_trait::async_trait]
 impl Service for Identity {
     type Config = IdentityConfig;
+    // Identity calls auth (EndUserSessions) only when a user's sessions must end, through a
+    // lazily connected client: not a start-up dependency (auth calls identity to sign in).
     const MANIFEST: Manifest =
         Manifest::new(SECTION, SERVICE_NAME, env!("CARGO_PKG_VERSION")).migrations(&MIGRATIONS);
 
@@ -57,13 +61,24 @@ impl Service for Identity {
         };
         let passwords = Passwords::new(cfg.service.password, &cfg.service.argon2)
             .map_err(|e| anyhow::anyhow!("identity.argon2: {e}"))?;
-        let core: Arc<dyn IdentityServiceClient> = Arc::new(IdentityCore::new(
-            store::for_db(cx.db()?),
-            passwords,
-            notifier,
-            cfg.service.clone(),
-            plt_authn::ServiceGuard::new(cx.verifier()?, SECTION),
-        ));
+        let auth = match cx.extension::<Arc<dyn AuthServiceClient>>() {
+            Some(a) => a.clone(),
+            None => cx
+                .clients
+                .client::<dyn AuthServiceClient>()
+                .await
+                .map_err(|e| anyhow::anyhow!("auth client: {e}"))?,
+        };
+        let core: Arc<dyn IdentityServiceClient> = Arc::new(
+            IdentityCore::new(
+                store::for_db(cx.db()?),
+                passwords,
+                notifier,
+                cfg.service.clone(),
+                plt_authn::ServiceGuard::new(cx.verifier()?, SECTION),
+            )
+            .with_sessions(core::Sessions::new(auth)),
+        );
         Ok(Parts::new().serve(IdentityServe(core.clone())).export(core))
     }
 }

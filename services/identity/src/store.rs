@@ -84,7 +84,8 @@ fn map_err(e: sqlx::Error) -> StoreError {
 /// Why a token was not applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenOutcome {
-    Applied,
+    /// Applied to this user.
+    Applied(Uuid),
     /// Unknown, of another purpose, expired, already used, or its address changed since.
     Rejected,
 }
@@ -362,7 +363,7 @@ macro_rules! sql_store {
                     return Ok(TokenOutcome::Rejected);
                 }
                 tx.commit().await.map_err(map_err)?;
-                Ok(TokenOutcome::Applied)
+                Ok(TokenOutcome::Applied(row.user_id))
             }
         }
     };

@@ -129,7 +129,7 @@ async fn token_is_spent_exactly_once_under_concurrency(s: Arc<dyn UserStore>) {
     let mut applied = 0;
     for task in tasks {
         match task.await.unwrap() {
-            Ok(TokenOutcome::Applied) => applied += 1,
+            Ok(TokenOutcome::Applied(_)) => applied += 1,
             Ok(TokenOutcome::Rejected) => {}
             // SQLite may report a busy database to a loser of the race; that is a refusal too.
             Err(StoreError::Db(e)) => eprintln!("concurrent use refused by the database: {e}"),
@@ -181,7 +181,7 @@ async fn expired_and_wrong_purpose_tokens_are_rejected_and_not_spent(s: &dyn Use
         )
         .await
         .unwrap();
-    assert_eq!(right, TokenOutcome::Applied);
+    assert_eq!(right, TokenOutcome::Applied(u.id));
     assert!(s.get_user(u.id).await.unwrap().unwrap().email_verified);
     let unknown = s
         .apply_token(
@@ -212,7 +212,7 @@ async fn reset_spends_every_reset_token_of_the_user(s: &dyn UserStore) {
         )
         .await
         .unwrap(),
-        TokenOutcome::Applied
+        TokenOutcome::Applied(u.id)
     );
     assert_eq!(
         s.apply_token(

@@ -39,6 +39,7 @@ fn claims_to_pb(c: TokenClaims) -> pb::TokenClaims {
         nbf: c.nbf,
         jti: c.jti,
         scope: c.scope,
+        sid: c.sid,
     }
 }
 
@@ -52,6 +53,7 @@ fn claims_from_pb(c: pb::TokenClaims) -> TokenClaims {
         nbf: c.nbf,
         jti: c.jti,
         scope: c.scope,
+        sid: c.sid,
     }
 }
 
@@ -141,6 +143,17 @@ impl pb::auth_service_server::AuthService for AuthGrpcServer {
             )
             .await?;
         Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    async fn end_user_sessions(
+        &self,
+        req: Request<pb::EndUserSessionsRequest>,
+    ) -> GrpcResult<pb::EndUserSessionsResponse> {
+        let ctx = RequestContext::from_grpc(&req);
+        let r = req.into_inner();
+        let user = wire::uuid("user_id", &r.user_id)?;
+        let ended = self.inner.end_user_sessions(&ctx, user, &r.reason).await?;
+        Ok(Response::new(pb::EndUserSessionsResponse { ended }))
     }
 
     async fn get_jwks(&self, req: Request<pb::GetJwksRequest>) -> GrpcResult<pb::Jwks> {
@@ -240,6 +253,25 @@ impl AuthServiceClient for AuthGrpcClient {
         });
         self.client.clone().logout(req).await?;
         Ok(())
+    }
+
+    async fn end_user_sessions(
+        &self,
+        ctx: &RequestContext,
+        user_id: uuid::Uuid,
+        reason: &str,
+    ) -> Result<u32> {
+        let req = ctx.grpc_request(pb::EndUserSessionsRequest {
+            user_id: user_id.to_string(),
+            reason: reason.to_owned(),
+        });
+        Ok(self
+            .client
+            .clone()
+            .end_user_sessions(req)
+            .await?
+            .into_inner()
+            .ended)
     }
 
     async fn get_jwks(&self, ctx: &RequestContext) -> Result<Jwks> {

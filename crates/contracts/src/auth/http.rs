@@ -8,6 +8,7 @@
 //! | POST | /v1/auth/validate | `{token}` (internal) | 200 claims |
 //! | GET | /.well-known/jwks.json | | 200 JWKS |
 //! | POST | /v1/auth/service-token | `{service, secret, audience}` (services only) | 200 `{token, expires_in}` |
+//! | POST | /v1/auth/users/{id}/end-sessions | `{reason}` (internal: identity) | 200 `{ended}` |
 //!
 //! Token answers carry `Cache-Control: no-store` (RFC 6749 §5.1).
 
@@ -97,6 +98,7 @@ pub fn routes(svc: Svc) -> Router {
         .route("/v1/auth/validate", post(validate))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/v1/auth/service-token", post(service_token))
+        .route("/v1/auth/users/{id}/end-sessions", post(end_sessions))
         .with_state(svc)
 }
 
@@ -133,6 +135,29 @@ async fn refresh(
         .refresh_token(&ctx, Secret::new(b.refresh_token))
         .await?;
     Ok(token_response(t))
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndSessionsBody {
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct EndedBody {
+    pub ended: u32,
+}
+
+async fn end_sessions(
+    State(svc): State<Svc>,
+    ctx: RequestContext,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    ApiJson(b): ApiJson<EndSessionsBody>,
+) -> HttpResult {
+    let user = crate::wire::uuid("id", &id)?;
+    let ended = svc.end_user_sessions(&ctx, user, &b.reason).await?;
+    Ok(json_response(StatusCode::OK, &EndedBody { ended }))
 }
 
 async fn logout(
@@ -276,6 +301,26 @@ impl AuthServiceClient for AuthHttpClient {
             .request(ctx, reqwest::Method::POST, "/v1/auth/logout")
             .json(&body);
         self.api.send(rb).await.map(drop)
+    }
+
+    async fn end_user_sessions(
+        &self,
+        ctx: &RequestContext,
+        user_id: uuid::Uuid,
+        reason: &str,
+    ) -> Result<u32> {
+        let rb = self
+            .api
+            .request(
+                ctx,
+                reqwest::Method::POST,
+                &format!("/v1/auth/users/{user_id}/end-sessions"),
+            )
+            .json(&EndSessionsBody {
+                reason: reason.to_owned(),
+            });
+        let b: EndedBody = self.api.json(rb).await?;
+        Ok(b.ended)
     }
 
     async fn get_jwks(&self, ctx: &RequestContext) -> Result<Jwks> {

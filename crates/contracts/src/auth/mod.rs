@@ -33,6 +33,9 @@ pub struct TokenClaims {
     pub jti: String,
     #[serde(default)]
     pub scope: String,
+    /// The session the token belongs to (empty for tokens without one).
+    #[serde(default)]
+    pub sid: String,
 }
 
 /// One public key of the JWKS document (RFC 7517).
@@ -58,10 +61,15 @@ pub struct Jwks {
     pub keys: Vec<Jwk>,
 }
 
-pub const IDEMPOTENT_METHODS: &[&str] = &["ValidateToken", "GetJwks", "IssueServiceToken"];
+pub const IDEMPOTENT_METHODS: &[&str] = &[
+    "ValidateToken",
+    "GetJwks",
+    "IssueServiceToken",
+    "EndUserSessions",
+];
 
 /// Internal methods: meant for other services, not for end users.
-pub const INTERNAL_METHODS: &[&str] = &["ValidateToken"];
+pub const INTERNAL_METHODS: &[&str] = &["ValidateToken", "EndUserSessions"];
 
 #[async_trait]
 pub trait AuthServiceClient: Send + Sync + 'static {
@@ -95,4 +103,13 @@ pub trait AuthServiceClient: Send + Sync + 'static {
         secret: Secret<String>,
         audience: &str,
     ) -> Result<ServiceToken>;
+    /// Internal (identity): ends every session of `user_id` (`reason`: `password_reset`,
+    /// `user_disabled`, `user_deleted`): its refresh tokens stop working and its access tokens
+    /// are refused everywhere within a second. Returns how many sessions ended now.
+    async fn end_user_sessions(
+        &self,
+        ctx: &RequestContext,
+        user_id: uuid::Uuid,
+        reason: &str,
+    ) -> Result<u32>;
 }

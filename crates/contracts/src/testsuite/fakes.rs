@@ -345,6 +345,15 @@ impl crate::auth::AuthServiceClient for FakeAuth {
         fake_unimplemented()
     }
 
+    async fn end_user_sessions(
+        &self,
+        _ctx: &RequestContext,
+        _user_id: uuid::Uuid,
+        _reason: &str,
+    ) -> Result<u32> {
+        fake_unimplemented()
+    }
+
     async fn issue_service_token(
         &self,
         _ctx: &RequestContext,

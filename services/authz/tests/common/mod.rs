@@ -146,6 +146,7 @@ pub fn token_with(signer: &Signer, sub: &str, ttl_secs: i64, iss: &str, aud: &st
         jti: Uuid::new_v4().to_string(),
         scope: String::new(),
         client_id: String::new(),
+        sid: String::new(),
     })
 }
 

@@ -115,6 +115,7 @@ pub fn token_with(signer: &Signer, sub: &str, ttl_secs: i64) -> String {
         jti: Uuid::new_v4().to_string(),
         scope: String::new(),
         client_id: String::new(),
+        sid: String::new(),
     })
 }
 
