@@ -115,7 +115,7 @@ impl AuthCore {
         store: Arc<dyn AuthStore>,
         keys: Arc<KeyRing>,
         identity: Arc<dyn IdentityServiceClient>,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let trusted_proxies = TrustedProxies::new(&cfg.trusted_proxies);
         let service_accounts = cfg
             .service_accounts
@@ -127,8 +127,8 @@ impl AuthCore {
                 )
             })
             .collect();
-        Self {
-            throttle: Throttle::new(cfg.throttle.clone()),
+        Ok(Self {
+            throttle: Throttle::new(&cfg.throttle)?,
             guard: ServiceGuard::new(keys.verifier().clone(), crate::SECTION),
             cfg,
             store,
@@ -139,7 +139,7 @@ impl AuthCore {
                 mean_us: AtomicU64::new(0),
             },
             service_accounts,
-        }
+        })
     }
 
     /// The sign-in's source address: the one a platform caller listed in
@@ -265,7 +265,7 @@ impl AuthServiceClient for AuthCore {
     ) -> Result<TokenResponse> {
         let account = email.trim().to_ascii_lowercase();
         let source = self.source(ctx).await;
-        if let Verdict::Wait(wait) = self.throttle.check(&account, source, Instant::now()) {
+        if let Verdict::Wait(wait) = self.throttle.check(&account, source).await {
             tracing::info!(
                 event = "auth.login.throttled",
                 ?source,
@@ -306,7 +306,7 @@ impl AuthServiceClient for AuthCore {
                     ErrorCode::Unauthenticated | ErrorCode::InvalidArgument
                 ) =>
             {
-                self.throttle.failure(&account, source, Instant::now());
+                self.throttle.failure(&account, source).await;
                 tracing::info!(event = "auth.login.failed", ?source, "sign-in failed");
                 return Err(Error::unauthenticated(SIGN_IN_FAILED));
             }
@@ -315,7 +315,7 @@ impl AuthServiceClient for AuthCore {
                 return Err(Error::unavailable("sign-in is temporarily unavailable"));
             }
         };
-        self.throttle.success(&account, source, Instant::now());
+        self.throttle.success(&account, source).await;
         let now = now();
         let family = Family {
             id: Uuid::now_v7(),
