@@ -121,6 +121,12 @@ impl SmtpNotifier {
                         format!("{}: {e}", cfg.ca_certs.display()),
                     )
                 })?;
+                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(ConfigError::new(
+                        "notifier.smtp.ca_certs",
+                        format!("{}: holds no PEM certificate", cfg.ca_certs.display()),
+                    ));
+                }
                 let ca = Certificate::from_pem(&pem).map_err(|e| {
                     ConfigError::new(
                         "notifier.smtp.ca_certs",

@@ -691,6 +691,14 @@ fn an_unreadable_ca_certs_or_bad_sender_names_its_key() {
     let err = plt_kernel::notify::from_config(&cfg.kernel).err().unwrap();
     assert_eq!(err.key, "notifier.smtp.ca_certs", "{err}");
 
+    let empty = write(dir.path(), "empty.pem", "# no certificates here\n");
+    let mut vars = smtp.to_vec();
+    vars.push(("PLT_NOTIFIER__SMTP__CA_CERTS", empty.to_str().unwrap()));
+    let cfg = load(dir.path(), &vars).expect("loads");
+    let err = plt_kernel::notify::from_config(&cfg.kernel).err().unwrap();
+    assert_eq!(err.key, "notifier.smtp.ca_certs", "{err}");
+    assert!(err.reason.contains("no PEM certificate"), "{err}");
+
     let mut vars = smtp.to_vec();
     vars.push(("PLT_NOTIFIER__FROM", "plt <no reply@@example.com>"));
     let cfg = load(dir.path(), &vars).expect("loads");
