@@ -385,3 +385,62 @@ fn redis_settings_are_checked_naming_their_keys() {
     assert!(cfg.service.throttle.redis_url.is_empty());
     assert!(!Throttle::new(&cfg.service.throttle).unwrap().is_shared());
 }
+
+/// Through the HTTP API with Redis silent: a sign-in never waits for it (at most
+/// `redis_timeout`, once, then not at all), and throttling goes on in memory.
+#[tokio::test]
+async fn sign_in_does_not_wait_for_a_silent_redis() {
+    let Some(url) = redis_url() else { return };
+    let proxy = proxy(&url).await;
+    let redis = format!("redis://{}", proxy.addr());
+    let prefix = unique_prefix();
+    let svc = start(
+        Backend::Sqlite,
+        &[
+            ("PLT_AUTH__THROTTLE__REDIS_URL", redis.as_str()),
+            ("PLT_AUTH__THROTTLE__KEY_PREFIX", prefix.as_str()),
+            ("PLT_AUTH__THROTTLE__REDIS_TIMEOUT", "100ms"),
+            ("PLT_AUTH__THROTTLE__ACCOUNT_FREE_FAILURES", "2"),
+            ("PLT_AUTH__THROTTLE__ACCOUNT_BASE_DELAY", "30s"),
+            ("PLT_AUTH__THROTTLE__ACCOUNT_MAX_DELAY", "30s"),
+        ],
+    )
+    .await
+    .unwrap();
+    const PW: &str = "correct horse battery staple";
+    svc.identity.add_user("ada@example.com", PW);
+    svc.identity.add_user("bob@example.com", PW);
+    let c = reqwest::Client::new();
+    let login = |email: &'static str, pw: &'static str| {
+        let (c, base) = (c.clone(), svc.url());
+        async move {
+            let started = Instant::now();
+            let status = c
+                .post(format!("{base}/v1/auth/login"))
+                .json(&serde_json::json!({"email": email, "password": pw}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            (status, started.elapsed())
+        }
+    };
+    assert_eq!(login("ada@example.com", PW).await.0, 200);
+
+    proxy.set(Mode::Silent);
+    // The first sign-in pays redis_timeout at most; then the breaker is open.
+    let (status, took) = login("ada@example.com", PW).await;
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    for _ in 0..5 {
+        let (status, took) = login("ada@example.com", PW).await;
+        assert_eq!(status, 200);
+        assert!(took < Duration::from_millis(500), "{took:?}");
+    }
+    // Memory throttles meanwhile.
+    login("bob@example.com", "wrong one").await;
+    login("bob@example.com", "wrong two").await;
+    assert_eq!(login("bob@example.com", PW).await.0, 401);
+    svc.stop().await;
+}
