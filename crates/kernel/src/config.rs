@@ -162,7 +162,10 @@ pub struct DatabaseConfig {
 #[serde(rename_all = "lowercase")]
 pub enum NotifierKind {
     /// Development: mail is written as JSON files to `outbox_dir`, readable by people and tests.
+    /// Refused when `env` is `production`.
     Outbox,
+    /// Mail is sent to an SMTP server (`notifier.smtp`).
+    Smtp,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,7 +173,120 @@ pub enum NotifierKind {
 pub struct NotifierConfig {
     pub kind: NotifierKind,
     pub outbox_dir: PathBuf,
+    /// The sender of every message (`name <address>` or an address).
     pub from: String,
+    pub smtp: SmtpConfig,
+}
+
+/// How the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text (a relay on the same host or network only).
+    None,
+    /// Plain connection upgraded with STARTTLS, which the server must offer (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// Empty: no authentication. Otherwise AUTH with `password` (needs TLS).
+    pub username: String,
+    /// Secret: prefer PLT_NOTIFIER__SMTP__PASSWORD_FILE.
+    pub password: Secret<String>,
+    /// PEM file with the CA certificates the server's certificate must chain to, instead of
+    /// the public (Mozilla) roots. Empty: the public roots.
+    pub ca_certs: PathBuf,
+    /// The name this client gives in EHLO. Empty: the machine's host name.
+    pub hello_name: String,
+    /// The whole delivery of one message (connect, TLS, AUTH, transfer) must finish within
+    /// this; otherwise sending fails.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl NotifierConfig {
+    /// Rules that depend on the environment: production refuses the development outbox.
+    /// Checked by the services that send mail.
+    pub fn validate_for_env(&self, env: &str) -> Result<(), ConfigError> {
+        if env == "production" && self.kind == NotifierKind::Outbox {
+            return Err(ConfigError::new(
+                "notifier.kind",
+                "outbox is for development (mail is only written to files); production needs \
+                 smtp (notifier.smtp)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.from.contains('@') {
+            return Err(ConfigError::new(
+                "notifier.from",
+                "must be an e-mail address",
+            ));
+        }
+        if self.kind != NotifierKind::Smtp {
+            return Ok(());
+        }
+        let smtp = &self.smtp;
+        if smtp.host.trim().is_empty() {
+            return Err(ConfigError::new(
+                "notifier.smtp.host",
+                "must not be empty when notifier.kind is smtp",
+            ));
+        }
+        if smtp.port == 0 {
+            return Err(ConfigError::new(
+                "notifier.smtp.port",
+                "must be greater than 0",
+            ));
+        }
+        if !smtp
+            .hello_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(ConfigError::new(
+                "notifier.smtp.hello_name",
+                "must be a host name (letters, digits, '-' and '.')",
+            ));
+        }
+        if smtp.timeout.is_zero() {
+            return Err(ConfigError::new(
+                "notifier.smtp.timeout",
+                "must be greater than 0",
+            ));
+        }
+        if !smtp.username.is_empty() && smtp.password.is_empty() {
+            return Err(ConfigError::new(
+                "notifier.smtp.password",
+                "must be set when notifier.smtp.username is (PLT_NOTIFIER__SMTP__PASSWORD_FILE)",
+            ));
+        }
+        if smtp.tls == SmtpTls::None {
+            if !smtp.username.is_empty() {
+                return Err(ConfigError::new(
+                    "notifier.smtp.tls",
+                    "must be starttls or tls when notifier.smtp.username is set: the password \
+                     would cross the network in plain text",
+                ));
+            }
+            if !smtp.ca_certs.as_os_str().is_empty() {
+                return Err(ConfigError::new(
+                    "notifier.smtp.ca_certs",
+                    "is only used with notifier.smtp.tls starttls or tls",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Validate for KernelConfig {
@@ -237,12 +353,7 @@ impl Validate for KernelConfig {
                 }
             }
         }
-        if !self.notifier.from.contains('@') {
-            return Err(ConfigError::new(
-                "notifier.from",
-                "must be an e-mail address",
-            ));
-        }
+        self.notifier.validate()?;
         Ok(())
     }
 }

@@ -1,13 +1,27 @@
-//! The Notifier: how services send mail. The development implementation writes each message
-//! as a JSON file into an outbox directory, where a person (`<service> mail list`) or a test
-//! can read it; an in-memory one serves unit tests.
+//! The Notifier: how services send mail. [`SmtpNotifier`] sends it to an SMTP server (plain,
+//! STARTTLS or TLS, optionally with AUTH); the development implementation
+//! ([`OutboxNotifier`]) writes each message as a JSON file into an outbox directory, where a
+//! person (`<service> mail list`) or a test can read it; an in-memory one serves unit tests.
+//! [`from_config`] builds the configured one (`notifier` section).
 
+use crate::config::{ConfigError, KernelConfig, NotifierConfig, NotifierKind, SmtpConfig, SmtpTls};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    message::{Mailbox, header::ContentType},
+    transport::smtp::{
+        authentication::Credentials,
+        client::{Certificate, CertificateStore, Tls, TlsParameters},
+        extension::ClientId,
+    },
+};
 use serde::{Deserialize, Serialize};
 use std::{
+    fmt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 use uuid::Uuid;
 
@@ -53,6 +67,145 @@ fn new_mail(from: &str, to: &str, subject: &str, body: &str) -> Mail {
         subject: subject.to_owned(),
         body: body.to_owned(),
         created_at: Utc::now(),
+    }
+}
+
+/// The notifier `notifier` configures: the SMTP notifier, or the development outbox (refused
+/// when `env` is `production`, naming `notifier.kind`). Builds without connecting; a CA file
+/// that cannot be read or a bad sender is a configuration error naming its key.
+pub fn from_config(kernel: &KernelConfig) -> Result<Arc<dyn Notifier>, ConfigError> {
+    let cfg: &NotifierConfig = &kernel.notifier;
+    cfg.validate_for_env(&kernel.env)?;
+    Ok(match cfg.kind {
+        NotifierKind::Outbox => Arc::new(OutboxNotifier::new(&cfg.outbox_dir, &cfg.from)),
+        NotifierKind::Smtp => Arc::new(SmtpNotifier::new(&cfg.smtp, &cfg.from)?),
+    })
+}
+
+/// Sends mail to an SMTP server, one connection per message (mail is rare: verification and
+/// reset messages). A failure — refused or silent server, TLS not offered or not trusted,
+/// AUTH refused, recipient refused, over `timeout` — is returned, never retried here. The
+/// password is never logged (lettre's own logging is not compiled in: it would show the
+/// SMTP dialogue).
+pub struct SmtpNotifier {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    /// `host:port`, for messages.
+    server: String,
+    tls: SmtpTls,
+    timeout: Duration,
+}
+
+impl fmt::Debug for SmtpNotifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpNotifier")
+            .field("server", &self.server)
+            .field("tls", &self.tls)
+            .field("from", &self.from.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmtpNotifier {
+    /// A notifier for `cfg` sending as `from`. Does not connect.
+    pub fn new(cfg: &SmtpConfig, from: &str) -> Result<Self, ConfigError> {
+        let from: Mailbox = from
+            .parse()
+            .map_err(|e| ConfigError::new("notifier.from", format!("not a mailbox: {e}")))?;
+        let tls_parameters = || -> Result<TlsParameters, ConfigError> {
+            let mut params = TlsParameters::builder(cfg.host.clone());
+            if !cfg.ca_certs.as_os_str().is_empty() {
+                let pem = std::fs::read(&cfg.ca_certs).map_err(|e| {
+                    ConfigError::new(
+                        "notifier.smtp.ca_certs",
+                        format!("{}: {e}", cfg.ca_certs.display()),
+                    )
+                })?;
+                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(ConfigError::new(
+                        "notifier.smtp.ca_certs",
+                        format!("{}: holds no PEM certificate", cfg.ca_certs.display()),
+                    ));
+                }
+                let ca = Certificate::from_pem(&pem).map_err(|e| {
+                    ConfigError::new(
+                        "notifier.smtp.ca_certs",
+                        format!("{}: not PEM certificates: {e}", cfg.ca_certs.display()),
+                    )
+                })?;
+                // A private CA replaces the public roots: only its certificates are trusted.
+                params = params
+                    .certificate_store(CertificateStore::None)
+                    .add_root_certificate(ca);
+            }
+            params.build_rustls().map_err(|e| {
+                ConfigError::new("notifier.smtp.ca_certs", format!("TLS settings: {e}"))
+            })
+        };
+        let tls = match cfg.tls {
+            SmtpTls::None => Tls::None,
+            SmtpTls::Starttls => Tls::Required(tls_parameters()?),
+            SmtpTls::Tls => Tls::Wrapper(tls_parameters()?),
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.host)
+            .port(cfg.port)
+            .tls(tls)
+            .timeout(Some(cfg.timeout));
+        if !cfg.hello_name.is_empty() {
+            builder = builder.hello_name(ClientId::Domain(cfg.hello_name.clone()));
+        }
+        if !cfg.username.is_empty() {
+            builder = builder.credentials(Credentials::new(
+                cfg.username.clone(),
+                cfg.password.expose().clone(),
+            ));
+        }
+        Ok(Self {
+            transport: builder.build(),
+            from,
+            server: format!("{}:{}", cfg.host, cfg.port),
+            tls: cfg.tls,
+            timeout: cfg.timeout,
+        })
+    }
+
+    fn message(&self, to: &str, subject: &str, body: &str) -> Result<Message, NotifyError> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|e| NotifyError(format!("recipient is not a mailbox: {e}")))?;
+        let domain = self.from.email.domain();
+        Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .message_id(Some(format!("<{}@{domain}>", Uuid::now_v7().simple())))
+            .header(ContentType::TEXT_PLAIN)
+            .body(body.to_owned())
+            .map_err(|e| NotifyError(format!("building the message: {e}")))
+    }
+}
+
+#[async_trait]
+impl Notifier for SmtpNotifier {
+    async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), NotifyError> {
+        let message = self.message(to, subject, body)?;
+        // lettre's timeout bounds each step; this bounds the whole delivery.
+        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+            Ok(Ok(_)) => {
+                tracing::info!(
+                    to_domain = to.rsplit('@').next().unwrap_or(""),
+                    subject,
+                    server = %self.server,
+                    "mail sent"
+                );
+                Ok(())
+            }
+            Ok(Err(e)) => Err(NotifyError(format!("SMTP {}: {e}", self.server))),
+            Err(_) => Err(NotifyError(format!(
+                "SMTP {}: no delivery within {:?}",
+                self.server, self.timeout
+            ))),
+        }
     }
 }
 

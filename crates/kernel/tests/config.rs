@@ -631,3 +631,163 @@ fn printed_config_loads_back_as_the_same_config() {
     assert_eq!(reloaded.kernel.log.level, "debug");
     assert_eq!(reloaded.service.max_page_size, 42);
 }
+
+// ---------------------------------------------------------------------------------------
+// The notifier
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn smtp_settings_are_checked_naming_their_keys() {
+    let dir = config_dir();
+    let smtp = [
+        ("PLT_NOTIFIER__KIND", "smtp"),
+        ("PLT_NOTIFIER__SMTP__HOST", "mail.example.com"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut v = smtp.to_vec();
+        v.extend_from_slice(extra);
+        v
+    };
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![("PLT_NOTIFIER__KIND", "smtp")], "notifier.smtp.host"),
+        (vec![("PLT_NOTIFIER__KIND", "mailgun")], "notifier.kind"),
+        (
+            with(&[("PLT_NOTIFIER__SMTP__PORT", "0")]),
+            "notifier.smtp.port",
+        ),
+        (
+            with(&[("PLT_NOTIFIER__SMTP__TLS", "ssl")]),
+            "notifier.smtp.tls",
+        ),
+        (
+            with(&[("PLT_NOTIFIER__SMTP__TIMEOUT", "0s")]),
+            "notifier.smtp.timeout",
+        ),
+        (
+            with(&[("PLT_NOTIFIER__SMTP__USERNAME", "mailer")]),
+            "notifier.smtp.password",
+        ),
+        (
+            with(&[
+                ("PLT_NOTIFIER__SMTP__TLS", "none"),
+                ("PLT_NOTIFIER__SMTP__USERNAME", "mailer"),
+                ("PLT_NOTIFIER__SMTP__PASSWORD", "pw"),
+            ]),
+            "notifier.smtp.tls",
+        ),
+        (
+            with(&[
+                ("PLT_NOTIFIER__SMTP__TLS", "none"),
+                ("PLT_NOTIFIER__SMTP__CA_CERTS", "/etc/ca.pem"),
+            ]),
+            "notifier.smtp.ca_certs",
+        ),
+        (
+            with(&[("PLT_NOTIFIER__SMTP__HELLO_NAME", "a b\r\nRCPT TO:<x@y>")]),
+            "notifier.smtp.hello_name",
+        ),
+        (
+            with(&[("PLT_NOTIFIER__SMTP__BCC", "x")]),
+            "notifier.smtp.bcc",
+        ),
+    ];
+    for (vars, key) in cases {
+        let err = load_err(dir.path(), &vars);
+        assert_eq!(err.key, key, "{vars:?}: {err}");
+    }
+    // The outbox ignores the smtp block.
+    load(dir.path(), &[("PLT_NOTIFIER__SMTP__PORT", "0")]).expect("outbox: smtp unused");
+}
+
+#[test]
+fn the_smtp_password_comes_from_a_file_and_is_never_printed() {
+    let dir = config_dir();
+    let secrets = tempfile::tempdir().unwrap();
+    let file = write(secrets.path(), "smtp", "smtp-pa55word-never-printed\n");
+    let cfg = load(
+        dir.path(),
+        &[
+            ("PLT_NOTIFIER__KIND", "smtp"),
+            ("PLT_NOTIFIER__SMTP__HOST", "mail.example.com"),
+            ("PLT_NOTIFIER__SMTP__USERNAME", "mailer"),
+            ("PLT_NOTIFIER__SMTP__PASSWORD_FILE", file.to_str().unwrap()),
+        ],
+    )
+    .expect("loads");
+    let smtp = &cfg.kernel.notifier.smtp;
+    assert_eq!(smtp.password.expose(), "smtp-pa55word-never-printed");
+    assert_eq!(
+        smtp.tls,
+        plt_kernel::config::SmtpTls::Starttls,
+        "the default"
+    );
+    assert_eq!(smtp.port, 587);
+    let yaml = cfg.to_yaml();
+    assert!(!yaml.contains("pa55word"), "{yaml}");
+    assert!(!format!("{cfg:?}").contains("pa55word"));
+    let notifier = plt_kernel::notify::from_config(&cfg.kernel).expect("builds");
+    drop(notifier);
+}
+
+#[test]
+fn production_refuses_the_development_outbox() {
+    let dir = config_dir();
+    let cfg = load(dir.path(), &[("PLT_ENV", "production")]).expect("loads");
+    let err = plt_kernel::notify::from_config(&cfg.kernel)
+        .err()
+        .expect("outbox refused in production");
+    assert_eq!(err.key, "notifier.kind", "{err}");
+    assert!(err.reason.contains("smtp"), "{err}");
+    // Development may use it; production may use smtp.
+    let dev = load(dir.path(), &[]).expect("loads");
+    assert!(plt_kernel::notify::from_config(&dev.kernel).is_ok());
+    let prod = load(
+        dir.path(),
+        &[
+            ("PLT_ENV", "production"),
+            ("PLT_NOTIFIER__KIND", "smtp"),
+            ("PLT_NOTIFIER__SMTP__HOST", "mail.example.com"),
+        ],
+    )
+    .expect("loads");
+    assert!(plt_kernel::notify::from_config(&prod.kernel).is_ok());
+}
+
+#[test]
+fn an_unreadable_ca_certs_or_bad_sender_names_its_key() {
+    let dir = config_dir();
+    let smtp = [
+        ("PLT_NOTIFIER__KIND", "smtp"),
+        ("PLT_NOTIFIER__SMTP__HOST", "mail.example.com"),
+    ];
+    let mut vars = smtp.to_vec();
+    vars.push(("PLT_NOTIFIER__SMTP__CA_CERTS", "/no/such/ca.pem"));
+    let cfg = load(dir.path(), &vars).expect("loads");
+    let err = plt_kernel::notify::from_config(&cfg.kernel).err().unwrap();
+    assert_eq!(err.key, "notifier.smtp.ca_certs", "{err}");
+
+    let garbage = write(
+        dir.path(),
+        "garbage.pem",
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    );
+    let mut vars = smtp.to_vec();
+    vars.push(("PLT_NOTIFIER__SMTP__CA_CERTS", garbage.to_str().unwrap()));
+    let cfg = load(dir.path(), &vars).expect("loads");
+    let err = plt_kernel::notify::from_config(&cfg.kernel).err().unwrap();
+    assert_eq!(err.key, "notifier.smtp.ca_certs", "{err}");
+
+    let empty = write(dir.path(), "empty.pem", "# no certificates here\n");
+    let mut vars = smtp.to_vec();
+    vars.push(("PLT_NOTIFIER__SMTP__CA_CERTS", empty.to_str().unwrap()));
+    let cfg = load(dir.path(), &vars).expect("loads");
+    let err = plt_kernel::notify::from_config(&cfg.kernel).err().unwrap();
+    assert_eq!(err.key, "notifier.smtp.ca_certs", "{err}");
+    assert!(err.reason.contains("no PEM certificate"), "{err}");
+
+    let mut vars = smtp.to_vec();
+    vars.push(("PLT_NOTIFIER__FROM", "plt <no reply@@example.com>"));
+    let cfg = load(dir.path(), &vars).expect("loads");
+    let err = plt_kernel::notify::from_config(&cfg.kernel).err().unwrap();
+    assert_eq!(err.key, "notifier.from", "{err}");
+}

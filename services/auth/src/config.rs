@@ -70,7 +70,7 @@ pub struct KeysConfig {
     pub encryption_key: Secret<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThrottleConfig {
     /// Failed sign-ins per account allowed before back-off starts.
@@ -90,6 +90,17 @@ pub struct ThrottleConfig {
     /// owner out) and are exempt from the per-source limit.
     #[serde(with = "humantime_serde")]
     pub known_source_ttl: Duration,
+    /// `redis://…`: the counters live in Redis, shared by every instance and kept across
+    /// restarts. Empty: in this instance's memory. A secret (it may hold a password).
+    pub redis_url: Secret<String>,
+    /// A Redis call slower than this counts as failed (memory decides).
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
+    /// While Redis is failing it is not asked; a PING this often finds it back.
+    #[serde(with = "humantime_serde")]
+    pub redis_probe_interval: Duration,
+    /// Prefix of every Redis key.
+    pub key_prefix: String,
 }
 
 impl KeysConfig {
@@ -188,6 +199,29 @@ impl Validate for AuthConfig {
                 key("throttle.known_source_ttl"),
                 "must be greater than 0",
             ));
+        }
+        if !t.redis_url.is_empty() {
+            if let Err(e) = plt_redis::check_url(t.redis_url.expose()) {
+                return Err(ConfigError::new(key("throttle.redis_url"), e));
+            }
+            if t.redis_timeout.is_zero() || t.redis_timeout > Duration::from_secs(1) {
+                return Err(ConfigError::new(
+                    key("throttle.redis_timeout"),
+                    "must be greater than 0 and at most 1s (a sign-in waits for it)",
+                ));
+            }
+            if t.redis_probe_interval.is_zero() {
+                return Err(ConfigError::new(
+                    key("throttle.redis_probe_interval"),
+                    "must be greater than 0",
+                ));
+            }
+            if t.key_prefix.is_empty() {
+                return Err(ConfigError::new(
+                    key("throttle.key_prefix"),
+                    "must not be empty (keys of other users of the Redis would mix with these)",
+                ));
+            }
         }
         for (i, name) in self.client_address_from.iter().enumerate() {
             if !plt_contracts::service_identity::valid_service_name(name) {

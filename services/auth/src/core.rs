@@ -107,7 +107,7 @@ impl AuthCore {
         store: Arc<dyn AuthStore>,
         keys: Arc<KeyRing>,
         identity: Arc<dyn IdentityServiceClient>,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let trusted_proxies = TrustedProxies::new(&cfg.trusted_proxies);
         let service_accounts = cfg
             .service_accounts
@@ -119,8 +119,8 @@ impl AuthCore {
                 )
             })
             .collect();
-        Self {
-            throttle: Throttle::new(cfg.throttle.clone()),
+        Ok(Self {
+            throttle: Throttle::new(&cfg.throttle)?,
             guard: ServiceGuard::new(keys.verifier().clone(), crate::SECTION),
             cfg,
             store,
@@ -132,7 +132,7 @@ impl AuthCore {
             },
             service_accounts,
             revocations_changed: Arc::new(tokio::sync::Notify::new()),
-        }
+        })
     }
 
     /// The sign-in's source address: the one a platform caller listed in
@@ -291,7 +291,7 @@ impl AuthServiceClient for AuthCore {
     ) -> Result<TokenResponse> {
         let account = email.trim().to_ascii_lowercase();
         let source = self.source(ctx).await;
-        if let Verdict::Wait(wait) = self.throttle.check(&account, source, Instant::now()) {
+        if let Verdict::Wait(wait) = self.throttle.check(&account, source).await {
             tracing::info!(
                 event = "auth.login.throttled",
                 ?source,
@@ -332,7 +332,7 @@ impl AuthServiceClient for AuthCore {
                     ErrorCode::Unauthenticated | ErrorCode::InvalidArgument
                 ) =>
             {
-                self.throttle.failure(&account, source, Instant::now());
+                self.throttle.failure(&account, source).await;
                 tracing::info!(event = "auth.login.failed", ?source, "sign-in failed");
                 return Err(Error::unauthenticated(SIGN_IN_FAILED));
             }
@@ -341,7 +341,7 @@ impl AuthServiceClient for AuthCore {
                 return Err(Error::unavailable("sign-in is temporarily unavailable"));
             }
         };
-        self.throttle.success(&account, source, Instant::now());
+        self.throttle.success(&account, source).await;
         let now = now();
         let family = Family {
             id: Uuid::now_v7(),

@@ -179,7 +179,7 @@ impl Service for Auth {
             store::for_db(db),
             keys.clone(),
             identity,
-        ));
+        )?);
         let contract: Arc<dyn AuthServiceClient> = core.clone();
         let a = &cfg.service.keys;
         let revocations = keys

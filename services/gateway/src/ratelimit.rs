@@ -8,8 +8,9 @@
 //! server's clock, so several gateway instances share one budget). When Redis fails or is
 //! slower than `redis_timeout`, the request is decided by the local limiter instead and the
 //! fallback is counted in `gateway_ratelimit_fallback_total`. A failure also opens a
-//! breaker: until a background probe (`PING` every `redis_probe_interval`) gets an answer,
-//! Redis is not asked at all, so requests pay nothing extra while it is down.
+//! breaker (`plt_redis::GuardedRedis`): until a background probe (`PING` every
+//! `redis_probe_interval`) gets an answer, Redis is not asked at all, so requests pay nothing
+//! extra while it is down.
 
 use crate::{
     config::{Limit, RateLimitBackend, RateLimitConfig},
@@ -18,7 +19,7 @@ use crate::{
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicI64, Ordering},
+        atomic::{AtomicI64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -139,13 +140,9 @@ return {1, new_tat - now}
 "#;
 
 pub struct RedisLimiter {
-    con: redis::aio::ConnectionManager,
+    redis: plt_redis::GuardedRedis,
     script: redis::Script,
-    timeout: Duration,
-    probe_interval: Duration,
     prefix: String,
-    /// The breaker: open while Redis is known to be failing.
-    down: Arc<AtomicBool>,
 }
 
 impl RedisLimiter {
@@ -157,81 +154,36 @@ impl RedisLimiter {
         probe_interval: Duration,
         prefix: &str,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("gateway.rate_limit.redis_url: {e}"))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let con = redis::aio::ConnectionManager::new_lazy_with_config(client, config)
+        let redis = plt_redis::GuardedRedis::new(url, timeout, probe_interval, "rate limiter")
             .map_err(|e| anyhow::anyhow!("gateway.rate_limit.redis_url: {e}"))?;
         Ok(Self {
-            con,
+            redis,
             script: redis::Script::new(GCRA_LUA),
-            timeout,
-            probe_interval,
             prefix: prefix.to_owned(),
-            down: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// Whether the breaker is open (Redis is not asked).
     pub fn is_down(&self) -> bool {
-        self.down.load(Ordering::Acquire)
+        self.redis.is_down()
     }
 
     /// The decision from Redis, or why there is none. While the breaker is open, answers at
     /// once without asking Redis.
     pub async fn check(&self, key: &str, limit: &Limit) -> Result<Decision, String> {
-        if self.is_down() {
-            return Err("Redis is failing; not asked until a probe answers".into());
-        }
         let (t, tau) = params(limit);
-        let mut con = self.con.clone();
         let full_key = format!("{}{key}", self.prefix);
         let mut invocation = self.script.key(full_key);
         invocation.arg(t).arg(tau);
-        let call = invocation.invoke_async::<Vec<i64>>(&mut con);
-        let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(v)) if v.len() == 2 => Ok(decide(v[0] == 1, v[1], limit)),
-            Ok(Ok(v)) => Err(format!("unexpected answer {v:?}")),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-        };
-        if let Err(e) = &result {
-            self.open(e);
-        }
-        result
-    }
-
-    /// Opens the breaker (once) and starts the probe that closes it.
-    fn open(&self, error: &str) {
-        if self.down.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        tracing::warn!(
-            error,
-            "Redis rate limiter failing; using the local limiter until Redis answers again"
-        );
-        let (mut con, down) = (self.con.clone(), self.down.clone());
-        let (every, timeout) = (
-            self.probe_interval,
-            self.timeout.max(Duration::from_millis(250)),
-        );
-        tokio::spawn(async move {
-            let opened = Instant::now();
-            loop {
-                tokio::time::sleep(every).await;
-                let cmd = redis::cmd("PING");
-                let ping = cmd.query_async::<String>(&mut con);
-                if let Ok(Ok(_)) = tokio::time::timeout(timeout, ping).await {
-                    down.store(false, Ordering::Release);
-                    tracing::info!(after = ?opened.elapsed(), "Redis rate limiter answering again");
-                    return;
-                }
+        match self.redis.script::<Vec<i64>>(&invocation).await {
+            Ok(v) if v.len() == 2 => Ok(decide(v[0] == 1, v[1], limit)),
+            Ok(v) => {
+                let e = format!("unexpected answer {v:?}");
+                self.redis.trip(&e);
+                Err(e)
             }
-        });
+            Err(e) => Err(e.0),
+        }
     }
 }
 

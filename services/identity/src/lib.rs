@@ -15,8 +15,8 @@ use plt_contracts::{
 };
 use plt_db::{Db, Migrations};
 use plt_kernel::{
-    Loaded,
-    notify::{Notifier, OutboxNotifier},
+    ConfigError, Loaded,
+    notify::{self, Notifier, OutboxNotifier},
 };
 use plt_runtime::{Context, Manifest, Parts, Service};
 use std::sync::Arc;
@@ -31,8 +31,14 @@ pub static MIGRATIONS: Migrations = plt_db::embed_migrations!();
 
 pub type Config = Loaded<IdentityConfig>;
 
-/// The configured notifier (`Overrides::extensions` may hold an `Arc<dyn Notifier>` instead).
-pub fn notifier(cfg: &Config) -> OutboxNotifier {
+/// The configured notifier: SMTP, or the development outbox (refused in production).
+/// (`Overrides::extensions` may hold an `Arc<dyn Notifier>` instead.)
+pub fn notifier(cfg: &Config) -> Result<Arc<dyn Notifier>, ConfigError> {
+    notify::from_config(&cfg.kernel)
+}
+
+/// The development outbox `notifier.outbox_dir` names (`mail list`).
+pub fn outbox(cfg: &Config) -> OutboxNotifier {
     OutboxNotifier::new(&cfg.kernel.notifier.outbox_dir, &cfg.kernel.notifier.from)
 }
 
@@ -53,11 +59,17 @@ impl Service for Identity {
     const MANIFEST: Manifest =
         Manifest::new(SECTION, SERVICE_NAME, env!("CARGO_PKG_VERSION")).migrations(&MIGRATIONS);
 
+    /// Identity sends mail: the notifier must be usable here (production refuses the
+    /// outbox; a CA file must be readable).
+    fn check(cfg: &Config) -> Result<(), ConfigError> {
+        notifier(cfg).map(drop)
+    }
+
     async fn build(cx: &Context<IdentityConfig>) -> anyhow::Result<Parts> {
         let cfg = &cx.config;
         let notifier = match cx.extension::<Arc<dyn Notifier>>() {
             Some(n) => n.clone(),
-            None => Arc::new(notifier(cfg)),
+            None => notifier(cfg)?,
         };
         let passwords = Passwords::new(cfg.service.password, &cfg.service.argon2)
             .map_err(|e| anyhow::anyhow!("identity.argon2: {e}"))?;

@@ -2,7 +2,8 @@
 //! runtime's), and `mail list`, the development outbox.
 
 use clap::Subcommand;
-use identity_service::{Config, Identity, notifier};
+use identity_service::{Config, Identity, outbox};
+use plt_kernel::config::NotifierKind;
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
@@ -35,6 +36,14 @@ fn main() -> ExitCode {
 }
 
 fn list_mail(cfg: &Config) -> anyhow::Result<()> {
-    print!("{}", notifier(cfg).listing()?);
+    let n = &cfg.kernel.notifier;
+    if n.kind != NotifierKind::Outbox {
+        anyhow::bail!(
+            "notifier.kind is smtp: mail is sent to {}:{}, not kept in an outbox",
+            n.smtp.host,
+            n.smtp.port
+        );
+    }
+    print!("{}", outbox(cfg).listing()?);
     Ok(())
 }

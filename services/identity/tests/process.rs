@@ -49,6 +49,22 @@ fn bad_config_exits_non_zero_naming_the_key() {
 }
 
 #[test]
+fn production_refuses_the_development_outbox() {
+    let out = bin()
+        .env("PLT_ENV", "production")
+        .env("PLT_DATABASE__URL", "postgres://plt@127.0.0.1:1/plt")
+        .args(["config", "print"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("notifier.kind") && err.contains("smtp"),
+        "{err}"
+    );
+}
+
+#[test]
 fn config_print_redacts_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("db-url");
