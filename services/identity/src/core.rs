@@ -408,6 +408,11 @@ impl IdentityServiceClient for IdentityCore {
     async fn delete_user(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
         // Sessions end first (auth unreachable: 503 and nothing deleted), and again after
         // the change for a sign-in that raced it.
+        self.store
+            .get_user(id)
+            .await
+            .map_err(|e| store_err("reading user", e))?
+            .ok_or_else(|| Error::not_found("user"))?;
         self.sessions.end_now(ctx, id, "user_deleted").await?;
         let found = self
             .store

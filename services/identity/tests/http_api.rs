@@ -414,3 +414,80 @@ async fn metrics_pass_promtool_when_available() {
     }
     svc.stop().await;
 }
+
+#[tokio::test]
+async fn a_reset_a_disable_and_a_delete_end_the_users_sessions_at_auth() {
+    let svc = start(Backend::Sqlite).await.unwrap();
+    let c = svc.operator_client();
+    let base = svc.url();
+    let mut ids = Vec::new();
+    for name in ["reset", "disabled", "deleted"] {
+        let r = c
+            .post(format!("{base}/v1/users"))
+            .json(&json!({"email": format!("{name}@example.com"), "password": PW}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let u: Value = r.json().await.unwrap();
+        ids.push(u["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap());
+    }
+    assert!(svc.auth.sessions_ended().is_empty());
+    // A password reset (the token from the mail) ends the user's sessions.
+    let r = c
+        .post(format!("{base}/v1/password-reset"))
+        .json(&json!({"email": "reset@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let mail = plt_kernel::notify::MailReader::latest_to(&svc.mail, "reset@example.com")
+        .unwrap()
+        .unwrap();
+    let token = plt_contracts::identity::token_in_mail(&mail.body).unwrap();
+    let r = c
+        .post(format!("{base}/v1/password-reset/confirm"))
+        .json(&json!({"token": token, "new_password": "another horse battery staple"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    assert!(
+        svc.auth
+            .sessions_ended()
+            .contains(&(ids[0], "password_reset".into()))
+    );
+    // Disabling ends them (before and after the change); renaming does not.
+    let r = c
+        .patch(format!("{base}/v1/users/{}", ids[1]))
+        .json(&json!({"display_name": "renamed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(!svc.auth.sessions_ended().iter().any(|(u, _)| *u == ids[1]));
+    let r = c
+        .patch(format!("{base}/v1/users/{}", ids[1]))
+        .json(&json!({"status": "disabled"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        svc.auth
+            .sessions_ended()
+            .contains(&(ids[1], "user_disabled".into()))
+    );
+    let r = c
+        .delete(format!("{base}/v1/users/{}", ids[2]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(
+        svc.auth
+            .sessions_ended()
+            .contains(&(ids[2], "user_deleted".into()))
+    );
+    svc.stop().await;
+}

@@ -286,9 +286,18 @@ impl crate::authz::AuthzServiceClient for FakeAuthz {
 #[derive(Clone, Default)]
 pub struct FakeAuth {
     issued: Arc<Mutex<Vec<(String, String)>>>,
+    ended: Arc<Mutex<Vec<(uuid::Uuid, String)>>>,
 }
 
 impl FakeAuth {
+    /// `(user, reason)` of every EndUserSessions call, in order.
+    pub fn sessions_ended(&self) -> Vec<(uuid::Uuid, String)> {
+        self.ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// `(service, audience)` of every token issued, in order.
     pub fn issued(&self) -> Vec<(String, String)> {
         self.issued
@@ -348,10 +357,14 @@ impl crate::auth::AuthServiceClient for FakeAuth {
     async fn end_user_sessions(
         &self,
         _ctx: &RequestContext,
-        _user_id: uuid::Uuid,
-        _reason: &str,
+        user_id: uuid::Uuid,
+        reason: &str,
     ) -> Result<u32> {
-        fake_unimplemented()
+        self.ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((user_id, reason.to_owned()));
+        Ok(1)
     }
 
     async fn issue_service_token(

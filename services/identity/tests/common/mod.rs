@@ -17,6 +17,8 @@ pub struct Running {
     pub app_core: Arc<dyn IdentityServiceClient>,
     /// An operator: a signed-in user holding identity.users.read and .manage.
     pub operator: plt_contracts::RequestContext,
+    /// The auth identity asks to end users' sessions.
+    pub auth: plt_contracts::testsuite::fakes::FakeAuth,
 }
 
 impl std::ops::Deref for Running {
@@ -76,10 +78,12 @@ impl Running {
 pub async fn start(backend: Backend) -> Option<Running> {
     plt_kernel::telemetry::init_for_tests();
     let mail = MemoryNotifier::default();
+    let auth = plt_contracts::testsuite::fakes::FakeAuth::default();
     let svc = TestService::start_with::<Identity>(
         backend,
         TestOptions::vars(&[("PLT_SERVER__SHUTDOWN_TIMEOUT", "5s")])
-            .with(Arc::new(mail.clone()) as Arc<dyn Notifier>),
+            .with(Arc::new(mail.clone()) as Arc<dyn Notifier>)
+            .with(Arc::new(auth.clone()) as Arc<dyn plt_contracts::auth::AuthServiceClient>),
     )
     .await?;
     let app_core = svc
@@ -91,5 +95,6 @@ pub async fn start(backend: Backend) -> Option<Running> {
         mail,
         app_core,
         operator,
+        auth,
     })
 }
