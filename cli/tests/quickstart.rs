@@ -56,13 +56,20 @@ fn free_port() -> u16 {
 /// `plt dev --processes`: one OS process per service on free ports, found through the static
 /// registry.
 fn start_processes() -> Platform {
-    let ports: Vec<(String, u16)> = ["identity", "auth", "authz", "audit", "gateway"]
+    start_processes_on(&processes_ports())
+}
+
+fn processes_ports() -> Vec<(String, u16)> {
+    ["identity", "auth", "authz", "audit", "gateway"]
         .iter()
         .map(|s| (s.to_string(), free_port()))
-        .collect();
+        .collect()
+}
+
+fn start_processes_on(ports: &[(String, u16)]) -> Platform {
     let mut vars: Vec<(String, String)> = Vec::new();
     let auth_port = ports[1].1;
-    for (svc, port) in &ports {
+    for (svc, port) in ports {
         let upper = svc.to_uppercase();
         vars.push((format!("PLT_{upper}__LISTEN"), format!("127.0.0.1:{port}")));
         vars.push((
@@ -349,4 +356,144 @@ async fn login(c: &reqwest::Client, gw: &str, email: &str, password: &str) -> St
     assert_eq!(r.status(), 200, "login {email}");
     let b: serde_json::Value = r.json().await.unwrap();
     b["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Zero trust, from outside, one OS process per service: every service's own port refuses a
+/// call without credentials (401) and a plain user's call that needs a permission (403), and
+/// serves the admin; a user who just signed up reads itself; after logout the same access
+/// token is refused at the gateway and on every service's port (within the revocation feed's
+/// propagation, measured here; `plt-bench revocation` measures its p99).
+#[test]
+fn every_service_guards_itself_and_logout_ends_the_token_everywhere() {
+    let ports = processes_ports();
+    let port = |svc: &str| ports.iter().find(|(s, _)| s == svc).unwrap().1;
+    let p = start_processes_on(&ports);
+    let gw = p.gateway.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let admin = login(&c, &gw, "admin@example.com", ADMIN_PASSWORD).await;
+        // A fresh user: signs up, signs in, reads itself (role user is implicit).
+        let r = c
+            .post(format!("{gw}/api/v1/users"))
+            .json(&serde_json::json!({"email": "plain@example.com", "password": "plain user passphrase 42"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let me: serde_json::Value = r.json().await.unwrap();
+        let me = me["id"].as_str().unwrap().to_owned();
+        let plain = login(&c, &gw, "plain@example.com", "plain user passphrase 42").await;
+        for path in [
+            format!("/api/v1/users/{me}"),
+            format!("/api/v1/authz/users/{me}/permissions"),
+        ] {
+            let r = c
+                .get(format!("{gw}{path}"))
+                .bearer_auth(&plain)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "a new user reads {path}");
+        }
+        // Each service's own port: (service, method, path, body) -> no token 401, a plain
+        // user 403, the admin 2xx.
+        let admin_id = {
+            let r = c
+                .get(format!("{gw}/api/v1/users?page_size=100"))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let page: serde_json::Value = r.json().await.unwrap();
+            page["users"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|u| u["email"] == "admin@example.com")
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let table: Vec<(&str, reqwest::Method, String)> = vec![
+            ("identity", reqwest::Method::GET, "/v1/users".into()),
+            ("identity", reqwest::Method::GET, format!("/v1/users/{admin_id}")),
+            ("authz", reqwest::Method::GET, "/v1/authz/roles".into()),
+            ("authz", reqwest::Method::GET, format!("/v1/authz/users/{admin_id}/roles")),
+            ("audit", reqwest::Method::GET, "/v1/audit/logs".into()),
+            ("audit", reqwest::Method::POST, "/v1/audit/verify".into()),
+        ];
+        for (svc, method, path) in &table {
+            let url = format!("http://127.0.0.1:{}{path}", port(svc));
+            for (who, token, want) in [
+                ("nobody", None, vec![401]),
+                ("a plain user", Some(&plain), vec![403]),
+                ("the admin", Some(&admin), vec![200, 204]),
+            ] {
+                let mut rb = c.request(method.clone(), &url);
+                if let Some(t) = token {
+                    rb = rb.bearer_auth(t);
+                }
+                let r = rb.send().await.unwrap();
+                assert!(
+                    want.contains(&r.status().as_u16()),
+                    "{who}: {method} {url} answered {}",
+                    r.status()
+                );
+            }
+        }
+        // Internal methods refuse users, even the admin: they need a service token.
+        for (svc, path, body) in [
+            ("auth", "/v1/auth/validate", serde_json::json!({"token": admin})),
+            ("authz", "/v1/authz/check", serde_json::json!({"user_id": me, "permission": "audit.logs.read"})),
+            ("audit", "/v1/audit/records", serde_json::json!({"entry": {}})),
+        ] {
+            let r = c
+                .post(format!("http://127.0.0.1:{}{path}", port(svc)))
+                .bearer_auth(&admin)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                [400, 401, 403].contains(&r.status().as_u16()) && r.status() != 200,
+                "{svc} {path} with a user's token answered {}",
+                r.status()
+            );
+        }
+        // Logout, then the same access token everywhere.
+        let r = c
+            .post(format!("{gw}/api/v1/auth/logout"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        let ended = std::time::Instant::now();
+        let targets = [
+            format!("{gw}/api/v1/audit/logs"),
+            format!("http://127.0.0.1:{}/v1/audit/logs", port("audit")),
+            format!("http://127.0.0.1:{}/v1/users", port("identity")),
+            format!("http://127.0.0.1:{}/v1/authz/roles", port("authz")),
+        ];
+        for url in &targets {
+            loop {
+                let r = c.get(url).bearer_auth(&admin).send().await.unwrap();
+                if r.status() == 401 {
+                    break;
+                }
+                assert_eq!(r.status(), 200, "{url}");
+                assert!(
+                    ended.elapsed() < Duration::from_secs(5),
+                    "{url} still accepts a signed-out token after {:?}",
+                    ended.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            eprintln!("{url}: refused {:?} after logout", ended.elapsed());
+        }
+    });
+    p.stop();
 }
