@@ -3,9 +3,13 @@
 //! `plt-bench gateway` starts an upstream and the api-gateway in this process on loopback and
 //! measures, with a built-in load generator, the upstream directly, a public gateway route
 //! and a fully checked one (JWT, permission, rate limits). See [`gateway`].
+//!
+//! `plt-bench guard` measures what a service's own access check costs on a direct call:
+//! identity guarded by the runtime against the same core served unguarded. See [`guard`].
 
 mod external;
 mod gateway;
+mod guard;
 mod load;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +26,8 @@ struct Cli {
 enum Command {
     /// The API gateway's throughput and added latency against a direct upstream.
     Gateway(gateway::Args),
+    /// A core service's own access check on a direct call, against the same core unguarded.
+    Guard(guard::Args),
 }
 
 /// mimalloc: glibc's malloc contends between worker threads under load (freeing on one
@@ -33,6 +39,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Gateway(args) => gateway::run(&args),
+        Command::Guard(args) => guard::run(&args),
     };
     match result {
         Ok(code) => code,
