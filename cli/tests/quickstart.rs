@@ -494,6 +494,96 @@ fn every_service_guards_itself_and_logout_ends_the_token_everywhere() {
             }
             eprintln!("{url}: refused {:?} after logout", ended.elapsed());
         }
+
+        // Two gateway instances (the second its own `plt serve gateway` process): sign in,
+        // use the token at both (each caches its verification), sign out through one, and
+        // time until each refuses it.
+        let second_port = free_port();
+        let mut second = second_gateway(&ports, second_port, &p.cwd);
+        let gw2 = format!("http://127.0.0.1:{second_port}");
+        let mut ready = false;
+        for _ in 0..300 {
+            if c.get(format!("{gw2}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ready, "the second gateway never became ready");
+        let mut latencies = Vec::new();
+        for round in 0..10 {
+            let token = login(&c, &gw, "admin@example.com", ADMIN_PASSWORD).await;
+            for g in [&gw, &gw2] {
+                let r = c
+                    .get(format!("{g}/api/v1/audit/logs"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "round {round}: {g}");
+            }
+            let out = if round % 2 == 0 { &gw } else { &gw2 };
+            let r = c
+                .post(format!("{out}/api/v1/auth/logout"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 204);
+            let ended = std::time::Instant::now();
+            for g in [&gw, &gw2] {
+                loop {
+                    let r = c
+                        .get(format!("{g}/api/v1/audit/logs"))
+                        .bearer_auth(&token)
+                        .send()
+                        .await
+                        .unwrap();
+                    if r.status() == 401 {
+                        latencies.push(ended.elapsed());
+                        break;
+                    }
+                    assert!(ended.elapsed() < Duration::from_secs(5), "{g} kept a signed-out token");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+        latencies.sort();
+        eprintln!(
+            "logout -> refused at both gateways: {} samples, p50 {:?}, max (p99 of this run) {:?}",
+            latencies.len(),
+            latencies[latencies.len() / 2],
+            latencies[latencies.len() - 1]
+        );
+        let _ = second.kill();
+        let _ = second.wait();
     });
     p.stop();
+}
+
+/// A second gateway, `plt serve gateway` on `port`, beside the platform on `ports`.
+fn second_gateway(ports: &[(String, u16)], port: u16, cwd: &Path) -> Child {
+    let auth = ports.iter().find(|(s, _)| s == "auth").unwrap().1;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plt"));
+    cmd.args(["serve", "gateway", "--data-dir", "data"])
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PLT_CONFIG_DIR", repo().join("config"))
+        .env("PLT_LOG__LEVEL", "warn")
+        .env("PLT_REGISTRY__KIND", "static")
+        .env("PLT_GATEWAY__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "PLT_GATEWAY__AUTH__JWKS_URL",
+            format!("http://127.0.0.1:{auth}/.well-known/jwks.json"),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (svc, p) in ports {
+        cmd.env(
+            format!("PLT_REGISTRY__STATIC__{}", svc.to_uppercase()),
+            format!("[127.0.0.1:{p}]"),
+        );
+    }
+    cmd.spawn().unwrap()
 }

@@ -24,7 +24,7 @@ use plt_contracts::{
     testsuite::fakes::{FakeAuth, FakeAuthz},
 };
 use plt_kernel::{
-    ServiceHost, config::ConfigSource, notify::MemoryNotifier, notify::Notifier, Secret,
+    Secret, ServiceHost, config::ConfigSource, notify::MemoryNotifier, notify::Notifier,
 };
 use plt_registry::{ServiceRegistry, memory::MemoryRegistry};
 use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
@@ -72,7 +72,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let phases = [
         ("b0", unguarded, format!("/v1/users/{user}"), &tokens.0),
         ("b", guarded, format!("/v1/users/{user}"), &tokens.0),
-        ("l0", unguarded, "/v1/users?page_size=1".to_owned(), &tokens.1),
+        (
+            "l0",
+            unguarded,
+            "/v1/users?page_size=1".to_owned(),
+            &tokens.1,
+        ),
         ("l", guarded, "/v1/users?page_size=1".to_owned(), &tokens.1),
     ];
     let mut rps: Vec<Vec<f64>> = vec![Vec::new(); phases.len()];
@@ -94,7 +99,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let rps: Vec<f64> = rps.into_iter().map(median).collect();
     let p99: Vec<f64> = p99.into_iter().map(median).collect();
-    println!("plt-bench guard: identity called directly, {} connections, {} rounds × {:.1} s (medians)", args.connections, args.rounds, args.seconds);
+    println!(
+        "plt-bench guard: identity called directly, {} connections, {} rounds × {:.1} s (medians)",
+        args.connections, args.rounds, args.seconds
+    );
     println!();
     println!("| target | req/s | p99 ms | guarded / unguarded |");
     println!("|---|---|---|---|");
@@ -135,7 +143,10 @@ async fn start(
     let source = ConfigSource {
         dir: crate::gateway::config_dir(),
         vars: vec![
-            ("PLT_DATABASE__DATA_DIR".into(), data.to_string_lossy().into_owned()),
+            (
+                "PLT_DATABASE__DATA_DIR".into(),
+                data.to_string_lossy().into_owned(),
+            ),
             ("PLT_LOG__LEVEL".into(), "error".into()),
         ],
         sections: Vec::new(),

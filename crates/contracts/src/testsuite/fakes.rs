@@ -292,10 +292,7 @@ pub struct FakeAuth {
 impl FakeAuth {
     /// `(user, reason)` of every EndUserSessions call, in order.
     pub fn sessions_ended(&self) -> Vec<(uuid::Uuid, String)> {
-        self.ended
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// `(service, audience)` of every token issued, in order.
