@@ -131,3 +131,121 @@ async fn concurrent_refreshes_of_one_token_mint_one_successor() {
     );
     svc.stop().await;
 }
+
+/// Identity ends a user's sessions (a reset, a disable, a delete): every session of the user
+/// stops refreshing, its access tokens are refused by auth's own checks and published on the
+/// revocation feed; another user's session is untouched. Only identity may ask.
+async fn ending_a_users_sessions(backend: Backend) {
+    let Some(svc) = start(backend, &[]).await else {
+        common::skipped("ending sessions on postgres");
+        return;
+    };
+    let ctx = svc.service_ctx().await;
+    let user = svc.identity.add_user("ended@example.com", PW).id;
+    svc.identity.add_user("kept@example.com", PW);
+    let mut pairs = Vec::new();
+    for _ in 0..2 {
+        pairs.push(
+            svc.core
+                .login(&ctx, "ended@example.com", Secret::new(PW.into()))
+                .await
+                .unwrap(),
+        );
+    }
+    let kept = svc
+        .core
+        .login(&ctx, "kept@example.com", Secret::new(PW.into()))
+        .await
+        .unwrap();
+    let feed = format!("{}/v1/auth/revocations", svc.url());
+    let before: plt_authn::revocation::RevocationFeed =
+        reqwest::get(&feed).await.unwrap().json().await.unwrap();
+    assert!(before.full && before.revoked.is_empty());
+
+    // Over HTTP, as identity would call: a user's token or another service is refused.
+    let http = plt_contracts::auth::http::AuthHttpClient::new(reqwest::Client::new(), &svc.url());
+    let as_gateway = ctx.clone();
+    let e = http
+        .end_user_sessions(&as_gateway, user, "user_disabled")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, plt_contracts::ErrorCode::PermissionDenied, "{e}");
+    let as_identity = RequestContext::new().with_service_token(
+        svc.core
+            .issue_service_token(
+                &RequestContext::new(),
+                "identity",
+                Secret::new(plt_client::development_secret("identity")),
+                auth_service::SECTION,
+            )
+            .await
+            .unwrap()
+            .token,
+    );
+    let e = http
+        .end_user_sessions(&as_identity, user, "because")
+        .await
+        .unwrap_err();
+    assert_eq!(e.violations[0].field, "reason");
+    assert_eq!(
+        http.end_user_sessions(&as_identity, user, "user_disabled")
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        http.end_user_sessions(&as_identity, user, "user_disabled")
+            .await
+            .unwrap(),
+        0,
+        "idempotent"
+    );
+    for p in &pairs {
+        let e = svc
+            .core
+            .refresh_token(&RequestContext::new(), p.refresh_token.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, plt_contracts::ErrorCode::Unauthenticated);
+        // Auth's own check refuses the access token as soon as its mirror has the news
+        // (at once after a local change; polled here, bounded).
+        let mut refused = false;
+        for _ in 0..100 {
+            if svc
+                .core
+                .validate_token(&ctx, p.access_token.expose())
+                .await
+                .is_err()
+            {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(refused, "an ended session's access token still validates");
+    }
+    // The other user's session lives on.
+    svc.core
+        .validate_token(&ctx, kept.access_token.expose())
+        .await
+        .unwrap();
+    svc.core
+        .refresh_token(&RequestContext::new(), kept.refresh_token.clone())
+        .await
+        .unwrap();
+    // The feed names both ended sessions.
+    let after: plt_authn::revocation::RevocationFeed =
+        reqwest::get(&feed).await.unwrap().json().await.unwrap();
+    assert_eq!(after.revoked.len(), 2, "{after:?}");
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn ending_a_users_sessions_on_sqlite() {
+    ending_a_users_sessions(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn ending_a_users_sessions_on_postgres() {
+    ending_a_users_sessions(Backend::Postgres).await;
+}
