@@ -278,6 +278,7 @@ pub const KNOWN_SECTIONS: &[&str] = &[
     "registry",
     "clients",
     "service_identity",
+    "outbox",
 ];
 
 /// Where configuration is read from.

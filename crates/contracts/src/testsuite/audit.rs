@@ -46,6 +46,7 @@ fn metadata(v: Value) -> serde_json::Map<String, Value> {
 /// A valid entry by `actor`.
 pub fn entry(actor: &str) -> NewAuditEntry {
     NewAuditEntry {
+        id: None,
         actor: actor.to_owned(),
         action: "suite.thing.do".into(),
         resource: "thing/1".into(),
