@@ -10,12 +10,15 @@ pub mod tokens;
 pub mod validate;
 
 use crate::{config::IdentityConfig, core::IdentityCore, password::Passwords};
-use plt_contracts::{identity::IdentityServiceClient, serve::IdentityServe};
+use plt_contracts::{
+    audit::AuditServiceClient, identity::IdentityServiceClient, serve::IdentityServe,
+};
 use plt_db::{Db, Migrations};
 use plt_kernel::{
     Loaded,
     notify::{Notifier, OutboxNotifier},
 };
+use plt_outbox::{Outbox, OutboxConfig, audit::AuditDestination};
 use plt_runtime::{Context, Manifest, Parts, Service};
 use std::sync::Arc;
 
@@ -40,14 +43,16 @@ pub async fn connect_db(cfg: &Config, schema: &str) -> anyhow::Result<Db> {
 }
 
 /// The identity service, as the runtime runs it. Exports its core
-/// (`Arc<dyn IdentityServiceClient>`).
+/// (`Arc<dyn IdentityServiceClient>`) and its `Outbox`. Tests may put an
+/// `Arc<dyn AuditServiceClient>` in the overrides' extensions.
 pub struct Identity;
 
 #[async_trait::async_trait]
 impl Service for Identity {
     type Config = IdentityConfig;
-    const MANIFEST: Manifest =
-        Manifest::new(SECTION, SERVICE_NAME, env!("CARGO_PKG_VERSION")).migrations(&MIGRATIONS);
+    const MANIFEST: Manifest = Manifest::new(SECTION, SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+        .calls(&["audit"])
+        .migrations(&MIGRATIONS);
 
     async fn build(cx: &Context<IdentityConfig>) -> anyhow::Result<Parts> {
         let cfg = &cx.config;
@@ -57,13 +62,37 @@ impl Service for Identity {
         };
         let passwords = Passwords::new(cfg.service.password, &cfg.service.argon2)
             .map_err(|e| anyhow::anyhow!("identity.argon2: {e}"))?;
+        let db = cx.db()?;
+        let outbox = Outbox::new(db, SERVICE_NAME);
         let core: Arc<dyn IdentityServiceClient> = Arc::new(IdentityCore::new(
-            store::for_db(cx.db()?),
+            store::for_db(db),
             passwords,
             notifier,
             cfg.service.clone(),
             plt_authn::ServiceGuard::new(cx.verifier()?, SECTION),
+            cx.verifier()?,
+            outbox.clone(),
         ));
-        Ok(Parts::new().serve(IdentityServe(core.clone())).export(core))
+        // Audit records committed with the users' changes, delivered to audit.
+        let audit = match cx.extension::<Arc<dyn AuditServiceClient>>() {
+            Some(a) => a.clone(),
+            None => cx
+                .clients
+                .client::<dyn AuditServiceClient>()
+                .await
+                .map_err(|e| anyhow::anyhow!("audit client: {e}"))?,
+        };
+        let outbox_cfg: OutboxConfig = cfg.source.section("outbox")?;
+        let relay = outbox.relay(
+            plt_outbox::audit::TOPIC,
+            Arc::new(AuditDestination::new(audit, outbox_cfg.timeout)),
+            &outbox_cfg,
+        );
+        Ok(Parts::new()
+            .serve(IdentityServe(core.clone()))
+            .metrics_collector(relay.metrics_collector())
+            .job(relay.run(cx.stopping.clone()))
+            .export(outbox)
+            .export(core))
     }
 }
