@@ -17,6 +17,17 @@ pub const TOPIC: &str = "audit";
 
 /// The longest user agent kept (audit's limit).
 const MAX_USER_AGENT_CHARS: usize = 512;
+/// Audit's limits of actor, action and resource.
+const MAX_ACTOR_CHARS: usize = 256;
+const MAX_ACTION_CHARS: usize = 128;
+const MAX_RESOURCE_CHARS: usize = 1024;
+
+/// `s` as audit accepts it: control characters dropped, at most `max` characters. (A value
+/// taken from a request — an e-mail address tried at sign-in — must not make audit refuse
+/// the record.)
+pub fn clean(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
 
 /// An audit record to enqueue. Never put secrets, passwords, tokens or hashes into it.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,17 +35,9 @@ pub struct AuditEvent {
     entry: NewAuditEntry,
 }
 
-/// `ua` as audit accepts it: control characters dropped, at most 512 characters.
-fn user_agent(ua: &str) -> String {
-    ua.chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_USER_AGENT_CHARS)
-        .collect()
-}
-
 impl AuditEvent {
     /// `actor` (a user id, a service name, `anonymous`) did `action` (`auth.login`) to
-    /// `resource` (`user/<id>`), with `outcome`.
+    /// `resource` (`user/<id>`), with `outcome`. Values are [`clean`]ed to audit's limits.
     pub fn new(
         actor: impl Into<String>,
         action: &str,
@@ -44,9 +47,9 @@ impl AuditEvent {
         Self {
             entry: NewAuditEntry {
                 id: None,
-                actor: actor.into(),
-                action: action.to_owned(),
-                resource: resource.into(),
+                actor: clean(&actor.into(), MAX_ACTOR_CHARS),
+                action: clean(action, MAX_ACTION_CHARS),
+                resource: clean(&resource.into(), MAX_RESOURCE_CHARS),
                 outcome,
                 metadata: serde_json::Map::new(),
                 source_ip: String::new(),
@@ -65,7 +68,7 @@ impl AuditEvent {
                 .insert("request_id".into(), Value::String(id.clone()));
         }
         if let Some(ua) = &ctx.user_agent {
-            self.entry.user_agent = user_agent(ua);
+            self.entry.user_agent = clean(ua, MAX_USER_AGENT_CHARS);
         }
         if let Some(ip) = source {
             self.entry.source_ip = plt_kernel::net::canonical(ip).to_string();

@@ -1,8 +1,10 @@
 //! Auth storage: signing keys, refresh-token families, the access-token denylist. One SQL
-//! text for PostgreSQL and SQLite through a macro, as in identity.
+//! text for PostgreSQL and SQLite through a macro, as in identity. A change's audit records
+//! (`audit`) are written to the outbox in the change's own transaction.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use plt_outbox::Message;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,11 +106,12 @@ pub trait AuthStore: Send + Sync {
         new_next: &KeyRow,
         now: DateTime<Utc>,
         remove_after: DateTime<Utc>,
+        audit: &[Message],
     ) -> R<bool>;
     async fn delete_key(&self, kid: &str) -> R<()>;
 
     /// Inserts a sign-in's family and its first refresh token.
-    async fn create_family(&self, family: &Family, first: &RefreshRow) -> R<()>;
+    async fn create_family(&self, family: &Family, first: &RefreshRow, audit: &[Message]) -> R<()>;
     async fn refresh_token(&self, hash: &[u8]) -> R<Option<(RefreshRow, Family)>>;
     /// Spends `old` (if still unspent) for `new`, keeping `sealed` (the new token, encrypted)
     /// for the reuse grace window, and marks the family used. `false` when already spent.
@@ -120,9 +123,20 @@ pub trait AuthStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> R<bool>;
     /// Revokes the family; `false` when it was already revoked.
-    async fn revoke_family(&self, family: Uuid, now: DateTime<Utc>, reason: &str) -> R<bool>;
+    async fn revoke_family(
+        &self,
+        family: Uuid,
+        now: DateTime<Utc>,
+        reason: &str,
+        audit: &[Message],
+    ) -> R<bool>;
 
-    async fn deny_access_token(&self, jti: &str, expires_at: DateTime<Utc>) -> R<()>;
+    async fn deny_access_token(
+        &self,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        audit: &[Message],
+    ) -> R<()>;
     async fn is_access_token_denied(&self, jti: &str) -> R<bool>;
     /// Deletes denylist entries and families past their expiry.
     async fn purge_expired(&self, now: DateTime<Utc>) -> R<()>;
@@ -223,6 +237,7 @@ macro_rules! sql_store {
                 new_next: &KeyRow,
                 now: DateTime<Utc>,
                 remove_after: DateTime<Utc>,
+                audit: &[Message],
             ) -> R<bool> {
                 let mut tx = self.pool.begin().await?;
                 let retired = sqlx::query(
@@ -256,6 +271,7 @@ macro_rules! sql_store {
                 .bind(new_next.created_at)
                 .execute(&mut *tx)
                 .await?;
+                plt_outbox::enqueue(&mut *tx, audit).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -268,7 +284,7 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn create_family(&self, f: &Family, first: &RefreshRow) -> R<()> {
+            async fn create_family(&self, f: &Family, first: &RefreshRow, audit: &[Message]) -> R<()> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO token_families (id, user_id, created_at, expires_at, last_used_at) VALUES ($1, $2, $3, $4, $5)",
@@ -286,6 +302,7 @@ macro_rules! sql_store {
                     .bind(first.created_at)
                     .execute(&mut *tx)
                     .await?;
+                plt_outbox::enqueue(&mut *tx, audit).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -357,24 +374,33 @@ macro_rules! sql_store {
                 Ok(true)
             }
 
-            async fn revoke_family(&self, family: Uuid, now: DateTime<Utc>, reason: &str) -> R<bool> {
+            async fn revoke_family(&self, family: Uuid, now: DateTime<Utc>, reason: &str, audit: &[Message]) -> R<bool> {
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
                     "UPDATE token_families SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
                 )
                 .bind(family)
                 .bind(now)
                 .bind(reason)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
-                Ok(done.rows_affected() == 1)
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                plt_outbox::enqueue(&mut *tx, audit).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
-            async fn deny_access_token(&self, jti: &str, expires_at: DateTime<Utc>) -> R<()> {
+            async fn deny_access_token(&self, jti: &str, expires_at: DateTime<Utc>, audit: &[Message]) -> R<()> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query("INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
                     .bind(jti)
                     .bind(expires_at)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                plt_outbox::enqueue(&mut *tx, audit).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
