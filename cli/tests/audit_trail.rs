@@ -33,6 +33,9 @@ const PASSWORD: &str = "Correct-Horse-Battery-Staple-8431";
 /// services' tokens (and users'), and settings that make retries quick.
 #[derive(Clone)]
 struct Platform {
+    backend: Backend,
+    /// Audit's PostgreSQL schema, kept across its restart (dropped at the end).
+    audit_schema: Option<String>,
     registry: Arc<dyn ServiceRegistry>,
     authority: TestAuthority,
     /// Grants for audit's own access checks (reading the log).
@@ -40,12 +43,20 @@ struct Platform {
 }
 
 impl Platform {
-    fn new() -> Self {
-        Self {
+    /// `None` when the backend is PostgreSQL and `PLT_TEST_POSTGRES_URL` is not set.
+    fn new(backend: Backend) -> Option<Self> {
+        if backend == Backend::Postgres && plt_db::testing::postgres_url().is_none() {
+            plt_db::testing::skipped("audit trail on PostgreSQL");
+            return None;
+        }
+        Some(Self {
+            backend,
+            audit_schema: (backend == Backend::Postgres)
+                .then(|| plt_db::testing::unique_schema("audit")),
             registry: Arc::new(MemoryRegistry::new()),
             authority: TestAuthority::default(),
             authz: FakeAuthz::default(),
-        }
+        })
     }
 
     fn options(&self, data_dir: &Path) -> TestOptions {
@@ -68,21 +79,17 @@ impl Platform {
 
     async fn audit(&self, data_dir: &Path) -> TestService {
         let authz: Arc<dyn AuthzServiceClient> = Arc::new(self.authz.clone());
-        TestService::start_with::<audit_service::Audit>(
-            Backend::Sqlite,
-            self.options(data_dir).with(authz),
-        )
-        .await
-        .expect("audit starts")
+        let mut opts = self.options(data_dir).with(authz);
+        opts.schema = self.audit_schema.clone();
+        TestService::start_with::<audit_service::Audit>(self.backend, opts)
+            .await
+            .expect("audit starts")
     }
 
     async fn identity(&self, data_dir: &Path) -> TestService {
-        TestService::start_with::<identity_service::Identity>(
-            Backend::Sqlite,
-            self.options(data_dir),
-        )
-        .await
-        .expect("identity starts")
+        TestService::start_with::<identity_service::Identity>(self.backend, self.options(data_dir))
+            .await
+            .expect("identity starts")
     }
 
     /// Auth signs its own service tokens with its key ring; here its clients present the
@@ -94,7 +101,7 @@ impl Platform {
         let identity: Arc<dyn IdentityServiceClient> = factory.client().await.unwrap();
         let audit: Arc<dyn AuditServiceClient> = factory.client().await.unwrap();
         TestService::start_with::<auth_service::Auth>(
-            Backend::Sqlite,
+            self.backend,
             self.options(data_dir).with(identity).with(audit),
         )
         .await
@@ -168,9 +175,20 @@ async fn drained(svc: &TestService, name: &str) {
 }
 
 #[tokio::test]
-async fn records_written_while_audit_is_down_arrive_after_it_restarts() {
+async fn sqlite_records_written_while_audit_is_down_arrive_after_it_restarts() {
+    records_written_while_audit_is_down_arrive_after_it_restarts(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_records_written_while_audit_is_down_arrive_after_it_restarts() {
+    records_written_while_audit_is_down_arrive_after_it_restarts(Backend::Postgres).await;
+}
+
+async fn records_written_while_audit_is_down_arrive_after_it_restarts(backend: Backend) {
     plt_kernel::telemetry::init_for_tests();
-    let p = Platform::new();
+    let Some(p) = Platform::new(backend) else {
+        return;
+    };
     let audit_dir = tempfile::tempdir().unwrap();
     let services_dir = tempfile::tempdir().unwrap();
     let audit = p.audit(audit_dir.path()).await;
@@ -279,6 +297,9 @@ async fn records_written_while_audit_is_down_arrive_after_it_restarts() {
     auth.stop().await;
     identity.stop().await;
     audit.stop().await;
+    if let Some(schema) = &p.audit_schema {
+        plt_db::testing::drop_schema(schema).await;
+    }
 }
 
 /// A free TCP port on the loopback interface.
@@ -360,7 +381,7 @@ async fn a_killed_service_loses_no_record() {
     child.wait().unwrap();
 
     // The next start of identity, now with audit reachable, delivers the record.
-    let p = Platform::new();
+    let p = Platform::new(Backend::Sqlite).unwrap();
     let audit_dir = tempfile::tempdir().unwrap();
     let audit = p.audit(audit_dir.path()).await;
     let identity = p.identity(dir.path()).await;
