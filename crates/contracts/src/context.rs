@@ -29,6 +29,9 @@ pub struct RequestContext {
     /// (`x-plt-client-ip`, server side only). Believed only together with that caller's
     /// verified service token.
     pub client_ip: Option<std::net::IpAddr>,
+    /// The end user's `User-Agent` (server side only: read from the request, never forwarded;
+    /// the gateway passes the client's on). For audit records.
+    pub user_agent: Option<String>,
     /// The calling service's service token ([`crate::service_identity`]). On the server side
     /// it is what the caller presented, to be verified by the callee; outgoing, the client
     /// factory replaces it with this service's own token for the callee (a received token is
@@ -73,6 +76,7 @@ impl RequestContext {
             peer: None,
             forwarded_for: plt_kernel::net::forwarded_for(headers),
             client_ip: text(plt_kernel::net::CLIENT_IP_HEADER).and_then(|v| v.parse().ok()),
+            user_agent: text(http::header::USER_AGENT.as_str()),
             service_token: text(SERVICE_TOKEN_HEADER).map(Secret::new),
             deadline: text("grpc-timeout")
                 .and_then(|t| parse_grpc_timeout(&t))
@@ -207,6 +211,21 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_user_agent_is_read_and_never_forwarded() {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::USER_AGENT, "curl/8.5".parse().unwrap());
+        let ctx = RequestContext::from_headers(&h);
+        assert_eq!(ctx.user_agent.as_deref(), Some("curl/8.5"));
+        let mut out = HeaderMap::new();
+        ctx.write_headers(&mut out);
+        assert!(out.get(http::header::USER_AGENT).is_none());
+        assert_eq!(
+            RequestContext::from_headers(&HeaderMap::new()).user_agent,
+            None
+        );
+    }
 
     #[test]
     fn deadlines_travel_and_never_grow() {

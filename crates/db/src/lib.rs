@@ -73,6 +73,20 @@ macro_rules! embed_migrations {
     }};
 }
 
+/// Where the platform's own tables in every service database (the transactional `outbox` of
+/// plt-outbox) record their migrations: a history table of their own, so their versions
+/// never mix with a service's (`_sqlx_migrations`). [`Db::migrate`] applies them first.
+pub const PLATFORM_MIGRATIONS_TABLE: &str = "_plt_migrations";
+
+static PLATFORM_POSTGRES: Migrator = sqlx::migrate!("migrations/platform/postgres");
+static PLATFORM_SQLITE: Migrator = sqlx::migrate!("migrations/platform/sqlite");
+
+fn platform(embedded: &Migrator) -> Migrator {
+    let mut m = Migrator::with_migrations(embedded.iter().cloned().collect());
+    m.dangerous_set_table_name(PLATFORM_MIGRATIONS_TABLE);
+    m
+}
+
 fn gate_config(cfg: &DatabaseConfig) -> GateConfig {
     GateConfig {
         probe_interval: cfg.probe_interval,
@@ -178,11 +192,24 @@ impl Db {
         Ok(db)
     }
 
-    /// Applies the pending migrations of this backend.
+    /// Applies the pending migrations of this backend: the platform's tables first (see
+    /// [`PLATFORM_MIGRATIONS_TABLE`]), then the service's.
     pub async fn migrate(&self, migrations: Migrations) -> Result<(), DbError> {
         match self {
-            Db::Postgres(p) => migrations.postgres.run(&**p).await,
-            Db::Sqlite(p) => migrations.sqlite.run(&**p).await,
+            Db::Postgres(p) => {
+                platform(&PLATFORM_POSTGRES)
+                    .run(&**p)
+                    .await
+                    .map_err(DbError::Migrate)?;
+                migrations.postgres.run(&**p).await
+            }
+            Db::Sqlite(p) => {
+                platform(&PLATFORM_SQLITE)
+                    .run(&**p)
+                    .await
+                    .map_err(DbError::Migrate)?;
+                migrations.sqlite.run(&**p).await
+            }
         }
         .map_err(DbError::Migrate)
     }

@@ -398,6 +398,7 @@ pub const KNOWN_SECTIONS: &[&str] = &[
     "registry",
     "clients",
     "service_identity",
+    "outbox",
 ];
 
 /// The repository's `config/default.yaml`, built in: the defaults when the config directory

@@ -317,6 +317,10 @@ pub fn load_config<S: Service>(source: ConfigSource) -> anyhow::Result<Loaded<S:
     // The shared sections the runtime reads, checked now rather than half-way through start.
     S::check(&cfg)?;
     plt_client::check_shared_config(&cfg.source, m.name, &cfg.kernel.env)?;
+    if m.migrations.is_some() {
+        // A service that keeps data has an outbox (plt-outbox): its relay reads this section.
+        cfg.source.section::<plt_outbox::OutboxConfig>("outbox")?;
+    }
     if let Some(auth) = cfg.service.auth() {
         auth.check(&format!("{}.auth", m.name))?;
     }

@@ -41,6 +41,7 @@ fn env_num(name: &str, default: usize) -> usize {
 
 fn entry(i: usize) -> NewAuditEntry {
     NewAuditEntry {
+        id: None,
         actor: format!("user:{}", i % 1000),
         action: "bench.resource.update".into(),
         resource: format!("resource/{i}"),

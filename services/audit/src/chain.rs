@@ -6,8 +6,10 @@
 //! ```
 //!
 //! `hash(n-1)` enters as its 64 lower-case hex characters. `canonical(entry)` is a JSON
-//! object without whitespace whose keys are in byte order — `action`, `actor`, `metadata`,
-//! `outcome`, `resource`, `sequence`, `source_ip`, `time`, `trace_id`, `user_agent` — with
+//! object without whitespace whose keys are in byte order — `action`, `actor`, `id` (only
+//! when the entry has a record id: entries without one keep the form they always had),
+//! `metadata`, `outcome`, `resource`, `sequence`, `source_ip`, `time`, `trace_id`,
+//! `user_agent` — with
 //! strings escaped as `serde_json` escapes them, `sequence` as a decimal integer, `time` as
 //! RFC 3339 in UTC with exactly six fraction digits and `Z` (`2026-11-24T19:27:00.123456Z`),
 //! and `metadata` as its canonical JSON: object keys sorted by their UTF-8 bytes at every
@@ -102,6 +104,9 @@ pub fn canonical_entry(e: &StoredEntry) -> String {
     out.push('{');
     field(&mut out, "action", &e.action);
     field(&mut out, "actor", &e.actor);
+    if let Some(id) = e.record_id {
+        field(&mut out, "id", &id.to_string());
+    }
     out.push_str("\"metadata\":");
     out.push_str(&e.metadata);
     out.push(',');
@@ -230,6 +235,7 @@ mod tests {
             source_ip: "192.0.2.1".into(),
             user_agent: "curl/8".into(),
             trace_id: "t1".into(),
+            record_id: None,
             prev_hash: GENESIS_HASH.into(),
             hash: String::new(),
         }
@@ -273,6 +279,22 @@ mod tests {
         assert_eq!(
             canonical_entry(&e),
             r#"{"action":"authz.role.grant","actor":"user:ada","metadata":{"a":[true,null],"b":1},"outcome":"success","resource":"role/admin","sequence":1,"source_ip":"192.0.2.1","time":"2026-11-24T19:27:00.123456Z","trace_id":"t1","user_agent":"curl/8"}"#
+        );
+    }
+
+    #[test]
+    fn a_record_id_is_hashed_in_its_place_only_when_set() {
+        let mut e = sample();
+        let without = canonical_entry(&e);
+        e.record_id = Some(uuid::Uuid::from_u128(
+            0x0193_0000_0000_7000_8000_0000_0000_0001,
+        ));
+        assert_eq!(
+            canonical_entry(&e),
+            without.replace(
+                r#""actor":"user:ada","#,
+                r#""actor":"user:ada","id":"01930000-0000-7000-8000-000000000001","#
+            )
         );
     }
 

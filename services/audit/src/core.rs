@@ -90,6 +90,7 @@ fn to_entry(e: StoredEntry) -> Result<AuditEntry> {
         time: e.time,
         hash: e.hash,
         entry: NewAuditEntry {
+            id: e.record_id,
             actor: e.actor,
             action: e.action,
             resource: e.resource,

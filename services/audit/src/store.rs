@@ -24,6 +24,8 @@ pub struct StoredEntry {
     pub source_ip: String,
     pub user_agent: String,
     pub trace_id: String,
+    /// The caller's record id, when it gave one (unique in the log).
+    pub record_id: Option<uuid::Uuid>,
     /// The hash of the entry with the previous sequence.
     pub prev_hash: String,
     pub hash: String,
@@ -54,8 +56,9 @@ pub struct Filter {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A sequence is taken: another writer appended since the head was read.
-    #[error("sequence already taken")]
+    /// A sequence (or a record id) is taken: another writer appended since the head was
+    /// read.
+    #[error("sequence or record id already taken")]
     Conflict,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
@@ -77,6 +80,11 @@ pub trait AuditStore: Send + Sync {
     async fn append(&self, entries: &[StoredEntry]) -> Result<(), StoreError>;
     /// Entries matching `filter`, newest first (by time, then sequence), at most `limit`.
     async fn query(&self, filter: &Filter, limit: u32) -> Result<Vec<StoredEntry>, StoreError>;
+    /// The sequences of the entries holding any of these record ids.
+    async fn find_records(
+        &self,
+        ids: &[uuid::Uuid],
+    ) -> Result<std::collections::HashMap<uuid::Uuid, u64>, StoreError>;
     /// Entries with a sequence above `after`, in sequence order, at most `limit`.
     async fn chain(&self, after: u64, limit: u32) -> Result<Vec<StoredEntry>, StoreError>;
 }
@@ -93,6 +101,7 @@ struct EntryRow {
     source_ip: String,
     user_agent: String,
     trace_id: String,
+    record_id: Option<uuid::Uuid>,
     prev_hash: String,
     hash: String,
 }
@@ -122,6 +131,7 @@ impl TryFrom<EntryRow> for StoredEntry {
             source_ip: r.source_ip,
             user_agent: r.user_agent,
             trace_id: r.trace_id,
+            record_id: r.record_id,
             prev_hash: r.prev_hash,
             hash: r.hash,
         })
@@ -129,7 +139,7 @@ impl TryFrom<EntryRow> for StoredEntry {
 }
 
 const COLUMNS: &str = "sequence, recorded_at, actor, action, resource, outcome, metadata, \
-                       source_ip, user_agent, trace_id, prev_hash, hash";
+                       source_ip, user_agent, trace_id, record_id, prev_hash, hash";
 
 macro_rules! sql_store {
     ($name:ident, $db:ty, $pool:ty, $doc:literal) => {
@@ -182,6 +192,7 @@ macro_rules! sql_store {
                         .push_bind(e.source_ip.clone())
                         .push_bind(e.user_agent.clone())
                         .push_bind(e.trace_id.clone())
+                        .push_bind(e.record_id)
                         .push_bind(e.prev_hash.clone())
                         .push_bind(e.hash.clone());
                 });
@@ -230,6 +241,35 @@ macro_rules! sql_store {
                     .await
                     .map_err(map_err)?;
                 rows.into_iter().map(StoredEntry::try_from).collect()
+            }
+
+            async fn find_records(
+                &self,
+                ids: &[uuid::Uuid],
+            ) -> Result<std::collections::HashMap<uuid::Uuid, u64>, StoreError> {
+                let mut found = std::collections::HashMap::new();
+                if ids.is_empty() {
+                    return Ok(found);
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT record_id, sequence FROM audit_log WHERE record_id IN (",
+                );
+                let mut list = q.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                let rows: Vec<(uuid::Uuid, i64)> = q
+                    .build_query_as()
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                for (id, sequence) in rows {
+                    let sequence = u64::try_from(sequence)
+                        .map_err(|_| decode_err(format!("negative sequence {sequence}")))?;
+                    found.insert(id, sequence);
+                }
+                Ok(found)
             }
 
             async fn chain(&self, after: u64, limit: u32) -> Result<Vec<StoredEntry>, StoreError> {

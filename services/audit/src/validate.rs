@@ -86,6 +86,7 @@ pub fn entry(e: NewAuditEntry, max_metadata_bytes: usize) -> Result<Draft> {
     check("trace_id", text(&e.trace_id, false, MAX_TRACE_ID_CHARS));
     refuse(violations)?;
     Ok(Draft {
+        id: e.id,
         actor: e.actor,
         action: e.action,
         resource: e.resource,
@@ -116,6 +117,7 @@ mod tests {
 
     fn good() -> NewAuditEntry {
         NewAuditEntry {
+            id: None,
             actor: "user:1".into(),
             action: "a.b".into(),
             resource: "r".into(),

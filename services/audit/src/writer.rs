@@ -10,6 +10,11 @@
 //! reloaded from the database before the next batch (the database is the truth). If
 //! another process appended first (a sequence is taken), the head is reloaded and the batch
 //! resealed and retried.
+//!
+//! Record ids: before sealing, the writer looks up the batch's ids; an entry whose id the
+//! log holds is answered with the sequence it has, and a repeat within the batch with the
+//! sequence of its first occurrence — neither is appended. The unique index on the id
+//! decides races with another writer (a conflict: looked up again, resealed).
 
 use crate::{
     chain::{self, GENESIS_HASH},
@@ -23,6 +28,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// A validated entry waiting for its sequence, time and hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Draft {
+    /// The caller's record id: an id the log holds is not appended again.
+    pub id: Option<uuid::Uuid>,
     pub actor: String,
     pub action: String,
     pub resource: String,
@@ -37,6 +44,17 @@ pub struct Draft {
 struct Pending {
     draft: Draft,
     reply: oneshot::Sender<Result<u64>>,
+}
+
+/// What the writer does with one entry of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Appended.
+    Write,
+    /// Its record id is in the log already, at this sequence.
+    Held(u64),
+    /// Its record id repeats the entry at this index of the batch.
+    Repeats(usize),
 }
 
 /// How many times a batch is resealed after another writer took its sequences.
@@ -164,15 +182,14 @@ impl WriterTask {
 
     /// Seals the drafts after the current head: consecutive sequences, one time (never
     /// before the head's), each hash chained to the one before.
-    fn seal(&self, batch: &[Pending]) -> Vec<StoredEntry> {
+    fn seal(&self, drafts: &[&Draft]) -> Vec<StoredEntry> {
         let now = Utc::now().trunc_subsecs(6);
         let (mut sequence, mut prev, time) = match &self.head {
             Some(h) => (h.sequence, h.hash.clone(), now.max(h.time)),
             None => (0, GENESIS_HASH.to_owned(), now),
         };
-        let mut out = Vec::with_capacity(batch.len());
-        for p in batch {
-            let d = &p.draft;
+        let mut out = Vec::with_capacity(drafts.len());
+        for d in drafts {
             sequence += 1;
             let mut e = StoredEntry {
                 sequence,
@@ -185,6 +202,7 @@ impl WriterTask {
                 source_ip: d.source_ip.clone(),
                 user_agent: d.user_agent.clone(),
                 trace_id: d.trace_id.clone(),
+                record_id: d.id,
                 prev_hash: prev,
                 hash: String::new(),
             };
@@ -195,24 +213,58 @@ impl WriterTask {
         out
     }
 
+    /// What to do with each entry of `batch`: its id is already in the log (that
+    /// sequence), it repeats an earlier entry of the batch (that index), or it is written.
+    async fn plan(&self, batch: &[Pending]) -> std::result::Result<Vec<Slot>, StoreError> {
+        let ids: Vec<uuid::Uuid> = batch.iter().filter_map(|p| p.draft.id).collect();
+        let held = if ids.is_empty() {
+            Default::default()
+        } else {
+            self.store.find_records(&ids).await?
+        };
+        let mut first: std::collections::HashMap<uuid::Uuid, usize> = Default::default();
+        Ok(batch
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match p.draft.id {
+                Some(id) if held.contains_key(&id) => Slot::Held(held[&id]),
+                Some(id) => match first.get(&id) {
+                    Some(j) => Slot::Repeats(*j),
+                    None => {
+                        first.insert(id, i);
+                        Slot::Write
+                    }
+                },
+                None => Slot::Write,
+            })
+            .collect())
+    }
+
     async fn append(
         &mut self,
         batch: &[Pending],
-    ) -> std::result::Result<Vec<StoredEntry>, StoreError> {
+    ) -> std::result::Result<(Vec<Slot>, Vec<StoredEntry>), StoreError> {
         let mut conflicts = 0;
         loop {
             if self.stale {
                 self.head = self.store.head().await?;
                 self.stale = false;
             }
-            let sealed = self.seal(batch);
+            let plan = self.plan(batch).await?;
+            let drafts: Vec<&Draft> = batch
+                .iter()
+                .zip(&plan)
+                .filter(|(_, s)| matches!(s, Slot::Write))
+                .map(|(p, _)| &p.draft)
+                .collect();
+            let sealed = self.seal(&drafts);
             match self.store.append(&sealed).await {
-                Ok(()) => return Ok(sealed),
+                Ok(()) => return Ok((plan, sealed)),
                 Err(StoreError::Conflict) if conflicts < CONFLICT_RETRIES => {
                     conflicts += 1;
                     self.stale = true;
                     tracing::warn!(
-                        "audit chain head moved (another writer on this database?); resealing"
+                        "audit chain head or a record id moved (another writer on this database?); resealing"
                     );
                 }
                 Err(e) => {
@@ -227,7 +279,7 @@ impl WriterTask {
     async fn commit(&mut self, batch: &mut Vec<Pending>) {
         let started = Instant::now();
         match self.append(batch).await {
-            Ok(sealed) => {
+            Ok((plan, sealed)) => {
                 if let Some(last) = sealed.last() {
                     self.head = Some(ChainHead {
                         sequence: last.sequence,
@@ -242,8 +294,23 @@ impl WriterTask {
                     .increment(1);
                 metrics::counter!("audit_entries_appended_total", "service" => self.service)
                     .increment(sealed.len() as u64);
-                for (p, e) in batch.drain(..).zip(&sealed) {
-                    let _ = p.reply.send(Ok(e.sequence));
+                let mut written = sealed.iter();
+                let mut answers: Vec<u64> = Vec::with_capacity(batch.len());
+                for slot in &plan {
+                    let sequence = match slot {
+                        Slot::Held(s) => *s,
+                        Slot::Repeats(j) => answers[*j],
+                        Slot::Write => written.next().map(|e| e.sequence).unwrap_or_default(),
+                    };
+                    answers.push(sequence);
+                }
+                let repeats = plan.iter().filter(|s| !matches!(s, Slot::Write)).count();
+                if repeats > 0 {
+                    metrics::counter!("audit_records_repeated_total", "service" => self.service)
+                        .increment(repeats as u64);
+                }
+                for (p, sequence) in batch.drain(..).zip(answers) {
+                    let _ = p.reply.send(Ok(sequence));
                 }
             }
             Err(e) => {

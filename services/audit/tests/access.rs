@@ -78,6 +78,7 @@ async fn reading_and_verifying_need_their_permissions() {
         Arc::new(AuditGrpcClient::connect_lazy(&url).unwrap()),
     ];
     let grant = || NewAuditEntry {
+        id: None,
         actor: "authz-service".into(),
         action: "authz.role.grant".into(),
         resource: "role/admin".into(),

@@ -37,6 +37,7 @@ fn seal(prev: (u64, &str), rows: &[(DateTime<Utc>, &str, Outcome)]) -> Vec<Store
     for (i, (time, actor, outcome)) in rows.iter().enumerate() {
         sequence += 1;
         let mut e = StoredEntry {
+            record_id: None,
             sequence,
             time: *time,
             actor: (*actor).to_owned(),

@@ -71,6 +71,13 @@ impl AuditStore for Observed {
     async fn chain(&self, after: u64, limit: u32) -> Result<Vec<StoredEntry>, StoreError> {
         self.inner.chain(after, limit).await
     }
+
+    async fn find_records(
+        &self,
+        ids: &[uuid::Uuid],
+    ) -> Result<std::collections::HashMap<uuid::Uuid, u64>, StoreError> {
+        self.inner.find_records(ids).await
+    }
 }
 
 async fn sqlite_store() -> (Arc<dyn AuditStore>, tempfile::TempDir) {
@@ -83,6 +90,7 @@ async fn sqlite_store() -> (Arc<dyn AuditStore>, tempfile::TempDir) {
 
 fn draft(i: usize) -> Draft {
     Draft {
+        id: None,
         actor: format!("writer-test-{i}"),
         action: "test.append".into(),
         resource: String::new(),
@@ -254,4 +262,57 @@ async fn shutdown_commits_what_is_queued_then_refuses() {
     assert_intact(inner.as_ref(), 10).await;
     let err = handle.append(draft(99)).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unavailable);
+}
+
+/// At-least-once senders: an entry whose record id the log holds is answered with the
+/// sequence it has, whether the repeat arrives in the same batch, in a later one, or after
+/// the writer restarted; the chain gets one entry per id and stays intact.
+#[tokio::test]
+async fn repeated_record_ids_are_written_once() {
+    let (inner, _dir) = sqlite_store().await;
+    let store = Observed::new(inner, None);
+    let (writer, handle) = start(store.clone(), 64).await;
+    let ids: Vec<uuid::Uuid> = (0..10).map(|_| uuid::Uuid::now_v7()).collect();
+    let with_id = |i: usize| Draft {
+        id: Some(ids[i % ids.len()]),
+        ..draft(i)
+    };
+    // Each id three times, concurrently (mostly one batch), plus entries without an id.
+    let mut calls = Vec::new();
+    for i in 0..30 {
+        let h = handle.clone();
+        let d = with_id(i);
+        calls.push(tokio::spawn(
+            async move { (d.id, h.append(d).await.unwrap()) },
+        ));
+    }
+    for i in 0..5 {
+        let h = handle.clone();
+        calls.push(tokio::spawn(async move {
+            (None, h.append(draft(100 + i)).await.unwrap())
+        }));
+    }
+    let mut by_id: std::collections::HashMap<uuid::Uuid, std::collections::HashSet<u64>> =
+        Default::default();
+    for c in calls {
+        let (id, seq) = c.await.unwrap();
+        if let Some(id) = id {
+            by_id.entry(id).or_default().insert(seq);
+        }
+    }
+    assert_eq!(by_id.len(), 10);
+    assert!(
+        by_id.values().all(|s| s.len() == 1),
+        "every repeat answered with one sequence: {by_id:?}"
+    );
+    assert_intact(store.as_ref(), 15).await;
+    // A later batch, and a new writer (restart): still the same sequences, nothing written.
+    let again = handle.append(with_id(3)).await.unwrap();
+    assert_eq!(Some(&again), by_id[&ids[3]].iter().next());
+    writer.shutdown().await;
+    let (writer, handle) = start(store.clone(), 64).await;
+    let again = handle.append(with_id(7)).await.unwrap();
+    assert_eq!(Some(&again), by_id[&ids[7]].iter().next());
+    assert_intact(store.as_ref(), 15).await;
+    writer.shutdown().await;
 }

@@ -13,11 +13,13 @@ use chrono::{DateTime, Utc};
 use plt_authn::{AccessClaims, ServiceGuard};
 use plt_contracts::{
     Error, ErrorCode, RequestContext, Result,
+    audit::Outcome,
     auth::{AuthServiceClient, Jwks, TokenClaims, TokenResponse},
     identity::IdentityServiceClient,
     service_identity::{ServiceCredentials, ServiceToken, valid_service_name},
 };
 use plt_kernel::{Secret, net::TrustedProxies};
+use plt_outbox::{Message, Outbox, audit::AuditEvent};
 use sha2::{Digest, Sha256};
 use std::{
     collections::HashMap,
@@ -49,6 +51,13 @@ pub struct AuthCore {
     /// SHA-256 of each service account's secret (compared in constant time).
     service_accounts: HashMap<String, [u8; 32]>,
     revocations_changed: Arc<tokio::sync::Notify>,
+    /// Where audit records go, in the transaction of the change they describe.
+    outbox: Outbox,
+}
+
+/// The resource of a sign-in attempt for an account that may not exist.
+fn account_resource(email: &str) -> String {
+    format!("account/{email}")
 }
 
 fn chrono(d: std::time::Duration) -> chrono::Duration {
@@ -107,6 +116,7 @@ impl AuthCore {
         store: Arc<dyn AuthStore>,
         keys: Arc<KeyRing>,
         identity: Arc<dyn IdentityServiceClient>,
+        outbox: Outbox,
     ) -> anyhow::Result<Self> {
         let trusted_proxies = TrustedProxies::new(&cfg.trusted_proxies);
         let service_accounts = cfg
@@ -132,7 +142,22 @@ impl AuthCore {
             },
             service_accounts,
             revocations_changed: Arc::new(tokio::sync::Notify::new()),
+            outbox,
         })
+    }
+
+    /// Writes a record that describes no change (a failed or throttled sign-in, a service
+    /// token issued or refused) in a transaction of its own; if even that fails, it goes to
+    /// the log at error level (never silently lost).
+    async fn record_alone(&self, e: AuditEvent) {
+        if let Err(err) = self.outbox.enqueue_alone(&[e.message()]).await {
+            tracing::error!(
+                event = "auth.audit.unwritten",
+                error = %err,
+                record = %serde_json::to_string(e.entry()).unwrap_or_default(),
+                "audit record not written to the outbox"
+            );
+        }
     }
 
     /// The sign-in's source address: the one a platform caller listed in
@@ -230,14 +255,23 @@ impl AuthCore {
         &self.revocations_changed
     }
 
-    async fn revoke(&self, family: &Family, now: DateTime<Utc>, reason: &str) -> Result<()> {
+    /// Revokes the family, committing `audit` with it; `true` when it was not revoked yet
+    /// (only then is `audit` written).
+    async fn revoke(
+        &self,
+        family: &Family,
+        now: DateTime<Utc>,
+        reason: &str,
+        audit: &[Message],
+    ) -> Result<bool> {
         let first = self
             .store
-            .revoke_family(family.id, now, reason, self.revoked_until(now))
+            .revoke_family(family.id, now, reason, self.revoked_until(now), audit)
             .await
             .map_err(|e| e.into_error("revoking token family"))?;
         self.revocations_changed.notify_one();
         if first {
+            self.outbox.wake();
             tracing::warn!(
                 event = "auth.token_family.revoked",
                 family_id = %family.id,
@@ -246,13 +280,14 @@ impl AuthCore {
                 "refresh-token family revoked"
             );
         }
-        Ok(())
+        Ok(first)
     }
 
     /// A spent token presented again: within the grace window, while its successor is
     /// unspent, the same successor (the client lost our answer); otherwise reuse.
     async fn replay(
         &self,
+        ctx: &RequestContext,
         row: &RefreshRow,
         family: &Family,
         now: DateTime<Utc>,
@@ -276,7 +311,18 @@ impl AuthCore {
             tracing::info!(family_id = %family.id, "refresh retried within the grace window; same successor returned");
             return Ok(self.pair(family.user_id, family.id, successor, now));
         }
-        self.revoke(family, now, "refresh token reuse").await?;
+        let audit = [AuditEvent::new(
+            crate::SERVICE_NAME,
+            "auth.token_family.revoked",
+            format!("user/{}", family.user_id),
+            Outcome::Success,
+        )
+        .request(ctx, self.source(ctx).await)
+        .meta("reason", "refresh_token_reuse")
+        .meta("family_id", family.id.to_string())
+        .message()];
+        self.revoke(family, now, "refresh token reuse", &audit)
+            .await?;
         Err(Error::unauthenticated(INVALID_REFRESH))
     }
 }
@@ -298,6 +344,18 @@ impl AuthServiceClient for AuthCore {
                 wait_secs = wait.as_secs(),
                 "sign-in throttled"
             );
+            self.record_alone(
+                AuditEvent::new(
+                    "anonymous",
+                    "auth.login",
+                    account_resource(&account),
+                    Outcome::Denied,
+                )
+                .request(ctx, source)
+                .meta("reason", "throttled")
+                .meta("retry_after_secs", wait.as_secs()),
+            )
+            .await;
             // As long as a real check would take: the timing must not tell that it was not.
             tokio::time::sleep(self.check_time.typical()).await;
             return Err(Error::unauthenticated(SIGN_IN_FAILED));
@@ -334,6 +392,17 @@ impl AuthServiceClient for AuthCore {
             {
                 self.throttle.failure(&account, source).await;
                 tracing::info!(event = "auth.login.failed", ?source, "sign-in failed");
+                self.record_alone(
+                    AuditEvent::new(
+                        "anonymous",
+                        "auth.login",
+                        account_resource(&account),
+                        Outcome::Failure,
+                    )
+                    .request(ctx, source)
+                    .meta("reason", "invalid_credentials"),
+                )
+                .await;
                 return Err(Error::unauthenticated(SIGN_IN_FAILED));
             }
             Err(e) => {
@@ -360,17 +429,27 @@ impl AuthServiceClient for AuthCore {
             successor_hash: None,
             successor_sealed: None,
         };
+        let audit = [AuditEvent::new(
+            user.id.to_string(),
+            "auth.login",
+            format!("user/{}", user.id),
+            Outcome::Success,
+        )
+        .request(ctx, source)
+        .meta("family_id", family.id.to_string())
+        .message()];
         self.store
-            .create_family(&family, &first)
+            .create_family(&family, &first, &audit)
             .await
             .map_err(|e| e.into_error("creating sign-in"))?;
+        self.outbox.wake();
         tracing::info!(event = "auth.login.succeeded", user_id = %user.id, family_id = %family.id, "signed in");
         Ok(self.pair(user.id, family.id, refresh, now))
     }
 
     async fn refresh_token(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         refresh_token: Secret<String>,
     ) -> Result<TokenResponse> {
         let token = refresh_token.expose().trim();
@@ -393,7 +472,7 @@ impl AuthServiceClient for AuthCore {
                 return Err(Error::unauthenticated(INVALID_REFRESH));
             }
             if row.spent_at.is_some() {
-                return self.replay(&row, &family, now).await;
+                return self.replay(ctx, &row, &family, now).await;
             }
             let (next, next_hash) = new_refresh_token()?;
             let sealed = self
@@ -452,42 +531,72 @@ impl AuthServiceClient for AuthCore {
             ));
         }
         let now = now();
-        if let Some(rt) = refresh_token
-            && let Some((_, family)) = self
+        let family = match refresh_token {
+            Some(rt) => self
                 .store
                 .refresh_token(&hash(rt.expose().trim()))
                 .await
                 .map_err(|e| e.into_error("reading refresh token"))?
-        {
-            self.revoke(&family, now, "logout").await?;
-        }
+                .map(|(_, family)| family),
+            None => None,
+        };
         // An invalid or expired access token needs no revocation; logout still succeeds, and
         // says nothing about which tokens were valid.
-        if let Some(at) = access_token
-            && let Ok(claims) = self.keys.verifier().verify(at.expose()).await
-        {
+        let claims = match access_token {
+            Some(at) => self.keys.verifier().verify(at.expose()).await.ok(),
+            None => None,
+        };
+        let user = family
+            .as_ref()
+            .map(|f| f.user_id.to_string())
+            .or_else(|| claims.as_ref().map(|c| c.sub.clone()));
+        // One record, committed with the first change the logout makes (or alone).
+        let mut record = Some(
+            AuditEvent::new(
+                user.clone().unwrap_or_else(|| "anonymous".to_owned()),
+                "auth.logout",
+                user.map(|u| format!("user/{u}")).unwrap_or_default(),
+                Outcome::Success,
+            )
+            .request(ctx, self.source(ctx).await)
+            .meta("family_revoked", family.is_some())
+            .meta("access_token_revoked", claims.is_some()),
+        );
+        if let Some(family) = &family {
+            let audit = [record.as_ref().map(AuditEvent::message)];
+            let audit: Vec<Message> = audit.into_iter().flatten().collect();
+            if self.revoke(family, now, "logout", &audit).await? {
+                record = None;
+            }
+        }
+        if let Some(claims) = claims {
             let exp = DateTime::from_timestamp(claims.exp, 0).unwrap_or(now);
+            let audit: Vec<Message> = record.take().map(|r| r.message()).into_iter().collect();
             self.store
-                .deny_access_token(&claims.jti, exp)
+                .deny_access_token(&claims.jti, exp, &audit)
                 .await
                 .map_err(|e| e.into_error("revoking access token"))?;
             // The token's whole session ends with it: its refresh token and every other
             // access token it was given.
             if let Ok(sid) = Uuid::parse_str(&claims.sid) {
                 self.store
-                    .revoke_family(sid, now, "logout", self.revoked_until(now))
+                    .revoke_family(sid, now, "logout", self.revoked_until(now), &[])
                     .await
                     .map_err(|e| e.into_error("ending the session"))?;
             }
             self.revocations_changed.notify_one();
+            self.outbox.wake();
             tracing::info!(event = "auth.access_token.revoked", user_id = %claims.sub, "access token revoked");
+        }
+        if let Some(r) = record {
+            self.record_alone(r).await;
         }
         Ok(())
     }
 
     async fn issue_service_token(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         service: &str,
         secret: Secret<String>,
         audience: &str,
@@ -505,8 +614,22 @@ impl AuthServiceClient for AuthCore {
             None => (false, [0u8; 32]),
         };
         let matches: bool = presented[..].ct_eq(&expected[..]).into();
+        let record = |outcome: Outcome| {
+            AuditEvent::new(
+                service.chars().take(64).collect::<String>(),
+                "auth.service_token.issue",
+                format!("service/{audience}"),
+                outcome,
+            )
+        };
         if !(known && matches) {
             tracing::warn!(event = "auth.service_token.refused", service = %service.chars().take(64).collect::<String>(), "service token refused: unknown service or wrong secret");
+            self.record_alone(
+                record(Outcome::Denied)
+                    .request(ctx, self.source(ctx).await)
+                    .meta("reason", "invalid_credentials"),
+            )
+            .await;
             return Err(Error::unauthenticated("invalid service credentials"));
         }
         let ttl = self.cfg.service_token_ttl;
@@ -517,6 +640,12 @@ impl AuthServiceClient for AuthCore {
             audience,
             ttl,
         );
+        self.record_alone(
+            record(Outcome::Success)
+                .request(ctx, self.source(ctx).await)
+                .meta("ttl_secs", ttl.as_secs()),
+        )
+        .await;
         Ok(ServiceToken {
             token: Secret::new(token),
             expires_in: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),

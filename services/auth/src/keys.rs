@@ -176,7 +176,7 @@ impl KeyRing {
         if let Some(active) = rows.iter().find(|r| r.state == KeyState::Active) {
             let since = active.activated_at.unwrap_or(active.created_at);
             if since + chrono(self.rotation_interval) <= now {
-                self.rotate_at(now).await?;
+                self.rotate_at(now, "scheduled").await?;
             }
         }
         for r in rows.iter().filter(|r| r.state == KeyState::Retiring) {
@@ -194,12 +194,14 @@ impl KeyRing {
     /// Rotates now (on demand): next becomes active, active starts retiring.
     pub async fn rotate(&self) -> Result<String, Error> {
         self.reload().await?;
-        self.rotate_at(now()).await?;
+        self.rotate_at(now(), "on_demand").await?;
         self.reload().await?;
         Ok(self.signer().kid().to_owned())
     }
 
-    async fn rotate_at(&self, now: DateTime<Utc>) -> Result<(), Error> {
+    /// Rotates at `now`; `trigger` (`scheduled`, `on_demand`) goes into the audit record,
+    /// which commits with the rotation.
+    async fn rotate_at(&self, now: DateTime<Utc>, trigger: &str) -> Result<(), Error> {
         let rows = self.rows();
         let (Some(active), Some(next)) = (
             rows.iter().find(|r| r.state == KeyState::Active),
@@ -209,9 +211,19 @@ impl KeyRing {
         };
         let new_next = self.new_key(KeyState::Next, now)?;
         let remove_after = now + chrono(self.access_ttl) + chrono(REMOVAL_MARGIN);
+        let audit = [plt_outbox::audit::AuditEvent::new(
+            crate::SERVICE_NAME,
+            "auth.keys.rotated",
+            format!("key/{}", next.kid),
+            plt_contracts::audit::Outcome::Success,
+        )
+        .meta("retiring", active.kid.as_str())
+        .meta("next", new_next.kid.as_str())
+        .meta("trigger", trigger)
+        .message()];
         let done = self
             .store
-            .rotate_keys(&active.kid, &next.kid, &new_next, now, remove_after)
+            .rotate_keys(&active.kid, &next.kid, &new_next, now, remove_after, &audit)
             .await
             .map_err(|e| e.into_error("rotating keys"))?;
         if done {

@@ -12,9 +12,13 @@ pub mod throttle;
 use crate::{config::AuthConfig, core::AuthCore, keys::KeyRing, seal::Sealer};
 use plt_authn::VerifierConfig;
 use plt_client::{ClientFactory, ClientsConfig};
-use plt_contracts::{auth::AuthServiceClient, identity::IdentityServiceClient, serve::AuthServe};
+use plt_contracts::{
+    audit::AuditServiceClient, auth::AuthServiceClient, identity::IdentityServiceClient,
+    serve::AuthServe,
+};
 use plt_db::{Db, Migrations};
 use plt_kernel::Loaded;
+use plt_outbox::{Outbox, OutboxConfig, audit::AuditDestination};
 use plt_runtime::{Context, Manifest, Parts, Service};
 use std::sync::Arc;
 
@@ -139,15 +143,16 @@ async fn maintain_keys(
     }
 }
 
-/// The auth service, as the runtime runs it. Exports its core (`Arc<AuthCore>`). Tests
-/// may put an `Arc<dyn IdentityServiceClient>` in the overrides' extensions.
+/// The auth service, as the runtime runs it. Exports its core (`Arc<AuthCore>`) and its
+/// `Outbox`. Tests may put an `Arc<dyn IdentityServiceClient>` and an
+/// `Arc<dyn AuditServiceClient>` in the overrides' extensions.
 pub struct Auth;
 
 #[async_trait::async_trait]
 impl Service for Auth {
     type Config = AuthConfig;
     const MANIFEST: Manifest = Manifest::new(SECTION, SERVICE_NAME, env!("CARGO_PKG_VERSION"))
-        .calls(&["identity"])
+        .calls(&["identity", "audit"])
         .migrations(&MIGRATIONS);
 
     fn check(cfg: &Config) -> Result<(), plt_kernel::ConfigError> {
@@ -160,25 +165,40 @@ impl Service for Auth {
         let keys = key_ring(cfg, db).await?;
         // Auth signs its own service tokens: its clients present those, not ones it would
         // have to ask itself for.
+        let clients: ClientsConfig = cfg.source.section("clients")?;
+        let factory = ClientFactory::new(cx.registry.clone())
+            .with_credentials(Arc::new(core::LocalCredentials::new(
+                keys.clone(),
+                &cfg.service,
+            )))
+            .with_clients(clients.clone());
         let identity = match cx.extension::<Arc<dyn IdentityServiceClient>>() {
             Some(i) => i.clone(),
-            None => {
-                let clients: ClientsConfig = cfg.source.section("clients")?;
-                ClientFactory::new(cx.registry.clone())
-                    .with_credentials(Arc::new(core::LocalCredentials::new(
-                        keys.clone(),
-                        &cfg.service,
-                    )))
-                    .identity(&clients.get("identity"))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("identity client: {e}"))?
-            }
+            None => factory
+                .identity(&clients.get("identity"))
+                .await
+                .map_err(|e| anyhow::anyhow!("identity client: {e}"))?,
         };
+        let audit = match cx.extension::<Arc<dyn AuditServiceClient>>() {
+            Some(a) => a.clone(),
+            None => factory
+                .client::<dyn AuditServiceClient>()
+                .await
+                .map_err(|e| anyhow::anyhow!("audit client: {e}"))?,
+        };
+        let outbox = Outbox::new(db, SERVICE_NAME);
+        let outbox_cfg: OutboxConfig = cfg.source.section("outbox")?;
+        let relay = outbox.relay(
+            plt_outbox::audit::TOPIC,
+            Arc::new(AuditDestination::new(audit, outbox_cfg.timeout)),
+            &outbox_cfg,
+        );
         let core = Arc::new(AuthCore::new(
             cfg.service.clone(),
             store::for_db(db),
             keys.clone(),
             identity,
+            outbox.clone(),
         )?);
         let contract: Arc<dyn AuthServiceClient> = core.clone();
         let a = &cfg.service.keys;
@@ -200,6 +220,9 @@ impl Service for Auth {
             ))
             // Auth checks tokens with its own key ring (it has no `auth` block).
             .verifier(keys.verifier().clone())
+            .metrics_collector(relay.metrics_collector())
+            .job(relay.run(cx.stopping.clone()))
+            .export(outbox)
             .job(maintain_keys(
                 keys,
                 store::for_db(db),

@@ -1,8 +1,10 @@
 //! Auth storage: signing keys, refresh-token families, the access-token denylist. One SQL
-//! text for PostgreSQL and SQLite through a macro, as in identity.
+//! text for PostgreSQL and SQLite through a macro, as in identity. A change's audit records
+//! (`audit`) are written to the outbox in the change's own transaction.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use plt_outbox::Message;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,11 +106,12 @@ pub trait AuthStore: Send + Sync {
         new_next: &KeyRow,
         now: DateTime<Utc>,
         remove_after: DateTime<Utc>,
+        audit: &[Message],
     ) -> R<bool>;
     async fn delete_key(&self, kid: &str) -> R<()>;
 
     /// Inserts a sign-in's family and its first refresh token.
-    async fn create_family(&self, family: &Family, first: &RefreshRow) -> R<()>;
+    async fn create_family(&self, family: &Family, first: &RefreshRow, audit: &[Message]) -> R<()>;
     async fn refresh_token(&self, hash: &[u8]) -> R<Option<(RefreshRow, Family)>>;
     /// Spends `old` (if still unspent) for `new`, keeping `sealed` (the new token, encrypted)
     /// for the reuse grace window, and marks the family used. `false` when already spent.
@@ -127,6 +130,7 @@ pub trait AuthStore: Send + Sync {
         now: DateTime<Utc>,
         reason: &str,
         until: DateTime<Utc>,
+        audit: &[Message],
     ) -> R<bool>;
     /// Revokes every unrevoked family of `user` (publishing each session until `until`);
     /// returns their ids.
@@ -139,7 +143,12 @@ pub trait AuthStore: Send + Sync {
     ) -> R<Vec<Uuid>>;
 
     /// Publishes one access token (`jti`) as revoked until it expires.
-    async fn deny_access_token(&self, jti: &str, expires_at: DateTime<Utc>) -> R<()>;
+    async fn deny_access_token(
+        &self,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        audit: &[Message],
+    ) -> R<()>;
     async fn is_access_token_denied(&self, jti: &str) -> R<bool>;
     /// Revocations recorded at or after `since` and not yet expired at `now`.
     async fn revocations_since(
@@ -246,6 +255,7 @@ macro_rules! sql_store {
                 new_next: &KeyRow,
                 now: DateTime<Utc>,
                 remove_after: DateTime<Utc>,
+                audit: &[Message],
             ) -> R<bool> {
                 let mut tx = self.pool.begin().await?;
                 let retired = sqlx::query(
@@ -279,6 +289,7 @@ macro_rules! sql_store {
                 .bind(new_next.created_at)
                 .execute(&mut *tx)
                 .await?;
+                plt_outbox::enqueue(&mut *tx, audit).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -291,7 +302,7 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn create_family(&self, f: &Family, first: &RefreshRow) -> R<()> {
+            async fn create_family(&self, f: &Family, first: &RefreshRow, audit: &[Message]) -> R<()> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO token_families (id, user_id, created_at, expires_at, last_used_at) VALUES ($1, $2, $3, $4, $5)",
@@ -309,6 +320,7 @@ macro_rules! sql_store {
                     .bind(first.created_at)
                     .execute(&mut *tx)
                     .await?;
+                plt_outbox::enqueue(&mut *tx, audit).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -386,6 +398,7 @@ macro_rules! sql_store {
                 now: DateTime<Utc>,
                 reason: &str,
                 until: DateTime<Utc>,
+                audit: &[Message],
             ) -> R<bool> {
                 let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
@@ -405,8 +418,12 @@ macro_rules! sql_store {
                 .bind(until)
                 .execute(&mut *tx)
                 .await?;
+                let first = done.rows_affected() == 1;
+                if first {
+                    plt_outbox::enqueue(&mut *tx, audit).await?;
+                }
                 tx.commit().await?;
-                Ok(done.rows_affected() == 1)
+                Ok(first)
             }
 
             async fn revoke_user_families(
@@ -441,7 +458,13 @@ macro_rules! sql_store {
                 Ok(ids)
             }
 
-            async fn deny_access_token(&self, jti: &str, expires_at: DateTime<Utc>) -> R<()> {
+            async fn deny_access_token(
+                &self,
+                jti: &str,
+                expires_at: DateTime<Utc>,
+                audit: &[Message],
+            ) -> R<()> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO revocations (kind, id, revoked_at, expires_at) VALUES ('token', $1, $2, $3) \
                      ON CONFLICT (kind, id) DO NOTHING",
@@ -449,8 +472,10 @@ macro_rules! sql_store {
                 .bind(jti)
                 .bind(Utc::now())
                 .bind(expires_at)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                plt_outbox::enqueue(&mut *tx, audit).await?;
+                tx.commit().await?;
                 Ok(())
             }
 

@@ -22,7 +22,6 @@ pub struct AuthzConfig {
     /// User ids granted `admin` at every start (idempotent).
     pub bootstrap_admins: Vec<String>,
     pub auth: TokenConfig,
-    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,22 +33,6 @@ pub struct CacheConfig {
 
 /// How admin callers' access tokens are verified (locally, against auth's JWKS).
 pub use plt_authn::TokenConfig;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditConfig {
-    /// Per delivery attempt. (Audit is found in the registry and called through the client
-    /// factory, `clients.audit`.)
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Records waiting for delivery; when full, new records are dropped and counted.
-    pub queue_capacity: usize,
-    /// First wait after a failed delivery; doubles up to `retry_max_backoff`.
-    #[serde(with = "humantime_serde")]
-    pub retry_initial_backoff: Duration,
-    #[serde(with = "humantime_serde")]
-    pub retry_max_backoff: Duration,
-}
 
 impl AuthzConfig {
     /// `bootstrap_admins` as ids (validated at load).
@@ -105,25 +88,6 @@ impl Validate for AuthzConfig {
         }
         if self.auth.audience.trim().is_empty() {
             return Err(ConfigError::new(key("auth.audience"), "must not be empty"));
-        }
-        let a = &self.audit;
-        if a.timeout.is_zero() {
-            return Err(ConfigError::new(
-                key("audit.timeout"),
-                "must be greater than 0",
-            ));
-        }
-        if a.queue_capacity == 0 {
-            return Err(ConfigError::new(
-                key("audit.queue_capacity"),
-                "must be at least 1",
-            ));
-        }
-        if a.retry_initial_backoff.is_zero() || a.retry_max_backoff < a.retry_initial_backoff {
-            return Err(ConfigError::new(
-                key("audit.retry_max_backoff"),
-                "must be at least audit.retry_initial_backoff, which must be greater than 0",
-            ));
         }
         Ok(())
     }

@@ -2,7 +2,6 @@
 //! server and the HTTP routes are thin adapters over it.
 
 use crate::{
-    audit::AuditQueue,
     cache::{Policy, unavailable},
     store::{AuthzStore, Change, RoleRow},
 };
@@ -11,14 +10,15 @@ use chrono::{DateTime, SubsecRound, Utc};
 use plt_authn::{ServiceGuard, Verifier};
 use plt_contracts::{
     Error, ErrorCode, RequestContext, Result,
-    audit::{NewAuditEntry, Outcome},
+    audit::Outcome,
     authz::{
         ADMIN_ROLE, AuthzServiceClient, MANAGE_PERMISSION, Permission, Role, USER_ROLE,
         validate_permission_name, validate_role_name, validate_service_name,
     },
 };
+use plt_outbox::{Outbox, audit::AuditEvent};
 use serde_json::{Value, json};
-use std::{collections::HashSet, sync::Arc};
+use std::{collections::HashSet, net::IpAddr, sync::Arc};
 use uuid::Uuid;
 
 /// The actor of changes authz makes itself (bootstrap admins at start).
@@ -60,7 +60,7 @@ pub struct AuthzCore {
     policy: Arc<Policy>,
     store: Arc<dyn AuthzStore>,
     verifier: Verifier,
-    audit: AuditQueue,
+    outbox: Outbox,
     guard: ServiceGuard,
 }
 
@@ -132,51 +132,43 @@ fn role_to_contract(r: RoleRow, all: &[Permission]) -> Role {
     }
 }
 
-fn metadata(ctx: Option<&RequestContext>, v: Value) -> serde_json::Map<String, Value> {
-    let mut m = match v {
-        Value::Object(m) => m,
-        _ => serde_json::Map::new(),
-    };
-    if let Some(id) = ctx.and_then(|c| c.request_id.as_ref()) {
-        m.insert("request_id".into(), Value::String(id.clone()));
-    }
-    m
-}
-
-fn entry(
+/// An audit record of authz: `v` (an object) as metadata, and the request it happened in.
+fn event(
     actor: &str,
     action: &str,
     resource: String,
     outcome: Outcome,
-    metadata: serde_json::Map<String, Value>,
-) -> NewAuditEntry {
-    NewAuditEntry {
-        actor: actor.to_owned(),
-        action: action.to_owned(),
-        resource,
-        outcome,
-        metadata,
-        source_ip: String::new(),
-        user_agent: String::new(),
-        trace_id: String::new(),
+    request: Option<(&RequestContext, Option<IpAddr>)>,
+    v: Value,
+) -> AuditEvent {
+    let mut e = AuditEvent::new(actor, action, resource, outcome);
+    if let Value::Object(m) = v {
+        for (k, v) in m {
+            e = e.meta(&k, v);
+        }
+    }
+    match request {
+        Some((ctx, source)) => e.request(ctx, source),
+        None => e,
     }
 }
 
 impl AuthzCore {
     /// The core over `store`, deciding through `policy`, verifying admin callers' tokens
-    /// with `verifier` and sending audit records to `audit`.
+    /// with `verifier` and writing audit records to `outbox` (in the transaction of the
+    /// change they describe).
     pub fn new(
         store: Arc<dyn AuthzStore>,
         policy: Arc<Policy>,
         verifier: Verifier,
-        audit: AuditQueue,
+        outbox: Outbox,
     ) -> Self {
         Self {
             guard: ServiceGuard::new(verifier.clone(), crate::SECTION),
             policy,
             store,
             verifier,
-            audit,
+            outbox,
         }
     }
 
@@ -208,6 +200,7 @@ impl AuthzCore {
                     permissions: vec![],
                 },
                 t,
+                &[],
             )
             .await?;
         store
@@ -223,6 +216,7 @@ impl AuthzCore {
                         .collect(),
                 },
                 t,
+                &[],
             )
             .await?;
         Ok(())
@@ -232,8 +226,46 @@ impl AuthzCore {
         &self.policy
     }
 
-    pub fn audit(&self) -> &AuditQueue {
-        &self.audit
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// The end user's address: the one the gateway states (`x-plt-client-ip`) when its
+    /// service token verifies, else the TCP peer.
+    async fn source(&self, ctx: &RequestContext) -> Option<IpAddr> {
+        if let Some(stated) = ctx.client_ip
+            && self.guard.require_one_of(ctx, &["gateway"]).await.is_ok()
+        {
+            return Some(stated);
+        }
+        ctx.peer.map(|p| p.ip())
+    }
+
+    /// The request part of a record: the context and its source address.
+    async fn request<'c>(
+        &self,
+        ctx: Option<&'c RequestContext>,
+    ) -> Option<(&'c RequestContext, Option<IpAddr>)> {
+        match ctx {
+            Some(c) => Some((c, self.source(c).await)),
+            None => None,
+        }
+    }
+
+    /// Writes a record that describes no change (a denial, an unchanged grant) in a
+    /// transaction of its own. When even that fails (the database is down) the record goes
+    /// to the log at error level: never silently lost, and the decision is not held up.
+    async fn record_alone(&self, e: AuditEvent) {
+        if let Err(err) = self.outbox.enqueue_alone(&[e.message()]).await {
+            metrics::counter!("authz_audit_unwritten_total", "service" => crate::SERVICE_NAME)
+                .increment(1);
+            tracing::error!(
+                event = "authz.audit.unwritten",
+                error = %err,
+                record = %serde_json::to_string(e.entry()).unwrap_or_default(),
+                "audit record not written to the outbox"
+            );
+        }
     }
 
     /// Grants `role` without a caller check: for the bootstrap configuration and the
@@ -246,13 +278,8 @@ impl AuthzCore {
         role: &str,
         source: &str,
     ) -> Result<bool> {
-        validate_role_name("role", role)?;
-        let change = self
-            .store
-            .grant(user, role, actor, now())
+        self.change_grant(actor, None, user, role, true, source)
             .await
-            .map_err(|e| internal("granting role", e))?;
-        self.after_grant_change(actor, None, user, role, change, "authz.role.grant", source)
     }
 
     /// Revokes `role` without a caller check (command line).
@@ -263,31 +290,60 @@ impl AuthzCore {
         role: &str,
         source: &str,
     ) -> Result<bool> {
-        validate_role_name("role", role)?;
-        let change = self
-            .store
-            .revoke(user, role)
+        self.change_grant(actor, None, user, role, false, source)
             .await
-            .map_err(|e| internal("revoking role", e))?;
-        self.after_grant_change(actor, None, user, role, change, "authz.role.revoke", source)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn after_grant_change(
+    /// Grants or revokes; the record commits with the change, or (nothing changed) on its
+    /// own, except for the bootstrap grant every start repeats.
+    async fn change_grant(
         &self,
         actor: &str,
         ctx: Option<&RequestContext>,
         user: Uuid,
         role: &str,
-        change: Change,
-        action: &str,
+        grant: bool,
         source: &str,
     ) -> Result<bool> {
+        validate_role_name("role", role)?;
+        let action = if grant {
+            "authz.role.grant"
+        } else {
+            "authz.role.revoke"
+        };
+        let request = self.request(ctx).await;
+        let record = |changed: bool| {
+            event(
+                actor,
+                action,
+                format!("user/{user}"),
+                Outcome::Success,
+                request,
+                json!({"role": role, "changed": changed, "source": source}),
+            )
+        };
+        let msg = [record(true).message()];
+        let change = if grant {
+            self.store.grant(user, role, actor, now(), &msg).await
+        } else {
+            self.store.revoke(user, role, &msg).await
+        }
+        .map_err(|e| {
+            internal(
+                if grant {
+                    "granting role"
+                } else {
+                    "revoking role"
+                },
+                e,
+            )
+        })?;
         let changed = match change {
             Change::NoRole => return Err(Error::not_found(format!("role {role}"))),
             Change::Unchanged => false,
             Change::Changed(v) => {
                 self.policy.advance(v);
+                self.outbox.wake();
                 true
             }
         };
@@ -303,16 +359,9 @@ impl AuthzCore {
             changed,
             "role assignment"
         );
-        self.audit.record(entry(
-            actor,
-            action,
-            format!("user/{user}"),
-            Outcome::Success,
-            metadata(
-                ctx,
-                json!({"role": role, "changed": changed, "source": source}),
-            ),
-        ));
+        if !changed {
+            self.record_alone(record(false)).await;
+        }
         Ok(changed)
     }
 
@@ -336,13 +385,16 @@ impl AuthzCore {
             Err(_) => false,
         };
         if !allowed {
-            self.audit.record(entry(
+            let request = self.request(Some(ctx)).await;
+            self.record_alone(event(
                 &claims.sub,
                 action,
                 resource.to_owned(),
                 Outcome::Denied,
-                metadata(Some(ctx), json!({"required_permission": MANAGE_PERMISSION})),
-            ));
+                request,
+                json!({"required_permission": MANAGE_PERMISSION}),
+            ))
+            .await;
             return Err(Error::new(
                 ErrorCode::PermissionDenied,
                 format!("{MANAGE_PERMISSION} is required"),
@@ -370,22 +422,32 @@ impl AuthzCore {
         Ok(declared)
     }
 
-    fn audit_role_change(
+    /// The record of a role change by `actor`, to commit with it.
+    async fn role_event(
         &self,
         ctx: &RequestContext,
         actor: &str,
         action: &str,
         role: &str,
         v: Value,
-    ) {
-        tracing::info!(event = action, actor, role, "role changed");
-        self.audit.record(entry(
+    ) -> plt_outbox::Message {
+        let request = self.request(Some(ctx)).await;
+        event(
             actor,
             action,
             format!("role/{role}"),
             Outcome::Success,
-            metadata(Some(ctx), v),
-        ));
+            request,
+            v,
+        )
+        .message()
+    }
+
+    /// After a role change committed.
+    fn role_changed(&self, actor: &str, action: &str, role: &str, version: u64) {
+        self.policy.advance(version);
+        self.outbox.wake();
+        tracing::info!(event = action, actor, role, "role changed");
     }
 }
 
@@ -398,13 +460,16 @@ impl AuthzServiceClient for AuthzCore {
         if self.policy.has_permission(user_id, permission).await? {
             return Ok(());
         }
-        self.audit.record(entry(
+        let request = self.request(Some(ctx)).await;
+        self.record_alone(event(
             &user_id.to_string(),
             "authz.authorize",
             format!("permission/{permission}"),
             Outcome::Denied,
-            metadata(Some(ctx), json!({"permission": permission})),
-        ));
+            request,
+            json!({"permission": permission}),
+        ))
+        .await;
         Err(Error::new(
             ErrorCode::PermissionDenied,
             format!("permission denied: {permission}"),
@@ -510,20 +575,22 @@ impl AuthzServiceClient for AuthzCore {
             built_in: false,
             all_permissions: false,
         };
+        let record = self
+            .role_event(
+                ctx,
+                &actor,
+                "authz.role.create",
+                &row.name,
+                json!({"permissions": row.permissions}),
+            )
+            .await;
         let v = self
             .store
-            .create_role(&row, now())
+            .create_role(&row, now(), &[record])
             .await
             .map_err(|e| internal("creating role", e))?
             .ok_or_else(|| Error::already_exists(format!("role {} already exists", row.name)))?;
-        self.policy.advance(v);
-        self.audit_role_change(
-            ctx,
-            &actor,
-            "authz.role.create",
-            &row.name,
-            json!({"permissions": row.permissions}),
-        );
+        self.role_changed(&actor, "authz.role.create", &row.name, v);
         Ok(role_to_contract(row, &[]))
     }
 
@@ -544,20 +611,22 @@ impl AuthzServiceClient for AuthzCore {
                 format!("{name} is a built-in role and cannot be deleted"),
             ));
         }
+        let record = self
+            .role_event(
+                ctx,
+                &actor,
+                "authz.role.delete",
+                name,
+                json!({"permissions": role.permissions}),
+            )
+            .await;
         let v = self
             .store
-            .delete_role(name)
+            .delete_role(name, &[record])
             .await
             .map_err(|e| internal("deleting role", e))?
             .ok_or_else(|| Error::not_found(format!("role {name}")))?;
-        self.policy.advance(v);
-        self.audit_role_change(
-            ctx,
-            &actor,
-            "authz.role.delete",
-            name,
-            json!({"permissions": role.permissions}),
-        );
+        self.role_changed(&actor, "authz.role.delete", name, v);
         Ok(())
     }
 
@@ -586,20 +655,22 @@ impl AuthzServiceClient for AuthzCore {
         }
         self.check_all_declared(&permissions).await?;
         let permissions = normalized(&permissions);
+        let record = self
+            .role_event(
+                ctx,
+                &actor,
+                "authz.role.set_permissions",
+                name,
+                json!({"permissions": permissions, "previous": role.permissions}),
+            )
+            .await;
         let v = self
             .store
-            .set_role_permissions(name, &permissions, now())
+            .set_role_permissions(name, &permissions, now(), &[record])
             .await
             .map_err(|e| internal("setting role permissions", e))?
             .ok_or_else(|| Error::not_found(format!("role {name}")))?;
-        self.policy.advance(v);
-        self.audit_role_change(
-            ctx,
-            &actor,
-            "authz.role.set_permissions",
-            name,
-            json!({"permissions": permissions, "previous": role.permissions}),
-        );
+        self.role_changed(&actor, "authz.role.set_permissions", name, v);
         Ok(Role {
             name: role.name,
             description: role.description,
@@ -613,21 +684,9 @@ impl AuthzServiceClient for AuthzCore {
         let actor = self
             .admin(ctx, "authz.role.grant", &format!("user/{user_id}"))
             .await?;
-        let change = self
-            .store
-            .grant(user_id, role, &actor, now())
+        self.change_grant(&actor, Some(ctx), user_id, role, true, "api")
             .await
-            .map_err(|e| internal("granting role", e))?;
-        self.after_grant_change(
-            &actor,
-            Some(ctx),
-            user_id,
-            role,
-            change,
-            "authz.role.grant",
-            "api",
-        )
-        .map(drop)
+            .map(drop)
     }
 
     async fn revoke_role(&self, ctx: &RequestContext, user_id: Uuid, role: &str) -> Result<()> {
@@ -636,20 +695,8 @@ impl AuthzServiceClient for AuthzCore {
             .admin(ctx, "authz.role.revoke", &format!("user/{user_id}"))
             .await?;
         implicit_role(role)?;
-        let change = self
-            .store
-            .revoke(user_id, role)
+        self.change_grant(&actor, Some(ctx), user_id, role, false, "api")
             .await
-            .map_err(|e| internal("revoking role", e))?;
-        self.after_grant_change(
-            &actor,
-            Some(ctx),
-            user_id,
-            role,
-            change,
-            "authz.role.revoke",
-            "api",
-        )
-        .map(drop)
+            .map(drop)
     }
 }

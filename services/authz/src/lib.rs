@@ -1,17 +1,16 @@
 //! authz-service: role-based access control — declared permissions, roles, user grants —
 //! with decisions cached in process under a bounded staleness, admin calls authenticated by
 //! access token and authorised by `authz.roles.manage`, and denials and changes audited
-//! through a bounded retrying queue; over gRPC and HTTP/JSON on one port. `App::build` wires
+//! through the transactional outbox (a change and its record commit together; a relay
+//! delivers the records to audit); over gRPC and HTTP/JSON on one port. `App::build` wires
 //! everything explicitly so tests build exactly what the binary runs, on port 0.
 
-pub mod audit;
 pub mod cache;
 pub mod config;
 pub mod core;
 pub mod store;
 
 use crate::{
-    audit::{AuditQueue, AuditQueueConfig},
     cache::Policy,
     config::AuthzConfig,
     core::{AuthzCore, SYSTEM_ACTOR},
@@ -25,11 +24,9 @@ use plt_contracts::{
 };
 use plt_db::{Db, Migrations};
 use plt_kernel::Loaded;
+use plt_outbox::{Outbox, OutboxConfig, audit::AuditDestination};
 use plt_runtime::{Context, Manifest, Parts, Service};
-use std::{
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
-};
+use std::sync::{Arc, atomic::Ordering};
 
 /// The service's name in logs, metrics and the registry.
 pub const SERVICE_NAME: &str = "authz-service";
@@ -46,22 +43,13 @@ pub async fn connect_db(cfg: &Config, schema: &str) -> anyhow::Result<Db> {
     Ok(Db::open(&cfg.kernel.database, schema, MIGRATIONS).await?)
 }
 
-pub fn audit_queue_config(cfg: &AuthzConfig) -> AuditQueueConfig {
-    AuditQueueConfig {
-        capacity: cfg.audit.queue_capacity,
-        timeout: cfg.audit.timeout,
-        initial_backoff: cfg.audit.retry_initial_backoff,
-        max_backoff: cfg.audit.retry_max_backoff,
-    }
-}
-
 /// Builds the core on `db`: declares the platform permissions and built-in roles, loads the
-/// policy, starts the audit queue and grants `admin` to the bootstrap admins. No server and
-/// no version poller (the command line uses this as is).
+/// policy and grants `admin` to the bootstrap admins. Audit records go to the outbox of
+/// `db`. No server, no version poller and no outbox relay (the command line uses this as
+/// is: a running instance's relay delivers its records).
 pub async fn build_core(
     cfg: &Config,
     db: &Db,
-    audit: Arc<dyn AuditServiceClient>,
     verifier: Verifier,
 ) -> anyhow::Result<Arc<AuthzCore>> {
     let s = &cfg.service;
@@ -72,8 +60,8 @@ pub async fn build_core(
     let policy = Policy::load(store.clone(), s.staleness_bound, s.cache.max_users)
         .await
         .context("loading the policy")?;
-    let queue = AuditQueue::start(audit, audit_queue_config(s), SERVICE_NAME);
-    let core = Arc::new(AuthzCore::new(store, policy, verifier, queue));
+    let outbox = Outbox::new(db, SERVICE_NAME);
+    let core = Arc::new(AuthzCore::new(store, policy, verifier, outbox));
     for id in s.bootstrap_admin_ids() {
         let changed = core
             .grant_as(SYSTEM_ACTOR, id, ADMIN_ROLE, "bootstrap")
@@ -86,7 +74,7 @@ pub async fn build_core(
     Ok(core)
 }
 
-/// Publishes the cache and audit-queue counters at each `/metrics` render.
+/// Publishes the cache counters at each `/metrics` render.
 fn collector(core: Arc<AuthzCore>) -> plt_kernel::metrics::Collector {
     Arc::new(move || {
         let st = &core.policy().stats;
@@ -103,10 +91,6 @@ fn collector(core: Arc<AuthzCore>) -> plt_kernel::metrics::Collector {
             .absolute(st.invalidations.load(Ordering::Relaxed));
         metrics::gauge!("authz_policy_version", "service" => svc)
             .set(core.policy().known_version() as f64);
-        metrics::gauge!("authz_audit_queue_pending", "service" => svc)
-            .set(core.audit().pending() as f64);
-        metrics::counter!("authz_audit_delivered_total", "service" => svc)
-            .absolute(core.audit().delivered());
     })
 }
 
@@ -148,21 +132,22 @@ impl Service for Authz {
                 .map_err(|e| anyhow::anyhow!("audit client: {e}"))?,
         };
         // Ready once migrated, the platform declared and the policy loaded.
-        let core = build_core(cfg, cx.db()?, audit, cx.verifier()?).await?;
+        let core = build_core(cfg, cx.db()?, cx.verifier()?).await?;
         let contract: Arc<dyn AuthzServiceClient> = core.clone();
-        // Audit records still queued at shutdown get a few seconds to be delivered.
-        let grace = cfg
-            .kernel
-            .server
-            .shutdown_timeout
-            .min(Duration::from_secs(5));
-        let stopping = core.clone();
+        let outbox: OutboxConfig = cfg.source.section("outbox")?;
+        let relay = core.outbox().relay(
+            plt_outbox::audit::TOPIC,
+            Arc::new(AuditDestination::new(audit, outbox.timeout)),
+            &outbox,
+        );
         Ok(Parts::new()
             .serve(AuthzServe(contract))
             .decide(Arc::new(LocalDecide(core.clone())))
             .task(core.policy().spawn_poller(cfg.service.poll_interval()))
             .metrics_collector(collector(core.clone()))
-            .on_stop(async move { stopping.audit().shutdown(grace).await })
+            .metrics_collector(relay.metrics_collector())
+            .job(relay.run(cx.stopping.clone()))
+            .export(core.outbox().clone())
             .export(core))
     }
 }

@@ -3,7 +3,6 @@
 
 use authz_service::{Authz, Config, SECTION, build_core, connect_db, core::CLI_ACTOR};
 use clap::Subcommand;
-use plt_contracts::audit::AuditServiceClient;
 use std::process::ExitCode;
 use uuid::Uuid;
 
@@ -37,7 +36,7 @@ async fn change(cfg: Config, user_id: &str, role: &str, grant: bool) -> anyhow::
         eprintln!("authz-service: invalid user id {user_id:?}: must be a UUID");
         return Ok(ExitCode::from(2));
     };
-    // Logs (an undelivered audit record among them) go to stderr; stdout is the answer.
+    // Logs go to stderr; stdout is the answer.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cfg.kernel.log.level)
@@ -46,13 +45,8 @@ async fn change(cfg: Config, user_id: &str, role: &str, grant: bool) -> anyhow::
         .with_writer(std::io::stderr)
         .try_init();
     let db = connect_db(&cfg, SECTION).await?;
-    let clients = plt_runtime::client_factory(&cfg, SECTION, plt_runtime::registry(&cfg)?).await?;
-    let audit = clients
-        .client::<dyn AuditServiceClient>()
-        .await
-        .map_err(|e| anyhow::anyhow!("audit client: {e}"))?;
     let verifier = cfg.service.auth.verifier(None)?;
-    let core = build_core(&cfg, &db, audit, verifier).await?;
+    let core = build_core(&cfg, &db, verifier).await?;
     let result = if grant {
         core.grant_as(CLI_ACTOR, user, role, "cli").await
     } else {
@@ -80,14 +74,8 @@ async fn change(cfg: Config, user_id: &str, role: &str, grant: bool) -> anyhow::
             ExitCode::from(2)
         }
     };
-    // Running instances pick the change up within authz.staleness_bound.
-    let audit = core.audit();
-    if !audit.flush(cfg.service.audit.timeout).await {
-        eprintln!(
-            "authz-service: warning: the audit service did not take the record; it was written to the log instead"
-        );
-    }
-    audit.shutdown(std::time::Duration::ZERO).await;
+    // Running instances pick the change up within authz.staleness_bound; its audit record
+    // committed with it into the outbox, which a running instance's relay delivers.
     db.close().await;
     Ok(outcome)
 }

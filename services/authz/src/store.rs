@@ -4,11 +4,13 @@
 //! Every change runs in one transaction whose FIRST statement bumps the policy version (so
 //! the version and the change commit together, and on SQLite the write lock is taken at
 //! once instead of upgrading a read lock); a call that turns out to change nothing rolls
-//! back, so the version moves only when the policy did.
+//! back, so the version moves only when the policy did. A change's audit records (`audit`)
+//! are written to the outbox in the same transaction: they commit only with the change.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use plt_contracts::authz::Permission;
+use plt_outbox::Message;
 use uuid::Uuid;
 
 /// A stored role. `permissions` is empty for an `all_permissions` role (admin).
@@ -72,10 +74,15 @@ pub trait AuthzStore: Send + Sync {
     async fn role(&self, name: &str) -> R<Option<RoleRow>>;
     /// Creates the role with its permissions (all declared: the caller checked, the foreign
     /// key guards). `None` when the name is taken.
-    async fn create_role(&self, role: &RoleRow, now: DateTime<Utc>) -> R<Option<u64>>;
+    async fn create_role(
+        &self,
+        role: &RoleRow,
+        now: DateTime<Utc>,
+        audit: &[Message],
+    ) -> R<Option<u64>>;
     /// Deletes a role that is not built in, and every grant of it. `None` when there is no
     /// such role (or it is built in).
-    async fn delete_role(&self, name: &str) -> R<Option<u64>>;
+    async fn delete_role(&self, name: &str, audit: &[Message]) -> R<Option<u64>>;
     /// Replaces the permissions of a role that does not hold all permissions. `None` when
     /// there is no such role (or it is admin).
     async fn set_role_permissions(
@@ -83,6 +90,7 @@ pub trait AuthzStore: Send + Sync {
         name: &str,
         permissions: &[String],
         now: DateTime<Utc>,
+        audit: &[Message],
     ) -> R<Option<u64>>;
     async fn grant(
         &self,
@@ -90,8 +98,9 @@ pub trait AuthzStore: Send + Sync {
         role: &str,
         granted_by: &str,
         now: DateTime<Utc>,
+        audit: &[Message],
     ) -> R<Change>;
-    async fn revoke(&self, user: Uuid, role: &str) -> R<Change>;
+    async fn revoke(&self, user: Uuid, role: &str, audit: &[Message]) -> R<Change>;
     /// The user's roles and effective permissions, tagged with the version read first.
     async fn grants(&self, user: Uuid) -> R<Grants>;
 }
@@ -269,7 +278,7 @@ macro_rules! sql_store {
                 Ok(assemble(rows, perms).into_iter().next())
             }
 
-            async fn create_role(&self, role: &RoleRow, now: DateTime<Utc>) -> R<Option<u64>> {
+            async fn create_role(&self, role: &RoleRow, now: DateTime<Utc>, audit: &[Message]) -> R<Option<u64>> {
                 let mut tx = self.pool.begin().await?;
                 let v: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
                 let inserted = sqlx::query(
@@ -294,11 +303,12 @@ macro_rules! sql_store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                plt_outbox::enqueue(&mut *tx, audit).await?;
                 tx.commit().await?;
                 Ok(Some(version_of(v)))
             }
 
-            async fn delete_role(&self, name: &str) -> R<Option<u64>> {
+            async fn delete_role(&self, name: &str, audit: &[Message]) -> R<Option<u64>> {
                 let mut tx = self.pool.begin().await?;
                 let v: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
                 let deleted = sqlx::query("DELETE FROM roles WHERE name = $1 AND built_in = FALSE")
@@ -309,6 +319,7 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Ok(None);
                 }
+                plt_outbox::enqueue(&mut *tx, audit).await?;
                 tx.commit().await?;
                 Ok(Some(version_of(v)))
             }
@@ -318,6 +329,7 @@ macro_rules! sql_store {
                 name: &str,
                 permissions: &[String],
                 now: DateTime<Utc>,
+                audit: &[Message],
             ) -> R<Option<u64>> {
                 let mut tx = self.pool.begin().await?;
                 let v: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
@@ -343,6 +355,7 @@ macro_rules! sql_store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                plt_outbox::enqueue(&mut *tx, audit).await?;
                 tx.commit().await?;
                 Ok(Some(version_of(v)))
             }
@@ -353,6 +366,7 @@ macro_rules! sql_store {
                 role: &str,
                 granted_by: &str,
                 now: DateTime<Utc>,
+                audit: &[Message],
             ) -> R<Change> {
                 let mut tx = self.pool.begin().await?;
                 let v: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
@@ -379,11 +393,12 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Ok(Change::Unchanged);
                 }
+                plt_outbox::enqueue(&mut *tx, audit).await?;
                 tx.commit().await?;
                 Ok(Change::Changed(version_of(v)))
             }
 
-            async fn revoke(&self, user: Uuid, role: &str) -> R<Change> {
+            async fn revoke(&self, user: Uuid, role: &str, audit: &[Message]) -> R<Change> {
                 let mut tx = self.pool.begin().await?;
                 let v: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
                 let exists: Option<String> =
@@ -404,6 +419,7 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Ok(Change::Unchanged);
                 }
+                plt_outbox::enqueue(&mut *tx, audit).await?;
                 tx.commit().await?;
                 Ok(Change::Changed(version_of(v)))
             }

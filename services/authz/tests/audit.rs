@@ -1,12 +1,12 @@
 //! Audit: denials and every grant, revoke and role change reach audit with actor, action,
-//! resource and outcome; when audit fails, decisions are still answered from authz's own
-//! data (deny stays deny, allow stays allow) and records are retried until audit takes
-//! them; when the bounded queue is full, records are dropped and counted in
-//! `authz_audit_dropped_total`; an unreachable real audit endpoint does not slow decisions.
+//! resource, outcome and a record id, through the outbox; when audit fails, decisions are
+//! still answered from authz's own data (deny stays deny, allow stays allow) and the records
+//! wait in the database, retried until audit takes them — also across a restart; an
+//! unreachable real audit endpoint does not slow decisions.
 
 mod common;
 
-use common::{Backend, FakeAudit, Setup, ctx, start_with};
+use common::{Backend, FakeAudit, Running, Setup, ctx, start_with};
 use plt_contracts::{
     ErrorCode,
     audit::{NewAuditEntry, Outcome},
@@ -16,6 +16,25 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(5);
+
+/// Audit records of authz still in its outbox.
+async fn pending(svc: &Running) -> u64 {
+    svc.core
+        .outbox()
+        .pending(plt_outbox::audit::TOPIC)
+        .await
+        .unwrap()
+        .0
+}
+
+/// Waits until the outbox is empty (every record delivered).
+async fn drained(svc: &Running) {
+    let deadline = Instant::now() + WAIT;
+    while pending(svc).await > 0 {
+        assert!(Instant::now() < deadline, "the outbox did not drain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 fn is(e: &NewAuditEntry, actor: &str, action: &str, resource: &str, outcome: Outcome) -> bool {
     e.actor == actor && e.action == action && e.resource == resource && e.outcome == outcome
@@ -146,12 +165,15 @@ async fn denials_grants_revokes_and_role_changes_are_recorded() {
         })
         .await
         .expect("refused admin call recorded");
-    assert!(svc.core.audit().flush(WAIT).await);
+    drained(&svc).await;
     assert!(
         !audit.records().iter().any(|e| e.actor == quiet.to_string()),
         "has_permission was audited"
     );
-    assert_eq!(svc.core.audit().dropped(), 0);
+    // Every record carries its own id (the outbox message id).
+    let ids: std::collections::HashSet<_> = audit.records().iter().map(|e| e.id).collect();
+    assert!(ids.iter().all(Option::is_some));
+    assert_eq!(ids.len(), audit.records().len());
     svc.stop().await;
 }
 
@@ -161,8 +183,8 @@ async fn decisions_survive_a_failing_audit_and_records_arrive_once_it_recovers()
     let svc = start_with(
         Setup::new(Backend::Sqlite)
             .audit(audit.clone())
-            .var("PLT_AUTHZ__AUDIT__RETRY_INITIAL_BACKOFF", "20ms")
-            .var("PLT_AUTHZ__AUDIT__RETRY_MAX_BACKOFF", "100ms"),
+            .var("PLT_OUTBOX__RETRY_INITIAL_BACKOFF", "20ms")
+            .var("PLT_OUTBOX__RETRY_MAX_BACKOFF", "100ms"),
     )
     .await
     .unwrap();
@@ -196,102 +218,75 @@ async fn decisions_survive_a_failing_audit_and_records_arrive_once_it_recovers()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(audit.records().is_empty());
-    assert!(svc.core.audit().failed_attempts() >= 5);
     assert!(
-        svc.core.audit().pending() >= 5,
-        "bootstrap, grant and 3 denials wait"
+        pending(&svc).await >= 5,
+        "bootstrap, grant and 3 denials wait in the outbox"
     );
-    // …and delivered, in order, once audit recovers.
+    // …and delivered once audit recovers.
     audit.set_failing(false);
-    assert!(svc.core.audit().flush(WAIT).await, "queue did not drain");
+    drained(&svc).await;
     let records = audit.records();
     let denials: Vec<&NewAuditEntry> = records
         .iter()
         .filter(|e| e.actor == denied.to_string() && e.outcome == Outcome::Denied)
         .collect();
     assert_eq!(denials.len(), 3, "{records:?}");
-    let grant_pos = records
-        .iter()
-        .position(|e| e.action == "authz.role.grant" && e.resource == format!("user/{allowed}"))
-        .expect("grant delivered");
-    let first_denial = records
-        .iter()
-        .position(|e| e.actor == denied.to_string())
-        .unwrap();
-    assert!(grant_pos < first_denial, "delivered out of order");
-    assert_eq!(svc.core.audit().dropped(), 0);
-    svc.stop().await;
-}
-
-fn dropped_in(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("authz_audit_dropped_total{")
-                && l.contains("service=\"authz-service\"")
-                && l.contains("reason=\"queue_full\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-#[tokio::test]
-async fn a_full_queue_drops_the_newest_and_counts_them() {
-    let audit = FakeAudit::failing();
-    let svc = start_with(
-        Setup::new(Backend::Sqlite)
-            .audit(audit.clone())
-            .var("PLT_AUTHZ__AUDIT__QUEUE_CAPACITY", "2")
-            .var("PLT_AUTHZ__AUDIT__RETRY_INITIAL_BACKOFF", "1s")
-            .var("PLT_AUTHZ__AUDIT__RETRY_MAX_BACKOFF", "1s"),
-    )
-    .await
-    .unwrap();
-    let http = reqwest::Client::new();
-    let metrics_url = format!("{}/metrics", svc.url());
-    let before = dropped_in(
-        &http
-            .get(&metrics_url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
-    let user = Uuid::new_v4();
-    for _ in 0..10 {
-        let e = svc
-            .core
-            .authorize(&ctx(), user, "audit.logs.read")
-            .await
-            .unwrap_err();
-        assert_eq!(e.code, ErrorCode::PermissionDenied);
-    }
-    // At most 1 in flight + 2 queued were accepted (the bootstrap record is one of them).
-    let dropped = svc.core.audit().dropped();
-    assert!(dropped >= 8, "dropped {dropped}");
-    assert!(svc.core.audit().pending() <= 3);
-    let after = dropped_in(
-        &http
-            .get(&metrics_url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
     assert!(
-        after - before >= 8.0,
-        "authz_audit_dropped_total went from {before} to {after}"
+        records
+            .iter()
+            .any(|e| e.action == "authz.role.grant" && e.resource == format!("user/{allowed}")),
+        "grant delivered: {records:?}"
     );
-    // Once audit recovers, the accepted records are delivered.
-    audit.set_failing(false);
-    assert!(svc.core.audit().flush(WAIT).await);
-    assert_eq!(audit.records().len() as u64, svc.core.audit().delivered());
-    assert!(audit.records().len() <= 3);
     svc.stop().await;
+}
+
+/// The records wait in authz's database, not in its memory: after a restart on the same
+/// database, the new process delivers what the stopped one could not.
+#[tokio::test]
+async fn undelivered_records_are_delivered_after_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let down = FakeAudit::failing();
+    let mut setup = Setup::new(Backend::Sqlite)
+        .audit(down.clone())
+        .var("PLT_OUTBOX__RETRY_INITIAL_BACKOFF", "20ms")
+        .var("PLT_OUTBOX__RETRY_MAX_BACKOFF", "50ms");
+    setup.data_dir = Some(data.path().to_path_buf());
+    let first = start_with(setup).await.unwrap();
+    let (admin, admin_id) = (first.admin.clone(), first.admin_id);
+    let user = Uuid::new_v4();
+    first
+        .core
+        .grant_role(&admin, user, ADMIN_ROLE)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while down.attempts() < 2 {
+        assert!(Instant::now() < deadline, "never attempted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(pending(&first).await >= 2, "bootstrap and grant wait");
+    first.stop().await;
+
+    let up = FakeAudit::default();
+    let mut setup = Setup::new(Backend::Sqlite)
+        .audit(up.clone())
+        .var("PLT_AUTHZ__BOOTSTRAP_ADMINS", &format!("[{admin_id}]"));
+    setup.data_dir = Some(data.path().to_path_buf());
+    let second = start_with(setup).await.unwrap();
+    up.wait_for(WAIT, |e| {
+        is(
+            e,
+            &admin_id.to_string(),
+            "authz.role.grant",
+            &format!("user/{user}"),
+            Outcome::Success,
+        )
+    })
+    .await
+    .expect("the first process's grant delivered by the second");
+    drained(&second).await;
+    assert!(down.records().is_empty());
+    second.stop().await;
 }
 
 #[tokio::test]
@@ -302,7 +297,8 @@ async fn an_unreachable_audit_endpoint_does_not_slow_decisions() {
             .var("PLT_REGISTRY__STATIC__AUDIT", "[127.0.0.1:1]")
             .var("PLT_REGISTRY__STATIC__AUTH", "[127.0.0.1:1]")
             .var("PLT_CLIENTS__AUDIT__PROTOCOL", protocol)
-            .var("PLT_AUTHZ__AUDIT__TIMEOUT", "1s")
+            .var("PLT_OUTBOX__TIMEOUT", "1s")
+            .var("PLT_OUTBOX__LEASE", "2s")
             .var("PLT_SERVER__SHUTDOWN_TIMEOUT", "1s");
         setup.real_audit = true;
         let svc = start_with(setup).await.unwrap();
@@ -321,14 +317,9 @@ async fn an_unreachable_audit_endpoint_does_not_slow_decisions() {
             "{protocol}: {:?}",
             t.elapsed()
         );
-        // The records wait in the queue, retried.
-        let deadline = Instant::now() + WAIT;
-        while svc.core.audit().failed_attempts() < 2 {
-            assert!(Instant::now() < deadline, "{protocol}: never attempted");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(svc.core.audit().pending() >= 20);
-        assert_eq!(svc.core.audit().delivered(), 0);
+        // The records wait in the outbox.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(pending(&svc).await >= 20, "{protocol}");
         svc.stop().await;
     }
 }

@@ -123,7 +123,7 @@ async fn users_get_declared_defaults_once(s: &dyn AuthzStore) {
         .filter(|p| **p != mine.name)
         .cloned()
         .collect();
-    s.set_role_permissions(USER_ROLE, &without, now)
+    s.set_role_permissions(USER_ROLE, &without, now, &[])
         .await
         .unwrap()
         .unwrap();
@@ -188,6 +188,7 @@ async fn roles_and_refused_writes(s: &dyn AuthzStore) {
         .create_role(
             &role("editor", &["blog.posts.write", "blog.posts.read"]),
             now,
+            &[],
         )
         .await
         .unwrap()
@@ -196,7 +197,7 @@ async fn roles_and_refused_writes(s: &dyn AuthzStore) {
     let r = s.role("editor").await.unwrap().unwrap();
     assert_eq!(r.permissions, vec!["blog.posts.read", "blog.posts.write"]);
     assert_eq!(
-        s.create_role(&role("editor", &[]), now).await.unwrap(),
+        s.create_role(&role("editor", &[]), now, &[]).await.unwrap(),
         None,
         "a taken name"
     );
@@ -209,7 +210,8 @@ async fn roles_and_refused_writes(s: &dyn AuthzStore) {
     assert!(
         s.create_role(
             &role("ghostly", &["blog.posts.read", "ghost.things.haunt"]),
-            now
+            now,
+            &[]
         )
         .await
         .is_err()
@@ -218,16 +220,20 @@ async fn roles_and_refused_writes(s: &dyn AuthzStore) {
     assert_eq!(s.version().await.unwrap(), v);
     // Setting permissions: admin (all permissions) cannot be set; unknown roles are None.
     assert_eq!(
-        s.set_role_permissions(ADMIN_ROLE, &[], now).await.unwrap(),
+        s.set_role_permissions(ADMIN_ROLE, &[], now, &[])
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
-        s.set_role_permissions("nobody", &[], now).await.unwrap(),
+        s.set_role_permissions("nobody", &[], now, &[])
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(s.version().await.unwrap(), v);
     let v2 = s
-        .set_role_permissions("editor", &["blog.posts.read".into()], now)
+        .set_role_permissions("editor", &["blog.posts.read".into()], now, &[])
         .await
         .unwrap()
         .unwrap();
@@ -237,9 +243,9 @@ async fn roles_and_refused_writes(s: &dyn AuthzStore) {
         vec!["blog.posts.read"]
     );
     // Built-in roles cannot be deleted at the store level either.
-    assert_eq!(s.delete_role(ADMIN_ROLE).await.unwrap(), None);
-    assert_eq!(s.delete_role(USER_ROLE).await.unwrap(), None);
-    assert_eq!(s.delete_role("nobody").await.unwrap(), None);
+    assert_eq!(s.delete_role(ADMIN_ROLE, &[]).await.unwrap(), None);
+    assert_eq!(s.delete_role(USER_ROLE, &[]).await.unwrap(), None);
+    assert_eq!(s.delete_role("nobody", &[]).await.unwrap(), None);
     assert_eq!(s.version().await.unwrap(), v2);
     let roles = s.roles().await.unwrap();
     let names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
@@ -258,16 +264,16 @@ async fn grants_and_versions(s: &dyn AuthzStore) {
     assert_eq!(g.permissions, defaults);
     assert!(!g.all);
     assert_eq!(g.version, s.version().await.unwrap());
-    let Change::Changed(v) = s.grant(u, "editor", "tester", now).await.unwrap() else {
+    let Change::Changed(v) = s.grant(u, "editor", "tester", now, &[]).await.unwrap() else {
         panic!("first grant must change");
     };
     assert_eq!(s.version().await.unwrap(), v);
     assert_eq!(
-        s.grant(u, "editor", "tester", now).await.unwrap(),
+        s.grant(u, "editor", "tester", now, &[]).await.unwrap(),
         Change::Unchanged
     );
     assert_eq!(
-        s.grant(u, "nobody", "tester", now).await.unwrap(),
+        s.grant(u, "nobody", "tester", now, &[]).await.unwrap(),
         Change::NoRole
     );
     assert_eq!(
@@ -285,7 +291,7 @@ async fn grants_and_versions(s: &dyn AuthzStore) {
     assert_eq!(g.permissions, expected);
     assert!(!g.all);
     // Two roles with overlapping permissions: each permission once.
-    s.grant(u, USER_ROLE, "tester", now).await.unwrap();
+    s.grant(u, USER_ROLE, "tester", now, &[]).await.unwrap();
     s.set_role_permissions(
         USER_ROLE,
         &[
@@ -293,6 +299,7 @@ async fn grants_and_versions(s: &dyn AuthzStore) {
             "blog.posts.read".into(),
         ],
         now,
+        &[],
     )
     .await
     .unwrap();
@@ -303,28 +310,31 @@ async fn grants_and_versions(s: &dyn AuthzStore) {
         vec!["authz.permissions.read_self", "blog.posts.read"]
     );
     // admin: all permissions, without rows.
-    s.grant(u, ADMIN_ROLE, "tester", now).await.unwrap();
+    s.grant(u, ADMIN_ROLE, "tester", now, &[]).await.unwrap();
     assert!(s.grants(u).await.unwrap().all);
-    let Change::Changed(v2) = s.revoke(u, ADMIN_ROLE).await.unwrap() else {
+    let Change::Changed(v2) = s.revoke(u, ADMIN_ROLE, &[]).await.unwrap() else {
         panic!("revoke must change");
     };
     assert!(!s.grants(u).await.unwrap().all);
-    assert_eq!(s.revoke(u, ADMIN_ROLE).await.unwrap(), Change::Unchanged);
-    assert_eq!(s.revoke(u, "nobody").await.unwrap(), Change::NoRole);
+    assert_eq!(
+        s.revoke(u, ADMIN_ROLE, &[]).await.unwrap(),
+        Change::Unchanged
+    );
+    assert_eq!(s.revoke(u, "nobody", &[]).await.unwrap(), Change::NoRole);
     assert_eq!(s.version().await.unwrap(), v2);
 }
 
 async fn deleting_a_role_cascades(s: &dyn AuthzStore) {
     let now = Utc::now().trunc_subsecs(6);
-    s.create_role(&role("temp", &["blog.posts.write"]), now)
+    s.create_role(&role("temp", &["blog.posts.write"]), now, &[])
         .await
         .unwrap()
         .unwrap();
     let users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
     for u in &users {
-        s.grant(*u, "temp", "tester", now).await.unwrap();
+        s.grant(*u, "temp", "tester", now, &[]).await.unwrap();
     }
-    let v = s.delete_role("temp").await.unwrap().unwrap();
+    let v = s.delete_role("temp", &[]).await.unwrap().unwrap();
     assert_eq!(s.version().await.unwrap(), v);
     for u in &users {
         let g = s.grants(*u).await.unwrap();
@@ -335,7 +345,7 @@ async fn deleting_a_role_cascades(s: &dyn AuthzStore) {
         );
     }
     // Re-created under the same name, it has neither the old grants nor the old permissions.
-    s.create_role(&role("temp", &[]), now)
+    s.create_role(&role("temp", &[]), now, &[])
         .await
         .unwrap()
         .unwrap();
@@ -357,7 +367,7 @@ async fn concurrent_changes_get_distinct_versions(s: Arc<dyn AuthzStore>) {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
             let now = Utc::now().trunc_subsecs(6);
-            s.grant(Uuid::new_v4(), "editor", "tester", now)
+            s.grant(Uuid::new_v4(), "editor", "tester", now, &[])
                 .await
                 .unwrap()
         }));

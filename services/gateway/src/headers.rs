@@ -170,4 +170,33 @@ mod tests {
         }
         assert!(!is_reserved(&HeaderName::from_static("x-request-id")));
     }
+
+    /// What services audit about the end user crosses: the client's `User-Agent` as sent,
+    /// and the client address only as the gateway states it (a client's own claim dropped).
+    #[test]
+    fn the_user_agent_crosses_and_the_client_address_is_the_gateways() {
+        let (parts, ()) = http::Request::builder()
+            .uri("/api/v1/auth/login")
+            .header(header::USER_AGENT, "curl/8.5.0")
+            .header(CLIENT_IP_HEADER, "6.6.6.6")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        let out = for_upstream(
+            &parts,
+            Some(client),
+            false,
+            None,
+            Some((HeaderValue::from_static("svc-token"), client)),
+        );
+        let get = |n: &str| -> Vec<&str> {
+            out.iter()
+                .filter(|(k, _)| k.as_str() == n)
+                .map(|(_, v)| v.to_str().unwrap())
+                .collect()
+        };
+        assert_eq!(get("user-agent"), ["curl/8.5.0"]);
+        assert_eq!(get(CLIENT_IP_HEADER), ["203.0.113.9"]);
+    }
 }

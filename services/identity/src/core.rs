@@ -10,9 +10,11 @@ use crate::{
 use async_trait::async_trait;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, SubsecRound, Utc};
-use plt_authn::ServiceGuard;
+use plt_authn::{ServiceGuard, Verifier};
 use plt_contracts::{
     Error, ErrorCode, RequestContext, Result,
+    access::Principal,
+    audit::Outcome,
     auth::AuthServiceClient,
     identity::{
         IdentityServiceClient, MAIL_TOKEN_PREFIX, NewUser, PageRequest, User, UserPage, UserStatus,
@@ -20,7 +22,8 @@ use plt_contracts::{
     },
 };
 use plt_kernel::{Secret, notify::Notifier};
-use std::sync::Arc;
+use plt_outbox::{Message, Outbox, audit::AuditEvent};
+use std::{net::IpAddr, sync::Arc};
 use uuid::Uuid;
 
 /// The default page size of `list_users`.
@@ -36,6 +39,8 @@ pub struct IdentityCore {
     cfg: IdentityConfig,
     guard: ServiceGuard,
     sessions: Sessions,
+    verifier: Verifier,
+    outbox: Outbox,
 }
 
 /// Ends a user's sessions at auth (`EndUserSessions`).
@@ -97,6 +102,25 @@ impl Sessions {
     }
 }
 
+/// Who did it and from where, for an audit record.
+struct Caller<'a> {
+    ctx: &'a RequestContext,
+    actor: String,
+    source: Option<IpAddr>,
+}
+
+impl Caller<'_> {
+    fn event(&self, action: &str, user: Uuid, outcome: Outcome) -> AuditEvent {
+        self.event_by(&self.actor, action, user, outcome)
+    }
+
+    /// The same request, with another actor (the user a token proved to be).
+    fn event_by(&self, actor: &str, action: &str, user: Uuid, outcome: Outcome) -> AuditEvent {
+        AuditEvent::new(actor, action, format!("user/{user}"), outcome)
+            .request(self.ctx, self.source)
+    }
+}
+
 fn store_err(context: &str, e: StoreError) -> Error {
     match e {
         StoreError::Duplicate => {
@@ -127,12 +151,16 @@ fn invalid_token() -> Error {
 }
 
 impl IdentityCore {
+    /// `verifier` tells who a caller is (for audit records, when the runtime did not);
+    /// records go to `outbox`, in the transaction of the change they describe.
     pub fn new(
         store: Arc<dyn UserStore>,
         passwords: Passwords,
         notifier: Arc<dyn Notifier>,
         cfg: IdentityConfig,
         guard: ServiceGuard,
+        verifier: Verifier,
+        outbox: Outbox,
     ) -> Self {
         Self {
             store,
@@ -141,6 +169,44 @@ impl IdentityCore {
             cfg,
             guard,
             sessions: Sessions::default(),
+            verifier,
+            outbox,
+        }
+    }
+
+    /// The caller for audit records: the principal the runtime admitted, else the subject
+    /// of a verified access token, else `anonymous` (sign-up, password reset); the source
+    /// address the gateway states when its service token verifies, else the TCP peer.
+    async fn caller<'a>(&self, ctx: &'a RequestContext) -> Caller<'a> {
+        let actor = match &ctx.principal {
+            Some(Principal::User(id)) | Some(Principal::Service(id)) => id.clone(),
+            None => match ctx.bearer_token() {
+                Some(t) => match self.verifier.verify(t).await {
+                    Ok(claims) => claims.sub,
+                    Err(_) => "anonymous".to_owned(),
+                },
+                None => "anonymous".to_owned(),
+            },
+        };
+        let source = match ctx.client_ip {
+            Some(stated) if self.guard.require_one_of(ctx, &["gateway"]).await.is_ok() => {
+                Some(stated)
+            }
+            _ => ctx.peer.map(|p| p.ip()),
+        };
+        Caller { ctx, actor, source }
+    }
+
+    /// A record that describes no change, in a transaction of its own; if even that fails,
+    /// it goes to the log at error level (never silently lost).
+    async fn record_alone(&self, e: AuditEvent) {
+        if let Err(err) = self.outbox.enqueue_alone(&[e.message()]).await {
+            tracing::error!(
+                event = "identity.audit.unwritten",
+                error = %err,
+                record = %serde_json::to_string(e.entry()).unwrap_or_default(),
+                "audit record not written to the outbox"
+            );
         }
     }
 
@@ -282,7 +348,7 @@ impl IdentityServiceClient for IdentityCore {
         })
     }
 
-    async fn create_user(&self, _ctx: &RequestContext, new: NewUser) -> Result<User> {
+    async fn create_user(&self, ctx: &RequestContext, new: NewUser) -> Result<User> {
         let (email, email_normalized) = validate::email("email", &new.email)?;
         let display_name = if new.display_name.trim().is_empty() {
             validate::default_display_name(&email)
@@ -322,10 +388,16 @@ impl IdentityServiceClient for IdentityCore {
             updated_at: now,
         };
         let (secret, token) = self.new_token(&record, TokenPurpose::VerifyEmail)?;
+        let audit = [self
+            .caller(ctx)
+            .await
+            .event("identity.user.created", record.id, Outcome::Success)
+            .message()];
         self.store
-            .insert_user(&record, Some(&token))
+            .insert_user(&record, Some(&token), &audit)
             .await
             .map_err(|e| store_err("creating user", e))?;
+        self.outbox.wake();
         tracing::info!(user_id = %record.id, "user created");
         self.mail_token(&record.email, TokenPurpose::VerifyEmail, &secret)
             .await;
@@ -346,6 +418,8 @@ impl IdentityServiceClient for IdentityCore {
             .ok_or_else(|| Error::not_found("user"))?;
         let mut changed = false;
         let mut email_changed = false;
+        // Names of the changed fields (never their values: the log keeps no profile data).
+        let mut fields: Vec<&str> = Vec::new();
         if let Some(raw) = &update.email {
             let (email, normalized) = validate::email("email", raw)?;
             if normalized != record.email_normalized {
@@ -356,6 +430,7 @@ impl IdentityServiceClient for IdentityCore {
             if email != record.email {
                 record.email = email;
                 changed = true;
+                fields.push("email");
             }
         }
         if let Some(name) = &update.display_name {
@@ -363,6 +438,7 @@ impl IdentityServiceClient for IdentityCore {
             if name != record.display_name {
                 record.display_name = name;
                 changed = true;
+                fields.push("display_name");
             }
         }
         if let Some(status) = update.status
@@ -370,6 +446,7 @@ impl IdentityServiceClient for IdentityCore {
         {
             record.status = status;
             changed = true;
+            fields.push("status");
         }
         if !changed {
             return Ok(to_user(&record));
@@ -387,14 +464,27 @@ impl IdentityServiceClient for IdentityCore {
         } else {
             None
         };
+        // A status change is its own event (disabling ends the user's access).
+        let action = match (update.status, fields.contains(&"status")) {
+            (Some(UserStatus::Disabled), true) => "identity.user.disabled",
+            (Some(UserStatus::Active), true) => "identity.user.enabled",
+            _ => "identity.user.updated",
+        };
+        let audit = [self
+            .caller(ctx)
+            .await
+            .event(action, record.id, Outcome::Success)
+            .meta("fields", fields.clone())
+            .message()];
         let found = self
             .store
-            .update_user(&record, token.as_ref().map(|(_, t)| t))
+            .update_user(&record, token.as_ref().map(|(_, t)| t), &audit)
             .await
             .map_err(|e| store_err("updating user", e))?;
         if !found {
             return Err(Error::not_found("user"));
         }
+        self.outbox.wake();
         if let Some((secret, _)) = token {
             self.mail_token(&record.email, TokenPurpose::VerifyEmail, &secret)
                 .await;
@@ -414,21 +504,41 @@ impl IdentityServiceClient for IdentityCore {
             .map_err(|e| store_err("reading user", e))?
             .ok_or_else(|| Error::not_found("user"))?;
         self.sessions.end_now(ctx, id, "user_deleted").await?;
+        let audit = [self
+            .caller(ctx)
+            .await
+            .event("identity.user.deleted", id, Outcome::Success)
+            .message()];
         let found = self
             .store
-            .delete_user(id)
+            .delete_user(id, &audit)
             .await
             .map_err(|e| store_err("deleting user", e))?;
         if !found {
             return Err(Error::not_found("user"));
         }
+        self.outbox.wake();
         tracing::info!(user_id = %id, "user deleted");
         self.sessions.end(ctx, id, "user_deleted").await;
         Ok(())
     }
 
-    async fn verify_email(&self, _ctx: &RequestContext, token: &str) -> Result<()> {
+    async fn verify_email(&self, ctx: &RequestContext, token: &str) -> Result<()> {
         let hash = tokens::parse("token", token)?;
+        let caller = self.caller(ctx).await;
+        // The token proves who the user is: the record's actor.
+        let audit = |user: Uuid| -> Vec<Message> {
+            vec![
+                caller
+                    .event_by(
+                        &user.to_string(),
+                        "identity.email.verified",
+                        user,
+                        Outcome::Success,
+                    )
+                    .message(),
+            ]
+        };
         match self
             .store
             .apply_token(
@@ -436,31 +546,51 @@ impl IdentityServiceClient for IdentityCore {
                 TokenPurpose::VerifyEmail,
                 now(),
                 TokenAction::VerifyEmail,
+                &audit,
             )
             .await
             .map_err(|e| store_err("verifying e-mail", e))?
         {
-            TokenOutcome::Applied(_) => Ok(()),
+            TokenOutcome::Applied(_) => {
+                self.outbox.wake();
+                Ok(())
+            }
             TokenOutcome::Rejected => Err(invalid_token()),
         }
     }
 
-    async fn request_password_reset(&self, _ctx: &RequestContext, email: &str) -> Result<()> {
+    async fn request_password_reset(&self, ctx: &RequestContext, email: &str) -> Result<()> {
         // The answer is the same whether or not the address is registered; only the mail
         // differs, and only its recipient sees it.
+        const ACTION: &str = "identity.password_reset.requested";
+        let caller = self.caller(ctx).await;
         let Some(user) = self.find_by_email(email).await? else {
             tracing::info!("password reset requested for an unknown address");
+            self.record_alone(
+                AuditEvent::new(&caller.actor, ACTION, "", Outcome::Failure)
+                    .request(ctx, caller.source)
+                    .meta("reason", "unknown_address"),
+            )
+            .await;
             return Ok(());
         };
         if user.status != UserStatus::Active {
             tracing::info!(user_id = %user.id, "password reset requested for a disabled user");
+            self.record_alone(
+                caller
+                    .event(ACTION, user.id, Outcome::Failure)
+                    .meta("reason", "user_disabled"),
+            )
+            .await;
             return Ok(());
         }
         let (secret, token) = self.new_token(&user, TokenPurpose::ResetPassword)?;
+        let audit = [caller.event(ACTION, user.id, Outcome::Success).message()];
         self.store
-            .insert_token(&token)
+            .insert_token(&token, &audit)
             .await
             .map_err(|e| store_err("storing reset token", e))?;
+        self.outbox.wake();
         self.mail_token(&user.email, TokenPurpose::ResetPassword, &secret)
             .await;
         Ok(())
@@ -475,6 +605,19 @@ impl IdentityServiceClient for IdentityCore {
         let hash = tokens::parse("token", token)?;
         self.passwords.check_policy(&new_password, &[]).await?;
         let password_hash = self.passwords.hash(&new_password).await?;
+        let caller = self.caller(ctx).await;
+        let audit = |user: Uuid| -> Vec<Message> {
+            vec![
+                caller
+                    .event_by(
+                        &user.to_string(),
+                        "identity.password_reset.completed",
+                        user,
+                        Outcome::Success,
+                    )
+                    .message(),
+            ]
+        };
         match self
             .store
             .apply_token(
@@ -482,11 +625,13 @@ impl IdentityServiceClient for IdentityCore {
                 TokenPurpose::ResetPassword,
                 now(),
                 TokenAction::SetPassword(password_hash),
+                &audit,
             )
             .await
             .map_err(|e| store_err("resetting password", e))?
         {
             TokenOutcome::Applied(user) => {
+                self.outbox.wake();
                 // A reset ends every session: whoever knew the old password is signed out.
                 self.sessions.end(ctx, user, "password_reset").await;
                 Ok(())

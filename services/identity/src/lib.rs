@@ -11,13 +11,15 @@ pub mod validate;
 
 use crate::{config::IdentityConfig, core::IdentityCore, password::Passwords};
 use plt_contracts::{
-    auth::AuthServiceClient, identity::IdentityServiceClient, serve::IdentityServe,
+    audit::AuditServiceClient, auth::AuthServiceClient, identity::IdentityServiceClient,
+    serve::IdentityServe,
 };
 use plt_db::{Db, Migrations};
 use plt_kernel::{
     ConfigError, Loaded,
     notify::{self, Notifier, OutboxNotifier},
 };
+use plt_outbox::{Outbox, OutboxConfig, audit::AuditDestination};
 use plt_runtime::{Context, Manifest, Parts, Service};
 use std::sync::Arc;
 
@@ -48,16 +50,18 @@ pub async fn connect_db(cfg: &Config, schema: &str) -> anyhow::Result<Db> {
 }
 
 /// The identity service, as the runtime runs it. Exports its core
-/// (`Arc<dyn IdentityServiceClient>`).
+/// (`Arc<dyn IdentityServiceClient>`) and its `Outbox`. Tests may put an
+/// `Arc<dyn AuditServiceClient>` in the overrides' extensions.
 pub struct Identity;
 
 #[async_trait::async_trait]
 impl Service for Identity {
     type Config = IdentityConfig;
-    // Identity calls auth (EndUserSessions) only when a user's sessions must end, through a
+    // Identity also calls auth (EndUserSessions) when a user's sessions must end, through a
     // lazily connected client: not a start-up dependency (auth calls identity to sign in).
-    const MANIFEST: Manifest =
-        Manifest::new(SECTION, SERVICE_NAME, env!("CARGO_PKG_VERSION")).migrations(&MIGRATIONS);
+    const MANIFEST: Manifest = Manifest::new(SECTION, SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+        .calls(&["audit"])
+        .migrations(&MIGRATIONS);
 
     /// Identity sends mail: the notifier must be usable here (production refuses the
     /// outbox; a CA file must be readable).
@@ -81,16 +85,40 @@ impl Service for Identity {
                 .await
                 .map_err(|e| anyhow::anyhow!("auth client: {e}"))?,
         };
+        let db = cx.db()?;
+        let outbox = Outbox::new(db, SERVICE_NAME);
         let core: Arc<dyn IdentityServiceClient> = Arc::new(
             IdentityCore::new(
-                store::for_db(cx.db()?),
+                store::for_db(db),
                 passwords,
                 notifier,
                 cfg.service.clone(),
                 plt_authn::ServiceGuard::new(cx.verifier()?, SECTION),
+                cx.verifier()?,
+                outbox.clone(),
             )
             .with_sessions(core::Sessions::new(auth)),
         );
-        Ok(Parts::new().serve(IdentityServe(core.clone())).export(core))
+        // Audit records committed with the users' changes, delivered to audit.
+        let audit = match cx.extension::<Arc<dyn AuditServiceClient>>() {
+            Some(a) => a.clone(),
+            None => cx
+                .clients
+                .client::<dyn AuditServiceClient>()
+                .await
+                .map_err(|e| anyhow::anyhow!("audit client: {e}"))?,
+        };
+        let outbox_cfg: OutboxConfig = cfg.source.section("outbox")?;
+        let relay = outbox.relay(
+            plt_outbox::audit::TOPIC,
+            Arc::new(AuditDestination::new(audit, outbox_cfg.timeout)),
+            &outbox_cfg,
+        );
+        Ok(Parts::new()
+            .serve(IdentityServe(core.clone()))
+            .metrics_collector(relay.metrics_collector())
+            .job(relay.run(cx.stopping.clone()))
+            .export(outbox)
+            .export(core))
     }
 }

@@ -1,11 +1,19 @@
 //! Identity storage: the [`UserStore`] trait and its PostgreSQL and SQLite implementations.
 //! Both run the same SQL (numbered `$n` parameters work in both dialects) through one macro,
 //! so the two cannot drift apart; the schemas differ only in column types (see migrations/).
+//!
+//! Every change takes its audit records (`audit`) and writes them to the outbox in its own
+//! transaction: they commit with the change, or not at all.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use plt_contracts::identity::UserStatus;
+use plt_outbox::Message;
 use uuid::Uuid;
+
+/// The audit records of a token's effect, made once the token's user is known (inside the
+/// transaction that spends it).
+pub type AuditFor<'a> = &'a (dyn Fn(Uuid) -> Vec<Message> + Send + Sync);
 
 /// A stored user, with its password hash. Never leaves the service.
 #[derive(Clone, PartialEq, Eq)]
@@ -97,6 +105,7 @@ pub trait UserStore: Send + Sync {
         &self,
         user: &UserRecord,
         token: Option<&NewToken>,
+        audit: &[Message],
     ) -> Result<(), StoreError>;
     async fn get_user(&self, id: Uuid) -> Result<Option<UserRecord>, StoreError>;
     async fn get_user_by_email(
@@ -115,9 +124,10 @@ pub trait UserStore: Send + Sync {
         &self,
         user: &UserRecord,
         token: Option<&NewToken>,
+        audit: &[Message],
     ) -> Result<bool, StoreError>;
-    async fn delete_user(&self, id: Uuid) -> Result<bool, StoreError>;
-    async fn insert_token(&self, token: &NewToken) -> Result<(), StoreError>;
+    async fn delete_user(&self, id: Uuid, audit: &[Message]) -> Result<bool, StoreError>;
+    async fn insert_token(&self, token: &NewToken, audit: &[Message]) -> Result<(), StoreError>;
     /// Spends the token with this hash if it has `purpose`, is unused and unexpired at `now`,
     /// and applies `action`, all in one transaction.
     async fn apply_token(
@@ -126,6 +136,7 @@ pub trait UserStore: Send + Sync {
         purpose: TokenPurpose,
         now: DateTime<Utc>,
         action: TokenAction,
+        audit: AuditFor<'_>,
     ) -> Result<TokenOutcome, StoreError>;
 }
 
@@ -192,7 +203,7 @@ macro_rules! sql_store {
 
         #[async_trait]
         impl UserStore for $name {
-            async fn insert_user(&self, u: &UserRecord, token: Option<&NewToken>) -> Result<(), StoreError> {
+            async fn insert_user(&self, u: &UserRecord, token: Option<&NewToken>, audit: &[Message]) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 sqlx::query(
                     "INSERT INTO users (id, email, email_normalized, display_name, status, email_verified, password_hash, created_at, updated_at) \
@@ -213,6 +224,7 @@ macro_rules! sql_store {
                 if let Some(t) = token {
                     insert_token_sql(t).execute(&mut *tx).await.map_err(map_err)?;
                 }
+                plt_outbox::enqueue(&mut *tx, audit).await.map_err(map_err)?;
                 tx.commit().await.map_err(map_err)
             }
 
@@ -258,7 +270,7 @@ macro_rules! sql_store {
                 rows.into_iter().map(UserRecord::try_from).collect()
             }
 
-            async fn update_user(&self, u: &UserRecord, token: Option<&NewToken>) -> Result<bool, StoreError> {
+            async fn update_user(&self, u: &UserRecord, token: Option<&NewToken>, audit: &[Message]) -> Result<bool, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let done = sqlx::query(
                     "UPDATE users SET email = $2, email_normalized = $3, display_name = $4, status = $5, \
@@ -280,21 +292,31 @@ macro_rules! sql_store {
                 if let Some(t) = token {
                     insert_token_sql(t).execute(&mut *tx).await.map_err(map_err)?;
                 }
+                plt_outbox::enqueue(&mut *tx, audit).await.map_err(map_err)?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(true)
             }
 
-            async fn delete_user(&self, id: Uuid) -> Result<bool, StoreError> {
+            async fn delete_user(&self, id: Uuid, audit: &[Message]) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let done = sqlx::query("DELETE FROM users WHERE id = $1")
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                Ok(done.rows_affected() > 0)
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                plt_outbox::enqueue(&mut *tx, audit).await.map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
             }
 
-            async fn insert_token(&self, t: &NewToken) -> Result<(), StoreError> {
-                insert_token_sql(t).execute(&self.pool).await.map_err(map_err)?;
+            async fn insert_token(&self, t: &NewToken, audit: &[Message]) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                insert_token_sql(t).execute(&mut *tx).await.map_err(map_err)?;
+                plt_outbox::enqueue(&mut *tx, audit).await.map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
                 Ok(())
             }
 
@@ -304,6 +326,7 @@ macro_rules! sql_store {
                 purpose: TokenPurpose,
                 now: DateTime<Utc>,
                 action: TokenAction,
+                audit: AuditFor<'_>,
             ) -> Result<TokenOutcome, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 // Spend first: the conditional UPDATE makes concurrent uses race on one row,
@@ -362,6 +385,7 @@ macro_rules! sql_store {
                 if applied.rows_affected() != 1 {
                     return Ok(TokenOutcome::Rejected);
                 }
+                plt_outbox::enqueue(&mut *tx, &audit(row.user_id)).await.map_err(map_err)?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(TokenOutcome::Applied(row.user_id))
             }

@@ -330,7 +330,17 @@ async fn postgres_tables_live_in_the_service_schema() {
     .fetch_all(pool)
     .await
     .unwrap();
-    assert_eq!(tables, vec!["_sqlx_migrations", "user_tokens", "users"]);
+    // The service's tables, and the platform's (the outbox, with its migration history).
+    assert_eq!(
+        tables,
+        vec![
+            "_plt_migrations",
+            "_sqlx_migrations",
+            "outbox",
+            "user_tokens",
+            "users"
+        ]
+    );
     let in_public: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name IN ('users', 'user_tokens')",
     )

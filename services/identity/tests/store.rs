@@ -72,7 +72,7 @@ async fn suite(backend: common::Backend) {
 
 async fn round_trip_and_uniqueness(s: &dyn UserStore) {
     let u = user("rt");
-    s.insert_user(&u, None).await.unwrap();
+    s.insert_user(&u, None, &[]).await.unwrap();
     assert_eq!(s.get_user(u.id).await.unwrap().unwrap(), u);
     assert_eq!(
         s.get_user_by_email(&u.email_normalized)
@@ -84,12 +84,12 @@ async fn round_trip_and_uniqueness(s: &dyn UserStore) {
     let mut twin = user("rt2");
     twin.email_normalized = u.email_normalized.clone();
     assert!(matches!(
-        s.insert_user(&twin, None).await,
+        s.insert_user(&twin, None, &[]).await,
         Err(StoreError::Duplicate)
     ));
     assert!(s.get_user(twin.id).await.unwrap().is_none());
-    assert!(s.delete_user(u.id).await.unwrap());
-    assert!(!s.delete_user(u.id).await.unwrap());
+    assert!(s.delete_user(u.id, &[]).await.unwrap());
+    assert!(!s.delete_user(u.id, &[]).await.unwrap());
     assert!(s.get_user(u.id).await.unwrap().is_none());
 }
 
@@ -97,11 +97,11 @@ async fn insert_is_all_or_nothing(s: &dyn UserStore) {
     // The token insert fails (its hash is taken), so the user must not exist either.
     let a = user("atomic-a");
     let t = token(&a, TokenPurpose::VerifyEmail, Duration::hours(1));
-    s.insert_user(&a, Some(&t)).await.unwrap();
+    s.insert_user(&a, Some(&t), &[]).await.unwrap();
     let b = user("atomic-b");
     let mut clash = token(&b, TokenPurpose::VerifyEmail, Duration::hours(1));
     clash.hash = t.hash.clone();
-    assert!(s.insert_user(&b, Some(&clash)).await.is_err());
+    assert!(s.insert_user(&b, Some(&clash), &[]).await.is_err());
     assert!(
         s.get_user(b.id).await.unwrap().is_none(),
         "user written without its token"
@@ -111,7 +111,7 @@ async fn insert_is_all_or_nothing(s: &dyn UserStore) {
 async fn token_is_spent_exactly_once_under_concurrency(s: Arc<dyn UserStore>) {
     let u = user("race");
     let t = token(&u, TokenPurpose::ResetPassword, Duration::hours(1));
-    s.insert_user(&u, Some(&t)).await.unwrap();
+    s.insert_user(&u, Some(&t), &[]).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..8 {
         let s = s.clone();
@@ -122,6 +122,7 @@ async fn token_is_spent_exactly_once_under_concurrency(s: Arc<dyn UserStore>) {
                 TokenPurpose::ResetPassword,
                 Utc::now(),
                 TokenAction::SetPassword(format!("hash-{i}")),
+                &|_| Vec::new(),
             )
             .await
         }));
@@ -144,25 +145,27 @@ async fn token_is_spent_exactly_once_under_concurrency(s: Arc<dyn UserStore>) {
 async fn expired_and_wrong_purpose_tokens_are_rejected_and_not_spent(s: &dyn UserStore) {
     let u = user("exp");
     let expired = token(&u, TokenPurpose::VerifyEmail, Duration::seconds(-1));
-    s.insert_user(&u, Some(&expired)).await.unwrap();
+    s.insert_user(&u, Some(&expired), &[]).await.unwrap();
     let out = s
         .apply_token(
             &expired.hash,
             TokenPurpose::VerifyEmail,
             Utc::now(),
             TokenAction::VerifyEmail,
+            &|_| Vec::new(),
         )
         .await
         .unwrap();
     assert_eq!(out, TokenOutcome::Rejected);
     let verify = token(&u, TokenPurpose::VerifyEmail, Duration::hours(1));
-    s.insert_token(&verify).await.unwrap();
+    s.insert_token(&verify, &[]).await.unwrap();
     let wrong = s
         .apply_token(
             &verify.hash,
             TokenPurpose::ResetPassword,
             Utc::now(),
             TokenAction::SetPassword("x".into()),
+            &|_| Vec::new(),
         )
         .await
         .unwrap();
@@ -178,6 +181,7 @@ async fn expired_and_wrong_purpose_tokens_are_rejected_and_not_spent(s: &dyn Use
             TokenPurpose::VerifyEmail,
             Utc::now(),
             TokenAction::VerifyEmail,
+            &|_| Vec::new(),
         )
         .await
         .unwrap();
@@ -189,6 +193,7 @@ async fn expired_and_wrong_purpose_tokens_are_rejected_and_not_spent(s: &dyn Use
             TokenPurpose::VerifyEmail,
             Utc::now(),
             TokenAction::VerifyEmail,
+            &|_| Vec::new(),
         )
         .await
         .unwrap();
@@ -197,18 +202,19 @@ async fn expired_and_wrong_purpose_tokens_are_rejected_and_not_spent(s: &dyn Use
 
 async fn reset_spends_every_reset_token_of_the_user(s: &dyn UserStore) {
     let u = user("multi");
-    s.insert_user(&u, None).await.unwrap();
+    s.insert_user(&u, None, &[]).await.unwrap();
     let first = token(&u, TokenPurpose::ResetPassword, Duration::hours(1));
     let second = token(&u, TokenPurpose::ResetPassword, Duration::hours(1));
-    s.insert_token(&first).await.unwrap();
-    s.insert_token(&second).await.unwrap();
+    s.insert_token(&first, &[]).await.unwrap();
+    s.insert_token(&second, &[]).await.unwrap();
     let now = Utc::now();
     assert_eq!(
         s.apply_token(
             &second.hash,
             TokenPurpose::ResetPassword,
             now,
-            TokenAction::SetPassword("new".into())
+            TokenAction::SetPassword("new".into()),
+            &|_| Vec::new()
         )
         .await
         .unwrap(),
@@ -219,7 +225,8 @@ async fn reset_spends_every_reset_token_of_the_user(s: &dyn UserStore) {
             &first.hash,
             TokenPurpose::ResetPassword,
             now,
-            TokenAction::SetPassword("old".into())
+            TokenAction::SetPassword("old".into()),
+            &|_| Vec::new()
         )
         .await
         .unwrap(),
@@ -235,18 +242,19 @@ async fn reset_spends_every_reset_token_of_the_user(s: &dyn UserStore) {
 async fn verification_is_bound_to_the_address(s: &dyn UserStore) {
     let mut u = user("bound");
     let t = token(&u, TokenPurpose::VerifyEmail, Duration::hours(1));
-    s.insert_user(&u, Some(&t)).await.unwrap();
+    s.insert_user(&u, Some(&t), &[]).await.unwrap();
     let fresh = user("bound-new");
     u.email = fresh.email.clone();
     u.email_normalized = fresh.email_normalized.clone();
     u.updated_at = Utc::now().trunc_subsecs(6);
-    assert!(s.update_user(&u, None).await.unwrap());
+    assert!(s.update_user(&u, None, &[]).await.unwrap());
     let out = s
         .apply_token(
             &t.hash,
             TokenPurpose::VerifyEmail,
             Utc::now(),
             TokenAction::VerifyEmail,
+            &|_| Vec::new(),
         )
         .await
         .unwrap();
@@ -258,14 +266,14 @@ async fn verification_is_bound_to_the_address(s: &dyn UserStore) {
     assert!(!s.get_user(u.id).await.unwrap().unwrap().email_verified);
     let mut ghost = user("ghost");
     ghost.display_name = "nobody".into();
-    assert!(!s.update_user(&ghost, None).await.unwrap());
+    assert!(!s.update_user(&ghost, None, &[]).await.unwrap());
 }
 
 async fn listing_is_keyset_ordered(s: &dyn UserStore) {
     let mut ids = Vec::new();
     for i in 0..5 {
         let u = user(&format!("l{i}"));
-        s.insert_user(&u, None).await.unwrap();
+        s.insert_user(&u, None, &[]).await.unwrap();
         ids.push(u.id);
     }
     let mut all = Vec::new();

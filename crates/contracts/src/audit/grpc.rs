@@ -64,6 +64,16 @@ pub fn metadata_from_json(field: &str, raw: &str) -> Result<Metadata> {
     }
 }
 
+/// `id` as a record id: empty means none.
+fn record_id(raw: &str) -> Result<Option<uuid::Uuid>> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    uuid::Uuid::parse_str(raw)
+        .map(Some)
+        .map_err(|_| Error::invalid("id", "must be a UUID"))
+}
+
 pub fn new_entry_to_pb(e: &NewAuditEntry) -> pb::AuditEntry {
     pb::AuditEntry {
         sequence: 0,
@@ -77,6 +87,7 @@ pub fn new_entry_to_pb(e: &NewAuditEntry) -> pb::AuditEntry {
         trace_id: e.trace_id.clone(),
         time: None,
         hash: String::new(),
+        id: e.id.map(|id| id.to_string()).unwrap_or_default(),
     }
 }
 
@@ -92,6 +103,7 @@ pub fn new_entry_from_pb(e: pb::AuditEntry) -> Result<NewAuditEntry> {
         }
     }
     Ok(NewAuditEntry {
+        id: record_id(&e.id)?,
         actor: e.actor,
         action: e.action,
         resource: e.resource,
@@ -118,6 +130,7 @@ pub fn entry_from_pb(e: pb::AuditEntry) -> Result<AuditEntry> {
         time: wire::time("time", e.time)?,
         hash: e.hash,
         entry: NewAuditEntry {
+            id: record_id(&e.id)?,
             actor: e.actor,
             action: e.action,
             resource: e.resource,

@@ -3,7 +3,7 @@
 //!
 //! | method | path | body / query | answer |
 //! |---|---|---|---|
-//! | POST | /v1/audit/records | `{actor, action, resource, outcome, metadata?, source_ip?, user_agent?, trace_id?}` (internal) | 201 `{sequence}` |
+//! | POST | /v1/audit/records | `{id?, actor, action, resource, outcome, metadata?, source_ip?, user_agent?, trace_id?}` (internal) | 201 `{sequence}` |
 //! | GET | /v1/audit/logs | `?actor&action&resource&outcome&from&to&page_size&page_token` | 200 `{entries, next_page_token?}` (newest first) |
 //! | POST | /v1/audit/verify | | 200 `{ok, checked, first_broken_sequence, reason}` |
 //!
@@ -32,6 +32,9 @@ use std::sync::Arc;
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordBody {
+    /// The record id (idempotency: a repeated id writes nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<uuid::Uuid>,
     pub actor: String,
     pub action: String,
     pub resource: String,
@@ -171,6 +174,7 @@ async fn record(
         Some(_) => return Err(Error::invalid("metadata", "must be a JSON object").into()),
     };
     let entry = NewAuditEntry {
+        id: b.id,
         actor: b.actor,
         action: b.action,
         resource: b.resource,
@@ -233,6 +237,7 @@ impl AuditHttpClient {
 impl AuditServiceClient for AuditHttpClient {
     async fn record(&self, ctx: &RequestContext, entry: NewAuditEntry) -> Result<u64> {
         let body = RecordBody {
+            id: entry.id,
             actor: entry.actor,
             action: entry.action,
             resource: entry.resource,

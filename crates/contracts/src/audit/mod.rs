@@ -42,6 +42,11 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewAuditEntry {
+    /// The record id chosen by the caller (a UUID; the outbox uses its message id). A
+    /// `record` with an id the log already holds writes nothing and answers the sequence of
+    /// the entry it holds: senders that deliver at least once retry safely.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<uuid::Uuid>,
     /// Who acted: a user id or a service name. Required.
     pub actor: String,
     /// What was done, e.g. `authz.role.grant`. Required.
@@ -121,7 +126,8 @@ pub const IDEMPOTENT_METHODS: &[&str] = &["Query", "Verify"];
 
 #[async_trait]
 pub trait AuditServiceClient: Send + Sync + 'static {
-    /// Internal: appends an entry; returns its sequence number once it is durable.
+    /// Internal: appends an entry; returns its sequence number once it is durable. An entry
+    /// whose `id` the log already holds is not appended again: its sequence is returned.
     async fn record(&self, ctx: &RequestContext, entry: NewAuditEntry) -> Result<u64>;
     /// Newest first.
     async fn query(&self, ctx: &RequestContext, filters: AuditQuery) -> Result<AuditPage>;

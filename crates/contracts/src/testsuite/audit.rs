@@ -46,6 +46,7 @@ fn metadata(v: Value) -> serde_json::Map<String, Value> {
 /// A valid entry by `actor`.
 pub fn entry(actor: &str) -> NewAuditEntry {
     NewAuditEntry {
+        id: None,
         actor: actor.to_owned(),
         action: "suite.thing.do".into(),
         resource: "thing/1".into(),
@@ -96,6 +97,46 @@ pub async fn run_all(fx: &AuditFixture) {
     page_size_is_capped(fx).await;
     concurrent_records_get_distinct_sequences(fx).await;
     verify_reports_an_intact_chain(fx).await;
+    repeated_record_ids_are_recorded_once(fx).await;
+}
+
+/// At-least-once senders give each record an id: a `record` with an id the log holds
+/// answers that entry's sequence and writes nothing, over every transport.
+pub async fn repeated_record_ids_are_recorded_once(fx: &AuditFixture) {
+    let c = &fx.client;
+    let actor = tag("dedup");
+    let id = Uuid::now_v7();
+    let input = NewAuditEntry {
+        id: Some(id),
+        ..entry(&actor)
+    };
+    let first = c.record(&fx.ctx(), input.clone()).await.expect("record");
+    let again = c.record(&fx.ctx(), input.clone()).await.expect("repeat");
+    assert_eq!(
+        again, first,
+        "a repeated id answers the held entry's sequence"
+    );
+    // Even if the rest differs: the id decides.
+    let changed = NewAuditEntry {
+        action: "suite.thing.other".into(),
+        ..input.clone()
+    };
+    assert_eq!(c.record(&fx.ctx(), changed).await.expect("repeat"), first);
+    let page = c.query(&fx.ctx(), by_actor(&actor)).await.expect("query");
+    assert_eq!(page.entries.len(), 1, "{page:?}");
+    assert_eq!(page.entries[0].entry, input, "the id is kept and read back");
+    // Another id is another entry.
+    let other = c
+        .record(
+            &fx.ctx(),
+            NewAuditEntry {
+                id: Some(Uuid::now_v7()),
+                ..entry(&actor)
+            },
+        )
+        .await
+        .expect("record");
+    assert!(other > first);
 }
 
 pub async fn record_and_read_back(fx: &AuditFixture) {

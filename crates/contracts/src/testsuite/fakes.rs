@@ -384,3 +384,94 @@ impl crate::auth::AuthServiceClient for FakeAuth {
         })
     }
 }
+
+/// An in-memory audit log: keeps every recorded entry (an id it holds is not kept twice, as
+/// the real service does) and can be made to fail (as if audit were down); `query` and
+/// `verify` are not supported (read `entries`). For services whose tests check what they
+/// audit.
+#[derive(Clone, Default)]
+pub struct FakeAudit {
+    entries: Arc<Mutex<Vec<crate::audit::NewAuditEntry>>>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    attempts: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl FakeAudit {
+    /// Makes every `record` fail as unavailable (`true`) or succeed again.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Every entry kept, in the order recorded.
+    pub fn entries(&self) -> Vec<crate::audit::NewAuditEntry> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// `record` calls so far, failed ones included.
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits up to `within` for an entry matching `pred`.
+    pub async fn wait_for(
+        &self,
+        within: std::time::Duration,
+        pred: impl Fn(&crate::audit::NewAuditEntry) -> bool,
+    ) -> Option<crate::audit::NewAuditEntry> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(e) = self.entries().into_iter().find(|e| pred(e)) {
+                return Some(e);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[async_trait]
+impl crate::audit::AuditServiceClient for FakeAudit {
+    async fn record(
+        &self,
+        _ctx: &RequestContext,
+        entry: crate::audit::NewAuditEntry,
+    ) -> Result<u64> {
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::unavailable("audit unreachable (fake)"));
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = entry.id
+            && let Some(i) = entries.iter().position(|e| e.id == Some(id))
+        {
+            return Ok(i as u64 + 1);
+        }
+        entries.push(entry);
+        Ok(entries.len() as u64)
+    }
+
+    async fn query(
+        &self,
+        _ctx: &RequestContext,
+        _filters: crate::audit::AuditQuery,
+    ) -> Result<crate::audit::AuditPage> {
+        Err(Error::new(
+            crate::ErrorCode::Unimplemented,
+            "not supported by FakeAudit",
+        ))
+    }
+
+    async fn verify(&self, _ctx: &RequestContext) -> Result<crate::audit::VerifyReport> {
+        Err(Error::new(
+            crate::ErrorCode::Unimplemented,
+            "not supported by FakeAudit",
+        ))
+    }
+}

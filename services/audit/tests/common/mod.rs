@@ -148,6 +148,7 @@ pub fn as_service<T>(message: T) -> tonic::Request<T> {
 /// A valid entry by `actor`.
 pub fn entry(actor: &str, i: usize) -> NewAuditEntry {
     NewAuditEntry {
+        id: None,
         actor: actor.to_owned(),
         action: "test.thing.do".into(),
         resource: format!("thing/{i}"),

@@ -1,0 +1,1 @@
+CREATE TABLE things (id UUID PRIMARY KEY, name TEXT NOT NULL);

@@ -1,0 +1,1 @@
+CREATE TABLE things (id BLOB PRIMARY KEY, name TEXT NOT NULL);
