@@ -211,7 +211,7 @@ fn the_gateway_edge_through_plt_dev() {
     let gw = p.gateway.clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let c = reqwest::Client::new();
+        let c = plt_kernel::tls::http_client();
         // Unknown route: 404 problem+json, with a request id.
         let r = c.get(format!("{gw}/api/v1/nothing")).send().await.unwrap();
         assert_eq!(r.status(), 404);

@@ -14,19 +14,24 @@ pub struct StaticRegistry {
 }
 
 impl StaticRegistry {
-    /// From `service → [host:port, …]`.
+    /// From `service → [host:port, …]`; `https://host:port` lists an instance serving TLS.
     pub fn new(services: &BTreeMap<String, Vec<String>>) -> Result<Self> {
         let mut out = BTreeMap::new();
         for (name, addrs) in services {
             let mut list = Vec::new();
             for (i, addr) in addrs.iter().enumerate() {
+                let (scheme, address) = crate::split_scheme(addr)?;
+                let mut metadata = std::collections::BTreeMap::new();
+                if scheme == Some("https") {
+                    metadata.insert(crate::SCHEME_KEY.to_owned(), "https".to_owned());
+                }
                 let inst = Instance {
                     id: format!("{name}-{i}"),
                     service: name.clone(),
-                    address: addr.clone(),
+                    address: address.to_owned(),
                     version: String::new(),
                     tags: vec!["static".into()],
-                    metadata: Default::default(),
+                    metadata,
                 };
                 check_instance(&inst)?;
                 list.push(inst);

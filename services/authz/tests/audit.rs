@@ -247,7 +247,7 @@ async fn a_full_queue_drops_the_newest_and_counts_them() {
     )
     .await
     .unwrap();
-    let http = reqwest::Client::new();
+    let http = plt_kernel::tls::http_client();
     let metrics_url = format!("{}/metrics", svc.url());
     let before = dropped_in(
         &http

@@ -35,7 +35,7 @@ fn field(body: &Value) -> &str {
 #[tokio::test]
 async fn bad_input_gets_clear_errors_and_nothing_is_written() {
     let svc = start(Backend::Sqlite).await.unwrap();
-    let c = Client::new();
+    let c = plt_kernel::tls::http_client();
     let users = format!("{}/v1/users", svc.url());
 
     // Malformed JSON.
@@ -217,7 +217,7 @@ async fn bad_input_gets_clear_errors_and_nothing_is_written() {
 #[tokio::test]
 async fn responses_never_carry_password_material() {
     let svc = start(Backend::Sqlite).await.unwrap();
-    let c = Client::new();
+    let c = plt_kernel::tls::http_client();
     let base = svc.url();
     let r = c
         .post(format!("{base}/v1/users"))
@@ -273,7 +273,7 @@ async fn responses_never_carry_password_material() {
 #[tokio::test]
 async fn password_reset_answers_the_same_for_unknown_addresses() {
     let svc = start(Backend::Sqlite).await.unwrap();
-    let c = Client::new();
+    let c = plt_kernel::tls::http_client();
     let base = svc.url();
     c.post(format!("{base}/v1/users"))
         .json(&json!({"email": "known@example.com", "password": PW}))
@@ -298,7 +298,7 @@ async fn password_reset_answers_the_same_for_unknown_addresses() {
 #[tokio::test]
 async fn readiness_names_the_database_when_it_goes_away() {
     let svc = start(Backend::Sqlite).await.unwrap();
-    let c = Client::new();
+    let c = plt_kernel::tls::http_client();
     let r = c.get(format!("{}/readyz", svc.url())).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     svc.db().close().await;
@@ -344,7 +344,7 @@ async fn postgres_tables_live_in_the_service_schema() {
 #[tokio::test]
 async fn metrics_pass_promtool_when_available() {
     let svc = start(Backend::Sqlite).await.unwrap();
-    let c = Client::new();
+    let c = plt_kernel::tls::http_client();
     let base = svc.url();
     c.post(format!("{base}/v1/users"))
         .json(&json!({"email": "m@example.com", "password": PW}))
