@@ -122,7 +122,7 @@ pub struct ServerConfig {
     /// How long a readiness check may take before it counts as failed.
     #[serde(with = "humantime_serde")]
     pub readiness_timeout: Duration,
-    /// TLS on the service's port (off while `cert_file` is empty).
+    /// TLS on the service's port (off while `cert_path` is empty).
     #[serde(default)]
     pub tls: crate::tls::ServerTlsConfig,
 }

@@ -17,7 +17,7 @@
 //! each worker thread is also pinned to a CPU of its own (nginx's `worker_cpu_affinity`).
 //!
 //! With `server.tls` set the port serves TLS only (ALPN `h2` and `http/1.1`: gRPC and
-//! HTTP/1.1 as on the plaintext port), and with its `client_ca_file` only to clients
+//! HTTP/1.1 as on the plaintext port), and with its `client_ca_path` only to clients
 //! presenting a certificate that CA signed (see [`crate::tls`]).
 
 use crate::{

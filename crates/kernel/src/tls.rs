@@ -62,7 +62,7 @@ pub fn install_provider() {
 }
 
 /// A reqwest client builder whose TLS is this process's [`ClientTls`] (system roots, plus
-/// `client_tls.ca_file`, presenting `client_tls.cert_file` when set). The one way the
+/// `client_tls.ca_path`, presenting `client_tls.cert_path` when set). The one way the
 /// workspace makes reqwest clients.
 pub fn http_client_builder() -> reqwest::ClientBuilder {
     client().http_client_builder()
@@ -79,13 +79,13 @@ pub fn http_client() -> reqwest::Client {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerTlsConfig {
-    /// PEM certificate chain, leaf first. With `key_file`: the port serves TLS only.
-    pub cert_file: PathBuf,
+    /// PEM certificate chain, leaf first. With `key_path`: the port serves TLS only.
+    pub cert_path: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
-    pub key_file: PathBuf,
+    pub key_path: PathBuf,
     /// PEM CA certificates: when set, a client must present a certificate they signed
     /// (mutual TLS); others are refused during the handshake.
-    pub client_ca_file: PathBuf,
+    pub client_ca_path: PathBuf,
 }
 
 fn set(p: &Path) -> bool {
@@ -95,30 +95,30 @@ fn set(p: &Path) -> bool {
 impl ServerTlsConfig {
     /// Whether the port serves TLS.
     pub fn enabled(&self) -> bool {
-        set(&self.cert_file)
+        set(&self.cert_path)
     }
 
     /// The settings fit together (files are read by [`ServerTlsConfig::load`]).
     pub fn check(&self, prefix: &str) -> Result<(), ConfigError> {
-        match (set(&self.cert_file), set(&self.key_file)) {
+        match (set(&self.cert_path), set(&self.key_path)) {
             (true, false) => {
                 return Err(ConfigError::new(
-                    format!("{prefix}.key_file"),
-                    "must be set when cert_file is",
+                    format!("{prefix}.key_path"),
+                    "must be set when cert_path is",
                 ));
             }
             (false, true) => {
                 return Err(ConfigError::new(
-                    format!("{prefix}.cert_file"),
-                    "must be set when key_file is",
+                    format!("{prefix}.cert_path"),
+                    "must be set when key_path is",
                 ));
             }
             _ => {}
         }
-        if set(&self.client_ca_file) && !self.enabled() {
+        if set(&self.client_ca_path) && !self.enabled() {
             return Err(ConfigError::new(
-                format!("{prefix}.client_ca_file"),
-                "needs cert_file and key_file (mutual TLS is TLS first)",
+                format!("{prefix}.client_ca_path"),
+                "needs cert_path and key_path (mutual TLS is TLS first)",
             ));
         }
         Ok(())
@@ -132,16 +132,16 @@ impl ServerTlsConfig {
         if !self.enabled() {
             return Ok(None);
         }
-        let certs = read_certs(&self.cert_file, &format!("{prefix}.cert_file"))?;
-        let key_name = format!("{prefix}.key_file");
-        let key = read_key(&self.key_file, &key_name)?;
+        let certs = read_certs(&self.cert_path, &format!("{prefix}.cert_path"))?;
+        let key_name = format!("{prefix}.key_path");
+        let key = read_key(&self.key_path, &key_name)?;
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| ConfigError::new(prefix, e.to_string()))?;
-        let builder = if set(&self.client_ca_file) {
-            let ca_name = format!("{prefix}.client_ca_file");
+        let builder = if set(&self.client_ca_path) {
+            let ca_name = format!("{prefix}.client_ca_path");
             let mut roots = RootCertStore::empty();
-            for cert in read_certs(&self.client_ca_file, &ca_name)? {
+            for cert in read_certs(&self.client_ca_path, &ca_name)? {
                 roots
                     .add(cert)
                     .map_err(|e| ConfigError::new(&ca_name, format!("not a usable CA: {e}")))?;
@@ -156,7 +156,7 @@ impl ServerTlsConfig {
         let mut config = builder.with_single_cert(certs, key).map_err(|e| {
             ConfigError::new(
                 &key_name,
-                format!("does not fit the certificate in cert_file: {e}"),
+                format!("does not fit the certificate in cert_path: {e}"),
             )
         })?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -169,24 +169,24 @@ impl ServerTlsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ClientTlsConfig {
     /// PEM CA certificates trusted besides the operating system's roots.
-    pub ca_file: PathBuf,
+    pub ca_path: PathBuf,
     /// PEM certificate chain presented when a server asks for one (mutual TLS).
-    pub cert_file: PathBuf,
+    pub cert_path: PathBuf,
     /// Its PEM private key.
-    pub key_file: PathBuf,
+    pub key_path: PathBuf,
 }
 
 impl ClientTlsConfig {
     /// The settings fit together (files are read by [`ClientTls::load`]).
     pub fn check(&self, prefix: &str) -> Result<(), ConfigError> {
-        match (set(&self.cert_file), set(&self.key_file)) {
+        match (set(&self.cert_path), set(&self.key_path)) {
             (true, false) => Err(ConfigError::new(
-                format!("{prefix}.key_file"),
-                "must be set when cert_file is",
+                format!("{prefix}.key_path"),
+                "must be set when cert_path is",
             )),
             (false, true) => Err(ConfigError::new(
-                format!("{prefix}.cert_file"),
-                "must be set when key_file is",
+                format!("{prefix}.cert_path"),
+                "must be set when key_path is",
             )),
             _ => Ok(()),
         }
@@ -245,26 +245,26 @@ impl ClientTls {
     pub fn load(cfg: &ClientTlsConfig, prefix: &str) -> Result<Self, ConfigError> {
         cfg.check(prefix)?;
         let mut roots = system_roots();
-        if set(&cfg.ca_file) {
-            let name = format!("{prefix}.ca_file");
-            for cert in read_certs(&cfg.ca_file, &name)? {
+        if set(&cfg.ca_path) {
+            let name = format!("{prefix}.ca_path");
+            for cert in read_certs(&cfg.ca_path, &name)? {
                 roots
                     .add(cert)
                     .map_err(|e| ConfigError::new(&name, format!("not a usable CA: {e}")))?;
             }
         }
-        let identity = if set(&cfg.cert_file) {
+        let identity = if set(&cfg.cert_path) {
             Some((
-                read_certs(&cfg.cert_file, &format!("{prefix}.cert_file"))?,
-                read_key(&cfg.key_file, &format!("{prefix}.key_file"))?,
+                read_certs(&cfg.cert_path, &format!("{prefix}.cert_path"))?,
+                read_key(&cfg.key_path, &format!("{prefix}.key_path"))?,
             ))
         } else {
             None
         };
         Self::build(roots, identity).map_err(|e| {
             ConfigError::new(
-                format!("{prefix}.key_file"),
-                format!("does not fit the certificate in cert_file: {e}"),
+                format!("{prefix}.key_path"),
+                format!("does not fit the certificate in cert_path: {e}"),
             )
         })
     }

@@ -72,16 +72,16 @@ impl Host {
 fn server_tls(ca: &TestCa, client_ca: Option<&Path>) -> ServerTlsConfig {
     let files = ca.server("server", &["localhost", "127.0.0.1"]);
     ServerTlsConfig {
-        cert_file: files.cert,
-        key_file: files.key,
-        client_ca_file: client_ca.map(Path::to_path_buf).unwrap_or_default(),
+        cert_path: files.cert,
+        key_path: files.key,
+        client_ca_path: client_ca.map(Path::to_path_buf).unwrap_or_default(),
     }
 }
 
 fn trusting(ca: &TestCa) -> ClientTls {
     ClientTls::load(
         &ClientTlsConfig {
-            ca_file: ca.ca_file(),
+            ca_path: ca.ca_file(),
             ..Default::default()
         },
         "client_tls",
@@ -220,9 +220,9 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_the_client_ca_signed(
     let stranger = stranger_ca.client("stranger", "mallory");
     let stranger = ClientTls::load(
         &ClientTlsConfig {
-            ca_file: ca.ca_file(),
-            cert_file: stranger.cert,
-            key_file: stranger.key,
+            ca_path: ca.ca_file(),
+            cert_path: stranger.cert,
+            key_path: stranger.key,
         },
         "client_tls",
     )
@@ -240,9 +240,9 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_the_client_ca_signed(
     let identity = clients.client("identity", "identity");
     let admitted = ClientTls::load(
         &ClientTlsConfig {
-            ca_file: ca.ca_file(),
-            cert_file: identity.cert,
-            key_file: identity.key,
+            ca_path: ca.ca_file(),
+            cert_path: identity.cert,
+            key_path: identity.key,
         },
         "client_tls",
     )
@@ -283,83 +283,83 @@ async fn unusable_tls_settings_are_refused_naming_the_key() {
     std::fs::write(&garbage, "not PEM at all").unwrap();
 
     let e = bind_error(ServerTlsConfig {
-        cert_file: dir.path().join("missing.pem"),
-        key_file: good.key.clone(),
+        cert_path: dir.path().join("missing.pem"),
+        key_path: good.key.clone(),
         ..Default::default()
     })
     .await;
     assert!(
-        e.contains("server.tls.cert_file") && e.contains("missing.pem"),
+        e.contains("server.tls.cert_path") && e.contains("missing.pem"),
         "{e}"
     );
 
     let e = bind_error(ServerTlsConfig {
-        cert_file: garbage.clone(),
-        key_file: good.key.clone(),
+        cert_path: garbage.clone(),
+        key_path: good.key.clone(),
         ..Default::default()
     })
     .await;
-    assert!(e.contains("server.tls.cert_file"), "{e}");
+    assert!(e.contains("server.tls.cert_path"), "{e}");
 
     let e = bind_error(ServerTlsConfig {
-        cert_file: good.cert.clone(),
-        key_file: garbage.clone(),
+        cert_path: good.cert.clone(),
+        key_path: garbage.clone(),
         ..Default::default()
     })
     .await;
-    assert!(e.contains("server.tls.key_file"), "{e}");
+    assert!(e.contains("server.tls.key_path"), "{e}");
 
     // A key of another certificate.
     let e = bind_error(ServerTlsConfig {
-        cert_file: good.cert.clone(),
-        key_file: other.key.clone(),
+        cert_path: good.cert.clone(),
+        key_path: other.key.clone(),
         ..Default::default()
     })
     .await;
-    assert!(e.contains("server.tls.key_file"), "{e}");
+    assert!(e.contains("server.tls.key_path"), "{e}");
 
     let e = bind_error(ServerTlsConfig {
-        cert_file: good.cert.clone(),
+        cert_path: good.cert.clone(),
         ..Default::default()
     })
     .await;
-    assert!(e.contains("server.tls.key_file"), "{e}");
+    assert!(e.contains("server.tls.key_path"), "{e}");
 
     let e = bind_error(ServerTlsConfig {
-        client_ca_file: ca.ca_file(),
+        client_ca_path: ca.ca_file(),
         ..Default::default()
     })
     .await;
-    assert!(e.contains("server.tls.client_ca_file"), "{e}");
+    assert!(e.contains("server.tls.client_ca_path"), "{e}");
 
     let e = bind_error(ServerTlsConfig {
-        cert_file: good.cert.clone(),
-        key_file: good.key.clone(),
-        client_ca_file: garbage.clone(),
+        cert_path: good.cert.clone(),
+        key_path: good.key.clone(),
+        client_ca_path: garbage.clone(),
     })
     .await;
-    assert!(e.contains("server.tls.client_ca_file"), "{e}");
+    assert!(e.contains("server.tls.client_ca_path"), "{e}");
 
     // The client side names its keys too.
     let e = ClientTls::load(
         &ClientTlsConfig {
-            ca_file: garbage,
+            ca_path: garbage,
             ..Default::default()
         },
         "client_tls",
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("client_tls.ca_file"), "{e}");
+    assert!(e.contains("client_tls.ca_path"), "{e}");
     let e = ClientTls::load(
         &ClientTlsConfig {
-            cert_file: good.cert.clone(),
-            key_file: other.key,
+            cert_path: good.cert.clone(),
+            key_path: other.key,
             ..Default::default()
         },
         "client_tls",
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("client_tls.key_file"), "{e}");
+    assert!(e.contains("client_tls.key_path"), "{e}");
 }
