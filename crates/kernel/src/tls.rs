@@ -526,6 +526,27 @@ impl tower::Service<http::Uri> for Connector {
     }
 }
 
+/// Whether an error chain holds a TLS failure (a certificate refused by either side, a
+/// handshake or protocol error): the instance cannot be used as configured. tokio-rustls
+/// reports rustls errors as `io::Error`s of kind `InvalidData` carrying the message
+/// ("received fatal alert: CertificateRequired"); a byte stream of ours fails that way only
+/// in TLS.
+pub fn is_tls_failure(mut e: Option<&(dyn std::error::Error + 'static)>) -> bool {
+    while let Some(err) = e {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<io::Error>()
+            && (io.kind() == io::ErrorKind::InvalidData
+                || io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()))
+        {
+            return true;
+        }
+        e = err.source();
+    }
+    false
+}
+
 fn outbound() -> &'static RwLock<Option<ClientTls>> {
     static OUTBOUND: RwLock<Option<ClientTls>> = RwLock::new(None);
     &OUTBOUND
