@@ -538,7 +538,9 @@ pub fn is_tls_failure(mut e: Option<&(dyn std::error::Error + 'static)>) -> bool
         }
         if let Some(io) = err.downcast_ref::<io::Error>()
             && (io.kind() == io::ErrorKind::InvalidData
-                || io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()))
+                || io
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<rustls::Error>()))
         {
             return true;
         }
