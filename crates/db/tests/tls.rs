@@ -92,9 +92,7 @@ async fn sslmode_disable_and_require_against_the_test_server() {
         assert!(encrypted(&db).await, "sslmode=require is encrypted");
         db.close().await;
     } else {
-        let e = required
-            .err()
-            .expect("sslmode=require fails against a server without TLS");
+        let e = required.expect_err("sslmode=require fails against a server without TLS");
         assert!(e.contains("TLS"), "a clear TLS error: {e}");
     }
 
@@ -143,7 +141,6 @@ async fn sslmode_verify_full_against_a_server_of_a_known_ca() {
         dir.path(),
     )
     .await
-    .err()
-    .expect("verify-full with another CA fails");
+    .expect_err("verify-full with another CA fails");
     assert!(e.contains("TLS") || e.contains("certificate"), "{e}");
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Backend, start};
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const PW: &str = "correct horse battery staple";
