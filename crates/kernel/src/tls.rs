@@ -42,6 +42,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// The longest a client may take to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a listener looks whether its certificate or key file changed.
+const RELOAD_CHECK: Duration = Duration::from_secs(1);
 
 /// ring's provider. rustls 0.23.48 deprecates it for lacking post-quantum key exchange; the
 /// provider that has it (aws-lc-rs) needs cmake and a C toolchain to build, which this
@@ -126,15 +128,16 @@ impl ServerTlsConfig {
 
     /// The server configuration (ALPN `h2`, `http/1.1`), or `None` when TLS is off. A file
     /// that cannot be read or holds nothing usable is an error naming its key under
-    /// `prefix` (e.g. `server.tls`).
+    /// `prefix` (e.g. `server.tls`). The certificate and key are read again when their files
+    /// change (looked at no more than once a second, on a handshake): a renewed certificate
+    /// is served without a restart; a renewal that cannot be used is logged and the previous
+    /// one kept. (The client CA is read once.)
     pub fn load(&self, prefix: &str) -> Result<Option<Arc<ServerConfig>>, ConfigError> {
         self.check(prefix)?;
         if !self.enabled() {
             return Ok(None);
         }
-        let certs = read_certs(&self.cert_path, &format!("{prefix}.cert_path"))?;
-        let key_name = format!("{prefix}.key_path");
-        let key = read_key(&self.key_path, &key_name)?;
+        let resolver = ReloadingCert::new(&self.cert_path, &self.key_path, prefix)?;
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| ConfigError::new(prefix, e.to_string()))?;
@@ -153,14 +156,99 @@ impl ServerTlsConfig {
         } else {
             builder.with_no_client_auth()
         };
-        let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        let mut config = builder.with_cert_resolver(Arc::new(resolver));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Some(Arc::new(config)))
+    }
+}
+
+/// The certificate a listener serves, read again from its files when they change.
+#[derive(Debug)]
+struct ReloadingCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    /// The section's key path, for messages.
+    prefix: String,
+    state: std::sync::Mutex<Served>,
+}
+
+#[derive(Debug)]
+struct Served {
+    key: Arc<rustls::sign::CertifiedKey>,
+    /// Modification time and length of the certificate and key files when they were read.
+    stamp: Option<FileStamps>,
+    checked: std::time::Instant,
+}
+
+type FileStamps = [(std::time::SystemTime, u64); 2];
+
+impl ReloadingCert {
+    fn new(cert_path: &Path, key_path: &Path, prefix: &str) -> Result<Self, ConfigError> {
+        let stamp = stamps(cert_path, key_path);
+        let key = certified_key(cert_path, key_path, prefix)?;
+        Ok(Self {
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+            prefix: prefix.to_owned(),
+            state: std::sync::Mutex::new(Served {
+                key,
+                stamp,
+                checked: std::time::Instant::now(),
+            }),
+        })
+    }
+}
+
+fn stamps(cert: &Path, key: &Path) -> Option<FileStamps> {
+    let stamp = |p: &Path| {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    };
+    Some([stamp(cert)?, stamp(key)?])
+}
+
+fn certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+    prefix: &str,
+) -> Result<Arc<rustls::sign::CertifiedKey>, ConfigError> {
+    let certs = read_certs(cert_path, &format!("{prefix}.cert_path"))?;
+    let key_name = format!("{prefix}.key_path");
+    let key = read_key(key_path, &key_name)?;
+    rustls::sign::CertifiedKey::from_der(certs, key, &provider())
+        .map(Arc::new)
+        .map_err(|e| {
             ConfigError::new(
                 &key_name,
                 format!("does not fit the certificate in cert_path: {e}"),
             )
-        })?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Some(Arc::new(config)))
+        })
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let mut served = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if served.checked.elapsed() >= RELOAD_CHECK {
+            served.checked = std::time::Instant::now();
+            let now = stamps(&self.cert_path, &self.key_path);
+            if now.is_some() && now != served.stamp {
+                match certified_key(&self.cert_path, &self.key_path, &self.prefix) {
+                    Ok(key) => {
+                        served.key = key;
+                        served.stamp = now;
+                        tracing::info!(cert = %self.cert_path.display(), "TLS certificate reloaded");
+                    }
+                    // Perhaps half-written: tried again at the next check.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "TLS certificate not reloaded; serving the previous one")
+                    }
+                }
+            }
+        }
+        Some(served.key.clone())
     }
 }
 

@@ -64,3 +64,42 @@ impl ServiceRegistry for StaticRegistry {
         Ok(rx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn https_entries_are_instances_that_serve_tls() {
+        let list: BTreeMap<String, Vec<String>> = [(
+            "identity".to_owned(),
+            vec![
+                "127.0.0.1:8082".to_owned(),
+                "https://identity.internal:8443".to_owned(),
+                "http://127.0.0.1:9082".to_owned(),
+            ],
+        )]
+        .into();
+        let found = StaticRegistry::new(&list)
+            .unwrap()
+            .discover("identity")
+            .await
+            .unwrap();
+        let urls: Vec<String> = found.iter().map(Instance::base_url).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://127.0.0.1:8082",
+                "https://identity.internal:8443",
+                "http://127.0.0.1:9082"
+            ]
+        );
+        assert_eq!(found[1].address, "identity.internal:8443");
+
+        for bad in ["ftp://127.0.0.1:21", "https://no-port"] {
+            let list: BTreeMap<String, Vec<String>> =
+                [("identity".to_owned(), vec![bad.to_owned()])].into();
+            assert!(StaticRegistry::new(&list).is_err(), "{bad}");
+        }
+    }
+}
