@@ -253,7 +253,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             .context("starting the development registry")?;
         (
             Arc::new(plt_registry::consul::ConsulRegistry::new(
-                reqwest::Client::new(),
+                plt_kernel::tls::http_client(),
                 &url,
             )),
             Some(url),
@@ -272,7 +272,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let auth_addr = auth.local_addr();
     let jwks = || -> Arc<dyn plt_authn::JwksSource> {
         Arc::new(plt_authn::HttpJwksSource::new(
-            reqwest::Client::new(),
+            plt_kernel::tls::http_client(),
             format!("http://{auth_addr}/.well-known/jwks.json"),
         ))
     };

@@ -41,7 +41,7 @@ async fn spawn(
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-    let http = reqwest::Client::new();
+    let http = plt_kernel::tls::http_client();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait()? {
@@ -67,7 +67,7 @@ async fn spawn(
 /// and waits for it.
 /// Waits (at most 10 s) until the service at `addr` says authz took its permissions.
 async fn wait_declared(addr: SocketAddr) {
-    let http = reqwest::Client::new();
+    let http = plt_kernel::tls::http_client();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         let declared = async {

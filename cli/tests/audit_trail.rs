@@ -116,7 +116,7 @@ async fn pending(svc: &TestService) -> u64 {
 
 /// Every entry of the log, read over audit's HTTP API by a user allowed to.
 async fn log(audit: &TestService, reader: &str) -> Vec<AuditEntry> {
-    let http = reqwest::Client::new();
+    let http = plt_kernel::tls::http_client();
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -194,7 +194,7 @@ async fn records_written_while_audit_is_down_arrive_after_it_restarts(backend: B
     let audit = p.audit(audit_dir.path()).await;
     let identity = p.identity(services_dir.path()).await;
     let auth = p.auth(services_dir.path()).await;
-    let http = reqwest::Client::new();
+    let http = plt_kernel::tls::http_client();
 
     // Audit goes away.
     audit.stop().await;
@@ -350,7 +350,7 @@ async fn a_killed_service_loses_no_record() {
         }
     }
     let _guard = KillOnDrop(child.id());
-    let http = reqwest::Client::new();
+    let http = plt_kernel::tls::http_client();
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + WAIT;
     loop {

@@ -89,7 +89,7 @@ fn dev_starts_the_platform_and_stops_on_sigint() {
     let (identity, auth, audit) = (identity.unwrap(), auth.unwrap(), audit.unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let c = reqwest::Client::new();
+        let c = plt_kernel::tls::http_client();
         let r = c
             .post(format!("{identity}/v1/users"))
             .json(&serde_json::json!({"email": "dev@example.com", "password": "correct horse battery staple"}))

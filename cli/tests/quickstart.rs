@@ -177,7 +177,7 @@ fn plt_dev_starts_from_an_empty_directory_with_the_built_in_configuration() {
     let gw = p.gateway.clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let c = reqwest::Client::new();
+        let c = plt_kernel::tls::http_client();
         let r = c.get(format!("{gw}/readyz")).send().await.unwrap();
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
         // Signed in with PLT_DEV_ADMIN_PASSWORD: plt dev read it, no service refused it.
@@ -248,7 +248,7 @@ fn the_gateway_edge_through_plt_dev() {
     let gw = p.gateway.clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let c = reqwest::Client::new();
+        let c = plt_kernel::tls::http_client();
         // Unknown route: 404 problem+json, with a request id.
         let r = c.get(format!("{gw}/api/v1/nothing")).send().await.unwrap();
         assert_eq!(r.status(), 404);
@@ -371,7 +371,7 @@ fn every_service_guards_itself_and_logout_ends_the_token_everywhere() {
     let gw = p.gateway.clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let c = reqwest::Client::new();
+        let c = plt_kernel::tls::http_client();
         let admin = login(&c, &gw, "admin@example.com", ADMIN_PASSWORD).await;
         // A fresh user: signs up, signs in, reads itself (role user is implicit).
         let r = c

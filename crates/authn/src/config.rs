@@ -48,7 +48,7 @@ impl TokenConfig {
         let source = match source {
             Some(s) => s,
             None => Arc::new(HttpJwksSource::new(
-                reqwest::Client::builder()
+                plt_kernel::tls::http_client_builder()
                     .timeout(Duration::from_secs(5))
                     .build()?,
                 self.jwks_url.clone(),

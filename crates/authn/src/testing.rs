@@ -147,7 +147,7 @@ impl TestAuthority {
         if let Ok(v) = self.service_token(caller, audience).expose().parse() {
             headers.insert(plt_contracts::service_identity::SERVICE_TOKEN_HEADER, v);
         }
-        reqwest::Client::builder()
+        plt_kernel::tls::http_client_builder()
             .default_headers(headers)
             .build()
             .unwrap_or_default()

@@ -77,7 +77,8 @@ impl ClientConfig {
 pub trait Contract: Send + Sync + 'static {
     /// The registry name of the service implementing it.
     const SERVICE: &'static str;
-    /// A client of the instance at `base_url` (`http://host:port`) over gRPC.
+    /// A client of the instance at `base_url` (`http://host:port`, or `https://host:port`
+    /// for an instance serving TLS: this process's `client_tls`) over gRPC.
     fn grpc(base_url: &str) -> Option<Arc<Self>>;
     /// A client of the instance at `base_url` over HTTP/JSON.
     fn http(http: reqwest::Client, base_url: &str) -> Arc<Self>;
@@ -94,15 +95,11 @@ pub struct ClientFactory {
     clients: Arc<ClientsConfig>,
 }
 
-fn base_url(i: &Instance) -> String {
-    format!("http://{}", i.address)
-}
-
 impl ClientFactory {
     pub fn new(registry: Arc<dyn ServiceRegistry>) -> Self {
         Self {
             registry,
-            http: reqwest::Client::new(),
+            http: plt_kernel::tls::http_client(),
             credentials: None,
             clients: Arc::default(),
         }
@@ -127,8 +124,8 @@ impl ClientFactory {
         let protocol = cfg.protocol;
         let make = move |i: &Instance| -> Option<Arc<C>> {
             match protocol {
-                Protocol::Grpc => C::grpc(&base_url(i)),
-                Protocol::Http => Some(C::http(http.clone(), &base_url(i))),
+                Protocol::Grpc => C::grpc(&i.base_url()),
+                Protocol::Http => Some(C::http(http.clone(), &i.base_url())),
             }
         };
         let pool = Pool::with_credentials(

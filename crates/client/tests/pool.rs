@@ -132,6 +132,7 @@ async fn serve(registry: &MemoryRegistry, n: usize, users: &FakeIdentity) -> Ser
         shutdown_timeout: Duration::from_millis(100),
         body_limit_bytes: 1 << 20,
         readiness_timeout: Duration::from_secs(1),
+        tls: Default::default(),
     };
     let host = ServiceHost::new("identity-test", &server_cfg)
         .grpc(IdentityGrpcServer::new(Arc::new(flaky.clone())))

@@ -418,6 +418,11 @@ impl From<tonic::Status> for Error {
         if code == ErrorCode::Unavailable && is_connection_refused(std::error::Error::source(&s)) {
             return Self::not_sent(s.message());
         }
+        // A TLS session the instance refused (its client CA does not know this process's
+        // certificate) or this process refused: the instance is unusable, not the request.
+        if plt_kernel::tls::is_tls_failure(std::error::Error::source(&s)) {
+            return Self::unavailable(format!("TLS: {}", s.message()));
+        }
         Self {
             code,
             message: s.message().to_owned(),

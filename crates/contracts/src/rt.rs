@@ -34,11 +34,21 @@ impl<T: ?Sized> Clone for HttpState<T> {
     }
 }
 
-/// A channel to `endpoint` (`http://host:port`) that connects on first use.
+/// A channel to `endpoint` that connects on first use: `http://host:port` in plaintext (h2c),
+/// `https://host:port` over TLS with this process's `client_tls` (ALPN `h2`).
 pub fn lazy_channel(endpoint: &str) -> Result<tonic::transport::Channel> {
-    Ok(tonic::transport::Channel::from_shared(endpoint.to_owned())
-        .map_err(|e| Error::invalid("endpoint", e.to_string()))?
-        .connect_lazy())
+    let ep = tonic::transport::Channel::from_shared(endpoint.to_owned())
+        .map_err(|e| Error::invalid("endpoint", e.to_string()))?;
+    match ep.uri().scheme_str() {
+        Some("https") => Ok(ep.connect_with_connector_lazy(
+            plt_kernel::tls::client().connector(plt_kernel::tls::Alpn::H2),
+        )),
+        Some("http") => Ok(ep.connect_lazy()),
+        _ => Err(Error::invalid(
+            "endpoint",
+            format!("{endpoint}: must be an http:// or https:// URL"),
+        )),
+    }
 }
 
 /// The request message of an HTTP call: from the JSON body when the method has one (the

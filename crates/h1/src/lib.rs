@@ -17,11 +17,15 @@
 //! Idle connections are kept per host worker thread ([`plt_kernel::worker_index`]): a
 //! connection is registered with the runtime of the thread that opened it, and is reused
 //! there, so that its readiness never crosses threads.
+//!
+//! An instance that serves TLS ([`ConnPool::with_tls`]) is reached over TLS with the
+//! process's outbound TLS (`plt_kernel::tls`), ALPN `http/1.1`.
 
 use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version, header};
 use http_body::{Frame, SizeHint};
+use plt_kernel::tls::{Alpn, ClientTls, Stream};
 use std::{
     io,
     pin::Pin,
@@ -29,10 +33,7 @@ use std::{
     task::{Context, Poll},
     time::{Duration, Instant},
 };
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpStream,
-};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The longest response head read.
 const MAX_HEAD: usize = 64 * 1024;
@@ -68,7 +69,7 @@ impl std::fmt::Display for SendError {
 }
 
 struct Conn {
-    io: TcpStream,
+    io: Stream,
     /// Bytes read and not yet used.
     buf: BytesMut,
 }
@@ -85,11 +86,33 @@ pub struct ConnPool {
     idle: [Mutex<Vec<Idle>>; SLOTS],
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// TLS to the instance, when it serves TLS.
+    tls: Option<ClientTls>,
 }
 
 impl ConnPool {
+    /// Plaintext connections to `authority`.
     pub fn new(
         authority: http::uri::Authority,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Arc<Self> {
+        Self::build(authority, None, connect_timeout, idle_timeout)
+    }
+
+    /// TLS connections to `authority` (its host is the name its certificate must carry).
+    pub fn with_tls(
+        authority: http::uri::Authority,
+        tls: ClientTls,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Arc<Self> {
+        Self::build(authority, Some(tls), connect_timeout, idle_timeout)
+    }
+
+    fn build(
+        authority: http::uri::Authority,
+        tls: Option<ClientTls>,
         connect_timeout: Duration,
         idle_timeout: Duration,
     ) -> Arc<Self> {
@@ -98,6 +121,7 @@ impl ConnPool {
             idle: std::array::from_fn(|_| Mutex::new(Vec::new())),
             connect_timeout,
             idle_timeout,
+            tls,
         })
     }
 
@@ -136,18 +160,20 @@ impl ConnPool {
     }
 
     async fn connect(&self) -> Result<Conn, SendError> {
-        let connect = TcpStream::connect(self.authority.as_str());
-        let io = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(io)) => io,
-            Ok(Err(e)) => return Err(SendError::Connect(e)),
-            Err(_) => {
-                return Err(SendError::Connect(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connect timed out",
-                )));
-            }
-        };
-        io.set_nodelay(true).map_err(SendError::Connect)?;
+        let port = self.authority.port_u16().ok_or_else(|| {
+            SendError::Connect(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: no port", self.authority),
+            ))
+        })?;
+        let io = Stream::connect(
+            self.authority.host(),
+            port,
+            self.tls.as_ref().map(|t| (t, Alpn::Http1)),
+            Some(self.connect_timeout),
+        )
+        .await
+        .map_err(SendError::Connect)?;
         Ok(Conn {
             io,
             buf: BytesMut::with_capacity(8 * 1024),
@@ -272,12 +298,20 @@ fn usable(conn: &Conn) -> bool {
         return false;
     }
     let mut cx = Context::from_waker(std::task::Waker::noop());
-    match conn.io.poll_read_ready(&mut cx) {
+    let tcp = conn.io.tcp();
+    match tcp.poll_read_ready(&mut cx) {
         Poll::Pending => true,
         Poll::Ready(Err(_)) => false,
         Poll::Ready(Ok(())) => {
             let mut probe = [0u8; 1];
-            matches!(conn.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            // Over TLS, a peek: anything that arrived (a close_notify alert, a late answer,
+            // the end of the stream) makes it unusable; nothing (Pending) leaves the session
+            // undisturbed.
+            if conn.io.is_tls() {
+                let mut buf = tokio::io::ReadBuf::new(&mut probe);
+                return tcp.poll_peek(&mut cx, &mut buf).is_pending();
+            }
+            matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
         }
     }
 }

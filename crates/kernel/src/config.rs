@@ -98,6 +98,9 @@ pub struct KernelConfig {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub notifier: NotifierConfig,
+    /// Outbound TLS: roots trusted besides the system's, and the certificate presented.
+    #[serde(default)]
+    pub client_tls: crate::tls::ClientTlsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +131,9 @@ pub struct ServerConfig {
     /// How long a readiness check may take before it counts as failed.
     #[serde(with = "humantime_serde")]
     pub readiness_timeout: Duration,
+    /// TLS on the service's port (off while `cert_path` is empty).
+    #[serde(default)]
+    pub tls: crate::tls::ServerTlsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,6 +318,8 @@ impl Validate for KernelConfig {
                 "must be greater than 0",
             ));
         }
+        self.server.tls.check("server.tls")?;
+        self.client_tls.check("client_tls")?;
         let db = &self.database;
         if db.max_connections == 0 {
             return Err(ConfigError::new(
@@ -399,6 +407,7 @@ pub const KNOWN_SECTIONS: &[&str] = &[
     "clients",
     "service_identity",
     "outbox",
+    "client_tls",
 ];
 
 /// The repository's `config/default.yaml`, built in: the defaults when the config directory

@@ -15,6 +15,10 @@
 //! (`SO_REUSEPORT`, the kernel spreads connections over them), so that a connection's work
 //! stays on one thread, as in nginx, HAProxy and Envoy. With [`ServiceHost::pin_workers`]
 //! each worker thread is also pinned to a CPU of its own (nginx's `worker_cpu_affinity`).
+//!
+//! With `server.tls` set the port serves TLS only (ALPN `h2` and `http/1.1`: gRPC and
+//! HTTP/1.1 as on the plaintext port), and with its `client_ca_path` only to clients
+//! presenting a certificate that CA signed (see [`crate::tls`]).
 
 use crate::{
     REQUEST_ID_HEADER,
@@ -78,6 +82,7 @@ pub struct ServiceHost {
     front: Option<Arc<dyn FrontHandler>>,
     workers: usize,
     worker_cpus: Vec<usize>,
+    tls: crate::tls::ServerTlsConfig,
 }
 
 thread_local! {
@@ -106,6 +111,7 @@ impl ServiceHost {
             front: None,
             workers: 1,
             worker_cpus: Vec::new(),
+            tls: server.tls.clone(),
         }
     }
 
@@ -172,8 +178,14 @@ impl ServiceHost {
         self
     }
 
-    /// Binds the listener (use port 0 in tests) and assembles the service stack.
+    /// Binds the listener (use port 0 in tests) and assembles the service stack. A TLS
+    /// setting that cannot be used (unreadable file, key not fitting the certificate) is an
+    /// `InvalidInput` error naming its key.
     pub async fn bind(self, addr: SocketAddr) -> std::io::Result<BoundHost> {
+        let tls = self
+            .tls
+            .load("server.tls")
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         // Each CPU must take a thread now, not fail in a worker later.
         let mut cpus = self.worker_cpus.clone();
         cpus.sort_unstable();
@@ -295,6 +307,7 @@ impl ServiceHost {
             shutdown_timeout: self.shutdown_timeout,
             front: self.front,
             worker_cpus: self.worker_cpus,
+            tls,
         })
     }
 }
@@ -310,11 +323,17 @@ pub struct BoundHost {
     shutdown_timeout: Duration,
     front: Option<Arc<dyn FrontHandler>>,
     worker_cpus: Vec<usize>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl BoundHost {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Whether the port serves TLS (clients then use `https://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn readiness(&self) -> Readiness {
@@ -328,7 +347,8 @@ impl BoundHost {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let name = self.name.clone();
-        tracing::info!(service = %name, addr = %self.local_addr, workers = self.listeners.len(), "listening (gRPC and HTTP)");
+        let tls = self.tls.clone();
+        tracing::info!(service = %name, addr = %self.local_addr, workers = self.listeners.len(), tls = tls.is_some(), "listening (gRPC and HTTP)");
         let front = Front {
             front: self.front,
             app: self.app,
@@ -343,13 +363,13 @@ impl BoundHost {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let stop = stop.clone();
             tokio::spawn(async move {
-                let _ = tx.send(serve(listener, front, stop).await);
+                let _ = tx.send(serve(listener, tls, front, stop).await);
             });
             served.push(rx);
         } else {
             for (i, listener) in listeners.into_iter().enumerate() {
                 let listener = listener.into_std()?;
-                let (front, stop) = (front.clone(), stop.clone());
+                let (front, stop, tls) = (front.clone(), stop.clone(), tls.clone());
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let cpu = (!self.worker_cpus.is_empty())
                     .then(|| self.worker_cpus[i % self.worker_cpus.len()]);
@@ -383,7 +403,7 @@ impl BoundHost {
                             }
                         };
                         let result = rt.block_on(async move {
-                            serve(TcpListener::from_std(listener)?, front, stop).await
+                            serve(TcpListener::from_std(listener)?, tls, front, stop).await
                         });
                         let _ = tx.send(result);
                     })?;
@@ -444,12 +464,25 @@ fn bind_listeners(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener
     Ok(out)
 }
 
-/// Serves `listener` until `stop` turns true, then until its connections have finished.
+/// Serves `listener` (over TLS with `tls`) until `stop` turns true, then until its
+/// connections have finished.
 async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     front: Front,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Some(config) = tls {
+        // The oversized-head guard sits on the decrypted stream, as on plaintext.
+        let listener =
+            crate::oversize::GuardedListener::new(crate::tls::TlsListener::new(listener, config));
+        return axum::serve(listener, front)
+            .with_graceful_shutdown(stopped)
+            .await;
+    }
     // TCP_NODELAY: small gRPC/HTTP answers must not wait for the peer's delayed ACK.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -457,9 +490,7 @@ async fn serve(
     // An oversized request head: 431 problem+json, then a clean close (see `oversize`).
     let listener = crate::oversize::GuardedListener::new(listener);
     axum::serve(listener, front)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
+        .with_graceful_shutdown(stopped)
         .await
 }
 

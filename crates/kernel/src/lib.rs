@@ -18,6 +18,7 @@ pub mod telemetry;
 /// Test support (feature `testing`: dev-dependencies only, never in a production build).
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 
 pub use config::{ConfigError, KernelConfig, Loaded};
 pub use health::{HealthCheck, Readiness};

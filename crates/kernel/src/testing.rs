@@ -10,6 +10,10 @@ use crate::{
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::PathBuf;
 
+#[path = "test_ca.rs"]
+mod test_ca;
+pub use test_ca::{CertFiles, TestCa};
+
 /// The repository's `config/` folder.
 pub fn config_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config")

@@ -27,6 +27,7 @@ fn server_config() -> ServerConfig {
         shutdown_timeout: Duration::from_secs(30),
         body_limit_bytes: 1024,
         readiness_timeout: Duration::from_millis(300),
+        tls: Default::default(),
     }
 }
 
@@ -82,7 +83,7 @@ impl Running {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    plt_kernel::tls::http_client_builder()
         .no_proxy()
         .http1_only()
         .timeout(PATIENCE)

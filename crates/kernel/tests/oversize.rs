@@ -19,6 +19,7 @@ fn server_config() -> ServerConfig {
         shutdown_timeout: Duration::from_secs(5),
         body_limit_bytes: 1024,
         readiness_timeout: Duration::from_millis(300),
+        tls: Default::default(),
     }
 }
 

@@ -37,6 +37,41 @@ pub struct Instance {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// The metadata key saying how to reach an instance: `https` when its port serves TLS
+/// (absent: plaintext `http`).
+pub const SCHEME_KEY: &str = "scheme";
+
+impl Instance {
+    /// `https` when the instance serves TLS (metadata `scheme: https`), else `http`.
+    pub fn scheme(&self) -> &'static str {
+        match self.metadata.get(SCHEME_KEY).map(String::as_str) {
+            Some("https") => "https",
+            _ => "http",
+        }
+    }
+
+    /// `<scheme>://<address>`: where clients (gRPC, HTTP, the gateway) reach it.
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", self.scheme(), self.address)
+    }
+}
+
+/// `https://host:port` → (`Some("https")`, `host:port`); `host:port` → (`None`, itself).
+/// Other schemes are refused.
+pub(crate) fn split_scheme(addr: &str) -> Result<(Option<&'static str>, &str)> {
+    if let Some(rest) = addr.strip_prefix("https://") {
+        Ok((Some("https"), rest))
+    } else if let Some(rest) = addr.strip_prefix("http://") {
+        Ok((Some("http"), rest))
+    } else if addr.contains("://") {
+        Err(RegistryError::Invalid(format!(
+            "{addr}: the scheme must be http:// or https://"
+        )))
+    } else {
+        Ok((None, addr))
+    }
+}
+
 /// How the registry learns that an instance is alive and ready.
 #[derive(Debug, Clone)]
 pub struct HealthSpec {
@@ -237,8 +272,9 @@ pub(crate) fn sorted(mut v: Vec<Instance>) -> Vec<Instance> {
 }
 
 /// Registers a service instance listening on `listen` under a fresh id, advertising the
-/// address from `cfg`, with protocols and any extra metadata; discoverable only while
-/// `ready` reads `true` (see [`HealthSpec::ready`]).
+/// address from `cfg`, with protocols and any extra metadata (an instance serving TLS adds
+/// [`SCHEME_KEY`]` = https`); discoverable only while `ready` reads `true` (see
+/// [`HealthSpec::ready`]).
 pub async fn register_service(
     registry: &dyn ServiceRegistry,
     cfg: &config::RegistryConfig,

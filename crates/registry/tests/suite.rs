@@ -201,7 +201,7 @@ async fn memory_follows_readiness() {
 #[tokio::test]
 async fn consul_follows_readiness() {
     let (_server, url) = ConsulTestServer::start().await.unwrap();
-    let r = ConsulRegistry::new(reqwest::Client::new(), &url);
+    let r = ConsulRegistry::new(plt_kernel::tls::http_client(), &url);
     readiness_suite(&r, Duration::from_millis(1000)).await;
 }
 
@@ -212,14 +212,14 @@ async fn etcd_follows_readiness() {
         return;
     };
     let prefix = format!("/plt-test/{}", uuid::Uuid::new_v4().simple());
-    let r = EtcdRegistry::new(reqwest::Client::new(), &url, &prefix);
+    let r = EtcdRegistry::new(plt_kernel::tls::http_client(), &url, &prefix);
     readiness_suite(&r, Duration::from_millis(1500)).await;
 }
 
 #[tokio::test]
 async fn consul_api() {
     let (server, url) = ConsulTestServer::start().await.unwrap();
-    let mut r = ConsulRegistry::new(reqwest::Client::new(), &url);
+    let mut r = ConsulRegistry::new(plt_kernel::tls::http_client(), &url);
     r.deregister_critical_after = Duration::from_secs(1);
     suite(&r, Duration::from_millis(1500)).await;
     // The crashed instance was also reaped after DeregisterCriticalServiceAfter.
@@ -237,7 +237,7 @@ async fn etcd() {
         return;
     };
     let prefix = format!("/plt-test/{}", uuid::Uuid::new_v4().simple());
-    let r = EtcdRegistry::new(reqwest::Client::new(), &url, &prefix);
+    let r = EtcdRegistry::new(plt_kernel::tls::http_client(), &url, &prefix);
     // etcd expires leases on its own schedule (TTL, checked about every 500 ms).
     suite(&r, Duration::from_millis(2000)).await;
 }
@@ -245,7 +245,7 @@ async fn etcd() {
 #[tokio::test]
 async fn etcd_unreachable_keeps_the_last_known_set() {
     // A watch whose registry goes away keeps its last set (no endpoint: refused at once).
-    let r = EtcdRegistry::new(reqwest::Client::new(), "http://127.0.0.1:1", "/plt");
+    let r = EtcdRegistry::new(plt_kernel::tls::http_client(), "http://127.0.0.1:1", "/plt");
     assert!(matches!(
         r.discover("x").await,
         Err(RegistryError::Unavailable(_))
@@ -298,7 +298,7 @@ async fn ids(r: &dyn ServiceRegistry, svc: &str) -> Vec<String> {
 #[tokio::test]
 async fn consul_registration_comes_back_after_the_agent_forgot_it() {
     let (server, url) = ConsulTestServer::start().await.unwrap();
-    let r = ConsulRegistry::new(reqwest::Client::new(), &url);
+    let r = ConsulRegistry::new(plt_kernel::tls::http_client(), &url);
     let svc = unique("identity");
     let health = HealthSpec {
         ttl: Duration::from_secs(1),
@@ -329,7 +329,7 @@ fn etcd_url() -> Option<String> {
 
 /// A raw etcd v3 JSON call.
 async fn etcd_call(url: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
-    reqwest::Client::new()
+    plt_kernel::tls::http_client()
         .post(format!("{url}{path}"))
         .json(&body)
         .send()
@@ -349,7 +349,7 @@ async fn etcd_registration_comes_back_after_its_lease_or_key_is_gone() {
     };
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let prefix = format!("/plt-test/{}", uuid::Uuid::new_v4().simple());
-    let r = EtcdRegistry::new(reqwest::Client::new(), &url, &prefix);
+    let r = EtcdRegistry::new(plt_kernel::tls::http_client(), &url, &prefix);
     let svc = unique("identity");
     let health = HealthSpec {
         ttl: Duration::from_secs(1),
@@ -454,7 +454,7 @@ impl OwnEtcd {
         self.child = Some(child);
         let url = self.url();
         eventually("etcd up", Duration::from_secs(20), async || {
-            reqwest::Client::new()
+            plt_kernel::tls::http_client()
                 .post(format!("{url}/v3/kv/range"))
                 .json(&serde_json::json!({"key": "AA=="}))
                 .send()
@@ -478,7 +478,7 @@ async fn etcd_outage_keeps_registrations_and_watches() {
         return;
     }
     let mut etcd = OwnEtcd::start().await;
-    let r = EtcdRegistry::new(reqwest::Client::new(), &etcd.url(), "/plt")
+    let r = EtcdRegistry::new(plt_kernel::tls::http_client(), &etcd.url(), "/plt")
         .with_grace(Duration::from_secs(3));
     let svc = unique("identity");
     let health = HealthSpec {

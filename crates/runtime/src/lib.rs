@@ -306,7 +306,9 @@ pub struct Overrides {
     pub extensions: http::Extensions,
 }
 
-/// The configuration of service `S` from `source` (its section's defaults added).
+/// The configuration of service `S` from `source` (its section's defaults added). Reads the
+/// TLS files (`server.tls`, `client_tls`) so that a bad one is a configuration error, and
+/// makes `client_tls` this process's outbound TLS ([`plt_kernel::tls::set_client`]).
 pub fn load_config<S: Service>(source: ConfigSource) -> anyhow::Result<Loaded<S::Config>> {
     let m = S::MANIFEST;
     let source = match m.defaults {
@@ -314,6 +316,12 @@ pub fn load_config<S: Service>(source: ConfigSource) -> anyhow::Result<Loaded<S:
         None => source,
     };
     let cfg: Loaded<S::Config> = source.load(m.name)?;
+    // TLS files are read now, so that a bad one stops the start naming its key.
+    cfg.kernel.server.tls.load("server.tls")?;
+    plt_kernel::tls::set_client(plt_kernel::tls::ClientTls::load(
+        &cfg.kernel.client_tls,
+        "client_tls",
+    )?);
     // The shared sections the runtime reads, checked now rather than half-way through start.
     S::check(&cfg)?;
     plt_client::check_shared_config(&cfg.source, m.name, &cfg.kernel.env)?;
@@ -348,7 +356,7 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
     let registry = match o.registry.clone() {
         Some(r) => r,
         None => reg_cfg
-            .build(reqwest::Client::new())
+            .build(plt_kernel::tls::http_client())
             .context("building the service registry")?,
     };
     check_dependencies(&m, &reg_cfg)?;
@@ -385,7 +393,7 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
                     let revocations = Arc::new(plt_authn::Revocations::new());
                     follow_revocations = Some(
                         revocations.follow(
-                            reqwest::Client::builder()
+                            plt_kernel::tls::http_client_builder()
                                 .connect_timeout(Duration::from_secs(2))
                                 .build()
                                 .context("building the revocation feed's HTTP client")?,
@@ -530,6 +538,9 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
 
     // Ready: migrated, bound. Now others may find us.
     let mut meta = metadata;
+    if host.is_tls() {
+        meta.insert(plt_registry::SCHEME_KEY.to_owned(), "https".to_owned());
+    }
     if !prefixes.is_empty() {
         meta.insert("routes".to_owned(), prefixes.join(","));
     }
@@ -587,7 +598,7 @@ pub async fn client_factory<C>(
 pub fn registry<C>(cfg: &Loaded<C>) -> anyhow::Result<Arc<dyn ServiceRegistry>> {
     let reg_cfg: RegistryConfig = cfg.source.section("registry")?;
     reg_cfg
-        .build(reqwest::Client::new())
+        .build(plt_kernel::tls::http_client())
         .context("building the service registry")
 }
 
@@ -659,6 +670,11 @@ async fn register_permissions(
 impl Running {
     pub fn local_addr(&self) -> SocketAddr {
         self.host.local_addr()
+    }
+
+    /// Whether the port serves TLS (`server.tls`): reach it at `https://`.
+    pub fn is_tls(&self) -> bool {
+        self.host.is_tls()
     }
 
     pub fn db(&self) -> Option<&Db> {

@@ -6,7 +6,7 @@
 //! let Some(svc) = TestService::start::<Notes>(Backend::Sqlite, &[]).await else { return };
 //! let alice = Uuid::new_v4();
 //! svc.authz.grant(alice, "notes.notes.write");
-//! let client = reqwest::Client::new();
+//! let client = plt_kernel::tls::http_client();
 //! client.post(svc.url("/v1/notes")).bearer_auth(svc.user_token(alice)) …
 //! ```
 
@@ -67,6 +67,8 @@ impl TestOptions {
 /// A service started for a test. Stops (and drops its PostgreSQL schema) on [`TestService::stop`].
 pub struct TestService {
     pub addr: SocketAddr,
+    /// Whether it serves TLS (`PLT_SERVER__TLS__…` among the variables).
+    pub tls: bool,
     pub backend: Backend,
     /// Signs the users' access tokens and the services' tokens the service accepts.
     pub authority: TestAuthority,
@@ -182,6 +184,7 @@ impl TestService {
         .await
         .unwrap_or_else(|e| panic!("starting {}: {e:#}", m.binary));
         let addr = running.local_addr();
+        let tls = running.is_tls();
         let db = running.db().cloned();
         let exports = running.exports();
         let (stop, mut rx) = watch::channel(false);
@@ -190,6 +193,7 @@ impl TestService {
         }));
         Some(Self {
             addr,
+            tls,
             backend,
             authority,
             authz,
@@ -226,9 +230,10 @@ impl TestService {
         self.schema.as_deref()
     }
 
-    /// `http://<addr><path>`.
+    /// `http://<addr><path>` (`https://` when it serves TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     /// An access token of `user`, accepted by the service.

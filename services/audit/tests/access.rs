@@ -74,7 +74,7 @@ async fn reading_and_verifying_need_their_permissions() {
     let foreign = Signer::generate("k1").unwrap();
 
     let clients: Vec<Arc<dyn AuditServiceClient>> = vec![
-        Arc::new(AuditHttpClient::new(reqwest::Client::new(), &url)),
+        Arc::new(AuditHttpClient::new(plt_kernel::tls::http_client(), &url)),
         Arc::new(AuditGrpcClient::connect_lazy(&url).unwrap()),
     ];
     let grant = || NewAuditEntry {

@@ -19,8 +19,10 @@ async fn thousand_concurrent_records(backend: Backend) {
     };
     let grpc: Arc<dyn AuditServiceClient> =
         Arc::new(AuditGrpcClient::connect_lazy(&svc.url()).unwrap());
-    let http: Arc<dyn AuditServiceClient> =
-        Arc::new(AuditHttpClient::new(reqwest::Client::new(), &svc.url()));
+    let http: Arc<dyn AuditServiceClient> = Arc::new(AuditHttpClient::new(
+        plt_kernel::tls::http_client(),
+        &svc.url(),
+    ));
     let mut tasks = Vec::with_capacity(RECORDS);
     for i in 0..RECORDS {
         let client = match i % 10 {

@@ -112,7 +112,7 @@ fn serve_record_and_terminate(data: &Path, n: usize) {
         assert!(Instant::now() < deadline, "service did not start");
     }
     let statuses = rt.block_on(async {
-        let client = reqwest::Client::new();
+        let client = plt_kernel::tls::http_client();
         let mut calls = Vec::new();
         for i in 0..n {
             let c = client.clone();

@@ -74,7 +74,7 @@ async fn assert_broken_at(
         "reason {:?} does not mention {reason_contains:?}",
         report.reason
     );
-    let http = AuditHttpClient::new(reqwest::Client::new(), &svc.url());
+    let http = AuditHttpClient::new(plt_kernel::tls::http_client(), &svc.url());
     assert_eq!(http.verify(&ctx()).await.unwrap(), report);
     assert_eq!(verify_chain(svc.db()).await.unwrap(), report);
     report

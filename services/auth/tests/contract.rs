@@ -30,7 +30,10 @@ async fn suite(backend: Backend, via: Via, zero_grace: bool) {
     let client: Arc<dyn AuthServiceClient> = match via {
         Via::Core => svc.core.clone(),
         Via::Grpc => Arc::new(AuthGrpcClient::connect_lazy(&svc.url()).unwrap()),
-        Via::Http => Arc::new(AuthHttpClient::new(reqwest::Client::new(), &svc.url())),
+        Via::Http => Arc::new(AuthHttpClient::new(
+            plt_kernel::tls::http_client(),
+            &svc.url(),
+        )),
         Via::Factory(protocol) => {
             let cfg = ClientConfig {
                 protocol,

@@ -86,7 +86,10 @@ async fn hostile_tokens_are_unauthenticated_over_both_protocols() {
     ];
     let clients: Vec<Arc<dyn AuthServiceClient>> = vec![
         Arc::new(AuthGrpcClient::connect_lazy(&svc.url()).unwrap()),
-        Arc::new(AuthHttpClient::new(reqwest::Client::new(), &svc.url())),
+        Arc::new(AuthHttpClient::new(
+            plt_kernel::tls::http_client(),
+            &svc.url(),
+        )),
     ];
     for client in &clients {
         for (name, t) in &hostile {

@@ -158,12 +158,19 @@ async fn ending_a_users_sessions(backend: Backend) {
         .await
         .unwrap();
     let feed = format!("{}/v1/auth/revocations", svc.url());
-    let before: plt_authn::revocation::RevocationFeed =
-        reqwest::get(&feed).await.unwrap().json().await.unwrap();
+    let before: plt_authn::revocation::RevocationFeed = plt_kernel::tls::http_client()
+        .get(&feed)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(before.full && before.revoked.is_empty());
 
     // Over HTTP, as identity would call: a user's token or another service is refused.
-    let http = plt_contracts::auth::http::AuthHttpClient::new(reqwest::Client::new(), &svc.url());
+    let http =
+        plt_contracts::auth::http::AuthHttpClient::new(plt_kernel::tls::http_client(), &svc.url());
     let as_gateway = ctx.clone();
     let e = http
         .end_user_sessions(&as_gateway, user, "user_disabled")
@@ -234,8 +241,14 @@ async fn ending_a_users_sessions(backend: Backend) {
         .await
         .unwrap();
     // The feed names both ended sessions.
-    let after: plt_authn::revocation::RevocationFeed =
-        reqwest::get(&feed).await.unwrap().json().await.unwrap();
+    let after: plt_authn::revocation::RevocationFeed = plt_kernel::tls::http_client()
+        .get(&feed)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(after.revoked.len(), 2, "{after:?}");
     svc.stop().await;
 }

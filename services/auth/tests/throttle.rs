@@ -40,7 +40,7 @@ async fn account_back_off_answers_like_a_wrong_password_and_ends() {
     .await
     .unwrap();
     svc.identity.add_user("victim@example.com", PW);
-    let c = reqwest::Client::new();
+    let c = plt_kernel::tls::http_client();
     let base = svc.url();
     let (_, wrong) = login(&c, &base, "victim@example.com", "bad guess one", None).await;
     login(&c, &base, "victim@example.com", "bad guess two", None).await;
@@ -78,7 +78,7 @@ async fn source_limit_ignores_forwarded_for_from_untrusted_peers() {
     .await
     .unwrap();
     svc.identity.add_user("someone@example.com", PW);
-    let c = reqwest::Client::new();
+    let c = plt_kernel::tls::http_client();
     let base = svc.url();
     // Spraying different accounts and claiming a new address each time does not help: the
     // peer (127.0.0.1) is not a trusted proxy, so its X-Forwarded-For is ignored.
@@ -116,7 +116,7 @@ async fn trusted_proxies_forwarded_for_is_used() {
     .await
     .unwrap();
     svc.identity.add_user("good@example.com", PW);
-    let c = reqwest::Client::new();
+    let c = plt_kernel::tls::http_client();
     let base = svc.url();
     for i in 0..3 {
         login(
@@ -179,7 +179,7 @@ async fn every_forwarded_for_line_counts_so_a_clients_own_line_cannot_hide_the_p
     .await
     .unwrap();
     svc.identity.add_user("good@example.com", PW);
-    let c = reqwest::Client::new();
+    let c = plt_kernel::tls::http_client();
     let base = svc.url();
     for i in 0..3 {
         let forged = format!("192.0.2.{i}");
@@ -255,7 +255,7 @@ async fn the_gateways_client_address_counts_only_with_its_token() {
     svc.identity.add_user("user@example.com", PW);
     let gateway = svc.service_ctx().await.service_token.unwrap();
     let token = Some(gateway.expose().as_str());
-    let c = reqwest::Client::new();
+    let c = plt_kernel::tls::http_client();
     let base = svc.url();
     // Spraying through the gateway from one client: that client is limited...
     for i in 0..3 {
@@ -317,7 +317,7 @@ async fn spraying_and_hammering_cannot_lock_the_owner_out() {
     svc.identity.add_user("admin@example.com", PW);
     let gateway = svc.service_ctx().await.service_token.unwrap();
     let token = Some(gateway.expose().as_str());
-    let c = reqwest::Client::new();
+    let c = plt_kernel::tls::http_client();
     let base = svc.url();
     let owner = "198.51.100.10";
     // The owner signed in before from her address.
@@ -378,7 +378,7 @@ async fn a_throttled_refusal_takes_as_long_as_a_real_check() {
     // A real check that takes a known time: the fake identity waits 60 ms per verification.
     svc.identity.add_user("victim@example.com", PW);
     svc.identity.set_verify_delay(Duration::from_millis(60));
-    let c = reqwest::Client::new();
+    let c = plt_kernel::tls::http_client();
     let base = svc.url();
     let timed = async |pw: &str| {
         let t = std::time::Instant::now();

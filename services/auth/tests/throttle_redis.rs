@@ -318,7 +318,7 @@ async fn two_auth_services_on_one_redis_throttle_together() {
     for svc in [&one, &two] {
         svc.identity.add_user("victim@example.com", PW);
     }
-    let c = reqwest::Client::new();
+    let c = plt_kernel::tls::http_client();
     let login = |base: String, pw: &'static str| {
         let c = c.clone();
         async move {
@@ -410,7 +410,7 @@ async fn sign_in_does_not_wait_for_a_silent_redis() {
     const PW: &str = "correct horse battery staple";
     svc.identity.add_user("ada@example.com", PW);
     svc.identity.add_user("bob@example.com", PW);
-    let c = reqwest::Client::new();
+    let c = plt_kernel::tls::http_client();
     let login = |email: &'static str, pw: &'static str| {
         let (c, base) = (c.clone(), svc.url());
         async move {

@@ -23,7 +23,10 @@ async fn suite(backend: Backend, via: Via) {
     let client: Arc<dyn AuthzServiceClient> = match via {
         Via::Core => svc.core.clone(),
         Via::Grpc => Arc::new(AuthzGrpcClient::connect_lazy(&svc.url()).unwrap()),
-        Via::Http => Arc::new(AuthzHttpClient::new(reqwest::Client::new(), &svc.url())),
+        Via::Http => Arc::new(AuthzHttpClient::new(
+            plt_kernel::tls::http_client(),
+            &svc.url(),
+        )),
         Via::Factory(protocol) => ClientFactory::new(svc.registry.clone())
             .with_credentials(common::SERVICES.credentials("gateway"))
             .authz(&ClientConfig {

@@ -86,7 +86,7 @@ fn cases(svc: &Running) -> Vec<(&'static str, Option<String>, u16)> {
 #[tokio::test]
 async fn admin_calls_over_http() {
     let svc = start(Backend::Sqlite, &[]).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = plt_kernel::tls::http_client();
     let base = svc.url();
     let target = Uuid::new_v4();
     let requests = [

@@ -46,7 +46,7 @@ impl Docs {
     ) -> tokio::task::JoinHandle<()> {
         let docs = self.clone();
         tokio::spawn(async move {
-            let http = reqwest::Client::builder()
+            let http = plt_kernel::tls::http_client_builder()
                 .timeout(Duration::from_secs(1))
                 .build()
                 .unwrap_or_default();
@@ -70,15 +70,14 @@ impl Docs {
             let Ok(instances) = registry.discover(service).await else {
                 continue;
             };
-            let Some((addr, path)) = instances.iter().find_map(|i| {
-                i.metadata
-                    .get("openapi")
-                    .map(|p| (i.address.clone(), p.clone()))
-            }) else {
+            let Some((base, path)) = instances
+                .iter()
+                .find_map(|i| i.metadata.get("openapi").map(|p| (i.base_url(), p.clone())))
+            else {
                 continue;
             };
             let fetched = async {
-                http.get(format!("http://{addr}{path}"))
+                http.get(format!("{base}{path}"))
                     .send()
                     .await?
                     .error_for_status()?

@@ -2,16 +2,15 @@
 //! power of two choices, breakers, retry budget — the same policy as the service clients)
 //! over one shared pooled hyper client. Bodies are streamed both ways; a small request body
 //! of known length is kept so that the request can be retried on another instance.
+//! Instances that serve TLS (registry metadata `scheme: https`) are reached over TLS with
+//! the process's `client_tls`, by both clients.
 
 use crate::config::UpstreamConfig;
 use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use plt_client::{Policy, Pool};
 use plt_contracts::{Error, ErrorCode, RequestContext, context::TIMEOUT_HEADER};
 use plt_h1::{ConnPool, SendError};
@@ -33,10 +32,12 @@ use std::{
 #[derive(Clone)]
 pub struct Upstream {
     authority: http::uri::Authority,
+    /// `http` or `https`.
+    scheme: &'static str,
     conns: Arc<ConnPool>,
 }
 
-type HttpClient = Client<HttpConnector, Body>;
+type HttpClient = Client<plt_kernel::tls::Connector, Body>;
 
 /// The pools of every service the gateway forwards to.
 pub struct Upstreams {
@@ -174,9 +175,10 @@ impl Upstreams {
         cfg: &UpstreamConfig,
         max_timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.set_nodelay(true);
+        let tls = plt_kernel::tls::client();
+        let connector = tls
+            .connector(plt_kernel::tls::Alpn::Http1)
+            .connect_timeout(cfg.connect_timeout);
         let client: HttpClient = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(cfg.pool_idle_timeout)
             .build(connector);
@@ -198,10 +200,20 @@ impl Upstreams {
                 .await
                 .map_err(|e| anyhow::anyhow!("discovering {service}: {e}"))?;
             let (connect_timeout, idle_timeout) = (cfg.connect_timeout, cfg.pool_idle_timeout);
+            let tls = tls.clone();
             let make = move |i: &Instance| -> Option<Upstream> {
                 match i.address.parse::<http::uri::Authority>() {
                     Ok(authority) => Some(Upstream {
-                        conns: ConnPool::new(authority.clone(), connect_timeout, idle_timeout),
+                        conns: match i.scheme() {
+                            "https" => ConnPool::with_tls(
+                                authority.clone(),
+                                tls.clone(),
+                                connect_timeout,
+                                idle_timeout,
+                            ),
+                            _ => ConnPool::new(authority.clone(), connect_timeout, idle_timeout),
+                        },
+                        scheme: i.scheme(),
                         authority,
                     }),
                     Err(_) => {
@@ -326,7 +338,7 @@ async fn send_once(
         return Err(Error::new(ErrorCode::Internal, "request body already sent"));
     };
     let uri = Uri::builder()
-        .scheme("http")
+        .scheme(up.scheme)
         .authority(up.authority.clone())
         .path_and_query(req.path_and_query.as_str())
         .build()

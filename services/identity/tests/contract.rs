@@ -22,7 +22,10 @@ async fn suite(backend: Backend, via: Via) {
     let client: Arc<dyn IdentityServiceClient> = match via {
         Via::Core => svc.app_core.clone(),
         Via::Grpc => Arc::new(IdentityGrpcClient::connect_lazy(&svc.url()).unwrap()),
-        Via::Http => Arc::new(IdentityHttpClient::new(reqwest::Client::new(), &svc.url())),
+        Via::Http => Arc::new(IdentityHttpClient::new(
+            plt_kernel::tls::http_client(),
+            &svc.url(),
+        )),
         Via::Factory(protocol) => ClientFactory::new(svc.registry.clone())
             .with_credentials(svc.authority.credentials("auth"))
             .identity(&ClientConfig {

@@ -145,7 +145,7 @@ fn sigterm_drains_and_exits_zero() {
     // Several requests in flight (each spends an Argon2id hash) when SIGTERM arrives.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let results = rt.block_on(async {
-        let client = reqwest::Client::new();
+        let client = plt_kernel::tls::http_client();
         let mut calls = Vec::new();
         for i in 0..4 {
             let c = client.clone();

@@ -20,7 +20,9 @@ async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut() -
 }
 
 async fn ready(addr: std::net::SocketAddr) -> u16 {
-    reqwest::get(format!("http://{addr}/readyz"))
+    plt_kernel::tls::http_client()
+        .get(format!("http://{addr}/readyz"))
+        .send()
         .await
         .map(|r| r.status().as_u16())
         .unwrap_or(0)

@@ -181,7 +181,7 @@ impl Users {
 
 /// The HTTP client of the load (HTTP/1.1 to the gateway, pooled, per-request timeout).
 pub fn client(local: Option<std::net::IpAddr>) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
+    Ok(plt_kernel::tls::http_client_builder()
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(Duration::from_secs(5))
         .http1_only()

@@ -233,7 +233,7 @@ impl Etcd {
                 .prefix("plt-faults-etcd")
                 .tempdir()?,
             log: dir.join("etcd.log"),
-            http: reqwest::Client::builder()
+            http: plt_kernel::tls::http_client_builder()
                 .timeout(Duration::from_secs(2))
                 .build()?,
         };
@@ -503,7 +503,7 @@ impl Platform {
             exited: Vec::new(),
             admin: None,
             instances_started: 0,
-            http: reqwest::Client::builder()
+            http: plt_kernel::tls::http_client_builder()
                 .timeout(Duration::from_secs(2))
                 .build()?,
         })

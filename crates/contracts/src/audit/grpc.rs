@@ -230,12 +230,10 @@ impl AuditGrpcClient {
         }
     }
 
-    /// A client for `endpoint` (`http://host:port`); connects on first use.
+    /// A client for `endpoint` (`http://host:port`, or `https://host:port` over TLS);
+    /// connects on first use.
     pub fn connect_lazy(endpoint: &str) -> Result<Self> {
-        let channel = Channel::from_shared(endpoint.to_owned())
-            .map_err(|e| Error::invalid("endpoint", e.to_string()))?
-            .connect_lazy();
-        Ok(Self::new(channel))
+        Ok(Self::new(crate::rt::lazy_channel(endpoint)?))
     }
 }
 

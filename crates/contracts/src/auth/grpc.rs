@@ -1,9 +1,7 @@
 //! gRPC adapters for the auth contract.
 
 use super::{AuthServiceClient, Jwk, Jwks, TokenClaims, TokenResponse};
-use crate::{
-    Error, RequestContext, Result, pb::auth::v1 as pb, service_identity::ServiceToken, wire,
-};
+use crate::{RequestContext, Result, pb::auth::v1 as pb, service_identity::ServiceToken, wire};
 use async_trait::async_trait;
 use plt_kernel::Secret;
 use std::sync::Arc;
@@ -195,10 +193,7 @@ impl AuthGrpcClient {
     }
 
     pub fn connect_lazy(endpoint: &str) -> Result<Self> {
-        let channel = Channel::from_shared(endpoint.to_owned())
-            .map_err(|e| Error::invalid("endpoint", e.to_string()))?
-            .connect_lazy();
-        Ok(Self::new(channel))
+        Ok(Self::new(crate::rt::lazy_channel(endpoint)?))
     }
 }
 

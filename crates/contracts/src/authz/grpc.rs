@@ -2,7 +2,7 @@
 //! and a client implementing the trait over a tonic channel.
 
 use super::{AuthzServiceClient, Permission, Role};
-use crate::{Error, RequestContext, Result, pb::authz::v1 as pb, wire};
+use crate::{RequestContext, Result, pb::authz::v1 as pb, wire};
 use async_trait::async_trait;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, transport::Channel};
@@ -214,12 +214,10 @@ impl AuthzGrpcClient {
         }
     }
 
-    /// A client for `endpoint` (`http://host:port`); connects on first use.
+    /// A client for `endpoint` (`http://host:port`, or `https://host:port` over TLS);
+    /// connects on first use.
     pub fn connect_lazy(endpoint: &str) -> Result<Self> {
-        let channel = Channel::from_shared(endpoint.to_owned())
-            .map_err(|e| Error::invalid("endpoint", e.to_string()))?
-            .connect_lazy();
-        Ok(Self::new(channel))
+        Ok(Self::new(crate::rt::lazy_channel(endpoint)?))
     }
 }
 

@@ -134,7 +134,7 @@ pub fn service_http_client() -> reqwest::Client {
             headers.insert(name, v);
         }
     }
-    reqwest::Client::builder()
+    plt_kernel::tls::http_client_builder()
         .default_headers(headers)
         .build()
         .expect("HTTP client")

@@ -452,7 +452,7 @@ pub async fn start(setup: Setup) -> Running {
 }
 
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+    plt_kernel::tls::http_client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()

@@ -63,7 +63,7 @@ impl Running {
         {
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
-        reqwest::Client::builder()
+        plt_kernel::tls::http_client_builder()
             .default_headers(headers)
             .build()
             .expect("HTTP client")

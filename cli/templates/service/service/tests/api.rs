@@ -197,7 +197,7 @@ async fn both_protocols(backend: Backend) {
     let base = svc.url("");
     let grpc = __Name__ServiceGrpcClient::connect_lazy(&base).unwrap();
     contract_suite(&svc, Arc::new(grpc)).await;
-    let http = __Name__ServiceHttpClient::new(reqwest::Client::new(), &base);
+    let http = __Name__ServiceHttpClient::new(plt_kernel::tls::http_client(), &base);
     contract_suite(&svc, Arc::new(http)).await;
     // Its permissions were declared to authz at start, by the service itself.
     let registered = svc.registered_permissions().await;
@@ -227,7 +227,7 @@ async fn http_errors_name_the_field_and_openapi_describes_the_routes() {
     let Some(svc) = TestService::start::<__Name__>(Backend::Sqlite, &[]).await else {
         return;
     };
-    let http = reqwest::Client::new();
+    let http = plt_kernel::tls::http_client();
     let alice = Uuid::new_v4();
     svc.authz.grant(alice, "__name__.__name__.write");
     let resp = http
