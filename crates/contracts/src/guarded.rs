@@ -424,3 +424,169 @@ impl AuditServiceClient for GuardedAudit {
         self.inner.verify(&ctx).await
     }
 }
+
+/// Every method of every core contract consults the guard under its own name, and every
+/// method of the wire contracts (the `.proto`s) has a rule: no method is served unchecked.
+#[cfg(all(test, feature = "testsuite"))]
+mod tests {
+    use super::*;
+    use crate::{
+        access::Principal,
+        audit::{AuditQuery, NewAuditEntry, Outcome},
+        testsuite::fakes::{FakeAudit, FakeAuth, FakeAuthz, FakeIdentity},
+    };
+    use std::{collections::BTreeSet, sync::Mutex};
+
+    /// Refuses everything, remembering what it was asked.
+    #[derive(Default)]
+    struct Refuse(Mutex<Vec<&'static str>>);
+
+    #[async_trait]
+    impl AccessGuard for Refuse {
+        async fn admit(
+            &self,
+            _ctx: &RequestContext,
+            method: &MethodAccess,
+            _owner: Option<&str>,
+        ) -> Result<Option<Principal>> {
+            self.0.lock().unwrap().push(method.method);
+            Err(Error::new(ErrorCode::PermissionDenied, "refused"))
+        }
+    }
+
+    fn names(methods: &[MethodAccess]) -> BTreeSet<&'static str> {
+        methods.iter().map(|m| m.method).collect()
+    }
+
+    fn rpcs(service: &str) -> BTreeSet<String> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto/plt/");
+        let mut out = BTreeSet::new();
+        for entry in std::fs::read_dir(format!("{dir}{service}/v1")).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            for line in text.lines() {
+                if let Some(rest) = line.trim().strip_prefix("rpc ") {
+                    out.insert(rest.split('(').next().unwrap().trim().to_owned());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_rpc_of_the_protos_has_a_rule() {
+        for (svc, methods) in [
+            ("identity", IDENTITY_METHODS),
+            ("auth", AUTH_METHODS),
+            ("authz", AUTHZ_METHODS),
+            ("audit", AUDIT_METHODS),
+        ] {
+            let ruled: BTreeSet<String> = names(methods).iter().map(|s| (*s).to_owned()).collect();
+            assert_eq!(ruled, rpcs(svc), "{svc}: methods and rules differ");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_method_asks_the_guard_under_its_own_name_and_stops_when_refused() {
+        let ctx = RequestContext::new();
+        let id = Uuid::now_v7();
+        let s = || Secret::new(String::from("x"));
+
+        let guard = Arc::new(Refuse::default());
+        let c = GuardedIdentity::new(Arc::new(FakeIdentity::default()), guard.clone());
+        let results = [
+            c.get_user(&ctx, id).await.map(drop),
+            c.get_user_by_email(&ctx, "a@b.c").await.map(drop),
+            c.list_users(&ctx, Default::default()).await.map(drop),
+            c.create_user(
+                &ctx,
+                NewUser {
+                    email: "a@b.c".into(),
+                    password: s(),
+                    display_name: String::new(),
+                },
+            )
+            .await
+            .map(drop),
+            c.update_user(&ctx, id, Default::default()).await.map(drop),
+            c.delete_user(&ctx, id).await,
+            c.verify_email(&ctx, "t").await,
+            c.request_password_reset(&ctx, "a@b.c").await,
+            c.reset_password(&ctx, "t", s()).await,
+            c.verify_credentials(&ctx, "a@b.c", s()).await.map(drop),
+        ];
+        assert!(results.iter().all(|r| r.is_err()));
+        let asked: BTreeSet<_> = guard.0.lock().unwrap().iter().copied().collect();
+        assert_eq!(asked, names(IDENTITY_METHODS));
+        assert_eq!(guard.0.lock().unwrap().len(), IDENTITY_METHODS.len());
+
+        let guard = Arc::new(Refuse::default());
+        let c = GuardedAuth::new(Arc::new(FakeAuth::default()), guard.clone());
+        let results = [
+            c.login(&ctx, "a@b.c", s()).await.map(drop),
+            c.refresh_token(&ctx, s()).await.map(drop),
+            c.validate_token(&ctx, "t").await.map(drop),
+            c.logout(&ctx, Some(s()), None).await,
+            c.get_jwks(&ctx).await.map(drop),
+            c.issue_service_token(&ctx, "gateway", s(), "audit")
+                .await
+                .map(drop),
+            c.end_user_sessions(&ctx, id, "user_deleted")
+                .await
+                .map(drop),
+        ];
+        assert!(results.iter().all(|r| r.is_err()));
+        let asked: BTreeSet<_> = guard.0.lock().unwrap().iter().copied().collect();
+        assert_eq!(asked, names(AUTH_METHODS));
+
+        let guard = Arc::new(Refuse::default());
+        let c = GuardedAuthz::new(Arc::new(FakeAuthz::default()), guard.clone());
+        let results = [
+            c.authorize(&ctx, id, "a.b.c").await,
+            c.has_permission(&ctx, id, "a.b.c").await.map(drop),
+            c.get_user_permissions(&ctx, id).await.map(drop),
+            c.get_user_roles(&ctx, id).await.map(drop),
+            c.list_roles(&ctx).await.map(drop),
+            c.register_permissions(&ctx, "x", vec![]).await,
+            c.create_role(
+                &ctx,
+                Role {
+                    name: "r".into(),
+                    description: String::new(),
+                    permissions: vec![],
+                    built_in: false,
+                },
+            )
+            .await
+            .map(drop),
+            c.delete_role(&ctx, "r").await,
+            c.set_role_permissions(&ctx, "r", vec![]).await.map(drop),
+            c.grant_role(&ctx, id, "r").await,
+            c.revoke_role(&ctx, id, "r").await,
+        ];
+        assert!(results.iter().all(|r| r.is_err()));
+        let asked: BTreeSet<_> = guard.0.lock().unwrap().iter().copied().collect();
+        assert_eq!(asked, names(AUTHZ_METHODS));
+
+        let guard = Arc::new(Refuse::default());
+        let c = GuardedAudit::new(Arc::new(FakeAudit::default()), guard.clone());
+        let entry = NewAuditEntry {
+            id: None,
+            actor: "a".into(),
+            action: "a.b".into(),
+            resource: "r".into(),
+            outcome: Outcome::Success,
+            metadata: Default::default(),
+            source_ip: String::new(),
+            user_agent: String::new(),
+            trace_id: String::new(),
+        };
+        let results = [
+            c.record(&ctx, entry).await.map(drop),
+            c.query(&ctx, AuditQuery::default()).await.map(drop),
+            c.verify(&ctx).await.map(drop),
+        ];
+        assert!(results.iter().all(|r| r.is_err()));
+        let asked: BTreeSet<_> = guard.0.lock().unwrap().iter().copied().collect();
+        assert_eq!(asked, names(AUDIT_METHODS));
+    }
+}
