@@ -9,7 +9,6 @@ mod common;
 use common::Backend;
 use plt_client::{ClientConfig, ClientFactory, Protocol};
 use plt_contracts::{
-    RequestContext,
     audit::{AuditServiceClient, grpc::AuditGrpcClient, http::AuditHttpClient},
     testsuite::audit::{AuditFixture, run_all},
 };
@@ -63,7 +62,7 @@ async fn the_contract_suite_passes_over_mutual_tls() {
         };
         let fixture = AuditFixture {
             service: if via.starts_with("factory") {
-                RequestContext::new()
+                common::auditor_ctx()
             } else {
                 common::ctx()
             },
