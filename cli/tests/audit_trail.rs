@@ -87,9 +87,15 @@ impl Platform {
     }
 
     async fn identity(&self, data_dir: &Path) -> TestService {
-        TestService::start_with::<identity_service::Identity>(self.backend, self.options(data_dir))
-            .await
-            .expect("identity starts")
+        // Ending users' sessions goes to a recording auth (this test is about the audit trail).
+        let auth: Arc<dyn plt_contracts::auth::AuthServiceClient> =
+            Arc::new(plt_contracts::testsuite::fakes::FakeAuth::default());
+        TestService::start_with::<identity_service::Identity>(
+            self.backend,
+            self.options(data_dir).with(auth),
+        )
+        .await
+        .expect("identity starts")
     }
 
     /// Auth signs its own service tokens with its key ring; here its clients present the
@@ -240,7 +246,7 @@ async fn records_written_while_audit_is_down_arrive_after_it_restarts(backend: B
     // Audit comes back, on its own database.
     let audit = p.audit(audit_dir.path()).await;
     let reader = Uuid::new_v4();
-    p.authz.grant(reader, "audit.logs.read");
+    audit.authz.grant(reader, "audit.logs.read");
     let reader = audit.user_token(reader);
 
     let failed = eventually_logged(&audit, &reader, "the failed sign-in", |e| {
@@ -386,7 +392,7 @@ async fn a_killed_service_loses_no_record() {
     let audit = p.audit(audit_dir.path()).await;
     let identity = p.identity(dir.path()).await;
     let reader = Uuid::new_v4();
-    p.authz.grant(reader, "audit.logs.read");
+    audit.authz.grant(reader, "audit.logs.read");
     let reader = audit.user_token(reader);
     let created = eventually_logged(&audit, &reader, "the sign-up before the kill", |e| {
         e.entry.action == "identity.user.created" && e.entry.resource == format!("user/{user_id}")

@@ -83,6 +83,46 @@ fn describe() {
         "db_pool_max_connections",
         "Configured maximum size of the database pool."
     );
+    // Calls to other services (plt-client).
+    describe_counter!(
+        "rpc_client_requests_total",
+        "Calls to other services, by target, method and code."
+    );
+    describe_histogram!(
+        "rpc_client_duration_seconds",
+        Unit::Seconds,
+        "Duration of calls to other services, retries included."
+    );
+    describe_counter!(
+        "rpc_client_retries_total",
+        "Calls to other services retried on another instance."
+    );
+    // The transactional outbox (plt-outbox).
+    describe_gauge!(
+        "outbox_pending",
+        "Outbox messages not yet delivered, by topic."
+    );
+    describe_gauge!(
+        "outbox_oldest_age_seconds",
+        "Age of the oldest undelivered outbox message, by topic."
+    );
+    describe_counter!(
+        "outbox_delivered_total",
+        "Outbox messages delivered and removed, by topic."
+    );
+    describe_counter!(
+        "outbox_delivery_failures_total",
+        "Failed outbox deliveries, by topic and reason (retry, rejected)."
+    );
+    // Sessions ended before expiry (plt-authn), and auth's shared throttle.
+    describe_gauge!(
+        "plt_revocations_staleness_seconds",
+        "Seconds since the revocation feed last answered."
+    );
+    describe_counter!(
+        "auth_throttle_fallback_total",
+        "Sign-in throttle decisions made in memory because Redis was unusable."
+    );
 }
 
 /// A function run just before each render to refresh gauges (for example pool sizes).

@@ -3,8 +3,8 @@
 //!
 //! - users: the `Authorization: Bearer` access token, verified locally against auth's keys;
 //! - services: the `x-plt-service-token`, verified and addressed to this service;
-//! - permissions: asked of authz (`HasPermission`, as this service), remembered for a
-//!   moment (`runtime.permission_cache_ttl`) so a burst of calls costs one question.
+//! - permissions: asked of authz (`HasPermission`, as this service); a grant is remembered
+//!   for a moment (1 s) so a burst of calls costs one question, a refusal is not.
 
 use async_trait::async_trait;
 use moka::future::Cache;
@@ -38,7 +38,7 @@ pub trait Decide: Send + Sync + 'static {
     ) -> Result<bool>;
 }
 
-/// [`Decide`] by asking authz (`HasPermission`, as this service).
+/// [`Decide`] by asking authz (`Authorize`, as this service; refusals are audited by authz).
 pub struct AskAuthz {
     source: AuthzSource,
     authz: OnceCell<Arc<dyn AuthzServiceClient>>,
@@ -72,15 +72,18 @@ impl Decide for AskAuthz {
             deadline: ctx.deadline,
             ..Default::default()
         };
-        authz
-            .has_permission(&ask, user, permission)
-            .await
-            .map_err(|e| match e.code {
+        // `Authorize` rather than `HasPermission`: authz records every refusal in the audit
+        // log, whichever service asked.
+        match authz.authorize(&ask, user, permission).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.code == ErrorCode::PermissionDenied => Ok(false),
+            Err(e) => Err(match e.code {
                 ErrorCode::Unavailable | ErrorCode::DeadlineExceeded => {
                     Error::dependency_unavailable("authorization", "checking a permission", &e)
                 }
                 _ => e,
-            })
+            }),
+        }
     }
 }
 
@@ -138,7 +141,9 @@ impl RuntimeGuard {
             return Ok(d);
         }
         let held = self.decide.holds(ctx, id, permission).await?;
-        if self.cache {
+        // Only grants are reused: a permission granted a moment ago works at once, and one
+        // revoked stops within the cache's lifetime.
+        if self.cache && held {
             self.decisions.insert((id, permission), held).await;
         }
         Ok(held)

@@ -47,7 +47,11 @@ async fn every_change_to_a_user_is_audited() {
         Backend::Sqlite,
         TestOptions::vars(&[("PLT_OUTBOX__POLL_INTERVAL", "100ms")])
             .with(Arc::new(mail.clone()) as Arc<dyn Notifier>)
-            .with(Arc::new(audit.clone()) as Arc<dyn AuditServiceClient>),
+            .with(Arc::new(audit.clone()) as Arc<dyn AuditServiceClient>)
+            .with(
+                Arc::new(plt_contracts::testsuite::fakes::FakeAuth::default())
+                    as Arc<dyn plt_contracts::auth::AuthServiceClient>,
+            ),
     )
     .await
     .unwrap();
@@ -161,7 +165,11 @@ async fn a_refused_change_writes_no_record() {
         Backend::Sqlite,
         TestOptions::default()
             .with(Arc::new(MemoryNotifier::default()) as Arc<dyn Notifier>)
-            .with(Arc::new(audit.clone()) as Arc<dyn AuditServiceClient>),
+            .with(Arc::new(audit.clone()) as Arc<dyn AuditServiceClient>)
+            .with(
+                Arc::new(plt_contracts::testsuite::fakes::FakeAuth::default())
+                    as Arc<dyn plt_contracts::auth::AuthServiceClient>,
+            ),
     )
     .await
     .unwrap();
