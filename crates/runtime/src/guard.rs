@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 use moka::future::Cache;
+use sha2::{Digest, Sha256};
 use plt_authn::{ServiceGuard, Verifier};
 use plt_contracts::{
     Error, ErrorCode, RequestContext, Result,
@@ -87,8 +88,17 @@ impl Decide for AskAuthz {
     }
 }
 
+/// A verified access token, remembered by its SHA-256.
+struct Verified {
+    sub: String,
+    sid: String,
+    jti: String,
+    exp: i64,
+}
+
 pub struct RuntimeGuard {
     users: Verifier,
+    verified: Cache<[u8; 32], Arc<Verified>>,
     services: ServiceGuard,
     decide: Arc<dyn Decide>,
     decisions: Cache<(Uuid, &'static str), bool>,
@@ -106,6 +116,10 @@ impl RuntimeGuard {
         Self {
             services: ServiceGuard::new(verifier.clone(), service),
             users: verifier,
+            verified: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
             decide,
             decisions: Cache::builder()
                 .max_capacity(100_000)
@@ -121,10 +135,37 @@ impl RuntimeGuard {
                 "sign in first: an access token (Authorization: Bearer) is required",
             ));
         };
+        // A token verified before is not verified again (a signature check costs more than
+        // the rest of a small request) until it expires; its session is re-checked each time.
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        if let Some(v) = self.verified.get(&key).await
+            && v.exp > now
+        {
+            if self.users.is_revoked(&v.sid, &v.jti) {
+                self.verified.invalidate(&key).await;
+                return Err(Error::unauthenticated("invalid or expired access token"));
+            }
+            return Ok(v.sub.clone());
+        }
         let claims = self.users.verify(token).await.map_err(|e| {
             tracing::debug!(reason = %e, "access token refused");
             Error::unauthenticated("invalid or expired access token")
         })?;
+        self.verified
+            .insert(
+                key,
+                Arc::new(Verified {
+                    sub: claims.sub.clone(),
+                    sid: claims.sid,
+                    jti: claims.jti,
+                    exp: claims.exp,
+                }),
+            )
+            .await;
         Ok(claims.sub)
     }
 
