@@ -8,13 +8,13 @@
 
 use async_trait::async_trait;
 use moka::future::Cache;
-use sha2::{Digest, Sha256};
 use plt_authn::{ServiceGuard, Verifier};
 use plt_contracts::{
     Error, ErrorCode, RequestContext, Result,
     access::{Access, AccessGuard, MethodAccess, Principal},
     authz::AuthzServiceClient,
 };
+use sha2::{Digest, Sha256};
 use std::{sync::Arc, time::Duration};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
