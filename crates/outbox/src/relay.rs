@@ -3,6 +3,7 @@
 
 use crate::{Delivery, DeliveryError, Destination, Outbox, OutboxConfig, now, sql};
 use chrono::{DateTime, Utc};
+use plt_db::Db;
 use std::{
     sync::{
         Arc,
@@ -47,6 +48,10 @@ pub struct Relay {
     destination: Arc<dyn Destination>,
     cfg: OutboxConfig,
     stats: Arc<RelayStats>,
+    /// Head of line: nothing newer is delivered while an older row waits, and on PostgreSQL
+    /// one relay at a time (an advisory lock held on a connection of its own).
+    ordered: bool,
+    leader: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
 }
 
 /// The outcome of one claim-and-deliver round.
@@ -57,6 +62,21 @@ pub struct Round {
     /// Messages to retry after a transient failure.
     pub failed: usize,
     pub rejected: usize,
+}
+
+/// The advisory lock of an ordered relay: service and topic, hashed (FNV-1a, 64 bits).
+fn lock_key(service: &str, topic: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in "plt-outbox:"
+        .bytes()
+        .chain(service.bytes())
+        .chain([0])
+        .chain(topic.bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as i64
 }
 
 /// `d` with equal jitter: between half of it and all of it.
@@ -84,7 +104,56 @@ impl Relay {
             destination,
             cfg,
             stats: Arc::default(),
+            ordered: false,
+            leader: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Delivers in order: a row is never handed to the destination while an older row of the
+    /// topic waits (in delivery or backing off), except rows the destination refused (parked),
+    /// which hold nothing up. On PostgreSQL only the instance holding the topic's advisory lock
+    /// relays; the others stand by and take over when its connection ends.
+    pub fn ordered(mut self) -> Self {
+        self.ordered = true;
+        self
+    }
+
+    /// Whether this relay may deliver now: always, but for an ordered relay on PostgreSQL,
+    /// which must hold (or take) the topic's advisory lock.
+    async fn lead(&self) -> Result<bool, sqlx::Error> {
+        use sqlx::Connection as _;
+        let Db::Postgres(p) = self.outbox.db() else {
+            return Ok(true);
+        };
+        if !self.ordered {
+            return Ok(true);
+        }
+        let mut leader = self.leader.lock().await;
+        if let Some(c) = leader.as_mut() {
+            match tokio::time::timeout(self.cfg.timeout, c.ping()).await {
+                Ok(Ok(())) => return Ok(true),
+                _ => {
+                    tracing::warn!(topic = %self.topic, "lost the outbox relay's lock connection");
+                    *leader = None;
+                }
+            }
+        }
+        let opts = p.connect_options();
+        let mut c = tokio::time::timeout(self.cfg.timeout, sqlx::PgConnection::connect_with(&opts))
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        let key = lock_key(self.outbox.service(), &self.topic);
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut c)
+            .await?;
+        if got {
+            tracing::info!(topic = %self.topic, "this instance relays the ordered outbox topic");
+            *leader = Some(c);
+        } else {
+            let _ = c.close().await;
+        }
+        Ok(got)
     }
 
     pub fn stats(&self) -> Arc<RelayStats> {
@@ -123,6 +192,9 @@ impl Relay {
     /// lease ends.
     pub async fn round(&self, retry_in: Duration) -> Result<Round, sqlx::Error> {
         let db = self.outbox.db();
+        if !self.lead().await? {
+            return Ok(Round::default());
+        }
         let started = now();
         let claimed = sql::claim(
             db,
@@ -130,6 +202,7 @@ impl Relay {
             started,
             started + chrono(self.cfg.lease),
             self.cfg.batch_size,
+            self.ordered,
         )
         .await?;
         if claimed.is_empty() {
@@ -201,6 +274,7 @@ impl Relay {
                         &[d.id],
                         now() + chrono(self.cfg.retry_max_backoff),
                         &why,
+                        true,
                     )
                     .await;
                 }
@@ -213,7 +287,7 @@ impl Relay {
             }
         }
         sql::delete(db, &delivered).await?;
-        sql::reschedule(db, &retry, now() + chrono(retry_in), &retry_error).await?;
+        sql::reschedule(db, &retry, now() + chrono(retry_in), &retry_error, false).await?;
         let svc = self.outbox.service().to_owned();
         let topic = self.topic.clone();
         if !delivered.is_empty() {

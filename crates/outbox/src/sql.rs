@@ -22,6 +22,21 @@ const CLAIM_SQLITE: &str = "UPDATE outbox SET attempts = attempts + 1, next_atte
                   ORDER BY id LIMIT $4) \
      RETURNING id, topic, payload, created_at, attempts";
 
+/// The oldest row of topic `$1` that is not due at `$2` (in delivery or backing off) and not
+/// parked: an ordered relay delivers nothing from it on.
+const BARRIER: &str = "SELECT id FROM outbox WHERE topic = $1 AND next_attempt_at > $2 AND NOT parked \
+     ORDER BY id LIMIT 1";
+
+/// Like `CLAIM_*`, only rows older than `$5` (the barrier).
+const CLAIM_BEFORE_PG: &str = "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $3 \
+     WHERE id IN (SELECT id FROM outbox WHERE topic = $1 AND next_attempt_at <= $2 AND id < $5 \
+                  ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+     RETURNING id, topic, CAST(payload AS TEXT) AS payload, created_at, attempts";
+const CLAIM_BEFORE_SQLITE: &str = "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $3 \
+     WHERE id IN (SELECT id FROM outbox WHERE topic = $1 AND next_attempt_at <= $2 AND id < $5 \
+                  ORDER BY id LIMIT $4) \
+     RETURNING id, topic, payload, created_at, attempts";
+
 const PENDING: &str = "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE topic = $1";
 
 pub(crate) async fn insert_pg(
@@ -85,16 +100,57 @@ fn delivery(r: ClaimedRow) -> Claimed {
 }
 
 /// Claims up to `limit` rows of `topic` due at `now`, leasing them until `lease_until`, in
-/// id order.
+/// id order. `ordered`: only rows older than the oldest one not due (head of line).
 pub(crate) async fn claim(
     db: &Db,
     topic: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: u32,
+    ordered: bool,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    let mut rows: Vec<ClaimedRow> = match db {
-        Db::Postgres(p) => {
+    let barrier: Option<Uuid> = if ordered {
+        match db {
+            Db::Postgres(p) => {
+                sqlx::query_scalar(BARRIER)
+                    .bind(topic)
+                    .bind(now)
+                    .fetch_optional(&**p)
+                    .await?
+            }
+            Db::Sqlite(p) => {
+                sqlx::query_scalar(BARRIER)
+                    .bind(topic)
+                    .bind(now)
+                    .fetch_optional(&**p)
+                    .await?
+            }
+        }
+    } else {
+        None
+    };
+    let mut rows: Vec<ClaimedRow> = match (db, barrier) {
+        (Db::Postgres(p), Some(b)) => {
+            sqlx::query_as(CLAIM_BEFORE_PG)
+                .bind(topic)
+                .bind(now)
+                .bind(lease_until)
+                .bind(i64::from(limit))
+                .bind(b)
+                .fetch_all(&**p)
+                .await?
+        }
+        (Db::Sqlite(p), Some(b)) => {
+            sqlx::query_as(CLAIM_BEFORE_SQLITE)
+                .bind(topic)
+                .bind(now)
+                .bind(lease_until)
+                .bind(i64::from(limit))
+                .bind(b)
+                .fetch_all(&**p)
+                .await?
+        }
+        (Db::Postgres(p), None) => {
             sqlx::query_as(CLAIM_PG)
                 .bind(topic)
                 .bind(now)
@@ -103,7 +159,7 @@ pub(crate) async fn claim(
                 .fetch_all(&**p)
                 .await?
         }
-        Db::Sqlite(p) => {
+        (Db::Sqlite(p), None) => {
             sqlx::query_as(CLAIM_SQLITE)
                 .bind(topic)
                 .bind(now)
@@ -153,12 +209,13 @@ pub(crate) async fn delete(db: &Db, ids: &[Uuid]) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Makes rows due again at `at`, noting `error`.
+/// Makes rows due again at `at`, noting `error`; `park`: the destination refused them.
 pub(crate) async fn reschedule(
     db: &Db,
     ids: &[Uuid],
     at: DateTime<Utc>,
     error: &str,
+    park: bool,
 ) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
@@ -170,6 +227,9 @@ pub(crate) async fn reschedule(
             let mut q =
                 sqlx::QueryBuilder::<sqlx::Postgres>::new("UPDATE outbox SET next_attempt_at = ");
             q.push_bind(at).push(", last_error = ").push_bind(error);
+            if park {
+                q.push(", parked = TRUE");
+            }
             q.push(" WHERE id IN (");
             let mut list = q.separated(", ");
             for id in ids {
@@ -182,6 +242,9 @@ pub(crate) async fn reschedule(
             let mut q =
                 sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE outbox SET next_attempt_at = ");
             q.push_bind(at).push(", last_error = ").push_bind(error);
+            if park {
+                q.push(", parked = TRUE");
+            }
             q.push(" WHERE id IN (");
             let mut list = q.separated(", ");
             for id in ids {

@@ -1,0 +1,128 @@
+//! Publishing through the transactional outbox.
+//!
+//! A service writes an event's outbox message ([`message`]) in the same database transaction
+//! as the change it announces (`plt_outbox::enqueue(&mut *tx, &[...])`); the runtime's relay
+//! of outbox topic [`TOPIC`] hands due messages, oldest first, to a [`BusDestination`], which
+//! publishes them and acknowledges what the bus acknowledged. The relay is *ordered*: it never
+//! delivers a message while an older one of the same outbox waits, so events of one key reach
+//! the bus in the order they were committed. A crash at any point loses nothing: the row
+//! stays until the bus acknowledged it (at least once; consumers' inboxes absorb repeats).
+
+use crate::{Bus, BusError, Event, Outgoing};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use plt_outbox::{Delivery, DeliveryError, Destination, Message};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The outbox topic of events (one relay per service delivers it to the bus).
+pub const TOPIC: &str = "events";
+
+/// An event as its outbox row keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    topic: String,
+    key: String,
+    id: String,
+    source: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    time: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
+    data: Value,
+}
+
+/// The outbox message publishing `event` to its type's topic under `key` (events of one key
+/// keep their order: use the id of what the event is about).
+pub fn message(event: &Event, key: &str) -> Message {
+    message_to(event, &event.event_type, key)
+}
+
+/// Like [`message`], to topic `topic`.
+pub fn message_to(event: &Event, topic: &str, key: &str) -> Message {
+    let stored = Stored {
+        topic: topic.to_owned(),
+        key: key.to_owned(),
+        id: event.id.clone(),
+        source: event.source.clone(),
+        event_type: event.event_type.clone(),
+        subject: event.subject.clone(),
+        time: event.time,
+        traceparent: event.traceparent.clone(),
+        data: event.data.clone(),
+    };
+    Message::new(TOPIC, serde_json::to_value(stored).unwrap_or(Value::Null))
+}
+
+fn outgoing(d: &Delivery) -> Result<Outgoing, DeliveryError> {
+    let s: Stored = serde_json::from_value(d.payload.clone())
+        .map_err(|e| DeliveryError::Rejected(format!("not an event: {e}")))?;
+    let event = Event {
+        id: s.id,
+        source: s.source,
+        event_type: s.event_type,
+        subject: s.subject,
+        time: s.time,
+        traceparent: s.traceparent,
+        data: s.data,
+    };
+    Ok(event.to_message(&s.topic, &s.key))
+}
+
+/// Publishes outbox messages of topic [`TOPIC`] on a bus.
+pub struct BusDestination {
+    bus: Arc<dyn Bus>,
+}
+
+impl BusDestination {
+    pub fn new(bus: Arc<dyn Bus>) -> Self {
+        Self { bus }
+    }
+}
+
+#[async_trait]
+impl Destination for BusDestination {
+    async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
+        let mut results: Vec<Option<Result<(), DeliveryError>>> = vec![None; batch.len()];
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut slots = Vec::with_capacity(batch.len());
+        for (i, d) in batch.iter().enumerate() {
+            match outgoing(d) {
+                Ok(m) => {
+                    messages.push(m);
+                    slots.push(i);
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let published = self.bus.publish(&messages).await;
+        // Once a key's message failed, its later ones in this batch count as failed too:
+        // they go again after it (a repeat that the consumers' inboxes absorb).
+        let mut failed_keys: Vec<&Option<Vec<u8>>> = Vec::new();
+        for ((slot, m), r) in slots.iter().zip(&messages).zip(published) {
+            let r = match r {
+                Ok(()) if failed_keys.contains(&&m.key) => Err(DeliveryError::Retry(
+                    "an older event of its key failed".into(),
+                )),
+                Ok(()) => Ok(()),
+                Err(BusError::Rejected(why)) => {
+                    failed_keys.push(&m.key);
+                    Err(DeliveryError::Rejected(why))
+                }
+                Err(e) => {
+                    failed_keys.push(&m.key);
+                    Err(DeliveryError::Retry(e.to_string()))
+                }
+            };
+            results[*slot] = Some(r);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(DeliveryError::Retry("no answer".into()))))
+            .collect()
+    }
+}
