@@ -281,6 +281,49 @@ pub trait Consumer: Send {
     async fn close(self: Box<Self>);
 }
 
+/// How a service builds the events it publishes through its outbox. Disabled (no messages)
+/// when no bus is configured: nothing accumulates that nobody will relay.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    service: String,
+    enabled: bool,
+}
+
+impl Publisher {
+    pub fn new(service: &str, enabled: bool) -> Self {
+        Self {
+            service: service.to_owned(),
+            enabled,
+        }
+    }
+
+    /// A publisher that publishes nothing (tests, services without a bus).
+    pub fn disabled(service: &str) -> Self {
+        Self::new(service, false)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// An event of `event_type` about `subject` (`user/<id>`) from this service.
+    pub fn event(&self, event_type: &str, subject: &str, data: Value) -> Event {
+        Event::new(event_type, &self.service, data).with_subject(subject)
+    }
+
+    /// The outbox messages publishing `events`, each under its key; none when disabled.
+    /// Enqueue them in the transaction of the change they announce.
+    pub fn messages(&self, events: &[(&str, Event)]) -> Vec<plt_outbox::Message> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        events
+            .iter()
+            .map(|(key, e)| outbox::message(e, key))
+            .collect()
+    }
+}
+
 /// The configured bus: `None` when `events.backend` is `none`.
 pub fn connect(cfg: &EventsConfig, client_id: &str) -> Result<Option<Arc<dyn Bus>>, BusError> {
     Ok(match cfg.backend {

@@ -51,6 +51,9 @@ use tokio::{sync::watch, task::JoinHandle};
 /// Where a service says whether authz took its permissions: `{"declared": true|false}`.
 pub const PERMISSIONS_PATH: &str = "/plt/permissions";
 
+/// How long background jobs get to finish after shutdown began.
+const JOB_GRACE: Duration = Duration::from_secs(5);
+
 /// What a service is, declared once.
 #[derive(Debug, Clone, Copy)]
 pub struct Manifest {
@@ -127,6 +130,8 @@ pub trait Service: Sized + Send + Sync + 'static {
 
 /// What [`Service::build`] gets.
 pub struct Context<C> {
+    /// The service's name (registry name, section, schema).
+    pub name: &'static str,
     pub config: Loaded<C>,
     /// The database, migrated (when the manifest has migrations).
     pub db: Option<Db>,
@@ -138,6 +143,11 @@ pub struct Context<C> {
     pub verifier: Option<plt_authn::Verifier>,
     /// Stops background jobs at shutdown: jobs should finish when it turns `true`.
     pub stopping: watch::Receiver<bool>,
+    /// The event bus (`events` section; `None` when `events.backend` is `none`).
+    pub events: Option<Arc<dyn plt_events::Bus>>,
+    /// The service's transactional outbox (when it keeps data). Events written into it
+    /// ([`Context::publisher`]) are relayed to the bus by the runtime, in commit order.
+    pub outbox: Option<plt_outbox::Outbox>,
     extensions: http::Extensions,
 }
 
@@ -153,6 +163,19 @@ impl<C> Context<C> {
         self.verifier
             .clone()
             .context("this service has no auth block to verify tokens with")
+    }
+
+    /// The outbox; an error if the manifest declares no migrations.
+    pub fn outbox(&self) -> anyhow::Result<&plt_outbox::Outbox> {
+        self.outbox
+            .as_ref()
+            .context("this service declares no migrations, so it has no outbox")
+    }
+
+    /// Builds this service's events (source `/plt/<name>`) as outbox messages; publishes
+    /// nothing when no bus is configured.
+    pub fn publisher(&self) -> plt_events::Publisher {
+        plt_events::Publisher::new(self.name, self.events.is_some())
     }
 
     /// The database; an error if the manifest declares no migrations.
@@ -179,6 +202,7 @@ pub struct Parts {
     collectors: Vec<plt_kernel::metrics::Collector>,
     verifier: Option<Verifier>,
     decide: Option<Arc<dyn Decide>>,
+    subscriptions: Vec<plt_events::Subscription>,
 }
 
 impl Parts {
@@ -270,6 +294,14 @@ impl Parts {
         self
     }
 
+    /// A consumer group to run on the event bus while the service runs: its handler gets the
+    /// group's events (retried, dead-lettered after `events.consumer.max_attempts`), and at
+    /// shutdown finishes what is in flight and commits. Not started when no bus is configured.
+    pub fn subscribe(mut self, subscription: plt_events::Subscription) -> Self {
+        self.subscriptions.push(subscription);
+        self
+    }
+
     /// A permission this service owns that no contract declares; `granted_to_users`: the
     /// built-in role `user` gets it when authz first learns of it.
     pub fn permission(mut self, name: &str, description: &str, granted_to_users: bool) -> Self {
@@ -302,6 +334,8 @@ pub struct Overrides {
     pub authz: Option<Arc<dyn AuthzServiceClient>>,
     /// How long a permission decision is reused (default 1 s; zero: ask authz every time).
     pub permission_cache_ttl: Option<Duration>,
+    /// The event bus instead of the `events` section's (tests: a shared embedded bus).
+    pub events: Option<Arc<dyn plt_events::Bus>>,
     /// Service-specific replacements, by type, read with [`Context::extension`].
     pub extensions: http::Extensions,
 }
@@ -328,6 +362,14 @@ pub fn load_config<S: Service>(source: ConfigSource) -> anyhow::Result<Loaded<S:
     if m.migrations.is_some() {
         // A service that keeps data has an outbox (plt-outbox): its relay reads this section.
         cfg.source.section::<plt_outbox::OutboxConfig>("outbox")?;
+    }
+    let events: plt_events::EventsConfig = cfg.source.section("events")?;
+    if events.backend == plt_events::config::Backend::Memory && cfg.kernel.env == "production" {
+        return Err(plt_kernel::ConfigError::new(
+            "events.backend",
+            "memory is the embedded bus of one development process; use kafka (or none) in production",
+        )
+        .into());
     }
     if let Some(auth) = cfg.service.auth() {
         auth.check(&format!("{}.auth", m.name))?;
@@ -423,13 +465,22 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
     };
     let (stop_jobs, stopping) = watch::channel(false);
     let listen = o.listen.unwrap_or(cfg.service.listen());
+    let events_cfg: plt_events::EventsConfig = cfg.source.section("events")?;
+    let events = match o.events.clone() {
+        Some(bus) => Some(bus),
+        None => plt_events::connect(&events_cfg, m.binary).context("connecting the event bus")?,
+    };
+    let outbox = db.as_ref().map(|db| plt_outbox::Outbox::new(db, m.name));
     let cx = Context {
+        name: m.name,
         config: cfg,
         db,
         clients,
         registry: registry.clone(),
         verifier,
         stopping,
+        events: events.clone(),
+        outbox: outbox.clone(),
         extensions: o.extensions.clone(),
     };
     let parts = S::build(&cx)
@@ -439,6 +490,7 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
         config: cfg,
         db,
         verifier,
+        stopping,
         ..
     } = cx;
 
@@ -458,7 +510,25 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
         collectors,
         verifier: own_verifier,
         decide,
+        subscriptions,
     } = parts;
+    let mut collectors = collectors;
+    // Events written into the outbox go to the bus in commit order.
+    let events_relay = match (&events, &outbox) {
+        (Some(bus), Some(outbox)) => {
+            let outbox_cfg: plt_outbox::OutboxConfig = cfg.source.section("outbox")?;
+            let relay = outbox
+                .relay(
+                    plt_events::outbox::TOPIC,
+                    Arc::new(plt_events::outbox::BusDestination::new(bus.clone())),
+                    &outbox_cfg,
+                )
+                .ordered();
+            collectors.push(relay.metrics_collector());
+            Some(relay)
+        }
+        _ => None,
+    };
     let guard: Arc<dyn AccessGuard> = match own_verifier.or(verifier) {
         Some(v) => Arc::new(RuntimeGuard::new(
             v,
@@ -527,6 +597,24 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
     // until authz takes them, so that a service never waits for authz to come up.
     let mut jobs = jobs;
     jobs.extend(follow_revocations);
+    // Events: the outbox's events relayed to the bus in commit order, and the service's
+    // consumer groups.
+    if let Some(relay) = events_relay {
+        jobs.push(tokio::spawn(relay.run(stopping.clone())));
+    }
+    match &events {
+        Some(bus) => {
+            for sub in subscriptions {
+                let sub = sub.config(events_cfg.consumer.clone());
+                jobs.push(plt_events::consumer::spawn(bus.clone(), sub, stopping.clone()).task);
+            }
+        }
+        None => {
+            for sub in &subscriptions {
+                tracing::warn!(group = %sub.group, "events.backend is none: this consumer group does not run");
+            }
+        }
+    }
     if !permissions.is_empty() {
         jobs.push(tokio::spawn(register_permissions(
             m.name,
@@ -714,12 +802,13 @@ impl Running {
             stop.await;
         }
         let _ = self.stop_jobs.send(true);
-        for job in &self.jobs {
-            // Give jobs watching `stopping` a moment to finish their unit of work.
-            if !job.is_finished() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        // Jobs watching `stopping` finish their unit of work (a relay's batch, a consumer's
+        // handlers and commit); what is still running after the grace period is aborted.
+        let grace = tokio::time::Instant::now() + JOB_GRACE;
+        for job in &mut self.jobs {
+            if tokio::time::timeout_at(grace, &mut *job).await.is_err() {
+                job.abort();
             }
-            job.abort();
         }
         if let Some(db) = &self.db {
             db.close().await;
