@@ -10,6 +10,7 @@ pub mod authz;
 pub mod context;
 pub mod docs;
 pub mod error;
+pub mod events;
 pub mod guarded;
 pub mod http_api;
 pub mod identity;

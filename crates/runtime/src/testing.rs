@@ -43,6 +43,9 @@ pub struct TestOptions {
     pub registry: Option<Arc<dyn ServiceRegistry>>,
     /// Verify tokens against the configured `auth.jwks_url` instead of the authority's keys.
     pub keys_from_config: bool,
+    /// The event bus (default: with `events.backend` memory, an embedded bus of this test
+    /// service's own; otherwise the configured one). Share one between instances.
+    pub events: Option<Arc<dyn plt_events::Bus>>,
 }
 
 impl TestOptions {
@@ -129,6 +132,7 @@ impl TestService {
             data_dir: shared_dir,
             registry,
             keys_from_config,
+            events,
         } = opts;
         let m = S::MANIFEST;
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -149,6 +153,11 @@ impl TestService {
             sections: Vec::new(),
         };
         let cfg = load_config::<S>(source).expect("test configuration");
+        let events = events.or_else(|| {
+            let e: plt_events::EventsConfig = cfg.source.section("events").ok()?;
+            (e.backend == plt_events::config::Backend::Memory)
+                .then(|| Arc::new(plt_events::memory::MemoryBus::new()) as Arc<dyn plt_events::Bus>)
+        });
         let owns_schema = shared_schema.is_none();
         let schema = shared_schema.or_else(|| {
             (backend == Backend::Postgres)
@@ -178,6 +187,7 @@ impl TestService {
                 revocation_feed: None,
                 // A grant in the test takes effect at once.
                 permission_cache_ttl: Some(std::time::Duration::ZERO),
+                events,
                 extensions,
             },
         )

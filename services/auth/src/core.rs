@@ -15,6 +15,7 @@ use plt_contracts::{
     Error, ErrorCode, RequestContext, Result,
     audit::Outcome,
     auth::{AuthServiceClient, Jwks, TokenClaims, TokenResponse},
+    events,
     identity::IdentityServiceClient,
     service_identity::{ServiceCredentials, ServiceToken, valid_service_name},
 };
@@ -51,8 +52,9 @@ pub struct AuthCore {
     /// SHA-256 of each service account's secret (compared in constant time).
     service_accounts: HashMap<String, [u8; 32]>,
     revocations_changed: Arc<tokio::sync::Notify>,
-    /// Where audit records go, in the transaction of the change they describe.
+    /// Where audit records and events go, in the transaction of the change they describe.
     outbox: Outbox,
+    events: plt_events::Publisher,
 }
 
 /// The resource of a sign-in attempt for an account that may not exist.
@@ -143,6 +145,7 @@ impl AuthCore {
             service_accounts,
             revocations_changed: Arc::new(tokio::sync::Notify::new()),
             outbox,
+            events: plt_events::Publisher::disabled(crate::SERVICE_NAME),
         })
     }
 
@@ -242,12 +245,46 @@ impl AuthCore {
         let now = now();
         let ended = self
             .store
-            .revoke_user_families(user, now, reason, self.revoked_until(now))
+            .revoke_user_families(user, now, reason, self.revoked_until(now), &|family| {
+                self.session_event(events::SESSION_ENDED, user, family, reason, now)
+            })
             .await
             .map_err(|e| e.into_error("ending sessions"))?;
         self.revocations_changed.notify_one();
+        if !ended.is_empty() {
+            self.outbox.wake();
+        }
         tracing::info!(event = "auth.sessions.ended", user_id = %user, count = ended.len(), reason, "sessions ended");
         Ok(ended.len())
+    }
+
+    /// The outbox message of session event `t` (none without a bus).
+    fn session_event(
+        &self,
+        t: &str,
+        user: Uuid,
+        session: Uuid,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Vec<Message> {
+        let data = serde_json::to_value(events::SessionEvent {
+            user_id: user,
+            session_id: session.to_string(),
+            reason: reason.to_owned(),
+            at,
+        })
+        .unwrap_or_default();
+        let key = user.to_string();
+        self.events.messages(&[(
+            key.as_str(),
+            self.events.event(t, &format!("user/{user}"), data),
+        )])
+    }
+
+    /// This core, publishing session events (`plt.auth.session.*`) with `events`.
+    pub fn with_events(mut self, events: plt_events::Publisher) -> Self {
+        self.events = events;
+        self
     }
 
     /// Wakes the task that publishes this instance's revocations (after a local change).
@@ -264,9 +301,16 @@ impl AuthCore {
         reason: &str,
         audit: &[Message],
     ) -> Result<bool> {
+        let mut audit = audit.to_vec();
+        let (event_type, reason_code) = if reason == "refresh token reuse" {
+            (events::FAMILY_REVOKED, "refresh_token_reuse")
+        } else {
+            (events::SESSION_ENDED, reason)
+        };
+        audit.extend(self.session_event(event_type, family.user_id, family.id, reason_code, now));
         let first = self
             .store
-            .revoke_family(family.id, now, reason, self.revoked_until(now), audit)
+            .revoke_family(family.id, now, reason, self.revoked_until(now), &audit)
             .await
             .map_err(|e| e.into_error("revoking token family"))?;
         self.revocations_changed.notify_one();
@@ -429,15 +473,18 @@ impl AuthServiceClient for AuthCore {
             successor_hash: None,
             successor_sealed: None,
         };
-        let audit = [AuditEvent::new(
-            user.id.to_string(),
-            "auth.login",
-            format!("user/{}", user.id),
-            Outcome::Success,
-        )
-        .request(ctx, source)
-        .meta("family_id", family.id.to_string())
-        .message()];
+        let mut audit = vec![
+            AuditEvent::new(
+                user.id.to_string(),
+                "auth.login",
+                format!("user/{}", user.id),
+                Outcome::Success,
+            )
+            .request(ctx, source)
+            .meta("family_id", family.id.to_string())
+            .message(),
+        ];
+        audit.extend(self.session_event(events::SESSION_STARTED, user.id, family.id, "", now));
         self.store
             .create_family(&family, &first, &audit)
             .await

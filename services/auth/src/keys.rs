@@ -42,6 +42,8 @@ pub struct KeyRing {
     current: RwLock<Option<Current>>,
     jwks: StaticJwks,
     verifier: Verifier,
+    /// Publishes `plt.auth.keys.rotated.v1` with each rotation, once set.
+    events: std::sync::OnceLock<plt_events::Publisher>,
 }
 
 fn internal(context: &str, e: impl std::error::Error + 'static) -> Error {
@@ -66,6 +68,7 @@ impl KeyRing {
         let verifier = Verifier::new(verifier_cfg, Arc::new(jwks.clone()))
             .with_revocations(Arc::new(plt_authn::Revocations::new()));
         let ring = Arc::new(Self {
+            events: std::sync::OnceLock::new(),
             store,
             sealer,
             rotation_interval,
@@ -192,6 +195,11 @@ impl KeyRing {
     }
 
     /// Rotates now (on demand): next becomes active, active starts retiring.
+    /// Publishes key rotations with `events` from now on.
+    pub fn publish_events(&self, events: plt_events::Publisher) {
+        let _ = self.events.set(events);
+    }
+
     pub async fn rotate(&self) -> Result<String, Error> {
         self.reload().await?;
         self.rotate_at(now(), "on_demand").await?;
@@ -211,16 +219,33 @@ impl KeyRing {
         };
         let new_next = self.new_key(KeyState::Next, now)?;
         let remove_after = now + chrono(self.access_ttl) + chrono(REMOVAL_MARGIN);
-        let audit = [plt_outbox::audit::AuditEvent::new(
-            crate::SERVICE_NAME,
-            "auth.keys.rotated",
-            format!("key/{}", next.kid),
-            plt_contracts::audit::Outcome::Success,
-        )
-        .meta("retiring", active.kid.as_str())
-        .meta("next", new_next.kid.as_str())
-        .meta("trigger", trigger)
-        .message()];
+        let mut audit = vec![
+            plt_outbox::audit::AuditEvent::new(
+                crate::SERVICE_NAME,
+                "auth.keys.rotated",
+                format!("key/{}", next.kid),
+                plt_contracts::audit::Outcome::Success,
+            )
+            .meta("retiring", active.kid.as_str())
+            .meta("next", new_next.kid.as_str())
+            .meta("trigger", trigger)
+            .message(),
+        ];
+        if let Some(events) = self.events.get() {
+            let data = serde_json::to_value(plt_contracts::events::KeysRotated {
+                kid: next.kid.clone(),
+                at: now,
+            })
+            .unwrap_or_default();
+            audit.extend(events.messages(&[(
+                "keys",
+                events.event(
+                    plt_contracts::events::KEYS_ROTATED,
+                    &format!("key/{}", next.kid),
+                    data,
+                ),
+            )]));
+        }
         let done = self
             .store
             .rotate_keys(&active.kid, &next.kid, &new_next, now, remove_after, &audit)

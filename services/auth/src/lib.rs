@@ -18,7 +18,7 @@ use plt_contracts::{
 };
 use plt_db::{Db, Migrations};
 use plt_kernel::Loaded;
-use plt_outbox::{Outbox, OutboxConfig, audit::AuditDestination};
+use plt_outbox::{OutboxConfig, audit::AuditDestination};
 use plt_runtime::{Context, Manifest, Parts, Service};
 use std::sync::Arc;
 
@@ -163,6 +163,7 @@ impl Service for Auth {
         let cfg = &cx.config;
         let db = cx.db()?;
         let keys = key_ring(cfg, db).await?;
+        keys.publish_events(cx.publisher());
         // Auth signs its own service tokens: its clients present those, not ones it would
         // have to ask itself for.
         let clients: ClientsConfig = cfg.source.section("clients")?;
@@ -186,20 +187,23 @@ impl Service for Auth {
                 .await
                 .map_err(|e| anyhow::anyhow!("audit client: {e}"))?,
         };
-        let outbox = Outbox::new(db, SERVICE_NAME);
+        let outbox = cx.outbox()?.clone();
         let outbox_cfg: OutboxConfig = cfg.source.section("outbox")?;
         let relay = outbox.relay(
             plt_outbox::audit::TOPIC,
             Arc::new(AuditDestination::new(audit, outbox_cfg.timeout)),
             &outbox_cfg,
         );
-        let core = Arc::new(AuthCore::new(
-            cfg.service.clone(),
-            store::for_db(db),
-            keys.clone(),
-            identity,
-            outbox.clone(),
-        )?);
+        let core = Arc::new(
+            AuthCore::new(
+                cfg.service.clone(),
+                store::for_db(db),
+                keys.clone(),
+                identity,
+                outbox.clone(),
+            )?
+            .with_events(cx.publisher()),
+        );
         let contract: Arc<dyn AuthServiceClient> = core.clone();
         let a = &cfg.service.keys;
         let revocations = keys

@@ -140,6 +140,7 @@ pub trait AuthStore: Send + Sync {
         now: DateTime<Utc>,
         reason: &str,
         until: DateTime<Utc>,
+        events: &(dyn Fn(Uuid) -> Vec<Message> + Send + Sync),
     ) -> R<Vec<Uuid>>;
 
     /// Publishes one access token (`jti`) as revoked until it expires.
@@ -432,6 +433,7 @@ macro_rules! sql_store {
                 now: DateTime<Utc>,
                 reason: &str,
                 until: DateTime<Utc>,
+                events: &(dyn Fn(Uuid) -> Vec<Message> + Send + Sync),
             ) -> R<Vec<Uuid>> {
                 let mut tx = self.pool.begin().await?;
                 let ids: Vec<Uuid> = sqlx::query_scalar(
@@ -453,6 +455,7 @@ macro_rules! sql_store {
                     .bind(until)
                     .execute(&mut *tx)
                     .await?;
+                    plt_outbox::enqueue(&mut *tx, &events(*id)).await?;
                 }
                 tx.commit().await?;
                 Ok(ids)

@@ -62,6 +62,7 @@ pub struct AuthzCore {
     verifier: Verifier,
     outbox: Outbox,
     guard: ServiceGuard,
+    events: plt_events::Publisher,
 }
 
 fn now() -> DateTime<Utc> {
@@ -157,6 +158,28 @@ impl AuthzCore {
     /// The core over `store`, deciding through `policy`, verifying admin callers' tokens
     /// with `verifier` and writing audit records to `outbox` (in the transaction of the
     /// change they describe).
+    /// This core, publishing role and policy events (`plt.authz.*`) with `events`.
+    pub fn with_events(mut self, events: plt_events::Publisher) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// The outbox message of `plt.authz.policy.changed.v1` (none without a bus). One key for
+    /// all: every instance sees policy changes in commit order.
+    fn policy_changed(&self, change: &str, user: Option<Uuid>) -> Vec<plt_outbox::Message> {
+        let data = serde_json::to_value(plt_contracts::events::PolicyChanged {
+            change: change.to_owned(),
+            user_id: user,
+            at: now(),
+        })
+        .unwrap_or_default();
+        self.events.messages(&[(
+            "policy",
+            self.events
+                .event(plt_contracts::events::POLICY_CHANGED, "policy", data),
+        )])
+    }
+
     pub fn new(
         store: Arc<dyn AuthzStore>,
         policy: Arc<Policy>,
@@ -169,6 +192,7 @@ impl AuthzCore {
             store,
             verifier,
             outbox,
+            events: plt_events::Publisher::disabled(crate::SERVICE_NAME),
         }
     }
 
@@ -322,7 +346,25 @@ impl AuthzCore {
                 json!({"role": role, "changed": changed, "source": source}),
             )
         };
-        let msg = [record(true).message()];
+        let mut msg = vec![record(true).message()];
+        let data = serde_json::to_value(plt_contracts::events::RoleEvent {
+            user_id: user,
+            role: role.to_owned(),
+            by: actor.to_owned(),
+            at: now(),
+        })
+        .unwrap_or_default();
+        let (event_type, change_kind) = if grant {
+            (plt_contracts::events::ROLE_GRANTED, "grant")
+        } else {
+            (plt_contracts::events::ROLE_REVOKED, "revoke")
+        };
+        let key = user.to_string();
+        msg.extend(self.events.messages(&[(
+            key.as_str(),
+            self.events.event(event_type, &format!("user/{user}"), data),
+        )]));
+        msg.extend(self.policy_changed(change_kind, Some(user)));
         let change = if grant {
             self.store.grant(user, role, actor, now(), &msg).await
         } else {
@@ -666,7 +708,11 @@ impl AuthzServiceClient for AuthzCore {
             .await;
         let v = self
             .store
-            .set_role_permissions(name, &permissions, now(), &[record])
+            .set_role_permissions(name, &permissions, now(), &{
+                let mut m = vec![record];
+                m.extend(self.policy_changed("role_permissions", None));
+                m
+            })
             .await
             .map_err(|e| internal("setting role permissions", e))?
             .ok_or_else(|| Error::not_found(format!("role {name}")))?;

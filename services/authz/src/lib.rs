@@ -52,6 +52,24 @@ pub async fn build_core(
     db: &Db,
     verifier: Verifier,
 ) -> anyhow::Result<Arc<AuthzCore>> {
+    build_core_with(
+        cfg,
+        db,
+        verifier,
+        Outbox::new(db, SERVICE_NAME),
+        plt_events::Publisher::disabled(SERVICE_NAME),
+    )
+    .await
+}
+
+/// [`build_core`] writing into `outbox` and publishing events with `events`.
+pub async fn build_core_with(
+    cfg: &Config,
+    db: &Db,
+    verifier: Verifier,
+    outbox: Outbox,
+    events: plt_events::Publisher,
+) -> anyhow::Result<Arc<AuthzCore>> {
     let s = &cfg.service;
     let store = store::for_db(db);
     AuthzCore::ensure_platform(store.as_ref())
@@ -60,8 +78,7 @@ pub async fn build_core(
     let policy = Policy::load(store.clone(), s.staleness_bound, s.cache.max_users)
         .await
         .context("loading the policy")?;
-    let outbox = Outbox::new(db, SERVICE_NAME);
-    let core = Arc::new(AuthzCore::new(store, policy, verifier, outbox));
+    let core = Arc::new(AuthzCore::new(store, policy, verifier, outbox).with_events(events));
     for id in s.bootstrap_admin_ids() {
         let changed = core
             .grant_as(SYSTEM_ACTOR, id, ADMIN_ROLE, "bootstrap")
@@ -92,6 +109,25 @@ fn collector(core: Arc<AuthzCore>) -> plt_kernel::metrics::Collector {
         metrics::gauge!("authz_policy_version", "service" => svc)
             .set(core.policy().known_version() as f64);
     })
+}
+
+/// Drops cached decisions when a policy change is published: re-reads the policy version
+/// (one query), which makes every older cache entry unusable.
+struct PolicyListener(Arc<Policy>);
+
+#[async_trait::async_trait]
+impl plt_events::Handler for PolicyListener {
+    async fn handle(
+        &self,
+        _: &plt_events::Event,
+        _: &plt_events::Received,
+    ) -> Result<(), plt_events::HandlerError> {
+        self.0
+            .poll()
+            .await
+            .map(drop)
+            .map_err(|e| plt_events::HandlerError::Retry(e.to_string()))
+    }
 }
 
 /// The guard's permission decisions for authz's own methods: from its policy cache, not
@@ -132,7 +168,14 @@ impl Service for Authz {
                 .map_err(|e| anyhow::anyhow!("audit client: {e}"))?,
         };
         // Ready once migrated, the platform declared and the policy loaded.
-        let core = build_core(cfg, cx.db()?, cx.verifier()?).await?;
+        let core = build_core_with(
+            cfg,
+            cx.db()?,
+            cx.verifier()?,
+            cx.outbox()?.clone(),
+            cx.publisher(),
+        )
+        .await?;
         let contract: Arc<dyn AuthzServiceClient> = core.clone();
         let outbox: OutboxConfig = cfg.source.section("outbox")?;
         let relay = core.outbox().relay(
@@ -140,7 +183,17 @@ impl Service for Authz {
             Arc::new(AuditDestination::new(audit, outbox.timeout)),
             &outbox,
         );
+        // Policy changes committed by any instance reach this one's cache through the bus in
+        // well under a second; the poller stays the fallback and the bound. The group is this
+        // instance's own (every instance must see every change), from the newest event on.
+        let listener = plt_events::Subscription::new(
+            &format!("authz.cache.{}", uuid::Uuid::new_v4().simple()),
+            &[plt_contracts::events::POLICY_CHANGED],
+            Arc::new(PolicyListener(core.policy().clone())),
+        )
+        .start(plt_events::Start::Latest);
         Ok(Parts::new()
+            .subscribe(listener)
             .serve(AuthzServe(contract))
             .decide(Arc::new(LocalDecide(core.clone())))
             .task(core.policy().spawn_poller(cfg.service.poll_interval()))

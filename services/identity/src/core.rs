@@ -16,6 +16,7 @@ use plt_contracts::{
     access::Principal,
     audit::Outcome,
     auth::AuthServiceClient,
+    events,
     identity::{
         IdentityServiceClient, MAIL_TOKEN_PREFIX, NewUser, PageRequest, User, UserPage, UserStatus,
         UserUpdate,
@@ -41,6 +42,7 @@ pub struct IdentityCore {
     sessions: Sessions,
     verifier: Verifier,
     outbox: Outbox,
+    events: plt_events::Publisher,
 }
 
 /// Ends a user's sessions at auth (`EndUserSessions`).
@@ -170,6 +172,7 @@ impl IdentityCore {
             guard,
             sessions: Sessions::default(),
             verifier,
+            events: plt_events::Publisher::disabled(crate::SERVICE_NAME),
             outbox,
         }
     }
@@ -215,6 +218,34 @@ impl IdentityCore {
     pub fn with_sessions(mut self, sessions: Sessions) -> Self {
         self.sessions = sessions;
         self
+    }
+
+    /// This core, publishing the users' events (`plt.identity.user.*`) with `events`.
+    pub fn with_events(mut self, events: plt_events::Publisher) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// The outbox message of event `t` about `user`, with `data` (none without a bus).
+    fn user_event(&self, t: &str, user: Uuid, data: impl serde::Serialize) -> Vec<Message> {
+        let data = serde_json::to_value(data).unwrap_or_default();
+        let key = user.to_string();
+        self.events.messages(&[(
+            key.as_str(),
+            self.events.event(t, &format!("user/{user}"), data),
+        )])
+    }
+
+    /// A user event carrying the user as it now is.
+    fn user_changed(&self, t: &str, record: &UserRecord, fields: &[&str]) -> Vec<Message> {
+        self.user_event(
+            t,
+            record.id,
+            events::UserChanged {
+                user: to_user(record),
+                changed_fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+            },
+        )
     }
 
     fn new_token(&self, user: &UserRecord, purpose: TokenPurpose) -> Result<(String, NewToken)> {
@@ -388,11 +419,13 @@ impl IdentityServiceClient for IdentityCore {
             updated_at: now,
         };
         let (secret, token) = self.new_token(&record, TokenPurpose::VerifyEmail)?;
-        let audit = [self
-            .caller(ctx)
-            .await
-            .event("identity.user.created", record.id, Outcome::Success)
-            .message()];
+        let mut audit = vec![
+            self.caller(ctx)
+                .await
+                .event("identity.user.created", record.id, Outcome::Success)
+                .message(),
+        ];
+        audit.extend(self.user_changed(events::USER_CREATED, &record, &[]));
         self.store
             .insert_user(&record, Some(&token), &audit)
             .await
@@ -470,12 +503,19 @@ impl IdentityServiceClient for IdentityCore {
             (Some(UserStatus::Active), true) => "identity.user.enabled",
             _ => "identity.user.updated",
         };
-        let audit = [self
-            .caller(ctx)
-            .await
-            .event(action, record.id, Outcome::Success)
-            .meta("fields", fields.clone())
-            .message()];
+        let mut audit = vec![
+            self.caller(ctx)
+                .await
+                .event(action, record.id, Outcome::Success)
+                .meta("fields", fields.clone())
+                .message(),
+        ];
+        let event_type = match action {
+            "identity.user.disabled" => events::USER_DISABLED,
+            "identity.user.enabled" => events::USER_ENABLED,
+            _ => events::USER_UPDATED,
+        };
+        audit.extend(self.user_changed(event_type, &record, &fields));
         let found = self
             .store
             .update_user(&record, token.as_ref().map(|(_, t)| t), &audit)
@@ -504,11 +544,20 @@ impl IdentityServiceClient for IdentityCore {
             .map_err(|e| store_err("reading user", e))?
             .ok_or_else(|| Error::not_found("user"))?;
         self.sessions.end_now(ctx, id, "user_deleted").await?;
-        let audit = [self
-            .caller(ctx)
-            .await
-            .event("identity.user.deleted", id, Outcome::Success)
-            .message()];
+        let mut audit = vec![
+            self.caller(ctx)
+                .await
+                .event("identity.user.deleted", id, Outcome::Success)
+                .message(),
+        ];
+        audit.extend(self.user_event(
+            events::USER_DELETED,
+            id,
+            events::UserDeleted {
+                user_id: id,
+                deleted_at: now(),
+            },
+        ));
         let found = self
             .store
             .delete_user(id, &audit)
@@ -528,7 +577,7 @@ impl IdentityServiceClient for IdentityCore {
         let caller = self.caller(ctx).await;
         // The token proves who the user is: the record's actor.
         let audit = |user: Uuid| -> Vec<Message> {
-            vec![
+            let mut m = vec![
                 caller
                     .event_by(
                         &user.to_string(),
@@ -537,7 +586,16 @@ impl IdentityServiceClient for IdentityCore {
                         Outcome::Success,
                     )
                     .message(),
-            ]
+            ];
+            m.extend(self.user_event(
+                events::USER_EMAIL_VERIFIED,
+                user,
+                events::UserEmailVerified {
+                    user_id: user,
+                    at: now(),
+                },
+            ));
+            m
         };
         match self
             .store

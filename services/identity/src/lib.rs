@@ -19,7 +19,7 @@ use plt_kernel::{
     ConfigError, Loaded,
     notify::{self, Notifier, OutboxNotifier},
 };
-use plt_outbox::{Outbox, OutboxConfig, audit::AuditDestination};
+use plt_outbox::{OutboxConfig, audit::AuditDestination};
 use plt_runtime::{Context, Manifest, Parts, Service};
 use std::sync::Arc;
 
@@ -86,7 +86,7 @@ impl Service for Identity {
                 .map_err(|e| anyhow::anyhow!("auth client: {e}"))?,
         };
         let db = cx.db()?;
-        let outbox = Outbox::new(db, SERVICE_NAME);
+        let outbox = cx.outbox()?.clone();
         let core: Arc<dyn IdentityServiceClient> = Arc::new(
             IdentityCore::new(
                 store::for_db(db),
@@ -97,7 +97,8 @@ impl Service for Identity {
                 cx.verifier()?,
                 outbox.clone(),
             )
-            .with_sessions(core::Sessions::new(auth)),
+            .with_sessions(core::Sessions::new(auth))
+            .with_events(cx.publisher()),
         );
         // Audit records committed with the users' changes, delivered to audit.
         let audit = match cx.extension::<Arc<dyn AuditServiceClient>>() {
