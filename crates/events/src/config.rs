@@ -49,6 +49,10 @@ pub struct KafkaConfig {
     /// A consumer that does not heartbeat for this long leaves its group.
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
+    /// The longest a consumer's fetch waits at the broker for new messages: the bound of
+    /// the delivery latency of a quiet topic.
+    #[serde(with = "humantime_serde")]
+    pub fetch_wait: Duration,
     /// Partitions of the topics plt creates (events, dead letters) when they are missing.
     pub partitions: u32,
     /// Replicas of the topics plt creates (1 for a single development broker).
@@ -62,6 +66,7 @@ impl Default for KafkaConfig {
             publish_timeout: Duration::from_secs(10),
             linger: Duration::from_millis(5),
             session_timeout: Duration::from_secs(10),
+            fetch_wait: Duration::from_millis(100),
             partitions: 4,
             replication_factor: 1,
         }
@@ -130,6 +135,12 @@ impl Validate for EventsConfig {
             return Err(ConfigError::new(
                 key("kafka.session_timeout"),
                 "must be at least 1s",
+            ));
+        }
+        if self.kafka.fetch_wait.is_zero() || self.kafka.fetch_wait > Duration::from_secs(5) {
+            return Err(ConfigError::new(
+                key("kafka.fetch_wait"),
+                "must be between 1ms and 5s",
             ));
         }
         if self.kafka.partitions == 0 || self.kafka.partitions > 10_000 {

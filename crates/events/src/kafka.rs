@@ -231,6 +231,7 @@ impl Bus for KafkaBus {
                 millis(self.cfg.session_timeout / 4),
             )
             .set("topic.metadata.refresh.interval.ms", "5000")
+            .set("fetch.wait.max.ms", millis(self.cfg.fetch_wait))
             .create()
             .map_err(|e| BusError::Config(e.to_string()))?;
         consumer.subscribe(&names).map_err(|e| unavailable(&e))?;

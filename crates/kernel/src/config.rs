@@ -407,6 +407,7 @@ pub const KNOWN_SECTIONS: &[&str] = &[
     "clients",
     "service_identity",
     "outbox",
+    "events",
     "client_tls",
 ];
 

@@ -171,6 +171,8 @@ pub struct Setup {
     pub real_audit: bool,
     /// Use these keys instead of fresh ones.
     pub keys: Option<Arc<Keys>>,
+    /// The event bus (default: an embedded one of its own, or the configured one).
+    pub events: Option<Arc<dyn plt_events::Bus>>,
 }
 
 impl Setup {
@@ -183,6 +185,7 @@ impl Setup {
             audit: None,
             real_audit: false,
             keys: None,
+            events: None,
         }
     }
 
@@ -201,6 +204,7 @@ impl Setup {
         self.schema = Some(other.schema.clone());
         self.data_dir = Some(other.data_dir.clone());
         self.keys = Some(other.keys.clone());
+        self.events = other.events.clone();
         self.vars.push((
             "PLT_AUTHZ__BOOTSTRAP_ADMINS".into(),
             format!("[{}]", other.admin_id),
@@ -224,6 +228,7 @@ pub struct Running {
     pub unprivileged: RequestContext,
     pub unprivileged_id: Uuid,
     pub cfg: Config,
+    pub events: Option<Arc<dyn plt_events::Bus>>,
 }
 
 impl std::ops::Deref for Running {
@@ -284,6 +289,7 @@ pub async fn start_with(setup: Setup) -> Option<Running> {
         jwks: Some(Arc::new(keys.jwks.clone())),
         schema: setup.schema.clone(),
         data_dir: setup.data_dir.clone(),
+        events: setup.events.clone(),
         ..Default::default()
     };
     if !setup.real_audit {
@@ -327,6 +333,7 @@ pub async fn start_with(setup: Setup) -> Option<Running> {
         admin_id,
         cfg,
         svc,
+        events: setup.events.clone(),
     })
 }
 
