@@ -59,6 +59,11 @@ pub struct Subscription {
     pub start: Start,
     pub handler: Arc<dyn Handler>,
     pub config: ConsumerConfig,
+    /// Whether one key's events must be handled in order (the default). `false`: a
+    /// fetched batch is handled all at once (a handler that batches its writes, like
+    /// audit's group commit, gets them together); commits still never pass a message that
+    /// was not settled.
+    pub ordered: bool,
 }
 
 impl Subscription {
@@ -70,7 +75,14 @@ impl Subscription {
             start: Start::Earliest,
             handler,
             config: ConsumerConfig::default(),
+            ordered: true,
         }
+    }
+
+    /// Handles each fetched batch all at once, in no particular order.
+    pub fn unordered(mut self) -> Self {
+        self.ordered = false;
+        self
     }
 
     pub fn start(mut self, start: Start) -> Self {
@@ -331,15 +343,42 @@ pub async fn run(
                     .or_default()
                     .push(m);
             }
-            let positions: Vec<Position> = futures_util::future::join_all(
-                parts
-                    .into_values()
-                    .map(|msgs| w.partition(msgs, stopping.clone())),
-            )
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+            let positions: Vec<Position> = if sub.ordered {
+                futures_util::future::join_all(
+                    parts
+                        .into_values()
+                        .map(|msgs| w.partition(msgs, stopping.clone())),
+                )
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+            } else {
+                // Everything at once; each partition commits up to its first unsettled one.
+                let w = &w;
+                futures_util::future::join_all(parts.into_values().map(|msgs| {
+                    let stopping = stopping.clone();
+                    async move {
+                        let outcomes = futures_util::future::join_all(
+                            msgs.iter().map(|m| w.handle(m, stopping.clone())),
+                        )
+                        .await;
+                        let settled = outcomes
+                            .iter()
+                            .take_while(|o| matches!(o, Outcome::Done))
+                            .count();
+                        settled.checked_sub(1).map(|i| Position {
+                            topic: msgs[i].topic.clone(),
+                            partition: msgs[i].partition,
+                            next: msgs[i].offset + 1,
+                        })
+                    }
+                }))
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+            };
             if !positions.is_empty() {
                 if let Err(e) = consumer.commit(&positions).await {
                     // Not lost: the messages come again and the inbox absorbs them.

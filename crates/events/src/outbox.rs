@@ -126,3 +126,53 @@ impl Destination for BusDestination {
             .collect()
     }
 }
+
+/// Publishes outbox messages of another topic as events of one type: each message's payload
+/// is the event's data and its id the event's id (so a consumer's inbox or the destination's
+/// own idempotency absorbs repeats). Audit records take this way to audit when a bus is
+/// configured ([`AUDIT_RECORD`]).
+pub struct TopicDestination {
+    bus: Arc<dyn Bus>,
+    event_type: String,
+    service: String,
+}
+
+/// The event type (and topic) of audit records sent through the bus; the data is a
+/// `NewAuditEntry`.
+pub const AUDIT_RECORD: &str = "plt.audit.record.v1";
+
+impl TopicDestination {
+    /// Messages of service `service` published as events of `event_type`.
+    pub fn new(bus: Arc<dyn Bus>, event_type: &str, service: &str) -> Self {
+        Self {
+            bus,
+            event_type: event_type.to_owned(),
+            service: service.to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl Destination for TopicDestination {
+    async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
+        let messages: Vec<Outgoing> = batch
+            .iter()
+            .map(|d| {
+                let mut e = Event::new(&self.event_type, &self.service, d.payload.clone());
+                e.id = d.id.to_string();
+                e.time = d.created_at;
+                e.to_message(&self.event_type, &e.id)
+            })
+            .collect();
+        self.bus
+            .publish(&messages)
+            .await
+            .into_iter()
+            .map(|r| match r {
+                Ok(()) => Ok(()),
+                Err(BusError::Rejected(why)) => Err(DeliveryError::Rejected(why)),
+                Err(e) => Err(DeliveryError::Retry(e.to_string())),
+            })
+            .collect()
+    }
+}

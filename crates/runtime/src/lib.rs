@@ -178,6 +178,24 @@ impl<C> Context<C> {
         plt_events::Publisher::new(self.name, self.events.is_some())
     }
 
+    /// Where this service's audit records go from its outbox: to the audit topic
+    /// (`plt.audit.record.v1`, which audit consumes in batches) when a bus is configured,
+    /// else to audit's `Record` through `client`, each call given `timeout`.
+    pub fn audit_destination(
+        &self,
+        client: Arc<dyn plt_contracts::audit::AuditServiceClient>,
+        timeout: Duration,
+    ) -> Arc<dyn plt_outbox::Destination> {
+        match &self.events {
+            Some(bus) => Arc::new(plt_events::outbox::TopicDestination::new(
+                bus.clone(),
+                plt_events::outbox::AUDIT_RECORD,
+                self.name,
+            )),
+            None => Arc::new(plt_outbox::audit::AuditDestination::new(client, timeout)),
+        }
+    }
+
     /// The database; an error if the manifest declares no migrations.
     pub fn db(&self) -> anyhow::Result<&Db> {
         self.db

@@ -43,8 +43,8 @@ pub struct TestOptions {
     pub registry: Option<Arc<dyn ServiceRegistry>>,
     /// Verify tokens against the configured `auth.jwks_url` instead of the authority's keys.
     pub keys_from_config: bool,
-    /// The event bus (default: with `events.backend` memory, an embedded bus of this test
-    /// service's own; otherwise the configured one). Share one between instances.
+    /// The event bus (default: none, unless the variables configure one). Share one
+    /// between instances.
     pub events: Option<Arc<dyn plt_events::Bus>>,
 }
 
@@ -146,6 +146,11 @@ impl TestService {
             data_dir.join("mail").to_string_lossy().into_owned(),
         ));
         all.push(("PLT_LOG__LEVEL".into(), "warn".into()));
+        // No bus unless the test gives one or configures one: a test's services do not
+        // share the process's embedded bus with other tests.
+        if events.is_none() && !vars.iter().any(|(k, _)| k == "PLT_EVENTS__BACKEND") {
+            all.push(("PLT_EVENTS__BACKEND".into(), "none".into()));
+        }
         all.extend(vars);
         let source = ConfigSource {
             dir: config_dir(),
@@ -153,11 +158,6 @@ impl TestService {
             sections: Vec::new(),
         };
         let cfg = load_config::<S>(source).expect("test configuration");
-        let events = events.or_else(|| {
-            let e: plt_events::EventsConfig = cfg.source.section("events").ok()?;
-            (e.backend == plt_events::config::Backend::Memory)
-                .then(|| Arc::new(plt_events::memory::MemoryBus::new()) as Arc<dyn plt_events::Bus>)
-        });
         let owns_schema = shared_schema.is_none();
         let schema = shared_schema.or_else(|| {
             (backend == Backend::Postgres)

@@ -18,7 +18,7 @@ use plt_contracts::{
 };
 use plt_db::{Db, Migrations};
 use plt_kernel::Loaded;
-use plt_outbox::{OutboxConfig, audit::AuditDestination};
+use plt_outbox::OutboxConfig;
 use plt_runtime::{Context, Manifest, Parts, Service};
 use std::sync::Arc;
 
@@ -191,7 +191,7 @@ impl Service for Auth {
         let outbox_cfg: OutboxConfig = cfg.source.section("outbox")?;
         let relay = outbox.relay(
             plt_outbox::audit::TOPIC,
-            Arc::new(AuditDestination::new(audit, outbox_cfg.timeout)),
+            cx.audit_destination(audit, outbox_cfg.timeout),
             &outbox_cfg,
         );
         let core = Arc::new(

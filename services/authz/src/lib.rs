@@ -24,7 +24,7 @@ use plt_contracts::{
 };
 use plt_db::{Db, Migrations};
 use plt_kernel::Loaded;
-use plt_outbox::{Outbox, OutboxConfig, audit::AuditDestination};
+use plt_outbox::{Outbox, OutboxConfig};
 use plt_runtime::{Context, Manifest, Parts, Service};
 use std::sync::{Arc, atomic::Ordering};
 
@@ -180,7 +180,7 @@ impl Service for Authz {
         let outbox: OutboxConfig = cfg.source.section("outbox")?;
         let relay = core.outbox().relay(
             plt_outbox::audit::TOPIC,
-            Arc::new(AuditDestination::new(audit, outbox.timeout)),
+            cx.audit_destination(audit, outbox.timeout),
             &outbox,
         );
         // Policy changes committed by any instance reach this one's cache through the bus in

@@ -19,7 +19,7 @@ use plt_kernel::{
     ConfigError, Loaded,
     notify::{self, Notifier, OutboxNotifier},
 };
-use plt_outbox::{OutboxConfig, audit::AuditDestination};
+use plt_outbox::OutboxConfig;
 use plt_runtime::{Context, Manifest, Parts, Service};
 use std::sync::Arc;
 
@@ -112,7 +112,7 @@ impl Service for Identity {
         let outbox_cfg: OutboxConfig = cfg.source.section("outbox")?;
         let relay = outbox.relay(
             plt_outbox::audit::TOPIC,
-            Arc::new(AuditDestination::new(audit, outbox_cfg.timeout)),
+            cx.audit_destination(audit, outbox_cfg.timeout),
             &outbox_cfg,
         );
         Ok(Parts::new()

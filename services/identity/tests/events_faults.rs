@@ -330,11 +330,7 @@ async fn sigkill_mid_publish_loses_no_event_and_repeats_keep_their_id() {
     })
     .await;
     let got = users_in(&msgs);
-    let repeated: Vec<_> = got
-        .iter()
-        .filter(|(_, ids)| ids.len() > 1)
-        .map(|(u, ids)| (u, ids))
-        .collect();
+    let repeated: Vec<_> = got.iter().filter(|(_, ids)| ids.len() > 1).collect();
     for (u, ids) in &repeated {
         let distinct: HashSet<&String> = ids.iter().collect();
         assert_eq!(
