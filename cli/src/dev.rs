@@ -262,12 +262,12 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     // Auth first: the others verify tokens (users' and services') against its keys, fetched
     // from where it really listens. Its identity client finds identity through the registry
     // on first use.
-    // One embedded bus for the platform of this command (with `events.backend: memory`):
+    // One embedded bus for the platform of this command, unless `events.backend` is kafka:
     // every service publishes and consumes on it.
     let events: plt_events::EventsConfig = auth_cfg.source.section("events")?;
     let bus: Option<Arc<dyn plt_events::Bus>> = match events.backend {
-        plt_events::config::Backend::Memory => Some(Arc::new(plt_events::memory::MemoryBus::new())),
-        _ => None,
+        plt_events::config::Backend::Kafka => None,
+        _ => Some(Arc::new(plt_events::memory::MemoryBus::new())),
     };
     let shared = Overrides {
         registry: Some(registry.clone()),
