@@ -49,7 +49,7 @@ const BATCH: usize = 1000;
 const IN_FLIGHT: usize = 4;
 /// Row 1 stops after this many messages or this long, whichever comes first.
 const PUBLISH_MAX: usize = 200_000;
-const PUBLISH_TIME: Duration = Duration::from_secs(20);
+const PUBLISH_TIME: Duration = Duration::from_secs(15);
 /// Row 2: events in the outbox, and the longest the relay may take to drain them.
 const RELAY_EVENTS: usize = 20_000;
 const RELAY_TIME: Duration = Duration::from_secs(30);
@@ -100,14 +100,17 @@ fn outbox_message(topic: &str, seq: usize, sent_ns: Option<u64>) -> Message {
     plt_events::outbox::message(&e, &key)
 }
 
-/// Publishes one message (creating the topic, connecting the producer).
+/// Publishes a few messages with distinct keys in one call (creating the topic, connecting
+/// the producer, reaching every partition once before the measured traffic).
 async fn warm_up(bus: &dyn Bus, topic: &str) -> Res<()> {
     let e = Event::new(topic, "bench", json!({"warmup": true}));
-    match bus.publish(&[e.to_message(topic, "warmup")]).await.pop() {
-        Some(Ok(())) => Ok(()),
-        Some(Err(e)) => Err(format!("warm-up publish: {e}")),
-        None => Err("warm-up publish: no answer".into()),
+    let batch: Vec<Outgoing> = (0..32)
+        .map(|k| e.to_message(topic, &format!("warmup-{k}")))
+        .collect();
+    for r in bus.publish(&batch).await {
+        r.map_err(|e| format!("warm-up publish: {e}"))?;
     }
+    Ok(())
 }
 
 /// A rate measured: messages that made it, failures, time.
@@ -305,7 +308,7 @@ async fn relay_throughput(store: &Store, bus: Arc<dyn Bus>) -> Res<RelayRun> {
     }
     let secs = start.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
-    task.await.map_err(err)?;
+    stopped("the relay", task).await?;
     store.clear().await;
     let delivered = stats.delivered.load(Ordering::Relaxed) as usize;
     Ok(RelayRun {
@@ -354,6 +357,8 @@ impl Handler for Recorder {
 struct LatencyRun {
     committed: usize,
     handled: usize,
+    /// Committed but not yet handled when the commits stopped.
+    backlog: usize,
     rate: f64,
     secs: f64,
     p50: f64,
@@ -419,19 +424,20 @@ async fn latency(store: &Store, bus: Arc<dyn Bus>, rate: f64) -> Res<LatencyRun>
             committed += due;
         }
         let secs = start.elapsed().as_secs_f64();
+        let backlog = committed.saturating_sub(rec.seen.lock().unwrap().len());
         let drained = Instant::now();
         while rec.seen.lock().unwrap().len() < committed && drained.elapsed() < DRAIN_TIME {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let _ = stop_tx.send(true);
-        relay_task.await.map_err(err)?;
-        running.task.await.map_err(err)?;
-        Ok((committed, secs))
+        stopped("the relay", relay_task).await?;
+        stopped("the consumer", running.task).await?;
+        Ok((committed, secs, backlog))
     }
     .await;
     let _ = stop_tx.send(true);
     store.clear().await;
-    let (committed, secs) = result?;
+    let (committed, secs, backlog) = result?;
 
     let seen = std::mem::take(&mut *rec.seen.lock().unwrap());
     let handled = seen.iter().map(|(s, _)| *s).collect::<HashSet<_>>().len();
@@ -444,12 +450,21 @@ async fn latency(store: &Store, bus: Arc<dyn Bus>, rate: f64) -> Res<LatencyRun>
     Ok(LatencyRun {
         committed,
         handled,
+        backlog,
         rate: committed as f64 / secs,
         secs,
         p50: pct(0.50),
         p99: pct(0.99),
         max: pct(1.0),
     })
+}
+
+/// Waits for a background task that was told to stop (a stuck broker must not hang the run).
+async fn stopped(what: &str, task: tokio::task::JoinHandle<()>) -> Res<()> {
+    match tokio::time::timeout(Duration::from_secs(20), task).await {
+        Ok(r) => r.map_err(err),
+        Err(_) => Err(format!("{what} did not stop within 20s")),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -783,6 +798,16 @@ async fn bench() {
                     } else {
                         String::new()
                     };
+                    // More than a second of commits still waiting when they stopped: the
+                    // pipeline did not keep up, and the latency is mostly queueing.
+                    let overloaded = if l.backlog as f64 > l.rate {
+                        format!(
+                            "  OVERLOADED: {} waiting when commits stopped",
+                            thousands(l.backlog as f64)
+                        )
+                    } else {
+                        String::new()
+                    };
                     rows3.row(
                         "3",
                         "commit->handler",
@@ -793,7 +818,7 @@ async fn bench() {
                         thousands(l.rate),
                         "0.5x relay".into(),
                         format!(
-                            "p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms{lost}",
+                            "p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms{lost}{overloaded}",
                             l.p50, l.p99, l.max
                         ),
                     );
@@ -821,6 +846,11 @@ async fn bench() {
         started.elapsed().as_secs_f64(),
         summary.join("; ")
     );
+    // Leaves without dropping the Kafka clients: with a broker gone, librdkafka's destroy may
+    // block for long.
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    std::process::exit(0);
 }
 
 fn main() {
