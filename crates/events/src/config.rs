@@ -53,6 +53,11 @@ pub struct KafkaConfig {
     /// the delivery latency of a quiet topic.
     #[serde(with = "humantime_serde")]
     pub fetch_wait: Duration,
+    /// The idempotent producer (`enable.idempotence`: a retried send is written once, five
+    /// requests in flight). Off: one request in flight per broker, so retries cannot reorder
+    /// a partition either; a retried send may be written twice (consumers' inboxes absorb
+    /// it). Off by default: some Kafka-protocol brokers (tansu 0.6) fail on it.
+    pub idempotent: bool,
     /// Partitions of the topics plt creates (events, dead letters) when they are missing.
     pub partitions: u32,
     /// Replicas of the topics plt creates (1 for a single development broker).
@@ -67,6 +72,7 @@ impl Default for KafkaConfig {
             linger: Duration::from_millis(5),
             session_timeout: Duration::from_secs(10),
             fetch_wait: Duration::from_millis(100),
+            idempotent: false,
             partitions: 4,
             replication_factor: 1,
         }

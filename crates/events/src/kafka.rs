@@ -1,7 +1,8 @@
 //! The Kafka bus, through librdkafka (rdkafka).
 //!
-//! The producer is idempotent (`enable.idempotence`, `acks=all`): a retried send is written
-//! once and messages of one partition keep their order. A publish waits for every message's
+//! The producer waits for every replica (`acks=all`) and keeps each partition in order:
+//! idempotent (`events.kafka.idempotent`: a retried send is written once) or with one
+//! request in flight per broker (a retried send may be written twice; inboxes absorb it). A publish waits for every message's
 //! acknowledgement, at most `events.kafka.publish_timeout` (`message.timeout.ms`). Topics
 //! that do not exist are created on first use (`events.kafka.partitions`,
 //! `replication_factor`). Consumers commit explicitly (`enable.auto.commit=false`) the
@@ -72,8 +73,16 @@ fn send_error(e: &KafkaError) -> BusError {
 impl KafkaBus {
     /// A bus on `cfg.brokers`; connects lazily (a broker that is down is not an error here).
     pub fn new(cfg: &KafkaConfig, client_id: &str) -> Result<Self, BusError> {
-        let producer: FutureProducer = base(cfg, client_id)
-            .set("enable.idempotence", "true")
+        let mut producer = base(cfg, client_id);
+        if cfg.idempotent {
+            producer.set("enable.idempotence", "true");
+        } else {
+            // In order without idempotence: one request in flight per broker.
+            producer
+                .set("enable.idempotence", "false")
+                .set("max.in.flight.requests.per.connection", "1");
+        }
+        let producer: FutureProducer = producer
             .set("acks", "all")
             .set("linger.ms", millis(cfg.linger))
             .set("message.timeout.ms", millis(cfg.publish_timeout))

@@ -62,8 +62,36 @@ async fn policy_changes_reach_the_other_instance(setup: impl Fn() -> Setup, bus_
         )
         .await
         .unwrap();
-    // B's consumer joins its group from the newest event on: let it settle first.
-    tokio::time::sleep(Duration::from_secs(if bus_name == "kafka" { 6 } else { 1 })).await;
+    // B's consumer joins its group from the newest event on: wait until a change reaches
+    // it through the bus (a group join takes a few seconds on Kafka) before measuring.
+    let joined = Instant::now();
+    loop {
+        let warm = Uuid::new_v4();
+        // Cached as "no" on B first, so that only an invalidation can make it "yes".
+        assert!(!b.core.has_permission(&ctx(), warm, &perm).await.unwrap());
+        a.core.grant_role(&a.admin, warm, &role.name).await.unwrap();
+        let seen = Instant::now();
+        while seen.elapsed() < Duration::from_millis(500) {
+            if b.core.has_permission(&ctx(), warm, &perm).await.unwrap() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if b.core.has_permission(&ctx(), warm, &perm).await.unwrap()
+            && seen.elapsed() < Duration::from_millis(500)
+        {
+            eprintln!(
+                "{bus_name}: B's consumer in place after {:?}",
+                joined.elapsed()
+            );
+            break;
+        }
+        assert!(
+            joined.elapsed() < Duration::from_secs(30),
+            "B's consumer never joined"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let mut took = Vec::new();
     for _ in 0..5 {
         let user = Uuid::new_v4();

@@ -336,6 +336,7 @@ async fn postgres_tables_live_in_the_service_schema() {
         vec![
             "_plt_migrations",
             "_sqlx_migrations",
+            "inbox",
             "outbox",
             "user_tokens",
             "users"
