@@ -247,16 +247,35 @@ fn users_in(msgs: &[Received]) -> HashMap<String, Vec<String>> {
 
 const CREATED: &str = plt_contracts::events::USER_CREATED;
 
+/// Every `plt.identity.user.created.v1` on `broker`, read until each of `users` has one.
+async fn created_events_of(broker: &Broker, users: &[String]) -> Vec<Received> {
+    let want: HashSet<String> = users.iter().cloned().collect();
+    read_until(&broker.addr(), &[CREATED], |m| {
+        let got = users_in(m);
+        want.iter().all(|u| got.contains_key(u))
+    })
+    .await
+}
+
+/// A broker of this test's own, and identity publishing to it (started).
+async fn broker_and_identity(bin: PathBuf, dir: &Path, broker_up: bool) -> (Broker, Identity) {
+    let mut broker = Broker::new(bin, dir);
+    if broker_up {
+        broker.start().await;
+    }
+    let mut identity = Identity::new(dir, &broker.addr());
+    identity.start().await;
+    (broker, identity)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_between_commit_and_publish_loses_no_event() {
     let Some(bin) = tansu("sigkill_between_commit_and_publish_loses_no_event") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = Broker::new(bin, dir.path());
-    let mut identity = Identity::new(dir.path(), &broker.addr());
     // The broker is down: commits succeed, publishing cannot.
-    identity.start().await;
+    let (mut broker, mut identity) = broker_and_identity(bin, dir.path(), false).await;
     let mut users = Vec::new();
     for i in 0..10 {
         let (id, _) = create(&identity, &format!("down{i}@example.com")).await;
@@ -265,12 +284,7 @@ async fn sigkill_between_commit_and_publish_loses_no_event() {
     identity.kill9();
     broker.start().await;
     identity.start().await;
-    let want: HashSet<String> = users.iter().cloned().collect();
-    let msgs = read_until(&broker.addr(), &[CREATED], |m| {
-        let got = users_in(m);
-        want.iter().all(|u| got.contains_key(u))
-    })
-    .await;
+    let msgs = created_events_of(&broker, &users).await;
     // Nothing was published before the kill: exactly one event per user.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let got = users_in(&msgs);
@@ -291,10 +305,7 @@ async fn sigkill_mid_publish_loses_no_event_and_repeats_keep_their_id() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = Broker::new(bin, dir.path());
-    broker.start().await;
-    let mut identity = Identity::new(dir.path(), &broker.addr());
-    identity.start().await;
+    let (broker, mut identity) = broker_and_identity(bin, dir.path(), true).await;
     // Registrations in flight while the service is killed.
     let mut users = Vec::new();
     let base = identity.url("");
@@ -323,12 +334,7 @@ async fn sigkill_mid_publish_loses_no_event_and_repeats_keep_their_id() {
     users.extend(creator.await.unwrap());
     assert!(!users.is_empty(), "some users were created before the kill");
     identity.start().await;
-    let want: HashSet<String> = users.iter().cloned().collect();
-    let msgs = read_until(&broker.addr(), &[CREATED], |m| {
-        let got = users_in(m);
-        want.iter().all(|u| got.contains_key(u))
-    })
-    .await;
+    let msgs = created_events_of(&broker, &users).await;
     let got = users_in(&msgs);
     let repeated: Vec<_> = got.iter().filter(|(_, ids)| ids.len() > 1).collect();
     for (u, ids) in &repeated {
@@ -352,10 +358,7 @@ async fn broker_down_for_ten_seconds_loses_nothing_and_keeps_order() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = Broker::new(bin, dir.path());
-    broker.start().await;
-    let mut identity = Identity::new(dir.path(), &broker.addr());
-    identity.start().await;
+    let (mut broker, mut identity) = broker_and_identity(bin, dir.path(), true).await;
     let (before, _) = create(&identity, "before@example.com").await;
     let before = before.unwrap();
     broker.stop();
@@ -376,12 +379,7 @@ async fn broker_down_for_ten_seconds_loses_nothing_and_keeps_order() {
         "answers stayed fast: {slowest:?}"
     );
     broker.start().await;
-    let want: HashSet<String> = users.iter().cloned().collect();
-    let msgs = read_until(&broker.addr(), &[CREATED], |m| {
-        let got = users_in(m);
-        want.iter().all(|u| got.contains_key(u))
-    })
-    .await;
+    let msgs = created_events_of(&broker, &users).await;
     // Order: within each partition, users' created events come in commit (id) order.
     let mut by_partition: HashMap<i32, Vec<String>> = HashMap::new();
     for r in &msgs {
