@@ -358,7 +358,7 @@ async fn broker_down_for_ten_seconds_loses_nothing_and_keeps_order() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (mut broker, mut identity) = broker_and_identity(bin, dir.path(), true).await;
+    let (mut broker, identity) = broker_and_identity(bin, dir.path(), true).await;
     let (before, _) = create(&identity, "before@example.com").await;
     let before = before.unwrap();
     broker.stop();
