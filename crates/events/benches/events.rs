@@ -607,7 +607,8 @@ async fn bench() {
         thousands(RELAY_EVENTS as f64)
     );
     println!(
-        "  3 latency: events committed into the outbox for {}s at half of row 2's rate (every {}ms, what is due, \
+        "  3 latency: events committed into the outbox for {}s at up to half of row 2's rate \
+         (an eighth, a quarter, a half, upwards while the pipeline keeps up: the ratio column says which) (every {}ms, what is due, \
          stamped as the transaction starts), relayed, handled by a consumer group; now - stamp at the handler.",
         PACED_TIME.as_secs(),
         PACE_TICK.as_millis()
@@ -786,8 +787,31 @@ async fn bench() {
                 );
                 continue;
             };
-            eprintln!("3 latency on {}/{} ...", store.name, b.name);
-            match latency(&store, bus, relay_rate / 2.0).await {
+            // Half of row 2's rate is the target. A pipeline that does not keep up there
+            // (commits, relay and a consumer on one broker) would measure queueing, not
+            // latency, and leave the broker backlogged: so the loads are tried upwards — an
+            // eighth, a quarter, a half — and the row reports the highest that kept up (or
+            // the eighth, overloaded, if none did). The ratio column says which.
+            let mut attempt = None;
+            for fraction in [0.125, 0.25, 0.5] {
+                eprintln!(
+                    "3 latency on {}/{} at {fraction}x relay ...",
+                    store.name, b.name
+                );
+                let r = latency(&store, bus.clone(), relay_rate * fraction).await;
+                let keeps_up =
+                    matches!(&r, Ok(l) if l.backlog as f64 <= l.rate && l.handled == l.committed);
+                if keeps_up || attempt.is_none() {
+                    attempt = Some((fraction, r));
+                }
+                if !keeps_up {
+                    break;
+                }
+            }
+            let Some((fraction, result)) = attempt else {
+                continue;
+            };
+            match result {
                 Ok(l) => {
                     let lost = if l.handled < l.committed {
                         format!(
@@ -816,7 +840,7 @@ async fn bench() {
                         thousands(l.handled as f64),
                         format!("{:.2}", l.secs),
                         thousands(l.rate),
-                        "0.5x relay".into(),
+                        format!("{fraction}x relay"),
                         format!(
                             "p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms{lost}{overloaded}",
                             l.p50, l.p99, l.max
@@ -854,6 +878,7 @@ async fn bench() {
 }
 
 fn main() {
+    plt_kernel::telemetry::init_for_tests();
     // `cargo bench` passes `--bench`; there is nothing to choose.
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
