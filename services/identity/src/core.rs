@@ -78,29 +78,60 @@ impl Sessions {
             })
     }
 
-    /// Ends them, after a change that is already saved: now if auth answers, else in the
-    /// background, retried (1 s doubling to 1 min) until auth takes it.
-    async fn end(&self, ctx: &RequestContext, user: Uuid, reason: &'static str) {
-        if self.end_now(ctx, user, reason).await.is_ok() {
-            return;
-        }
-        let me = self.clone();
-        tokio::spawn(async move {
-            let mut backoff = std::time::Duration::from_secs(1);
-            loop {
-                tokio::time::sleep(backoff).await;
-                match me.end_now(&RequestContext::new(), user, reason).await {
-                    Ok(()) => {
-                        tracing::info!(user_id = %user, reason, "sessions ended (retried)");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(user_id = %user, reason, error = %e, "ending sessions failed; retrying");
-                        backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
-                    }
+    /// The outbox message that ends them once the transaction it is written in commits:
+    /// delivered by the relay of [`SESSIONS_TOPIC`] at once after the commit, and retried
+    /// with back-off, across restarts, until auth takes it. `None` without auth (tests).
+    fn end_later(&self, user: Uuid, reason: &str) -> Option<Message> {
+        self.auth.as_ref()?;
+        Some(Message::new(
+            SESSIONS_TOPIC,
+            serde_json::json!({ "user_id": user, "reason": reason }),
+        ))
+    }
+}
+
+/// The outbox topic of "end this user's sessions" (after a password reset, a disable or a
+/// delete), delivered to auth's `EndUserSessions` by [`EndSessions`].
+pub const SESSIONS_TOPIC: &str = "sessions";
+
+/// Delivers [`SESSIONS_TOPIC`] messages to auth (`EndUserSessions`, as this service).
+pub struct EndSessions {
+    auth: Arc<dyn AuthServiceClient>,
+    timeout: std::time::Duration,
+}
+
+impl EndSessions {
+    pub fn new(auth: Arc<dyn AuthServiceClient>, timeout: std::time::Duration) -> Self {
+        Self { auth, timeout }
+    }
+}
+
+#[async_trait]
+impl plt_outbox::Destination for EndSessions {
+    async fn deliver(
+        &self,
+        batch: &[plt_outbox::Delivery],
+    ) -> Vec<std::result::Result<(), plt_outbox::DeliveryError>> {
+        use plt_outbox::DeliveryError;
+        let calls = batch.iter().map(|d| async move {
+            let user = d.payload["user_id"]
+                .as_str()
+                .and_then(|u| Uuid::parse_str(u).ok())
+                .ok_or_else(|| DeliveryError::Rejected("no user_id".into()))?;
+            let reason = d.payload["reason"].as_str().unwrap_or_default();
+            let ctx = RequestContext::new().with_timeout(self.timeout);
+            match self.auth.end_user_sessions(&ctx, user, reason).await {
+                Ok(_) => {
+                    tracing::info!(user_id = %user, reason, "sessions ended");
+                    Ok(())
                 }
+                Err(e) if e.code == ErrorCode::InvalidArgument => {
+                    Err(DeliveryError::Rejected(e.to_string()))
+                }
+                Err(e) => Err(DeliveryError::Retry(e.to_string())),
             }
         });
+        futures_util::future::join_all(calls).await
     }
 }
 
@@ -516,6 +547,10 @@ impl IdentityServiceClient for IdentityCore {
             _ => events::USER_UPDATED,
         };
         audit.extend(self.user_changed(event_type, &record, &fields));
+        if disabling {
+            // Again after the change (a sign-in that raced it), durably: with the change.
+            audit.extend(self.sessions.end_later(record.id, "user_disabled"));
+        }
         let found = self
             .store
             .update_user(&record, token.as_ref().map(|(_, t)| t), &audit)
@@ -528,9 +563,6 @@ impl IdentityServiceClient for IdentityCore {
         if let Some((secret, _)) = token {
             self.mail_token(&record.email, TokenPurpose::VerifyEmail, &secret)
                 .await;
-        }
-        if disabling {
-            self.sessions.end(ctx, record.id, "user_disabled").await;
         }
         Ok(to_user(&record))
     }
@@ -558,6 +590,7 @@ impl IdentityServiceClient for IdentityCore {
                 deleted_at: now(),
             },
         ));
+        audit.extend(self.sessions.end_later(id, "user_deleted"));
         let found = self
             .store
             .delete_user(id, &audit)
@@ -568,7 +601,6 @@ impl IdentityServiceClient for IdentityCore {
         }
         self.outbox.wake();
         tracing::info!(user_id = %id, "user deleted");
-        self.sessions.end(ctx, id, "user_deleted").await;
         Ok(())
     }
 
@@ -664,8 +696,10 @@ impl IdentityServiceClient for IdentityCore {
         self.passwords.check_policy(&new_password, &[]).await?;
         let password_hash = self.passwords.hash(&new_password).await?;
         let caller = self.caller(ctx).await;
+        // A reset ends every session (whoever knew the old password is signed out): the
+        // request to auth commits with the new password and is delivered until auth takes it.
         let audit = |user: Uuid| -> Vec<Message> {
-            vec![
+            let mut m = vec![
                 caller
                     .event_by(
                         &user.to_string(),
@@ -674,7 +708,9 @@ impl IdentityServiceClient for IdentityCore {
                         Outcome::Success,
                     )
                     .message(),
-            ]
+            ];
+            m.extend(self.sessions.end_later(user, "password_reset"));
+            m
         };
         match self
             .store
@@ -688,10 +724,8 @@ impl IdentityServiceClient for IdentityCore {
             .await
             .map_err(|e| store_err("resetting password", e))?
         {
-            TokenOutcome::Applied(user) => {
+            TokenOutcome::Applied(_) => {
                 self.outbox.wake();
-                // A reset ends every session: whoever knew the old password is signed out.
-                self.sessions.end(ctx, user, "password_reset").await;
                 Ok(())
             }
             TokenOutcome::Rejected => Err(invalid_token()),

@@ -85,6 +85,7 @@ impl Service for Identity {
                 .await
                 .map_err(|e| anyhow::anyhow!("auth client: {e}"))?,
         };
+        let auth_for_sessions = auth.clone();
         let db = cx.db()?;
         let outbox = cx.outbox()?.clone();
         let core: Arc<dyn IdentityServiceClient> = Arc::new(
@@ -115,10 +116,22 @@ impl Service for Identity {
             cx.audit_destination(audit, outbox_cfg.timeout),
             &outbox_cfg,
         );
+        // Sessions ended at auth after a reset, a disable or a delete: committed with the
+        // change, delivered until auth takes them.
+        let sessions = outbox.relay(
+            core::SESSIONS_TOPIC,
+            Arc::new(core::EndSessions::new(
+                auth_for_sessions,
+                outbox_cfg.timeout,
+            )),
+            &outbox_cfg,
+        );
         Ok(Parts::new()
             .serve(IdentityServe(core.clone()))
             .metrics_collector(relay.metrics_collector())
             .job(relay.run(cx.stopping.clone()))
+            .metrics_collector(sessions.metrics_collector())
+            .job(sessions.run(cx.stopping.clone()))
             .export(outbox)
             .export(core))
     }

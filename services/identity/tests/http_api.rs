@@ -444,7 +444,29 @@ async fn a_reset_a_disable_and_a_delete_end_the_users_sessions_at_auth() {
         ids.push(u["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap());
     }
     assert!(svc.auth.sessions_ended().is_empty());
-    // A password reset (the token from the mail) ends the user's sessions.
+    // The request to auth is committed with the change and delivered by the outbox relay:
+    // right after the commit, and, while auth is down, as soon as it is back.
+    let ended = |user: uuid::Uuid, reason: &str| {
+        svc.auth
+            .sessions_ended()
+            .contains(&(user, reason.to_owned()))
+    };
+    let eventually = |user: uuid::Uuid, reason: &'static str| {
+        let ended = &ended;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !ended(user, reason) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{user}: sessions not ended ({reason})"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // A password reset (the token from the mail) ends the user's sessions, also when auth is
+    // down at that moment: the reset succeeds and the sessions end once auth is back.
+    svc.auth.set_down(true);
     let r = c
         .post(format!("{base}/v1/password-reset"))
         .json(&json!({"email": "reset@example.com"}))
@@ -463,11 +485,10 @@ async fn a_reset_a_disable_and_a_delete_end_the_users_sessions_at_auth() {
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    assert!(
-        svc.auth
-            .sessions_ended()
-            .contains(&(ids[0], "password_reset".into()))
-    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!ended(ids[0], "password_reset"), "auth is down");
+    svc.auth.set_down(false);
+    eventually(ids[0], "password_reset").await;
     // Disabling ends them (before and after the change); renaming does not.
     let r = c
         .patch(format!("{base}/v1/users/{}", ids[1]))
@@ -484,21 +505,13 @@ async fn a_reset_a_disable_and_a_delete_end_the_users_sessions_at_auth() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert!(
-        svc.auth
-            .sessions_ended()
-            .contains(&(ids[1], "user_disabled".into()))
-    );
+    eventually(ids[1], "user_disabled").await;
     let r = c
         .delete(format!("{base}/v1/users/{}", ids[2]))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert!(
-        svc.auth
-            .sessions_ended()
-            .contains(&(ids[2], "user_deleted".into()))
-    );
+    eventually(ids[2], "user_deleted").await;
     svc.stop().await;
 }

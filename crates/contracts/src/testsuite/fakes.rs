@@ -287,9 +287,16 @@ impl crate::authz::AuthzServiceClient for FakeAuthz {
 pub struct FakeAuth {
     issued: Arc<Mutex<Vec<(String, String)>>>,
     ended: Arc<Mutex<Vec<(uuid::Uuid, String)>>>,
+    /// EndUserSessions answers `unavailable` while set (auth down).
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FakeAuth {
+    /// Makes EndUserSessions fail as unavailable (`true`) or work again.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// `(user, reason)` of every EndUserSessions call, in order.
     pub fn sessions_ended(&self) -> Vec<(uuid::Uuid, String)> {
         self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -357,6 +364,9 @@ impl crate::auth::AuthServiceClient for FakeAuth {
         user_id: uuid::Uuid,
         reason: &str,
     ) -> Result<u32> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::unavailable("auth is down (FakeAuth)"));
+        }
         self.ended
             .lock()
             .unwrap_or_else(|p| p.into_inner())
