@@ -311,6 +311,22 @@ impl Publisher {
         Event::new(event_type, &self.service, data).with_subject(subject)
     }
 
+    /// The outbox message publishing one event of `event_type` about `subject`, with `data`
+    /// (a contract type of `plt_contracts::events`), under `key`; none when disabled.
+    pub fn message(
+        &self,
+        event_type: &str,
+        subject: &str,
+        key: &str,
+        data: impl serde::Serialize,
+    ) -> Vec<plt_outbox::Message> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        let data = serde_json::to_value(data).unwrap_or(Value::Null);
+        self.messages(&[(key, self.event(event_type, subject, data))])
+    }
+
     /// The outbox messages publishing `events`, each under its key; none when disabled.
     /// Enqueue them in the transaction of the change they announce.
     pub fn messages(&self, events: &[(&str, Event)]) -> Vec<plt_outbox::Message> {

@@ -267,18 +267,17 @@ impl AuthCore {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Vec<Message> {
-        let data = serde_json::to_value(events::SessionEvent {
-            user_id: user,
-            session_id: session.to_string(),
-            reason: reason.to_owned(),
-            at,
-        })
-        .unwrap_or_default();
-        let key = user.to_string();
-        self.events.messages(&[(
-            key.as_str(),
-            self.events.event(t, &format!("user/{user}"), data),
-        )])
+        self.events.message(
+            t,
+            &format!("user/{user}"),
+            &user.to_string(),
+            events::SessionEvent {
+                user_id: user,
+                session_id: session.to_string(),
+                reason: reason.to_owned(),
+                at,
+            },
+        )
     }
 
     /// This core, publishing session events (`plt.auth.session.*`) with `events`.

@@ -232,19 +232,15 @@ impl KeyRing {
             .message(),
         ];
         if let Some(events) = self.events.get() {
-            let data = serde_json::to_value(plt_contracts::events::KeysRotated {
-                kid: next.kid.clone(),
-                at: now,
-            })
-            .unwrap_or_default();
-            audit.extend(events.messages(&[(
+            audit.extend(events.message(
+                plt_contracts::events::KEYS_ROTATED,
+                &format!("key/{}", next.kid),
                 "keys",
-                events.event(
-                    plt_contracts::events::KEYS_ROTATED,
-                    &format!("key/{}", next.kid),
-                    data,
-                ),
-            )]));
+                plt_contracts::events::KeysRotated {
+                    kid: next.kid.clone(),
+                    at: now,
+                },
+            ));
         }
         let done = self
             .store

@@ -167,17 +167,16 @@ impl AuthzCore {
     /// The outbox message of `plt.authz.policy.changed.v1` (none without a bus). One key for
     /// all: every instance sees policy changes in commit order.
     fn policy_changed(&self, change: &str, user: Option<Uuid>) -> Vec<plt_outbox::Message> {
-        let data = serde_json::to_value(plt_contracts::events::PolicyChanged {
-            change: change.to_owned(),
-            user_id: user,
-            at: now(),
-        })
-        .unwrap_or_default();
-        self.events.messages(&[(
+        self.events.message(
+            plt_contracts::events::POLICY_CHANGED,
             "policy",
-            self.events
-                .event(plt_contracts::events::POLICY_CHANGED, "policy", data),
-        )])
+            "policy",
+            plt_contracts::events::PolicyChanged {
+                change: change.to_owned(),
+                user_id: user,
+                at: now(),
+            },
+        )
     }
 
     pub fn new(
@@ -347,23 +346,22 @@ impl AuthzCore {
             )
         };
         let mut msg = vec![record(true).message()];
-        let data = serde_json::to_value(plt_contracts::events::RoleEvent {
-            user_id: user,
-            role: role.to_owned(),
-            by: actor.to_owned(),
-            at: now(),
-        })
-        .unwrap_or_default();
         let (event_type, change_kind) = if grant {
             (plt_contracts::events::ROLE_GRANTED, "grant")
         } else {
             (plt_contracts::events::ROLE_REVOKED, "revoke")
         };
-        let key = user.to_string();
-        msg.extend(self.events.messages(&[(
-            key.as_str(),
-            self.events.event(event_type, &format!("user/{user}"), data),
-        )]));
+        msg.extend(self.events.message(
+            event_type,
+            &format!("user/{user}"),
+            &user.to_string(),
+            plt_contracts::events::RoleEvent {
+                user_id: user,
+                role: role.to_owned(),
+                by: actor.to_owned(),
+                at: now(),
+            },
+        ));
         msg.extend(self.policy_changed(change_kind, Some(user)));
         let change = if grant {
             self.store.grant(user, role, actor, now(), &msg).await

@@ -259,12 +259,8 @@ impl IdentityCore {
 
     /// The outbox message of event `t` about `user`, with `data` (none without a bus).
     fn user_event(&self, t: &str, user: Uuid, data: impl serde::Serialize) -> Vec<Message> {
-        let data = serde_json::to_value(data).unwrap_or_default();
-        let key = user.to_string();
-        self.events.messages(&[(
-            key.as_str(),
-            self.events.event(t, &format!("user/{user}"), data),
-        )])
+        self.events
+            .message(t, &format!("user/{user}"), &user.to_string(), data)
     }
 
     /// A user event carrying the user as it now is.
