@@ -323,7 +323,7 @@ struct Generator<'a> {
     svc: ServiceDescriptor,
     registry_name: String,
     methods: Vec<Method>,
-    permissions: Vec<(String, String, bool)>,
+    permissions: Vec<(String, String, bool, Vec<String>)>,
 }
 
 fn ext_field<'m>(msg: &'m DynamicMessage, name: &str) -> Option<std::borrow::Cow<'m, Value>> {
@@ -414,7 +414,33 @@ impl<'a> Generator<'a> {
                             ext_field(p, "granted_to_users").as_deref(),
                             Some(Value::Bool(true))
                         );
-                        permissions.push((name, description, users));
+                        let mut relations = Vec::new();
+                        if let Some(v) = ext_field(p, "relations")
+                            && let Value::List(rs) = v.as_ref()
+                        {
+                            for r in rs {
+                                if let Value::String(r) = r {
+                                    let ok = !r.is_empty()
+                                        && r.len() <= 64
+                                        && r.starts_with(|c: char| c.is_ascii_lowercase())
+                                        && r.bytes().all(|c| {
+                                            c.is_ascii_lowercase()
+                                                || c.is_ascii_digit()
+                                                || c == b'_'
+                                                || c == b'-'
+                                        });
+                                    if !ok {
+                                        return Err(format!(
+                                            "{}: permission {name}: relation {r:?} must be 1-64 characters of a-z, 0-9, '_' or '-', starting with a letter",
+                                            svc.full_name()
+                                        )
+                                        .into());
+                                    }
+                                    relations.push(r.clone());
+                                }
+                            }
+                        }
+                        permissions.push((name, description, users, relations));
                     }
                 }
             }
@@ -430,7 +456,7 @@ impl<'a> Generator<'a> {
             };
             if let Some(p) = used
                 && p.starts_with(&format!("{registry_name}."))
-                && !permissions.iter().any(|(n, _, _)| n == p)
+                && !permissions.iter().any(|(n, _, _, _)| n == p)
             {
                 return Err(format!(
                     "{}.{}: permission {p} is not declared in the service's option (plt.api.v1.permissions)",
@@ -530,10 +556,11 @@ impl<'a> Generator<'a> {
             perms = self
                 .permissions
                 .iter()
-                .map(|(n, d, u)| format!(
-                    "::plt_contracts::access::PermissionDecl {{ name: {}, description: {}, granted_to_users: {u} }}",
+                .map(|(n, d, u, r)| format!(
+                    "::plt_contracts::access::PermissionDecl {{ name: {}, description: {}, granted_to_users: {u}, relations: &[{}] }}",
                     rust_str(n),
-                    rust_str(d)
+                    rust_str(d),
+                    r.iter().map(|r| rust_str(r)).collect::<Vec<_>>().join(", ")
                 ))
                 .collect::<Vec<_>>()
                 .join(", "),

@@ -8,7 +8,7 @@ use plt_contracts::{
     RequestContext, Result,
     audit::{self, AuditPage, AuditQuery, AuditServiceClient, NewAuditEntry, VerifyReport},
     auth::{self, AuthServiceClient, Jwks, TokenClaims, TokenResponse},
-    authz::{self, AuthzServiceClient, Permission, Role},
+    authz::{self, AuthzServiceClient, Permission, ResourceGrant, ResourceGrantFilter, Role},
     identity::{self, IdentityServiceClient, NewUser, PageRequest, User, UserPage, UserUpdate},
     service_identity::ServiceToken,
 };
@@ -435,6 +435,62 @@ impl AuthzServiceClient for BalancedAuthz {
             ctx,
             [role],
             |c, cx| c.revoke_role(&cx, user_id, &role).await
+        )
+    }
+
+    async fn check(
+        &self,
+        ctx: &RequestContext,
+        user_id: Uuid,
+        permission: &str,
+        resource: &str,
+    ) -> Result<bool> {
+        let permission = permission.to_owned();
+        let resource = resource.to_owned();
+        via!(
+            self,
+            authz::IDEMPOTENT_METHODS,
+            "Check",
+            ctx,
+            [permission, resource],
+            |c, cx| c.check(&cx, user_id, &permission, &resource).await
+        )
+    }
+
+    async fn grant_resource(&self, ctx: &RequestContext, grant: ResourceGrant) -> Result<bool> {
+        via!(
+            self,
+            authz::IDEMPOTENT_METHODS,
+            "GrantResource",
+            ctx,
+            [grant],
+            |c, cx| c.grant_resource(&cx, grant).await
+        )
+    }
+
+    async fn revoke_resource(&self, ctx: &RequestContext, grant: ResourceGrant) -> Result<bool> {
+        via!(
+            self,
+            authz::IDEMPOTENT_METHODS,
+            "RevokeResource",
+            ctx,
+            [grant],
+            |c, cx| c.revoke_resource(&cx, grant).await
+        )
+    }
+
+    async fn list_resource_grants(
+        &self,
+        ctx: &RequestContext,
+        filter: ResourceGrantFilter,
+    ) -> Result<Vec<ResourceGrant>> {
+        via!(
+            self,
+            authz::IDEMPOTENT_METHODS,
+            "ListResourceGrants",
+            ctx,
+            [filter],
+            |c, cx| c.list_resource_grants(&cx, filter).await
         )
     }
 }

@@ -114,6 +114,8 @@ pub struct PermissionDecl {
     pub description: &'static str,
     /// Granted to the built-in role `user` when authz first learns of it.
     pub granted_to_users: bool,
+    /// The relations on one resource that imply the permission there (`owner`, `editor`).
+    pub relations: &'static [&'static str],
 }
 
 /// What the runtime needs of a generated contract to serve it: its name in the registry,

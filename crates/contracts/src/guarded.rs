@@ -14,7 +14,7 @@ use crate::{
     access::{Access, AccessGuard, MethodAccess},
     audit::{AuditPage, AuditQuery, AuditServiceClient, NewAuditEntry, VerifyReport},
     auth::{AuthServiceClient, Jwks, TokenClaims, TokenResponse},
-    authz::{AuthzServiceClient, Permission, Role},
+    authz::{AuthzServiceClient, Permission, ResourceGrant, ResourceGrantFilter, Role},
     identity::{IdentityServiceClient, NewUser, PageRequest, User, UserPage, UserUpdate},
     service_identity::ServiceToken,
 };
@@ -95,6 +95,11 @@ pub const AUTHZ_METHODS: &[MethodAccess] = &[
     rule("SetRolePermissions", Access::Authenticated),
     rule("GrantRole", Access::Authenticated),
     rule("RevokeRole", Access::Authenticated),
+    // Resource-level permissions: the resource's own service asks and decides who may share.
+    rule("Check", ANY_SERVICE),
+    rule("GrantResource", ANY_SERVICE),
+    rule("RevokeResource", ANY_SERVICE),
+    rule("ListResourceGrants", ANY_SERVICE),
 ];
 
 /// audit's methods.
@@ -405,6 +410,36 @@ impl AuthzServiceClient for GuardedAuthz {
         let ctx = self.gate.admit(ctx, "RevokeRole", None).await?;
         self.inner.revoke_role(&ctx, user_id, role).await
     }
+
+    async fn check(
+        &self,
+        ctx: &RequestContext,
+        user_id: Uuid,
+        permission: &str,
+        resource: &str,
+    ) -> Result<bool> {
+        let ctx = self.gate.admit(ctx, "Check", None).await?;
+        self.inner.check(&ctx, user_id, permission, resource).await
+    }
+
+    async fn grant_resource(&self, ctx: &RequestContext, grant: ResourceGrant) -> Result<bool> {
+        let ctx = self.gate.admit(ctx, "GrantResource", None).await?;
+        self.inner.grant_resource(&ctx, grant).await
+    }
+
+    async fn revoke_resource(&self, ctx: &RequestContext, grant: ResourceGrant) -> Result<bool> {
+        let ctx = self.gate.admit(ctx, "RevokeResource", None).await?;
+        self.inner.revoke_resource(&ctx, grant).await
+    }
+
+    async fn list_resource_grants(
+        &self,
+        ctx: &RequestContext,
+        filter: ResourceGrantFilter,
+    ) -> Result<Vec<ResourceGrant>> {
+        let ctx = self.gate.admit(ctx, "ListResourceGrants", None).await?;
+        self.inner.list_resource_grants(&ctx, filter).await
+    }
 }
 
 #[async_trait]
@@ -562,6 +597,12 @@ mod tests {
             c.set_role_permissions(&ctx, "r", vec![]).await.map(drop),
             c.grant_role(&ctx, id, "r").await,
             c.revoke_role(&ctx, id, "r").await,
+            c.check(&ctx, id, "a.b.c", "post:1").await.map(drop),
+            c.grant_resource(&ctx, Default::default()).await.map(drop),
+            c.revoke_resource(&ctx, Default::default()).await.map(drop),
+            c.list_resource_grants(&ctx, Default::default())
+                .await
+                .map(drop),
         ];
         assert!(results.iter().all(|r| r.is_err()));
         let asked: BTreeSet<_> = guard.0.lock().unwrap().iter().copied().collect();

@@ -28,7 +28,7 @@ macro_rules! core_serve {
             http_prefixes: &[$($prefix),*],
             openapi: "",
             methods: $methods,
-            permissions: &[$(PermissionDecl { name: $perm, description: $desc, granted_to_users: $users }),*],
+            permissions: &[$(PermissionDecl { name: $perm, description: $desc, granted_to_users: $users, relations: &[] }),*],
             descriptor_set: FILE_DESCRIPTOR_SET,
         };
 

@@ -327,6 +327,7 @@ impl Parts {
             name: name.to_owned(),
             description: description.to_owned(),
             granted_to_users,
+            relations: Vec::new(),
         });
         self
     }
@@ -567,6 +568,7 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
             name: p.name.to_owned(),
             description: p.description.to_owned(),
             granted_to_users: p.granted_to_users,
+            relations: p.relations.iter().map(|r| (*r).to_owned()).collect(),
         }));
         if !info.openapi.is_empty() {
             fragments.push(info.openapi);

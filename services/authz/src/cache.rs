@@ -18,7 +18,7 @@
 //! T + `staleness_bound` on (normally within `staleness_bound / 2` plus one poll query). The
 //! instance that made the change sees it at once.
 
-use crate::store::{AuthzStore, Grants, StoreError};
+use crate::store::{AuthzStore, Grants, ResourceGrants, StoreError};
 use plt_contracts::{
     Error, Result,
     authz::{Permission, validate_permission_name},
@@ -39,6 +39,8 @@ pub struct Declared {
     pub version: u64,
     /// name → description
     pub by_name: HashMap<String, String>,
+    /// name → the relations on a resource that imply it there (sorted).
+    pub relations: HashMap<String, Vec<String>>,
     /// Sorted by name.
     pub sorted: Vec<Permission>,
 }
@@ -49,9 +51,15 @@ impl Declared {
             .iter()
             .map(|p| (p.name.clone(), p.description.clone()))
             .collect();
+        let relations = permissions
+            .iter()
+            .filter(|p| !p.relations.is_empty())
+            .map(|p| (p.name.clone(), p.relations.clone()))
+            .collect();
         Self {
             version,
             by_name,
+            relations,
             sorted: permissions,
         }
     }
@@ -71,6 +79,8 @@ pub struct CacheStats {
 pub struct Policy {
     store: Arc<dyn AuthzStore>,
     users: moka::future::Cache<Uuid, Arc<Grants>>,
+    /// (user, resource) → what the user holds on it; the same version rules as `users`.
+    resources: moka::future::Cache<(Uuid, String), Arc<ResourceGrants>>,
     declared: RwLock<Arc<Declared>>,
     reload: tokio::sync::Mutex<()>,
     known: AtomicU64,
@@ -106,6 +116,10 @@ impl Policy {
             // The TTL only bounds memory held by idle entries; freshness is the version's job.
             users: moka::future::Cache::builder()
                 .max_capacity(max_users)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
+            resources: moka::future::Cache::builder()
+                .max_capacity(max_users.saturating_mul(4))
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
             declared: RwLock::new(Arc::new(declared)),
@@ -151,6 +165,7 @@ impl Policy {
             self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
             // Unusable already (their tags are older); this frees the memory.
             self.users.invalidate_all();
+            self.resources.invalidate_all();
         }
     }
 
@@ -311,5 +326,68 @@ impl Policy {
                 ..Default::default()
             })
             .collect())
+    }
+
+    /// What the user holds on `resource`: from the cache when fresh, else the database.
+    pub async fn resource_grants(&self, user: Uuid, resource: &str) -> Result<Arc<ResourceGrants>> {
+        if !self.is_fresh() {
+            self.stats.bypassed.fetch_add(1, Ordering::Relaxed);
+            let g = self
+                .store
+                .resource_grants(user, resource)
+                .await
+                .map_err(|e| unavailable("reading resource grants", &e))?;
+            return Ok(Arc::new(g));
+        }
+        let known = self.known_version();
+        let key = (user, resource.to_owned());
+        if let Some(g) = self.resources.get(&key).await {
+            if g.version >= known {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(g);
+            }
+            self.resources.invalidate(&key).await;
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let store = self.store.clone();
+        let r = resource.to_owned();
+        self.resources
+            .try_get_with(key, async move {
+                store.resource_grants(user, &r).await.map(Arc::new)
+            })
+            .await
+            .map_err(|e| unavailable("reading resource grants", &e))
+    }
+
+    /// Whether the user may do `permission` (well formed, declared) on `resource`: through
+    /// a role, a grant of the permission on it, or a grant on it of a relation the
+    /// permission was declared with.
+    pub async fn check(&self, user: Uuid, permission: &str, resource: &str) -> Result<bool> {
+        let declared = self.check_declared("permission", permission).await?;
+        let g = self.grants(user).await?;
+        if g.all
+            || g.permissions
+                .binary_search_by(|p| p.as_str().cmp(permission))
+                .is_ok()
+        {
+            return Ok(true);
+        }
+        let on = self.resource_grants(user, resource).await?;
+        if on.grants.is_empty() {
+            return Ok(false);
+        }
+        if on.grants.iter().any(|g| g == permission) {
+            return Ok(true);
+        }
+        // Relations as declared at least as recently as the grants were read.
+        let declared = if declared.version >= on.version {
+            declared
+        } else {
+            self.declared(on.version).await?
+        };
+        Ok(declared
+            .relations
+            .get(permission)
+            .is_some_and(|rels| rels.iter().any(|r| on.grants.contains(r))))
     }
 }

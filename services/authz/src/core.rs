@@ -12,8 +12,9 @@ use plt_contracts::{
     Error, ErrorCode, RequestContext, Result,
     audit::Outcome,
     authz::{
-        ADMIN_ROLE, AuthzServiceClient, MANAGE_PERMISSION, Permission, Role, USER_ROLE,
-        validate_permission_name, validate_role_name, validate_service_name,
+        ADMIN_ROLE, AuthzServiceClient, MANAGE_PERMISSION, MAX_RESOURCE_GRANTS_LISTED, Permission,
+        ResourceGrant, ResourceGrantFilter, Role, USER_ROLE, valid_segment, validate_grant,
+        validate_permission_name, validate_resource, validate_role_name, validate_service_name,
     },
 };
 use plt_outbox::{Outbox, audit::AuditEvent};
@@ -584,6 +585,20 @@ impl AuthzServiceClient for AuthzCore {
                 return Err(Error::invalid(field, "is listed twice"));
             }
             check_description(&format!("permissions[{i}].description"), &p.description)?;
+            if p.relations.len() > 16 {
+                return Err(Error::invalid(
+                    format!("permissions[{i}].relations"),
+                    "must list at most 16 relations",
+                ));
+            }
+            for (j, r) in p.relations.iter().enumerate() {
+                if !valid_segment(r) {
+                    return Err(Error::invalid(
+                        format!("permissions[{i}].relations[{j}]"),
+                        "must be 1-64 characters of a-z, 0-9, '_' or '-', starting with a letter",
+                    ));
+                }
+            }
         }
         if permissions.is_empty() {
             return Ok(());
@@ -742,5 +757,115 @@ impl AuthzServiceClient for AuthzCore {
         self.change_grant(&actor, Some(ctx), user_id, role, false, "api")
             .await
             .map(drop)
+    }
+
+    async fn check(
+        &self,
+        ctx: &RequestContext,
+        user_id: Uuid,
+        permission: &str,
+        resource: &str,
+    ) -> Result<bool> {
+        self.guard.caller(ctx).await?;
+        validate_resource("resource", resource)?;
+        self.policy.check(user_id, permission, resource).await
+    }
+
+    async fn grant_resource(&self, ctx: &RequestContext, grant: ResourceGrant) -> Result<bool> {
+        let caller = self.guard.caller(ctx).await?;
+        self.change_resource(ctx, caller, grant, true).await
+    }
+
+    async fn revoke_resource(&self, ctx: &RequestContext, grant: ResourceGrant) -> Result<bool> {
+        let caller = self.guard.caller(ctx).await?;
+        self.change_resource(ctx, caller, grant, false).await
+    }
+
+    async fn list_resource_grants(
+        &self,
+        ctx: &RequestContext,
+        filter: ResourceGrantFilter,
+    ) -> Result<Vec<ResourceGrant>> {
+        self.guard.caller(ctx).await?;
+        if filter.user_id.is_none() && filter.resource.is_none() {
+            return Err(Error::invalid(
+                "user_id",
+                "name a user, a resource, or both",
+            ));
+        }
+        if let Some(r) = &filter.resource {
+            validate_resource("resource", r)?;
+        }
+        self.policy
+            .store()
+            .list_resource_grants(&filter, MAX_RESOURCE_GRANTS_LISTED)
+            .await
+            .map_err(|e| internal("listing resource grants", e))
+    }
+}
+
+impl AuthzCore {
+    /// Grants or revokes on one resource, for the service `caller`; the audit record and
+    /// the policy event commit with the change.
+    async fn change_resource(
+        &self,
+        ctx: &RequestContext,
+        caller: String,
+        mut grant: ResourceGrant,
+        give: bool,
+    ) -> Result<bool> {
+        validate_resource("resource", &grant.resource)?;
+        if give || !grant.grant.is_empty() {
+            validate_grant("grant", &grant.grant)?;
+        }
+        if give && grant.grant.contains('.') {
+            self.policy.check_declared("grant", &grant.grant).await?;
+        }
+        grant.granted_by = caller.clone();
+        let action = if give {
+            "authz.resource.grant"
+        } else {
+            "authz.resource.revoke"
+        };
+        let request = self.request(Some(ctx)).await;
+        let record = event(
+            &caller,
+            action,
+            format!("resource/{}", grant.resource),
+            Outcome::Success,
+            request,
+            json!({"user_id": grant.user_id, "grant": grant.grant}),
+        );
+        let mut msg = vec![record.message()];
+        msg.extend(self.policy_changed(
+            if give {
+                "resource_grant"
+            } else {
+                "resource_revoke"
+            },
+            Some(grant.user_id),
+        ));
+        let changed = if give {
+            self.store.grant_resource(&grant, now(), &msg).await
+        } else {
+            self.store.revoke_resource(&grant, &msg).await
+        }
+        .map_err(|e| internal(action, e))?;
+        match changed {
+            Some(v) => {
+                self.policy.advance(v);
+                self.outbox.wake();
+                tracing::info!(
+                    event = action,
+                    caller,
+                    user_id = %grant.user_id,
+                    resource = %grant.resource,
+                    grant = %grant.grant,
+                    "resource grant changed"
+                );
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 }

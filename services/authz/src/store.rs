@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use plt_contracts::authz::Permission;
+use plt_contracts::authz::{Permission, ResourceGrant, ResourceGrantFilter};
 use plt_outbox::Message;
 use uuid::Uuid;
 
@@ -103,6 +103,33 @@ pub trait AuthzStore: Send + Sync {
     async fn revoke(&self, user: Uuid, role: &str, audit: &[Message]) -> R<Change>;
     /// The user's roles and effective permissions, tagged with the version read first.
     async fn grants(&self, user: Uuid) -> R<Grants>;
+    /// Records a resource grant (`granted_by` set). `Some(version)` when it was new.
+    async fn grant_resource(
+        &self,
+        grant: &ResourceGrant,
+        now: DateTime<Utc>,
+        audit: &[Message],
+    ) -> R<Option<u64>>;
+    /// Removes the user's grant on the resource (`grant.grant` empty: every one of them).
+    /// `Some(version)` when anything was removed.
+    async fn revoke_resource(&self, grant: &ResourceGrant, audit: &[Message]) -> R<Option<u64>>;
+    /// What the user holds on the resource (relations and permissions, sorted), tagged with
+    /// the version read first.
+    async fn resource_grants(&self, user: Uuid, resource: &str) -> R<ResourceGrants>;
+    /// Grants matching the filter (at least one field set), sorted, at most `limit`.
+    async fn list_resource_grants(
+        &self,
+        filter: &ResourceGrantFilter,
+        limit: usize,
+    ) -> R<Vec<ResourceGrant>>;
+}
+
+/// What one user holds on one resource, read at `version` (read first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceGrants {
+    pub version: u64,
+    /// Sorted relation and permission names.
+    pub grants: Vec<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -179,9 +206,24 @@ macro_rules! sql_store {
                     sqlx::query_as("SELECT name, description FROM permissions")
                         .fetch_all(&self.pool)
                         .await?;
+                let rels: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT permission, relation FROM permission_relations ORDER BY permission, relation",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let mut by_perm: std::collections::HashMap<String, Vec<String>> =
+                    std::collections::HashMap::new();
+                for (p, r) in rels {
+                    by_perm.entry(p).or_default().push(r);
+                }
                 let mut out: Vec<Permission> = rows
                     .into_iter()
-                    .map(|(name, description)| Permission { name, description, ..Default::default() })
+                    .map(|(name, description)| Permission {
+                        relations: by_perm.remove(&name).unwrap_or_default(),
+                        name,
+                        description,
+                        ..Default::default()
+                    })
                     .collect();
                 out.sort_by(|a, b| a.name.cmp(&b.name));
                 Ok(out)
@@ -223,6 +265,32 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await?;
                     changed += done.rows_affected();
+                    // The relations implying it: the last declaration wins.
+                    let mut want = p.relations.clone();
+                    want.sort();
+                    want.dedup();
+                    let have: Vec<String> = sqlx::query_scalar(
+                        "SELECT relation FROM permission_relations WHERE permission = $1 ORDER BY relation",
+                    )
+                    .bind(&p.name)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    if have != want {
+                        sqlx::query("DELETE FROM permission_relations WHERE permission = $1")
+                            .bind(&p.name)
+                            .execute(&mut *tx)
+                            .await?;
+                        for r in &want {
+                            sqlx::query(
+                                "INSERT INTO permission_relations (permission, relation) VALUES ($1, $2)",
+                            )
+                            .bind(&p.name)
+                            .bind(r)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        changed += 1;
+                    }
                     // Granted to role `user` when first learned of, never again: an operator
                     // who took it away from the role keeps it that way.
                     if p.granted_to_users && !known {
@@ -456,6 +524,113 @@ macro_rules! sql_store {
                     all,
                     permissions,
                 })
+            }
+
+            async fn grant_resource(
+                &self,
+                grant: &ResourceGrant,
+                now: DateTime<Utc>,
+                audit: &[Message],
+            ) -> R<Option<u64>> {
+                let mut tx = self.pool.begin().await?;
+                let v: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO resource_grants (resource, user_id, grant_name, granted_at, granted_by) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (resource, user_id, grant_name) DO NOTHING",
+                )
+                .bind(&grant.resource)
+                .bind(grant.user_id)
+                .bind(&grant.grant)
+                .bind(now)
+                .bind(&grant.granted_by)
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                plt_outbox::enqueue(&mut *tx, audit).await?;
+                tx.commit().await?;
+                Ok(Some(version_of(v)))
+            }
+
+            async fn revoke_resource(&self, grant: &ResourceGrant, audit: &[Message]) -> R<Option<u64>> {
+                let mut tx = self.pool.begin().await?;
+                let v: i64 = sqlx::query_scalar(BUMP).fetch_one(&mut *tx).await?;
+                let deleted = sqlx::query(
+                    "DELETE FROM resource_grants WHERE resource = $1 AND user_id = $2 \
+                     AND ($3 = '' OR grant_name = $3)",
+                )
+                .bind(&grant.resource)
+                .bind(grant.user_id)
+                .bind(&grant.grant)
+                .execute(&mut *tx)
+                .await?;
+                if deleted.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                plt_outbox::enqueue(&mut *tx, audit).await?;
+                tx.commit().await?;
+                Ok(Some(version_of(v)))
+            }
+
+            async fn resource_grants(&self, user: Uuid, resource: &str) -> R<ResourceGrants> {
+                let version = self.version().await?;
+                let grants: Vec<String> = sqlx::query_scalar(
+                    "SELECT grant_name FROM resource_grants WHERE user_id = $1 AND resource = $2 \
+                     ORDER BY grant_name",
+                )
+                .bind(user)
+                .bind(resource)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(ResourceGrants { version, grants })
+            }
+
+            async fn list_resource_grants(
+                &self,
+                filter: &ResourceGrantFilter,
+                limit: usize,
+            ) -> R<Vec<ResourceGrant>> {
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let rows: Vec<(String, Uuid, String, String)> = match (&filter.user_id, &filter.resource) {
+                    (Some(u), Some(r)) => sqlx::query_as(
+                        "SELECT resource, user_id, grant_name, granted_by FROM resource_grants \
+                         WHERE user_id = $1 AND resource = $2 ORDER BY resource, user_id, grant_name LIMIT $3",
+                    )
+                    .bind(u)
+                    .bind(r)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?,
+                    (Some(u), None) => sqlx::query_as(
+                        "SELECT resource, user_id, grant_name, granted_by FROM resource_grants \
+                         WHERE user_id = $1 ORDER BY resource, user_id, grant_name LIMIT $2",
+                    )
+                    .bind(u)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?,
+                    (None, Some(r)) => sqlx::query_as(
+                        "SELECT resource, user_id, grant_name, granted_by FROM resource_grants \
+                         WHERE resource = $1 ORDER BY resource, user_id, grant_name LIMIT $2",
+                    )
+                    .bind(r)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?,
+                    (None, None) => Vec::new(),
+                };
+                Ok(rows
+                    .into_iter()
+                    .map(|(resource, user_id, grant, granted_by)| ResourceGrant {
+                        user_id,
+                        resource,
+                        grant,
+                        granted_by,
+                    })
+                    .collect())
             }
         }
     };

@@ -312,8 +312,10 @@ async fn an_unreachable_audit_endpoint_does_not_slow_decisions() {
                 .unwrap_err();
             assert_eq!(e.code, ErrorCode::PermissionDenied);
         }
+        // Waiting on audit would take 20 × the 1 s outbox timeout; the bound is generous for
+        // a loaded machine, not a performance target.
         assert!(
-            t.elapsed() < Duration::from_millis(500),
+            t.elapsed() < Duration::from_secs(5),
             "{protocol}: {:?}",
             t.elapsed()
         );

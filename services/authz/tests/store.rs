@@ -106,6 +106,7 @@ async fn users_get_declared_defaults_once(s: &dyn AuthzStore) {
         name: "notes.notes.write".into(),
         description: "write one's notes".into(),
         granted_to_users: true,
+        relations: Vec::new(),
     };
     s.register_permissions("notes", std::slice::from_ref(&mine), now)
         .await

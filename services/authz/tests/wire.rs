@@ -228,6 +228,7 @@ async fn grpc_bad_input() {
                 name: "identity.users.read".into(),
                 description: String::new(),
                 granted_to_users: false,
+                relations: vec![],
             }],
         }))
         .await

@@ -1,7 +1,7 @@
 //! gRPC adapters for the authz contract: a tonic server over `Arc<dyn AuthzServiceClient>`
 //! and a client implementing the trait over a tonic channel.
 
-use super::{AuthzServiceClient, Permission, Role};
+use super::{AuthzServiceClient, Permission, ResourceGrant, ResourceGrantFilter, Role};
 use crate::{RequestContext, Result, pb::authz::v1 as pb, wire};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ fn permission_to_pb(p: Permission) -> pb::Permission {
         name: p.name,
         description: p.description,
         granted_to_users: p.granted_to_users,
+        relations: p.relations,
     }
 }
 
@@ -23,7 +24,26 @@ fn permission_from_pb(p: pb::Permission) -> Permission {
         name: p.name,
         description: p.description,
         granted_to_users: p.granted_to_users,
+        relations: p.relations,
     }
+}
+
+fn grant_to_pb(g: ResourceGrant) -> pb::ResourceGrant {
+    pb::ResourceGrant {
+        user_id: g.user_id.to_string(),
+        resource: g.resource,
+        grant: g.grant,
+        granted_by: g.granted_by,
+    }
+}
+
+fn grant_from_pb(g: pb::ResourceGrant) -> Result<ResourceGrant> {
+    Ok(ResourceGrant {
+        user_id: user_id(&g.user_id)?,
+        resource: g.resource,
+        grant: g.grant,
+        granted_by: g.granted_by,
+    })
 }
 
 fn role_to_pb(r: Role) -> pb::Role {
@@ -199,6 +219,56 @@ impl pb::authz_service_server::AuthzService for AuthzGrpcServer {
             .await?;
         ok(pb::RevokeRoleResponse {})
     }
+
+    async fn check(&self, req: Request<pb::CheckRequest>) -> GrpcResult<pb::CheckResponse> {
+        let ctx = RequestContext::from_grpc(&req);
+        let r = req.into_inner();
+        let allowed = self
+            .inner
+            .check(&ctx, user_id(&r.user_id)?, &r.permission, &r.resource)
+            .await?;
+        ok(pb::CheckResponse { allowed })
+    }
+
+    async fn grant_resource(
+        &self,
+        req: Request<pb::ResourceGrant>,
+    ) -> GrpcResult<pb::ChangeResponse> {
+        let ctx = RequestContext::from_grpc(&req);
+        let g = grant_from_pb(req.into_inner())?;
+        let changed = self.inner.grant_resource(&ctx, g).await?;
+        ok(pb::ChangeResponse { changed })
+    }
+
+    async fn revoke_resource(
+        &self,
+        req: Request<pb::ResourceGrant>,
+    ) -> GrpcResult<pb::ChangeResponse> {
+        let ctx = RequestContext::from_grpc(&req);
+        let g = grant_from_pb(req.into_inner())?;
+        let changed = self.inner.revoke_resource(&ctx, g).await?;
+        ok(pb::ChangeResponse { changed })
+    }
+
+    async fn list_resource_grants(
+        &self,
+        req: Request<pb::ListResourceGrantsRequest>,
+    ) -> GrpcResult<pb::ListResourceGrantsResponse> {
+        let ctx = RequestContext::from_grpc(&req);
+        let r = req.into_inner();
+        let filter = ResourceGrantFilter {
+            user_id: if r.user_id.is_empty() {
+                None
+            } else {
+                Some(user_id(&r.user_id)?)
+            },
+            resource: (!r.resource.is_empty()).then_some(r.resource),
+        };
+        let grants = self.inner.list_resource_grants(&ctx, filter).await?;
+        ok(pb::ListResourceGrantsResponse {
+            grants: grants.into_iter().map(grant_to_pb).collect(),
+        })
+    }
 }
 
 /// The authz contract over gRPC. Cheap to clone; calls share one HTTP/2 connection.
@@ -355,5 +425,60 @@ impl AuthzServiceClient for AuthzGrpcClient {
         });
         self.client.clone().revoke_role(req).await?;
         Ok(())
+    }
+
+    async fn check(
+        &self,
+        ctx: &RequestContext,
+        user_id: Uuid,
+        permission: &str,
+        resource: &str,
+    ) -> Result<bool> {
+        let req = ctx.grpc_request(pb::CheckRequest {
+            user_id: user_id.to_string(),
+            permission: permission.to_owned(),
+            resource: resource.to_owned(),
+        });
+        Ok(self.client.clone().check(req).await?.into_inner().allowed)
+    }
+
+    async fn grant_resource(&self, ctx: &RequestContext, grant: ResourceGrant) -> Result<bool> {
+        let req = ctx.grpc_request(grant_to_pb(grant));
+        Ok(self
+            .client
+            .clone()
+            .grant_resource(req)
+            .await?
+            .into_inner()
+            .changed)
+    }
+
+    async fn revoke_resource(&self, ctx: &RequestContext, grant: ResourceGrant) -> Result<bool> {
+        let req = ctx.grpc_request(grant_to_pb(grant));
+        Ok(self
+            .client
+            .clone()
+            .revoke_resource(req)
+            .await?
+            .into_inner()
+            .changed)
+    }
+
+    async fn list_resource_grants(
+        &self,
+        ctx: &RequestContext,
+        filter: ResourceGrantFilter,
+    ) -> Result<Vec<ResourceGrant>> {
+        let req = ctx.grpc_request(pb::ListResourceGrantsRequest {
+            user_id: filter.user_id.map(|u| u.to_string()).unwrap_or_default(),
+            resource: filter.resource.unwrap_or_default(),
+        });
+        let r = self
+            .client
+            .clone()
+            .list_resource_grants(req)
+            .await?
+            .into_inner();
+        r.grants.into_iter().map(grant_from_pb).collect()
     }
 }

@@ -4,7 +4,10 @@
 //! | method | path | body | answer |
 //! |---|---|---|---|
 //! | POST | /v1/authz/authorize | `{user_id, permission}` | 204, or 403 problem when denied |
-//! | POST | /v1/authz/check | `{user_id, permission}` | 200 `{allowed}` |
+//! | POST | /v1/authz/check | `{user_id, permission, resource?}` | 200 `{allowed}` (with `resource`: on that one object) |
+//! | POST | /v1/authz/resource-grants | `{user_id, resource, grant}` | 200 `{changed}` (internal) |
+//! | DELETE | /v1/authz/resource-grants?user_id=&resource=&grant= | | 200 `{changed}` (internal) |
+//! | GET | /v1/authz/resource-grants?user_id=&resource= | | 200 `{grants: [ResourceGrant]}` (internal) |
 //! | GET | /v1/authz/users/{user_id}/permissions | | 200 `{permissions: [{name, description}]}` |
 //! | GET | /v1/authz/users/{user_id}/roles | | 200 `{roles: [name]}` |
 //! | PUT | /v1/authz/users/{user_id}/roles/{role} | | 204 (grant; admin) |
@@ -19,7 +22,9 @@
 //! `authz.roles.manage` (401 without a valid token, 403 without the permission). Errors are
 //! RFC 9457 problem+json (see [`crate::error`]).
 
-use super::{AuthzServiceClient, Permission, Role, validate_role_name};
+use super::{
+    AuthzServiceClient, Permission, ResourceGrant, ResourceGrantFilter, Role, validate_role_name,
+};
 use crate::{
     Error, RequestContext, Result,
     http_api::{ApiError, ApiJson, JsonClient, json_response},
@@ -28,7 +33,10 @@ use crate::{
 use async_trait::async_trait;
 use axum::{
     Router,
-    extract::{Path, State, rejection::PathRejection},
+    extract::{
+        Path, Query, State,
+        rejection::{PathRejection, QueryRejection},
+    },
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post, put},
@@ -43,6 +51,52 @@ use uuid::Uuid;
 pub struct CheckBody {
     pub user_id: String,
     pub permission: String,
+    /// `type:id`: the check is about this one object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ResourceGrantBody {
+    pub user_id: String,
+    pub resource: String,
+    /// On revoke: empty (or absent) revokes everything the user holds on the resource.
+    #[serde(default)]
+    pub grant: String,
+}
+
+impl ResourceGrantBody {
+    fn into_grant(self) -> Result<ResourceGrant> {
+        Ok(ResourceGrant {
+            user_id: user_id(&self.user_id)?,
+            resource: self.resource,
+            grant: self.grant,
+            granted_by: String::new(),
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChangedAnswer {
+    pub changed: bool,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GrantsAnswer {
+    pub grants: Vec<ResourceGrant>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -78,6 +132,9 @@ pub struct PermissionBody {
     /// Granted to the built-in role `user` when authz first learns of the permission.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub granted_to_users: bool,
+    /// The relations on one resource that imply the permission there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relations: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -126,6 +183,12 @@ pub fn routes(svc: Svc) -> Router {
         .route("/v1/authz/roles/{name}", axum::routing::delete(delete_role))
         .route("/v1/authz/roles/{name}/permissions", put(set_permissions))
         .route("/v1/authz/permissions", post(register_permissions))
+        .route(
+            "/v1/authz/resource-grants",
+            post(grant_resource)
+                .delete(revoke_resource)
+                .get(list_resource_grants),
+        )
         .with_state(svc)
 }
 
@@ -156,10 +219,52 @@ async fn check(
     ctx: RequestContext,
     ApiJson(b): ApiJson<CheckBody>,
 ) -> HttpResult {
-    let allowed = svc
-        .has_permission(&ctx, user_id(&b.user_id)?, &b.permission)
-        .await?;
+    let user = user_id(&b.user_id)?;
+    let allowed = match &b.resource {
+        Some(resource) => svc.check(&ctx, user, &b.permission, resource).await?,
+        None => svc.has_permission(&ctx, user, &b.permission).await?,
+    };
     Ok(json_response(StatusCode::OK, &CheckAnswer { allowed }))
+}
+
+async fn grant_resource(
+    State(svc): State<Svc>,
+    ctx: RequestContext,
+    ApiJson(b): ApiJson<ResourceGrantBody>,
+) -> HttpResult {
+    let changed = svc.grant_resource(&ctx, b.into_grant()?).await?;
+    Ok(json_response(StatusCode::OK, &ChangedAnswer { changed }))
+}
+
+fn grants_query(
+    query: std::result::Result<Query<GrantsQuery>, QueryRejection>,
+) -> Result<GrantsQuery> {
+    let Query(q) = query.map_err(|e| Error::invalid("query", e.body_text()))?;
+    Ok(q)
+}
+
+async fn revoke_resource(
+    State(svc): State<Svc>,
+    ctx: RequestContext,
+    query: std::result::Result<Query<ResourceGrantBody>, QueryRejection>,
+) -> HttpResult {
+    let Query(b) = query.map_err(|e| Error::invalid("query", e.body_text()))?;
+    let changed = svc.revoke_resource(&ctx, b.into_grant()?).await?;
+    Ok(json_response(StatusCode::OK, &ChangedAnswer { changed }))
+}
+
+async fn list_resource_grants(
+    State(svc): State<Svc>,
+    ctx: RequestContext,
+    query: std::result::Result<Query<GrantsQuery>, QueryRejection>,
+) -> HttpResult {
+    let q = grants_query(query)?;
+    let filter = ResourceGrantFilter {
+        user_id: q.user_id.as_deref().map(user_id).transpose()?,
+        resource: q.resource,
+    };
+    let grants = svc.list_resource_grants(&ctx, filter).await?;
+    Ok(json_response(StatusCode::OK, &GrantsAnswer { grants }))
 }
 
 async fn user_permissions(
@@ -262,6 +367,7 @@ async fn register_permissions(
             name: p.name,
             description: p.description,
             granted_to_users: p.granted_to_users,
+            relations: p.relations,
         })
         .collect();
     svc.register_permissions(&ctx, &b.service, permissions)
@@ -305,6 +411,7 @@ impl AuthzServiceClient for AuthzHttpClient {
         let body = CheckBody {
             user_id: user_id.to_string(),
             permission: permission.to_owned(),
+            resource: None,
         };
         let rb = self
             .api
@@ -322,6 +429,7 @@ impl AuthzServiceClient for AuthzHttpClient {
         let body = CheckBody {
             user_id: user_id.to_string(),
             permission: permission.to_owned(),
+            resource: None,
         };
         let rb = self
             .api
@@ -377,6 +485,7 @@ impl AuthzServiceClient for AuthzHttpClient {
                     name: p.name,
                     description: p.description,
                     granted_to_users: p.granted_to_users,
+                    relations: p.relations,
                 })
                 .collect(),
         };
@@ -446,6 +555,71 @@ impl AuthzServiceClient for AuthzHttpClient {
             &format!("/v1/authz/users/{user_id}/roles/{}", segment(role)),
         );
         self.api.send(rb).await.map(drop)
+    }
+
+    async fn check(
+        &self,
+        ctx: &RequestContext,
+        user_id: Uuid,
+        permission: &str,
+        resource: &str,
+    ) -> Result<bool> {
+        let body = CheckBody {
+            user_id: user_id.to_string(),
+            permission: permission.to_owned(),
+            resource: Some(resource.to_owned()),
+        };
+        let rb = self
+            .api
+            .request(ctx, reqwest::Method::POST, "/v1/authz/check")
+            .json(&body);
+        let a: CheckAnswer = self.api.json(rb).await?;
+        Ok(a.allowed)
+    }
+
+    async fn grant_resource(&self, ctx: &RequestContext, grant: ResourceGrant) -> Result<bool> {
+        let body = ResourceGrantBody {
+            user_id: grant.user_id.to_string(),
+            resource: grant.resource,
+            grant: grant.grant,
+        };
+        let rb = self
+            .api
+            .request(ctx, reqwest::Method::POST, "/v1/authz/resource-grants")
+            .json(&body);
+        let a: ChangedAnswer = self.api.json(rb).await?;
+        Ok(a.changed)
+    }
+
+    async fn revoke_resource(&self, ctx: &RequestContext, grant: ResourceGrant) -> Result<bool> {
+        let body = ResourceGrantBody {
+            user_id: grant.user_id.to_string(),
+            resource: grant.resource,
+            grant: grant.grant,
+        };
+        let rb = self
+            .api
+            .request(ctx, reqwest::Method::DELETE, "/v1/authz/resource-grants")
+            .query(&body);
+        let a: ChangedAnswer = self.api.json(rb).await?;
+        Ok(a.changed)
+    }
+
+    async fn list_resource_grants(
+        &self,
+        ctx: &RequestContext,
+        filter: ResourceGrantFilter,
+    ) -> Result<Vec<ResourceGrant>> {
+        let q = GrantsQuery {
+            user_id: filter.user_id.map(|u| u.to_string()),
+            resource: filter.resource,
+        };
+        let rb = self
+            .api
+            .request(ctx, reqwest::Method::GET, "/v1/authz/resource-grants")
+            .query(&q);
+        let a: GrantsAnswer = self.api.json(rb).await?;
+        Ok(a.grants)
     }
 }
 

@@ -38,7 +38,93 @@ pub struct Permission {
     /// Not stored with the permission (the role holds it, or not).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub granted_to_users: bool,
+    /// The relations on one resource that imply this permission there (for example
+    /// `blog.posts.edit` ← `owner`, `editor`): a user granted the relation on `post:<id>`
+    /// may do this to that post only. Declared with the permission (the last declaration
+    /// wins); empty: only a grant of the permission itself (or a role) gives it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relations: Vec<String>,
 }
+
+/// A grant on one object (resource-level permission): `user_id` may do `grant` — a relation
+/// (`owner`, `editor`, `viewer`, …, implying the permissions declared with it) or a declared
+/// permission — on `resource` (`type:id`, for example `post:0192…`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ResourceGrant {
+    pub user_id: Uuid,
+    pub resource: String,
+    pub grant: String,
+    /// Set by authz: who made the grant (a user id, or the service that asked).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub granted_by: String,
+}
+
+/// The longest accepted resource name, in bytes.
+pub const MAX_RESOURCE_BYTES: usize = 200;
+
+/// Checks a resource name: `type:id`, `type` a segment (`a-z 0-9 _ -`, starting with a
+/// letter, at most 64), `id` 1 or more characters of `A-Z a-z 0-9 - _ . ~ : @`; at most
+/// [`MAX_RESOURCE_BYTES`] in all.
+pub fn validate_resource(field: &str, resource: &str) -> Result<()> {
+    let Some((kind, id)) = resource.split_once(':') else {
+        return Err(Error::invalid(
+            field,
+            "must have the form type:id (for example post:0192f…)",
+        ));
+    };
+    if !valid_segment(kind) {
+        return Err(Error::invalid(
+            field,
+            "the type must be 1-64 characters of a-z, 0-9, '_' or '-', starting with a letter",
+        ));
+    }
+    if resource.len() > MAX_RESOURCE_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_RESOURCE_BYTES} bytes"),
+        ));
+    }
+    if id.is_empty()
+        || !id.bytes().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'~' | b':' | b'@')
+        })
+    {
+        return Err(Error::invalid(
+            field,
+            "the id must be 1 or more characters of A-Z, a-z, 0-9, '-', '_', '.', '~', ':' or '@'",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks what a resource grant gives: a relation name (a segment, for example `editor`) or
+/// a permission name (`service.resource.action`).
+pub fn validate_grant(field: &str, grant: &str) -> Result<()> {
+    if grant.contains('.') {
+        validate_permission_name(field, grant)
+    } else if valid_segment(grant) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            "must be a relation (1-64 characters of a-z, 0-9, '_' or '-', starting with a letter) or a permission (service.resource.action)",
+        ))
+    }
+}
+
+/// Which resource grants to list: a user's, a resource's, or one user's on one resource.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ResourceGrantFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+}
+
+/// The most resource grants one listing returns.
+pub const MAX_RESOURCE_GRANTS_LISTED: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -118,6 +204,8 @@ pub fn validate_service_name(field: &str, name: &str) -> Result<()> {
 pub const IDEMPOTENT_METHODS: &[&str] = &[
     "Authorize",
     "HasPermission",
+    "Check",
+    "ListResourceGrants",
     "GetUserPermissions",
     "GetUserRoles",
     "ListRoles",
@@ -134,7 +222,15 @@ pub const ADMIN_METHODS: &[&str] = &[
 ];
 
 /// Internal methods: meant for other services, not for end users.
-pub const INTERNAL_METHODS: &[&str] = &["RegisterPermissions", "Authorize", "HasPermission"];
+pub const INTERNAL_METHODS: &[&str] = &[
+    "RegisterPermissions",
+    "Authorize",
+    "HasPermission",
+    "Check",
+    "GrantResource",
+    "RevokeResource",
+    "ListResourceGrants",
+];
 
 /// The authz service contract. Errors: a malformed or undeclared permission name is
 /// `InvalidArgument` naming the field (and, for role contents, the permission); an unknown
@@ -186,6 +282,31 @@ pub trait AuthzServiceClient: Send + Sync + 'static {
     async fn grant_role(&self, ctx: &RequestContext, user_id: Uuid, role: &str) -> Result<()>;
     /// Admin: the user no longer holds the role afterwards (nor an error if they did not).
     async fn revoke_role(&self, ctx: &RequestContext, user_id: Uuid, role: &str) -> Result<()>;
+    /// Whether the user may do `permission` (declared) on `resource` (`type:id`): through a
+    /// role (anywhere), a grant of the permission on the resource, or a grant on it of a
+    /// relation the permission was declared with. Not audited (a question). Cached with
+    /// the same staleness bound as role decisions.
+    async fn check(
+        &self,
+        ctx: &RequestContext,
+        user_id: Uuid,
+        permission: &str,
+        resource: &str,
+    ) -> Result<bool>;
+    /// Internal (the resource's own service decides who may share it): the user holds
+    /// `grant` on the resource afterwards. `true` when it changed anything. Audited.
+    async fn grant_resource(&self, ctx: &RequestContext, grant: ResourceGrant) -> Result<bool>;
+    /// Internal: the user no longer holds `grant` on the resource (`grant` empty: nothing on
+    /// it). `true` when it changed anything. Audited.
+    async fn revoke_resource(&self, ctx: &RequestContext, grant: ResourceGrant) -> Result<bool>;
+    /// Internal: the grants of a user, of a resource, or of a user on a resource (at least
+    /// one of the two), sorted by resource, user and grant; at most
+    /// [`MAX_RESOURCE_GRANTS_LISTED`].
+    async fn list_resource_grants(
+        &self,
+        ctx: &RequestContext,
+        filter: ResourceGrantFilter,
+    ) -> Result<Vec<ResourceGrant>>;
 }
 
 #[cfg(test)]
@@ -204,6 +325,35 @@ mod tests {
         }
         let long = format!("a.b.{}", "c".repeat(65));
         assert!(validate_permission_name("p", &long).is_err());
+    }
+
+    #[test]
+    fn resources_and_grants() {
+        for ok in [
+            "post:1",
+            "post:0192f3a4-7b1c-7d2e-8f90-123456789abc",
+            "org:acme:team-7",
+        ] {
+            assert!(validate_resource("r", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "post",
+            ":1",
+            "post:",
+            "Post:1",
+            "post:a b",
+            "post:../x",
+            "post:a/b",
+        ] {
+            assert!(validate_resource("r", bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(validate_resource("r", &format!("post:{}", "a".repeat(200))).is_err());
+        assert!(validate_grant("g", "editor").is_ok());
+        assert!(validate_grant("g", "blog.posts.edit").is_ok());
+        for bad in ["", "Editor", "blog.posts", "a b"] {
+            assert!(validate_grant("g", bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -157,6 +157,10 @@ pub struct FakeAuthz {
     service_tokens: Arc<Mutex<Vec<Option<String>>>>,
     /// Registered permissions: name -> owning service.
     registered: Arc<Mutex<std::collections::BTreeMap<String, String>>>,
+    /// Resource grants: (resource, user, grant).
+    resources: Arc<Mutex<std::collections::BTreeSet<(String, Uuid, String)>>>,
+    /// Relations implying a permission, as registered: permission -> relations.
+    relations: Arc<Mutex<std::collections::HashMap<String, Vec<String>>>>,
 }
 
 impl FakeAuthz {
@@ -244,7 +248,9 @@ impl crate::authz::AuthzServiceClient for FakeAuthz {
         permissions: Vec<crate::authz::Permission>,
     ) -> Result<()> {
         let mut registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
+        let mut relations = self.relations.lock().unwrap_or_else(|p| p.into_inner());
         for p in permissions {
+            relations.insert(p.name.clone(), p.relations);
             registered.insert(p.name, service.to_owned());
         }
         Ok(())
@@ -277,6 +283,90 @@ impl crate::authz::AuthzServiceClient for FakeAuthz {
 
     async fn revoke_role(&self, _ctx: &RequestContext, _user_id: Uuid, _role: &str) -> Result<()> {
         Err(unsupported())
+    }
+
+    async fn check(
+        &self,
+        _ctx: &RequestContext,
+        user_id: Uuid,
+        permission: &str,
+        resource: &str,
+    ) -> Result<bool> {
+        crate::authz::validate_resource("resource", resource)?;
+        if self.check(user_id, permission)? {
+            return Ok(true);
+        }
+        let implied = self
+            .relations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(permission)
+            .cloned()
+            .unwrap_or_default();
+        let grants = self.resources.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(grants.iter().any(|(r, u, g)| {
+            r == resource && *u == user_id && (g == permission || implied.contains(g))
+        }))
+    }
+
+    async fn grant_resource(
+        &self,
+        _ctx: &RequestContext,
+        grant: crate::authz::ResourceGrant,
+    ) -> Result<bool> {
+        crate::authz::validate_resource("resource", &grant.resource)?;
+        crate::authz::validate_grant("grant", &grant.grant)?;
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::unavailable("authz down"));
+        }
+        Ok(self
+            .resources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((grant.resource, grant.user_id, grant.grant)))
+    }
+
+    async fn revoke_resource(
+        &self,
+        _ctx: &RequestContext,
+        grant: crate::authz::ResourceGrant,
+    ) -> Result<bool> {
+        crate::authz::validate_resource("resource", &grant.resource)?;
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::unavailable("authz down"));
+        }
+        let mut all = self.resources.lock().unwrap_or_else(|p| p.into_inner());
+        let before = all.len();
+        all.retain(|(r, u, g)| {
+            !(*r == grant.resource
+                && *u == grant.user_id
+                && (grant.grant.is_empty() || *g == grant.grant))
+        });
+        Ok(all.len() != before)
+    }
+
+    async fn list_resource_grants(
+        &self,
+        _ctx: &RequestContext,
+        filter: crate::authz::ResourceGrantFilter,
+    ) -> Result<Vec<crate::authz::ResourceGrant>> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::unavailable("authz down"));
+        }
+        let all = self.resources.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(all
+            .iter()
+            .filter(|(r, u, _)| {
+                filter.user_id.is_none_or(|f| f == *u)
+                    && filter.resource.as_ref().is_none_or(|f| f == r)
+            })
+            .map(|(r, u, g)| crate::authz::ResourceGrant {
+                user_id: *u,
+                resource: r.clone(),
+                grant: g.clone(),
+                granted_by: String::new(),
+            })
+            .collect())
     }
 }
 

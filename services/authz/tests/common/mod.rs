@@ -309,6 +309,7 @@ pub async fn start_with(setup: Setup) -> Option<Running> {
                 name: p.name.into(),
                 description: p.description.into(),
                 granted_to_users: p.granted_to_users,
+                relations: Vec::new(),
             })
             .collect();
         core.register_permissions(&ctx(), info.service, declared)

@@ -184,6 +184,30 @@ impl AuthzServiceClient for CountingAuthz {
     async fn revoke_role(&self, ctx: &RequestContext, u: Uuid, r: &str) -> Result<()> {
         self.inner.revoke_role(ctx, u, r).await
     }
+    async fn check(&self, ctx: &RequestContext, u: Uuid, p: &str, r: &str) -> Result<bool> {
+        self.inner.check(ctx, u, p, r).await
+    }
+    async fn grant_resource(
+        &self,
+        ctx: &RequestContext,
+        g: plt_contracts::authz::ResourceGrant,
+    ) -> Result<bool> {
+        self.inner.grant_resource(ctx, g).await
+    }
+    async fn revoke_resource(
+        &self,
+        ctx: &RequestContext,
+        g: plt_contracts::authz::ResourceGrant,
+    ) -> Result<bool> {
+        self.inner.revoke_resource(ctx, g).await
+    }
+    async fn list_resource_grants(
+        &self,
+        ctx: &RequestContext,
+        f: plt_contracts::authz::ResourceGrantFilter,
+    ) -> Result<Vec<plt_contracts::authz::ResourceGrant>> {
+        self.inner.list_resource_grants(ctx, f).await
+    }
 }
 
 // ---------------------------------------------------------------- upstreams
