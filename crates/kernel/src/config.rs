@@ -409,6 +409,9 @@ pub const KNOWN_SECTIONS: &[&str] = &[
     "outbox",
     "events",
     "client_tls",
+    "cache",
+    "scheduler",
+    "blob",
 ];
 
 /// The repository's `config/default.yaml`, built in: the defaults when the config directory

@@ -149,6 +149,9 @@ pub struct Context<C> {
     /// ([`Context::publisher`]) are relayed to the bus by the runtime, in commit order.
     pub outbox: Option<plt_outbox::Outbox>,
     extensions: http::Extensions,
+    cache: plt_cache::CacheConfig,
+    scheduler: plt_scheduler::SchedulerConfig,
+    blob: plt_blob::BlobConfig,
 }
 
 impl<C> Context<C> {
@@ -196,6 +199,39 @@ impl<C> Context<C> {
         }
     }
 
+    /// A cache named `name` (keys under `<cache.key_prefix>:<service>:<name>:`), on the
+    /// `cache` section's backend: this process's memory, or Redis shared by every instance
+    /// (a Redis that fails is a miss, never a failed request).
+    pub fn cache(&self, name: &str) -> anyhow::Result<plt_cache::Cache> {
+        plt_cache::Cache::connect(&self.cache, self.name, name)
+            .with_context(|| format!("building cache {name}"))
+    }
+
+    /// A scheduler on this service's database (`scheduler` section): add jobs and hand it
+    /// to [`Parts::scheduler`], which runs it until shutdown. Each occurrence runs on one
+    /// instance; [`plt_scheduler::Scheduler::status`] tells what ran and what is next.
+    pub fn scheduler(&self) -> anyhow::Result<plt_scheduler::Scheduler> {
+        Ok(plt_scheduler::Scheduler::new(self.db()?, &self.scheduler))
+    }
+
+    /// The blob store of the `blob` section: files under a directory (`blob.local.dir`; a
+    /// relative one is under `database.data_dir`, one directory per service) or an
+    /// S3-compatible server. With `blob.local.public_base_url` set, the local store's signed
+    /// URLs are answered by routes the service mounts: `store.routes()` into [`Parts::http`].
+    pub fn blob(&self) -> anyhow::Result<Arc<dyn plt_blob::BlobStore>> {
+        let mut cfg = self.blob.clone();
+        if cfg.local.dir.is_relative() {
+            cfg.local.dir = self
+                .config
+                .kernel
+                .database
+                .data_dir
+                .join(&cfg.local.dir)
+                .join(self.name);
+        }
+        plt_blob::connect(&cfg).context("opening the blob store")
+    }
+
     /// The database; an error if the manifest declares no migrations.
     pub fn db(&self) -> anyhow::Result<&Db> {
         self.db
@@ -221,6 +257,7 @@ pub struct Parts {
     verifier: Option<Verifier>,
     decide: Option<Arc<dyn Decide>>,
     subscriptions: Vec<plt_events::Subscription>,
+    schedulers: Vec<plt_scheduler::Scheduler>,
 }
 
 impl Parts {
@@ -312,6 +349,14 @@ impl Parts {
         self
     }
 
+    /// Runs the scheduler's jobs ([`Context::scheduler`]) while the service runs: its table
+    /// is installed before the service registers, each due occurrence runs on one instance,
+    /// and at shutdown the runs in flight finish.
+    pub fn scheduler(mut self, scheduler: plt_scheduler::Scheduler) -> Self {
+        self.schedulers.push(scheduler);
+        self
+    }
+
     /// A consumer group to run on the event bus while the service runs: its handler gets the
     /// group's events (retried, dead-lettered after `events.consumer.max_attempts`), and at
     /// shutdown finishes what is in flight and commits. Not started when no bus is configured.
@@ -390,6 +435,10 @@ pub fn load_config<S: Service>(source: ConfigSource) -> anyhow::Result<Loaded<S:
         )
         .into());
     }
+    cfg.source.section::<plt_cache::CacheConfig>("cache")?;
+    cfg.source
+        .section::<plt_scheduler::SchedulerConfig>("scheduler")?;
+    cfg.source.section::<plt_blob::BlobConfig>("blob")?;
     if let Some(auth) = cfg.service.auth() {
         auth.check(&format!("{}.auth", m.name))?;
     }
@@ -490,7 +539,13 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
         None => plt_events::connect(&events_cfg, m.binary).context("connecting the event bus")?,
     };
     let outbox = db.as_ref().map(|db| plt_outbox::Outbox::new(db, m.name));
+    let cache = cfg.source.section("cache")?;
+    let scheduler = cfg.source.section("scheduler")?;
+    let blob = cfg.source.section("blob")?;
     let cx = Context {
+        blob,
+        cache,
+        scheduler,
         name: m.name,
         config: cfg,
         db,
@@ -530,6 +585,7 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
         verifier: own_verifier,
         decide,
         subscriptions,
+        schedulers,
     } = parts;
     let mut collectors = collectors;
     // Events written into the outbox go to the bus in commit order.
@@ -634,6 +690,13 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
                 tracing::warn!(group = %sub.group, "events.backend is none: this consumer group does not run");
             }
         }
+    }
+    for scheduler in schedulers {
+        scheduler
+            .install()
+            .await
+            .context("installing the scheduler's table and jobs")?;
+        jobs.push(tokio::spawn(scheduler.run(stopping.clone())));
     }
     if !permissions.is_empty() {
         jobs.push(tokio::spawn(register_permissions(
