@@ -176,13 +176,14 @@ impl Contract {
             .services()
             .filter(|s| own_files.iter().any(|f| f == s.parent_file().name()))
             .collect();
-        for svc in &services {
-            for m in svc.methods() {
-                builder = builder.message_attribute(
-                    format!(".{}", m.input().full_name()),
-                    "#[serde(deny_unknown_fields)]",
-                );
-            }
+        // Once per message, even when several methods take it.
+        let inputs: std::collections::BTreeSet<String> = services
+            .iter()
+            .flat_map(|svc| svc.methods().map(|m| m.input().full_name().to_owned()))
+            .collect();
+        for input in inputs {
+            builder =
+                builder.message_attribute(format!(".{input}"), "#[serde(deny_unknown_fields)]");
         }
         builder.compile_fds(own)?;
 

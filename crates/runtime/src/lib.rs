@@ -152,6 +152,7 @@ pub struct Context<C> {
     cache: plt_cache::CacheConfig,
     scheduler: plt_scheduler::SchedulerConfig,
     blob: plt_blob::BlobConfig,
+    authz: Option<Arc<dyn AuthzServiceClient>>,
 }
 
 impl<C> Context<C> {
@@ -232,6 +233,39 @@ impl<C> Context<C> {
         plt_blob::connect(&cfg).context("opening the blob store")
     }
 
+    /// authz, as the guard asks it (the overrides' in tests, else found through the
+    /// registry and called as this service): for the checks a core makes itself —
+    /// resource-level permissions (`check(user, permission, "post:<id>")`) and grants.
+    pub async fn authz(&self) -> anyhow::Result<Arc<dyn AuthzServiceClient>> {
+        match &self.authz {
+            Some(a) => Ok(a.clone()),
+            None => Ok(self.clients.client::<dyn AuthzServiceClient>().await?),
+        }
+    }
+
+    /// The relay of this service's audit trail: records written into the outbox with
+    /// `plt_outbox::audit::AuditEvent::message` (in the transaction of the change they
+    /// describe) delivered to audit at least once — through the bus when one is configured,
+    /// else audit's `Record` (an `Arc<dyn AuditServiceClient>` in the overrides' extensions
+    /// replaces the client). Hand it to [`Parts::relay`].
+    pub async fn audit_relay(&self) -> anyhow::Result<plt_outbox::Relay> {
+        let outbox = self.outbox()?;
+        let audit = match self.extension::<Arc<dyn plt_contracts::audit::AuditServiceClient>>() {
+            Some(a) => a.clone(),
+            None => self
+                .clients
+                .client::<dyn plt_contracts::audit::AuditServiceClient>()
+                .await
+                .map_err(|e| anyhow::anyhow!("audit client: {e}"))?,
+        };
+        let cfg: plt_outbox::OutboxConfig = self.config.source.section("outbox")?;
+        Ok(outbox.relay(
+            plt_outbox::audit::TOPIC,
+            self.audit_destination(audit, cfg.timeout),
+            &cfg,
+        ))
+    }
+
     /// The database; an error if the manifest declares no migrations.
     pub fn db(&self) -> anyhow::Result<&Db> {
         self.db
@@ -258,6 +292,7 @@ pub struct Parts {
     decide: Option<Arc<dyn Decide>>,
     subscriptions: Vec<plt_events::Subscription>,
     schedulers: Vec<plt_scheduler::Scheduler>,
+    relays: Vec<plt_outbox::Relay>,
 }
 
 impl Parts {
@@ -346,6 +381,14 @@ impl Parts {
     /// everyone else asks authz.
     pub fn decide(mut self, decide: Arc<dyn Decide>) -> Self {
         self.decide = Some(decide);
+        self
+    }
+
+    /// Runs an outbox relay ([`Context::audit_relay`], or one of the service's own topics)
+    /// while the service runs, with its metrics; at shutdown it stops after its batch.
+    pub fn relay(mut self, relay: plt_outbox::Relay) -> Self {
+        self.collectors.push(relay.metrics_collector());
+        self.relays.push(relay);
         self
     }
 
@@ -543,6 +586,7 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
     let scheduler = cfg.source.section("scheduler")?;
     let blob = cfg.source.section("blob")?;
     let cx = Context {
+        authz: o.authz.clone(),
         blob,
         cache,
         scheduler,
@@ -586,6 +630,7 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
         decide,
         subscriptions,
         schedulers,
+        relays,
     } = parts;
     let mut collectors = collectors;
     // Events written into the outbox go to the bus in commit order.
@@ -690,6 +735,9 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
                 tracing::warn!(group = %sub.group, "events.backend is none: this consumer group does not run");
             }
         }
+    }
+    for relay in relays {
+        jobs.push(tokio::spawn(relay.run(stopping.clone())));
     }
     for scheduler in schedulers {
         scheduler
