@@ -34,6 +34,15 @@ const NOT_CONFIG: &[&str] = &[
     "identity.users.manage",
     "authz.permissions.read_self",
     "google.api.http",
+    "blog.posts.write",
+    "blog.posts.read",
+    "blog.posts.edit",
+    "blog.posts.share",
+    "blog.posts.delete",
+    "blog.posts.manage",
+    "blog.comments.write",
+    "authz.resource.grant",
+    "authz.resource.revoke",
 ];
 
 /// Variables that are not key paths: the loader's own.
@@ -42,6 +51,19 @@ const LOADER_VARS: &[&str] = &["PLT_CONFIG_DIR", "PLT_ENV"];
 /// The example feature service the README walks through (`plt new service notes`): its
 /// section ships in its own crate, not in default.yaml.
 const EXAMPLE_FEATURE_SECTIONS: &[&str] = &["notes"];
+
+/// The repository's feature services: their sections ship in `services/<name>/config.yaml`,
+/// where the README's keys of theirs are looked up.
+const FEATURE_SECTIONS: &[&str] = &["blog", "billing", "analytics"];
+
+/// A feature service's `config.yaml` (its section's defaults).
+fn feature_defaults(name: &str) -> Value {
+    serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join(format!("services/{name}/config.yaml")))
+            .unwrap_or_default(),
+    )
+    .unwrap_or(Value::Null)
+}
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -238,6 +260,15 @@ fn every_configuration_key_and_variable_in_the_readme_is_real() {
             }
             continue;
         }
+        if FEATURE_SECTIONS.contains(&path[0].as_str()) && !NOT_CONFIG.contains(&name.as_str()) {
+            if lookup(&feature_defaults(&path[0]), &path).is_none() {
+                problems.push(format!(
+                    "`{name}`: no such key in services/{}/config.yaml",
+                    path[0]
+                ));
+            }
+            continue;
+        }
         if NOT_CONFIG.contains(&name.as_str()) {
             if found.is_some() {
                 problems.push(format!(
@@ -288,6 +319,16 @@ fn every_configuration_key_and_variable_in_the_readme_is_real() {
         // A prefix written as `PLT_AUTH__SERVICE_ACCOUNTS__` (then `<NAME>`) names the map.
         if path.last().is_some_and(String::is_empty) {
             path.pop();
+        }
+        if FEATURE_SECTIONS.contains(&path[0].as_str()) {
+            if lookup(&feature_defaults(&path[0]), &path).is_none() {
+                problems.push(format!(
+                    "{var}: no key {} in services/{}/config.yaml",
+                    path.join("."),
+                    path[0]
+                ));
+            }
+            continue;
         }
         if EXAMPLE_FEATURE_SECTIONS.contains(&path[0].as_str()) {
             assert!(!KNOWN_SECTIONS.contains(&path[0].as_str()));
