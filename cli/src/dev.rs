@@ -269,6 +269,23 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         plt_events::config::Backend::Kafka => None,
         _ => Some(Arc::new(plt_events::memory::MemoryBus::new())),
     };
+    // Feature services run as processes: they reach this bus through its bridge on loopback.
+    let bridge = match (&bus, &agent) {
+        (Some(bus), Some(_)) => {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                .await
+                .context("binding the event bus bridge")?;
+            let url = format!("http://{}", listener.local_addr()?);
+            let app = plt_events::bridge::routes(bus.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "the event bus bridge stopped");
+                }
+            });
+            Some(url)
+        }
+        _ => None,
+    };
     let shared = Overrides {
         registry: Some(registry.clone()),
         events: bus,
@@ -357,12 +374,16 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     }
     let mut running = Vec::new();
     if let Some(agent) = &agent {
-        let env: Vec<(String, String)> = s
+        let mut env: Vec<(String, String)> = s
             .vars
             .iter()
             .filter(|(k, _)| k == "PLT_DATABASE__DATA_DIR" || k == "PLT_NOTIFIER__OUTBOX_DIR")
             .cloned()
             .collect();
+        if let Some(url) = &bridge {
+            env.push(("PLT_EVENTS__BACKEND".into(), "bridge".into()));
+            env.push(("PLT_EVENTS__BRIDGE__URL".into(), url.clone()));
+        }
         for (f, exe) in order.iter().map(|&i| (&features[i], &exes[i])) {
             match crate::features::spawn(f, exe, agent, &registry, auth_addr, &env).await {
                 Ok(r) => running.push(r),

@@ -738,7 +738,7 @@ impl<'a> Generator<'a> {
         for m in &self.methods {
             let _ = writeln!(
                 c,
-                "    async fn {r}(&self, ctx: &{ctx}, req: pb::{inp}) -> {res}<pb::{out}> {{\n        self.0.call({name}, {upper}_IDEMPOTENT_METHODS.contains(&{name}), ctx, |c, cx| {{\n            let req = req.clone();\n            async move {{ c.{r}(&cx, req).await }}\n        }}).await\n    }}",
+                "    async fn {r}(&self, ctx: &{ctx}, req: pb::{inp}) -> {res}<pb::{out}> {{\n        self.0.call({name}, {upper}_IDEMPOTENT_METHODS.contains(&{name}), ctx, |c, cx| {{\n            // (UFCS: a message without fields is `Copy`.)\n            let req = ::std::clone::Clone::clone(&req);\n            async move {{ c.{r}(&cx, req).await }}\n        }}).await\n    }}",
                 r = m.rust,
                 inp = m.input,
                 out = m.output,

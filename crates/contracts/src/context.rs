@@ -13,6 +13,11 @@ use std::{
 /// `grpc-timeout`).
 pub const TIMEOUT_HEADER: &str = "x-plt-timeout-ms";
 
+/// The header (HTTP) and metadata key (gRPC) carrying the caller's idempotency key for a
+/// mutating call: repeats with one key have one effect and get one answer (see the
+/// `plt-idempotency` crate).
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
     /// The id of the originating request, propagated as `x-request-id`.
@@ -43,6 +48,10 @@ pub struct RequestContext {
     /// Who the service runtime admitted for this call (server side only; set by the
     /// generated adapters after the method's access rule passed, never read from the wire).
     pub principal: Option<crate::access::Principal>,
+    /// The caller's idempotency key (`Idempotency-Key` / gRPC `idempotency-key`), as sent;
+    /// forwarded on outgoing calls made with this context. Validating it is the callee's
+    /// business (`plt-idempotency`).
+    pub idempotency_key: Option<String>,
 }
 
 impl RequestContext {
@@ -87,6 +96,7 @@ impl RequestContext {
                 })
                 .map(|d| Instant::now() + d),
             principal: None,
+            idempotency_key: text(IDEMPOTENCY_KEY_HEADER),
         }
     }
 
@@ -156,6 +166,11 @@ impl RequestContext {
             && let Ok(v) = left.as_millis().to_string().parse()
         {
             headers.insert(TIMEOUT_HEADER, v);
+        }
+        if let Some(key) = &self.idempotency_key
+            && let Ok(v) = http::HeaderValue::from_str(key)
+        {
+            headers.insert(IDEMPOTENCY_KEY_HEADER, v);
         }
     }
 
@@ -253,6 +268,23 @@ mod tests {
             "{t}"
         );
         assert!(req.metadata().get(TIMEOUT_HEADER).is_none());
+    }
+
+    #[test]
+    fn the_idempotency_key_is_read_and_forwarded() {
+        let mut h = HeaderMap::new();
+        h.insert("Idempotency-Key", "order-42".parse().unwrap());
+        let ctx = RequestContext::from_headers(&h);
+        assert_eq!(ctx.idempotency_key.as_deref(), Some("order-42"));
+        let mut out = HeaderMap::new();
+        ctx.write_headers(&mut out);
+        assert_eq!(out[IDEMPOTENCY_KEY_HEADER], "order-42");
+        let req = ctx.grpc_request(());
+        assert_eq!(
+            req.metadata().get(IDEMPOTENCY_KEY_HEADER).unwrap(),
+            "order-42"
+        );
+        assert_eq!(RequestContext::new().idempotency_key, None);
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub enum Backend {
     Memory,
     /// A Kafka-protocol broker.
     Kafka,
+    /// The embedded bus of another process on this machine, over HTTP (`plt dev` serves
+    /// its bus to the feature services it runs as processes; development only).
+    Bridge,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,6 +25,16 @@ pub struct EventsConfig {
     pub backend: Backend,
     pub kafka: KafkaConfig,
     pub consumer: ConsumerConfig,
+    #[serde(default)]
+    pub bridge: BridgeConfig,
+}
+
+/// Where the bus of `backend: bridge` is served.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// `http://127.0.0.1:<port>` (set by `plt dev` for the processes it starts).
+    pub url: String,
 }
 
 impl Default for EventsConfig {
@@ -30,6 +43,7 @@ impl Default for EventsConfig {
             backend: Backend::None,
             kafka: KafkaConfig::default(),
             consumer: ConsumerConfig::default(),
+            bridge: BridgeConfig::default(),
         }
     }
 }
@@ -108,6 +122,12 @@ impl Default for ConsumerConfig {
 impl Validate for EventsConfig {
     fn validate(&self, p: &str) -> Result<(), ConfigError> {
         let key = |k: &str| format!("{p}.{k}");
+        if self.backend == Backend::Bridge && !self.bridge.url.starts_with("http://") {
+            return Err(ConfigError::new(
+                key("bridge.url"),
+                "must be the http:// URL where plt dev serves its bus when events.backend is bridge",
+            ));
+        }
         if self.backend == Backend::Kafka {
             if self.kafka.brokers.trim().is_empty() {
                 return Err(ConfigError::new(

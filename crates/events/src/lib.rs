@@ -20,6 +20,7 @@
 //!   ([`outbox::message`] in the same database transaction as the change, relayed in order by
 //!   [`outbox::BusDestination`]); consumers apply effects once through [`inbox`].
 
+pub mod bridge;
 pub mod config;
 pub mod consumer;
 pub mod inbox;
@@ -346,6 +347,7 @@ pub fn connect(cfg: &EventsConfig, client_id: &str) -> Result<Option<Arc<dyn Bus
         config::Backend::None => None,
         config::Backend::Memory => Some(Arc::new(memory::MemoryBus::shared())),
         config::Backend::Kafka => Some(Arc::new(kafka::KafkaBus::new(&cfg.kafka, client_id)?)),
+        config::Backend::Bridge => Some(Arc::new(bridge::BridgeBus::new(&cfg.bridge.url)?)),
     })
 }
 

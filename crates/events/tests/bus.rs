@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use plt_events::{
     Bus, Event, Handler, HandlerError, Outgoing, Received, Start, Subscription,
+    bridge::BridgeBus,
     config::{ConsumerConfig, KafkaConfig},
     consumer::{self, dead_letter_topic},
     kafka::KafkaBus,
@@ -20,9 +21,24 @@ use std::{
 };
 use tokio::sync::watch;
 
-/// The buses under test: the embedded one, and Kafka when configured.
+/// An embedded bus served over its HTTP bridge, as `plt dev` serves its bus to feature
+/// services in other processes, and used through [`BridgeBus`].
+fn bridged() -> Arc<dyn Bus> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let app = plt_events::bridge::routes(Arc::new(MemoryBus::new()));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Arc::new(BridgeBus::new(&format!("http://{addr}")).unwrap())
+}
+
+/// The buses under test: the embedded one, the same through its bridge, and Kafka when
+/// configured.
 fn buses(test: &str) -> Vec<Arc<dyn Bus>> {
-    let mut v: Vec<Arc<dyn Bus>> = vec![Arc::new(MemoryBus::new())];
+    let mut v: Vec<Arc<dyn Bus>> = vec![Arc::new(MemoryBus::new()), bridged()];
     match std::env::var("PLT_TEST_KAFKA_BROKERS") {
         Ok(brokers) if !brokers.is_empty() => {
             let cfg = KafkaConfig {
@@ -408,4 +424,68 @@ async fn a_stopping_consumer_finishes_its_handlers_and_commits() {
         stop.send(true).unwrap();
         second.task.await.unwrap();
     }
+}
+
+/// A process that dies without leaving its group (no `leave`, no more polls) is taken out by
+/// the bridge after the member time-out: the group's other member then gets its partitions
+/// and reads what it had not committed.
+#[tokio::test]
+async fn the_bridge_takes_a_silent_member_out_of_its_group() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let app =
+        plt_events::bridge::routes_with(Arc::new(MemoryBus::new()), Duration::from_millis(400));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let topic = unique("bridge");
+    let http = plt_kernel::tls::http_client();
+    // The "dead" member: joined through the bridge, never polls again.
+    let r = http
+        .post(format!("{url}/plt/bus/join"))
+        .json(&serde_json::json!({"group": "g", "topics": [topic.clone()], "latest": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bus = BridgeBus::new(&url).unwrap();
+    let mut alive = bus
+        .join("g", std::slice::from_ref(&topic), Start::Earliest)
+        .await
+        .unwrap();
+    let sent: Vec<Outgoing> = (0..20)
+        .map(|i| Outgoing {
+            topic: topic.clone(),
+            key: Some(format!("k{i}").into_bytes()),
+            headers: Vec::new(),
+            value: vec![i],
+        })
+        .collect();
+    assert!(bus.publish(&sent).await.iter().all(Result::is_ok));
+    // Until the dead member is taken out, half the partitions are its own; then all are the
+    // live member's (from the committed offsets: what it read before may come again).
+    let mut values = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while values.len() < sent.len() {
+        assert!(
+            Instant::now() < deadline,
+            "got {} of {}",
+            values.len(),
+            sent.len()
+        );
+        for m in alive.poll(100, Duration::from_millis(200)).await.unwrap() {
+            values.insert(m.value[0]);
+        }
+    }
+    assert_eq!(values, (0..20).collect());
+    // The dead member is gone: polling as it answers 404.
+    let r = http
+        .post(format!("{url}/plt/bus/poll"))
+        .json(&serde_json::json!({"member": 1, "max": 1, "wait_ms": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }

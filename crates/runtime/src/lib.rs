@@ -471,10 +471,14 @@ pub fn load_config<S: Service>(source: ConfigSource) -> anyhow::Result<Loaded<S:
         cfg.source.section::<plt_outbox::OutboxConfig>("outbox")?;
     }
     let events: plt_events::EventsConfig = cfg.source.section("events")?;
-    if events.backend == plt_events::config::Backend::Memory && cfg.kernel.env == "production" {
+    if matches!(
+        events.backend,
+        plt_events::config::Backend::Memory | plt_events::config::Backend::Bridge
+    ) && cfg.kernel.env == "production"
+    {
         return Err(plt_kernel::ConfigError::new(
             "events.backend",
-            "memory is the embedded bus of one development process; use kafka (or none) in production",
+            "memory and bridge are the embedded bus of one development process; use kafka (or none) in production",
         )
         .into());
     }

@@ -363,7 +363,7 @@ impl BlogCore {
         meta: serde_json::Value,
     ) -> Vec<Message> {
         let mut record = AuditEvent::new(
-            &actor.to_string(),
+            actor.to_string(),
             action,
             resource(post.id),
             Outcome::Success,
@@ -491,13 +491,7 @@ impl BlogCore {
             .unwrap_or_default()
             .trim()
             .to_ascii_lowercase();
-        if !self
-            .cfg
-            .attachments
-            .content_types
-            .iter()
-            .any(|t| *t == content_type)
-        {
+        if !self.cfg.attachments.content_types.contains(&content_type) {
             return Err(Error::invalid(
                 "content-type",
                 format!(

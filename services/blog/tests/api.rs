@@ -729,8 +729,10 @@ async fn attachments_on_s3() {
         ("PLT_BLOB__S3__ACCESS_KEY_ID", "test"),
         ("PLT_BLOB__S3__SECRET_ACCESS_KEY", "test-secret"),
     ];
-    let mut cfg = plt_blob::BlobConfig::default();
-    cfg.backend = plt_blob::Backend::S3;
+    let mut cfg = plt_blob::BlobConfig {
+        backend: plt_blob::Backend::S3,
+        ..Default::default()
+    };
     cfg.s3.endpoint = endpoint.clone();
     cfg.s3.bucket = bucket.clone();
     cfg.s3.access_key_id = "test".into();
