@@ -42,6 +42,8 @@ pub struct DevArgs {
     pub admin_email: String,
     /// Generated (and printed once) when not given.
     pub admin_password: Option<Secret<String>>,
+    /// Instances of a feature service beyond the first (`("billing", 2)`: one more).
+    pub replicas: Vec<(String, u32)>,
 }
 
 /// The configuration every service of `plt dev` reads: the usual layers, with the data
@@ -218,7 +220,18 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let exes = crate::features::build(&features)?;
     let order = crate::features::start_order(&features, &exes)?;
     let started = Instant::now();
-    let s = source(Some(&data_dir));
+    let mut s = source(Some(&data_dir));
+    // A feature service's own variables (`PLT_BILLING__PERIOD`) are its own: they reach its
+    // process (which inherits this environment), not the core services' loaders, which would
+    // refuse a section they do not know.
+    s.vars.retain(|(k, _)| {
+        !features.iter().any(|f| {
+            k.starts_with(&format!(
+                "PLT_{}__",
+                f.service.to_uppercase().replace('-', "_")
+            ))
+        })
+    });
     let identity_cfg = load_config::<Identity>(s.clone())?;
     let mut auth_cfg = load_config::<Auth>(s.clone())?;
     let audit_cfg = load_config::<Audit>(s.clone())?;
@@ -385,13 +398,40 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             env.push(("PLT_EVENTS__BRIDGE__URL".into(), url.clone()));
         }
         for (f, exe) in order.iter().map(|&i| (&features[i], &exes[i])) {
-            match crate::features::spawn(f, exe, agent, &registry, auth_addr, &env).await {
-                Ok(r) => running.push(r),
-                Err(e) => {
-                    let _ = crate::features::stop(running).await;
-                    let _ = stop_tx.send(true);
-                    return Err(e);
+            let n = args
+                .replicas
+                .iter()
+                .find(|(s, _)| *s == f.service)
+                .map_or(1, |(_, n)| *n);
+            for instance in 0..n {
+                let mut env = env.clone();
+                if instance > 0 {
+                    // Replicas listen on any free port; they register the one they got.
+                    env.push((
+                        format!("PLT_{}__LISTEN", f.service.to_uppercase().replace('-', "_")),
+                        "127.0.0.1:0".into(),
+                    ));
                 }
+                let others: Vec<SocketAddr> = running
+                    .iter()
+                    .filter(|r: &&crate::features::Running| r.feature.service == f.service)
+                    .map(|r| r.addr)
+                    .collect();
+                match crate::features::spawn(f, exe, agent, &registry, auth_addr, &env, &others)
+                    .await
+                {
+                    Ok(r) => running.push(r),
+                    Err(e) => {
+                        let _ = crate::features::stop(running).await;
+                        let _ = stop_tx.send(true);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        for (name, _) in &args.replicas {
+            if !features.iter().any(|f| f.service == *name) {
+                tracing::warn!(service = %name, "--replicas names no feature service of this workspace");
             }
         }
     }

@@ -190,6 +190,9 @@ pub async fn spawn(
     registry: &Arc<dyn ServiceRegistry>,
     auth: SocketAddr,
     env: &[(String, String)],
+    // The addresses of its instances started before: this one is the instance registered at
+    // another address.
+    others: &[SocketAddr],
 ) -> anyhow::Result<Running> {
     let section = feature.service.to_uppercase().replace('-', "_");
     let mut cmd = Command::new(exe);
@@ -202,6 +205,19 @@ pub async fn spawn(
             format!("PLT_{section}__AUTH__JWKS_URL"),
             format!("http://{auth}/.well-known/jwks.json"),
         );
+    // Another feature service's own variables (`PLT_BILLING__PERIOD` for blog) are not
+    // this one's: its loader would refuse a section it does not know.
+    let own = format!("PLT_{section}__");
+    for (k, _) in std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))) {
+        if let Some(rest) = k.strip_prefix("PLT_")
+            && let Some((sect, _)) = rest.split_once("__")
+            && !k.starts_with(&own)
+            && !plt_kernel::config::KNOWN_SECTIONS.contains(&sect.to_ascii_lowercase().as_str())
+            && !plt_kernel::config::is_reserved_var(&k)
+        {
+            cmd.env_remove(&k);
+        }
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -217,8 +233,10 @@ pub async fn spawn(
             );
         }
         if let Ok(instances) = registry.discover(&feature.service).await
-            && let Some(i) = instances.first()
-            && let Ok(addr) = i.address.parse()
+            && let Some(addr) = instances
+                .iter()
+                .filter_map(|i| i.address.parse::<SocketAddr>().ok())
+                .find(|a| !others.contains(a))
         {
             return Ok(Running {
                 feature: feature.clone(),

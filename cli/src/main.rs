@@ -38,6 +38,10 @@ enum Command {
         /// The bootstrap admin's password; generated and printed once when not given.
         #[arg(long, env = "PLT_DEV_ADMIN_PASSWORD", hide_env_values = true)]
         admin_password: Option<String>,
+        /// More than one instance of a feature service (`billing=2`): the extra ones listen on
+        /// any free port and share its database, as replicas of a deployment do.
+        #[arg(long = "replicas", value_name = "SERVICE=N", value_parser = parse_replicas)]
+        replicas: Vec<(String, u32)>,
     },
     /// Run one service in this process, as its own binary would (what `dev --processes`
     /// starts): identity, auth, authz, audit or gateway.
@@ -162,6 +166,19 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `billing=2` → ("billing", 2).
+fn parse_replicas(s: &str) -> Result<(String, u32), String> {
+    let (name, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected SERVICE=N, for example billing=2"))?;
+    let n: u32 = n
+        .parse()
+        .ok()
+        .filter(|n| (1..=8).contains(n))
+        .ok_or_else(|| format!("{s:?}: N must be 1 to 8"))?;
+    Ok((name.to_owned(), n))
+}
+
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Dev {
@@ -169,12 +186,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             processes,
             admin_email,
             admin_password,
+            replicas,
         } => {
             dev::dev(dev::DevArgs {
                 data_dir,
                 processes,
                 admin_email,
                 admin_password: admin_password.map(Secret::new),
+                replicas,
             })
             .await
         }

@@ -293,6 +293,7 @@ pub struct Parts {
     subscriptions: Vec<plt_events::Subscription>,
     schedulers: Vec<plt_scheduler::Scheduler>,
     relays: Vec<plt_outbox::Relay>,
+    public_http: Vec<String>,
 }
 
 impl Parts {
@@ -315,6 +316,14 @@ impl Parts {
         });
         self.http_prefixes
             .extend(prefixes.iter().map(|p| (*p).to_owned()));
+        self
+    }
+
+    /// Tells the gateway that `method` requests under `prefix` of routes given to
+    /// [`Parts::http`] are public (no token needed there); the routes check their callers
+    /// themselves. A contract's public methods are announced by the runtime.
+    pub fn public_http(mut self, method: &str, prefix: &str) -> Self {
+        self.public_http.push(format!("{method} {prefix}"));
         self
     }
 
@@ -635,6 +644,7 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
         subscriptions,
         schedulers,
         relays,
+        public_http,
     } = parts;
     let mut collectors = collectors;
     // Events written into the outbox go to the bus in commit order.
@@ -683,6 +693,12 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
     prefixes.dedup();
     let doc =
         openapi::merge_fragments(m.name, m.version, &fragments).map_err(anyhow::Error::msg)?;
+    // The public methods (`GET /v1/blog/posts`, up to the path's first parameter): the gateway
+    // lets them through without a token; this service enforces every method's rule anyway.
+    let mut public: Vec<String> = openapi::public_routes(&doc);
+    public.extend(public_http);
+    public.sort();
+    public.dedup();
     host = host.http(openapi::route(doc));
     // Whether authz took this service's permissions: `GET /plt/permissions` (internal: the
     // gateway routes only announced prefixes), for tools that start services one by one.
@@ -766,6 +782,9 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
     }
     if !prefixes.is_empty() {
         meta.insert("routes".to_owned(), prefixes.join(","));
+    }
+    if !public.is_empty() {
+        meta.insert("public".to_owned(), public.join(","));
     }
     if !fragments.is_empty() {
         meta.insert("openapi".to_owned(), openapi::PATH.to_owned());

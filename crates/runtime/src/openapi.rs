@@ -19,3 +19,50 @@ pub fn route(doc: Value) -> axum::Router {
         }),
     )
 }
+
+/// `METHOD /path-prefix` of every operation of `doc` whose access rule is public
+/// (`x-plt-access: public`), the prefix being the path up to its first parameter.
+pub fn public_routes(doc: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(paths) = doc.get("paths").and_then(Value::as_object) else {
+        return out;
+    };
+    for (path, ops) in paths {
+        let Some(ops) = ops.as_object() else { continue };
+        let prefix = match path.find("/{") {
+            Some(i) => &path[..i],
+            None => path.as_str(),
+        };
+        if prefix.is_empty() {
+            continue;
+        }
+        for (method, op) in ops {
+            if op.get("x-plt-access").and_then(Value::as_str) == Some("public") {
+                out.push(format!("{} {prefix}", method.to_ascii_uppercase()));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod public_tests {
+    #[test]
+    fn public_operations_up_to_their_first_parameter() {
+        let doc = serde_json::json!({"paths": {
+            "/v1/blog/posts": {"get": {"x-plt-access": "public"}, "post": {"x-plt-access": "permission blog.posts.write"}},
+            "/v1/blog/posts/{id}": {"get": {"x-plt-access": "public"}, "patch": {"x-plt-access": "any signed-in user"}},
+            "/v1/blog/slugs/{slug}": {"get": {"x-plt-access": "public"}}
+        }});
+        let mut got = super::public_routes(&doc);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                "GET /v1/blog/posts",
+                "GET /v1/blog/posts",
+                "GET /v1/blog/slugs"
+            ]
+        );
+    }
+}

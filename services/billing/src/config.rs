@@ -21,7 +21,52 @@ pub struct BillingConfig {
     /// How long idempotent answers are kept.
     #[serde(with = "humantime_serde")]
     pub idempotency_ttl: Duration,
+    /// How long a billing period is: `month` (the calendar month), or a fixed length such as
+    /// `2m` to try billing out without waiting a month.
+    #[serde(default)]
+    pub period: Period,
     pub auth: TokenConfig,
+}
+
+/// `billing.period`: the calendar month, or a fixed length.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Period {
+    #[default]
+    Month,
+    Fixed(Duration),
+}
+
+impl Period {
+    /// The fixed length, if not the calendar month.
+    pub fn fixed(&self) -> Option<Duration> {
+        match self {
+            Period::Month => None,
+            Period::Fixed(d) => Some(*d),
+        }
+    }
+}
+
+impl Serialize for Period {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Period::Month => s.serialize_str("month"),
+            Period::Fixed(d) => {
+                s.serialize_str(&humantime_serde::re::humantime::format_duration(*d).to_string())
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "month" {
+            return Ok(Period::Month);
+        }
+        humantime_serde::re::humantime::parse_duration(&s)
+            .map(Period::Fixed)
+            .map_err(|_| serde::de::Error::custom("must be month or a duration such as 2m"))
+    }
 }
 
 impl Validate for BillingConfig {
@@ -39,6 +84,14 @@ impl Validate for BillingConfig {
             return Err(ConfigError::new(
                 key("invoice_interval"),
                 "must be between 10ms and 24h",
+            ));
+        }
+        if let Period::Fixed(d) = self.period
+            && d < Duration::from_secs(1)
+        {
+            return Err(ConfigError::new(
+                key("period"),
+                "must be month or at least 1s",
             ));
         }
         if !(1..=100_000).contains(&self.invoice_batch) {

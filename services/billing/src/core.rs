@@ -99,6 +99,21 @@ pub fn period_end(start: DateTime<Utc>) -> Result<DateTime<Utc>> {
         .ok_or_else(|| Error::invalid("period_start", "is out of range"))
 }
 
+/// The end of a period under `billing.period`: the calendar month, or a fixed length (to try
+/// billing out without waiting a month).
+pub fn period_end_for(
+    start: DateTime<Utc>,
+    fixed: Option<std::time::Duration>,
+) -> Result<DateTime<Utc>> {
+    match fixed {
+        None => period_end(start),
+        Some(d) => chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| start.checked_add_signed(d))
+            .ok_or_else(|| Error::invalid("period_start", "is out of range")),
+    }
+}
+
 fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
@@ -529,7 +544,7 @@ impl BillingCore {
             next.status = "ended".into();
         } else {
             next.period_start = sub.period_end;
-            next.period_end = period_end(sub.period_end)?;
+            next.period_end = period_end_for(sub.period_end, self.cfg.period.fixed())?;
             next.period_plan_id = sub.plan_id;
         }
         let invoice_msg = invoice_pb(&invoice)?;
@@ -826,7 +841,7 @@ impl BillingServiceClient for BillingCore {
                     currency: plan.currency.clone(),
                     status: "active".into(),
                     period_start: at,
-                    period_end: period_end(at)?,
+                    period_end: period_end_for(at, self.cfg.period.fixed())?,
                     cancel_at_period_end: false,
                     pending_json: "[]".into(),
                     version: 1,

@@ -61,7 +61,9 @@ impl Service for Blog {
             .serve(BlogServiceServe(core.clone()))
             .relay(cx.audit_relay().await?)
             .subscribe(listener)
-            .http(attachments::routes(core.clone(), cx.verifier()?), &[]);
+            .http(attachments::routes(core.clone(), cx.verifier()?), &[])
+            // Attachments of published posts are public (the route checks the post).
+            .public_http("GET", "/v1/blog/posts");
         if let Some(signed) = blob.routes() {
             parts = parts.http(signed, &[]);
         }

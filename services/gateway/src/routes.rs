@@ -313,6 +313,29 @@ impl Routes {
                     tracing::warn!(service, instance = %i.id, prefix = p, "ignoring an invalid announced route");
                 }
             }
+            // Methods the service declares public (`GET /v1/blog/posts`): no token is needed
+            // at the gateway for them (the service enforces its own rules on every call).
+            for p in i
+                .metadata
+                .get("public")
+                .map(String::as_str)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+            {
+                let ok = p.split_once(' ').is_some_and(|(m, path)| {
+                    Method::from_bytes(m.as_bytes()).is_ok()
+                        && m.bytes().all(|c| c.is_ascii_uppercase())
+                        && valid_announced(path)
+                        && prefixes.iter().any(|r| path.starts_with(r.as_str()))
+                });
+                if ok {
+                    prefixes.insert(p.to_owned());
+                } else {
+                    tracing::warn!(service, instance = %i.id, route = p, "ignoring an invalid public route");
+                }
+            }
         }
         {
             let mut a = self.announced.lock().unwrap_or_else(|p| p.into_inner());
@@ -338,7 +361,11 @@ impl Routes {
             .clone();
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for (service, prefixes) in &announced {
-            for p in prefixes {
+            for entry in prefixes {
+                let (public, p) = match entry.split_once(' ') {
+                    Some((m, path)) => (Method::from_bytes(m.as_bytes()).ok(), path),
+                    None => (None, entry.as_str()),
+                };
                 let root = self
                     .discovery
                     .root_prefixes
@@ -352,7 +379,11 @@ impl Routes {
                         Target::Strip(self.discovery.api_prefix.clone()),
                     )
                 };
-                if let Some(other) = seen.get(&prefix) {
+                let key = match &public {
+                    Some(m) => format!("{m} {prefix}"),
+                    None => prefix.clone(),
+                };
+                if let Some(other) = seen.get(&key) {
                     tracing::warn!(
                         prefix,
                         service,
@@ -361,13 +392,13 @@ impl Routes {
                     );
                     continue;
                 }
-                seen.insert(prefix.clone(), service.clone());
+                seen.insert(key, service.clone());
                 routes.push(Route {
                     prefix,
                     service: service.clone(),
-                    methods: vec![],
+                    methods: public.iter().cloned().collect(),
                     target,
-                    public: false,
+                    public: public.is_some(),
                     permission: None,
                     self_permission: None,
                     timeout: self.default_timeout,
@@ -516,5 +547,52 @@ mod tests {
                 .find(&Method::POST, "/api/v1/auth/login")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn public_methods_announced_by_a_service_need_no_token_here() {
+        let routes = Routes::new(
+            vec![],
+            DiscoveryConfig {
+                services: vec!["blog".into()],
+                api_prefix: "/api".into(),
+                root_prefixes: vec![],
+            },
+            Duration::from_secs(1),
+        );
+        let inst = Instance {
+            id: "blog-1".into(),
+            service: "blog".into(),
+            address: "127.0.0.1:1".into(),
+            version: String::new(),
+            tags: vec![],
+            metadata: [
+                ("routes".to_owned(), "/v1/blog".to_owned()),
+                (
+                    "public".to_owned(),
+                    "GET /v1/blog/posts, GET /v1/other, get /v1/blog/x, POST /../evil".to_owned(),
+                ),
+            ]
+            .into(),
+        };
+        routes.set_instances("blog", &[inst]);
+        let t = routes.current();
+        let r = t.find(&Method::GET, "/api/v1/blog/posts/123").unwrap();
+        assert!(r.public);
+        assert_eq!(
+            r.upstream_path("/api/v1/blog/posts/123"),
+            "/v1/blog/posts/123"
+        );
+        for (m, p) in [
+            (Method::PATCH, "/api/v1/blog/posts/123"),
+            (Method::GET, "/api/v1/blog/my/posts"),
+            (Method::GET, "/api/v1/blog/x"),
+        ] {
+            let r = t.find(&m, p).unwrap();
+            assert!(!r.public, "{m} {p}");
+        }
+        // Only entries under its own announced prefixes, with an upper-case method.
+        assert!(t.find(&Method::GET, "/api/v1/other").is_none());
+        assert_eq!(t.routes().len(), 2);
     }
 }
