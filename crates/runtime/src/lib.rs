@@ -50,6 +50,9 @@ use tokio::{sync::watch, task::JoinHandle};
 
 /// Where a service says whether authz took its permissions: `{"declared": true|false}`.
 pub const PERMISSIONS_PATH: &str = "/plt/permissions";
+/// Where a service with scheduled jobs tells what ran and what is next (internal: the
+/// gateway routes only announced prefixes): `{"jobs": [JobStatus]}`.
+pub const JOBS_PATH: &str = "/plt/jobs";
 
 /// How long background jobs get to finish after shutdown began.
 const JOB_GRACE: Duration = Duration::from_secs(5);
@@ -711,6 +714,36 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
             async move { axum::Json(serde_json::json!({ "declared": done })) }
         }),
     ));
+    if !schedulers.is_empty() {
+        let all = schedulers.clone();
+        host = host.http(axum::Router::new().route(
+            JOBS_PATH,
+            axum::routing::get(move || {
+                let all = all.clone();
+                async move {
+                    let mut jobs = Vec::new();
+                    for s in &all {
+                        match s.status().await {
+                            Ok(j) => jobs.extend(j),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "reading the schedule failed");
+                                return (
+                                    http::StatusCode::SERVICE_UNAVAILABLE,
+                                    axum::Json(
+                                        serde_json::json!({"error": "the schedule is unavailable"}),
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    (
+                        http::StatusCode::OK,
+                        axum::Json(serde_json::json!({ "jobs": jobs })),
+                    )
+                }
+            }),
+        ));
+    }
     if let Some(router) = extra_http {
         host = host.http(router);
     }

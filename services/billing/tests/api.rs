@@ -871,5 +871,29 @@ async fn http_errors_name_the_field_and_openapi_describes_the_routes() {
         doc["paths"]["/v1/billing/invoices/{id}/void"]["post"]["x-plt-access"],
         "permission billing.invoices.manage"
     );
+    // Its scheduled jobs, as the runtime reports them: the next run of each is known.
+    let jobs: serde_json::Value = http
+        .get(svc.url(plt_runtime::JOBS_PATH))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"billing.invoices"), "{jobs}");
+    assert!(
+        jobs["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| !j["next_run_at"].is_null()),
+        "{jobs}"
+    );
     svc.stop().await;
 }
