@@ -41,6 +41,12 @@ const NOT_CONFIG: &[&str] = &[
     "blog.posts.delete",
     "blog.posts.manage",
     "blog.comments.write",
+    "billing.plans.manage",
+    "billing.subscriptions.write",
+    "billing.usage.write",
+    "billing.invoices.manage",
+    "billing.invoices",
+    "analytics.stats.read",
     "authz.resource.grant",
     "authz.resource.revoke",
 ];
