@@ -7,13 +7,16 @@
 //!
 //! Runs the service as the binary does (SQLite in a temporary directory, port 0, audit
 //! pointed at a fake that accepts everything), with one user holding a role with the checked
-//! permission. Modes:
+//! permission (the role check) and relation `editor` on `post:<uuid>`, which implies the
+//! declared `bench.posts.edit` there (the resource-level check, `Check(user, permission,
+//! resource)`). Both are measured the same way, side by side, with the ratio resource / role:
 //!
-//! - in process: `has_permission` on the core, `PLT_BENCH_INPROC_CHECKS` (2,000,000) calls in
-//!   a loop after warm-up: mean from the loop's total time; p99 from 100,000 individually
-//!   timed calls (each includes one `Instant::now()`, ~20-30 ns).
-//! - gRPC: `HasPermission` through `AuthzGrpcClient` (one HTTP/2 connection), first one call
-//!   at a time, then offered at `PLT_BENCH_RATE` (5,000) calls per second, open loop (a pacing
+//! - in process: `has_permission` / `check` on the core (the service caller verified, the
+//!   decision from the policy's cache), `PLT_BENCH_INPROC_CHECKS` (2,000,000) calls in
+//!   a loop after warm-up: mean from the loop's total time; p50 / p99 from 100,000
+//!   individually timed calls (each includes one `Instant::now()`, ~20-30 ns).
+//! - gRPC: `HasPermission` / `Check` through `AuthzGrpcClient` (one HTTP/2 connection), first
+//!   one call at a time, then offered at `PLT_BENCH_RATE` (5,000) calls per second, open loop (a pacing
 //!   thread starts each call on schedule — Poisson arrivals, i.e. exponential gaps with a mean
 //!   of 200 µs, as from many independent callers — whether or not earlier ones have
 //!   answered), for `PLT_BENCH_SECONDS` (3). Latency is from the moment each call is started
@@ -23,7 +26,8 @@
 //!   comparison: the kernel's host (axum::serve) leaves Nagle's algorithm on, which delays
 //!   responses written while earlier ones are unacknowledged.
 //!
-//! Targets: in-process mean ≤ 1 µs; gRPC p99 ≤ 1 ms at 5,000 checks/s. Not a test
+//! Targets (of the role check, as before): in-process mean ≤ 1 µs; gRPC p99 ≤ 1 ms at 5,000
+//! checks/s. The resource-level rows are reported with their ratio, without a target. Not a test
 //! (`harness = false`, not run by `cargo test`); exits 1 when a target is missed.
 
 use async_trait::async_trait;
@@ -34,7 +38,7 @@ use plt_contracts::{
     audit::{AuditPage, AuditQuery, AuditServiceClient, NewAuditEntry, VerifyReport},
     auth::Jwks,
     authz::{
-        AuthzServiceClient, Permission, Role,
+        AuthzServiceClient, Permission, ResourceGrant, Role,
         grpc::{AuthzGrpcClient, AuthzGrpcServer},
     },
 };
@@ -102,6 +106,8 @@ struct Served {
     host: SocketAddr,
     bare: SocketAddr,
     user: Uuid,
+    /// `post:<uuid>`, on which `user` holds relation `editor` (implying [`EDIT`]).
+    post: String,
     /// Carries a service token (checks are for platform services only).
     service: RequestContext,
     stop: tokio::sync::watch::Sender<bool>,
@@ -110,6 +116,31 @@ struct Served {
 }
 
 const PERM: &str = "bench.documents.read";
+/// Declared with relations `owner` and `editor`; the user holds none by a role.
+const EDIT: &str = "bench.posts.edit";
+
+/// Which check a measurement makes.
+#[derive(Clone)]
+enum Probe {
+    /// `has_permission(user, PERM)`: the user's roles.
+    Role,
+    /// `check(user, EDIT, resource)`: a relation on one resource.
+    Resource(Arc<str>),
+}
+
+impl Probe {
+    async fn call(
+        &self,
+        authz: &dyn AuthzServiceClient,
+        ctx: &RequestContext,
+        user: Uuid,
+    ) -> Result<bool> {
+        match self {
+            Probe::Role => authz.has_permission(ctx, user, PERM).await,
+            Probe::Resource(on) => authz.check(ctx, user, EDIT, on).await,
+        }
+    }
+}
 
 async fn serve() -> anyhow::Result<Served> {
     let dir = tempfile::tempdir()?;
@@ -196,11 +227,19 @@ async fn serve() -> anyhow::Result<Served> {
     core.register_permissions(
         &ctx,
         "bench",
-        vec![Permission {
-            name: PERM.into(),
-            description: String::new(),
-            ..Default::default()
-        }],
+        vec![
+            Permission {
+                name: PERM.into(),
+                description: String::new(),
+                ..Default::default()
+            },
+            Permission {
+                name: EDIT.into(),
+                description: String::new(),
+                relations: vec!["owner".into(), "editor".into()],
+                ..Default::default()
+            },
+        ],
     )
     .await?;
     core.create_role(
@@ -216,11 +255,32 @@ async fn serve() -> anyhow::Result<Served> {
     let user = Uuid::new_v4();
     core.grant_role(&admin_ctx, user, "readers").await?;
     anyhow::ensure!(core.has_permission(&ctx, user, PERM).await?);
+    // ... and relation `editor` on one post (granted as a service: the post's own service
+    // decides who may share it).
+    let post = format!("post:{}", Uuid::new_v4());
+    core.grant_resource(
+        &ctx,
+        ResourceGrant {
+            user_id: user,
+            resource: post.clone(),
+            grant: "editor".into(),
+            granted_by: String::new(),
+        },
+    )
+    .await?;
+    anyhow::ensure!(core.check(&ctx, user, EDIT, &post).await?);
+    anyhow::ensure!(!core.has_permission(&ctx, user, EDIT).await?);
+    anyhow::ensure!(
+        !core
+            .check(&ctx, user, EDIT, &format!("post:{}", Uuid::new_v4()))
+            .await?
+    );
     Ok(Served {
         core,
         host,
         bare,
         user,
+        post,
         service: ctx.clone(),
         stop,
         tasks,
@@ -231,32 +291,35 @@ async fn serve() -> anyhow::Result<Served> {
 struct InProcess {
     n: u64,
     mean_ns: f64,
+    p50: Duration,
     p99: Duration,
 }
 
-async fn in_process(s: &Served) -> anyhow::Result<InProcess> {
+async fn in_process(s: &Served, probe: &Probe) -> anyhow::Result<InProcess> {
     let ctx = s.service.clone();
+    let core: &dyn AuthzServiceClient = s.core.as_ref();
     let n = env_num("PLT_BENCH_INPROC_CHECKS", 2_000_000);
     for _ in 0..10_000 {
-        s.core.has_permission(&ctx, s.user, PERM).await?;
+        probe.call(core, &ctx, s.user).await?;
     }
     let t = Instant::now();
     let mut allowed = 0u64;
     for _ in 0..n {
-        allowed += u64::from(s.core.has_permission(&ctx, s.user, PERM).await?);
+        allowed += u64::from(probe.call(core, &ctx, s.user).await?);
     }
     let total = t.elapsed();
     anyhow::ensure!(allowed == n, "a cached check answered no");
     let mut samples = Vec::with_capacity(100_000);
     for _ in 0..100_000 {
         let t = Instant::now();
-        s.core.has_permission(&ctx, s.user, PERM).await?;
+        probe.call(core, &ctx, s.user).await?;
         samples.push(t.elapsed());
     }
     samples.sort();
     Ok(InProcess {
         n,
         mean_ns: total.as_secs_f64() * 1e9 / n as f64,
+        p50: percentile(&samples, 0.50),
         p99: percentile(&samples, 0.99),
     })
 }
@@ -280,6 +343,7 @@ fn over_grpc(
     addr: SocketAddr,
     user: Uuid,
     service: &RequestContext,
+    probe: &Probe,
     rate: u64,
     seconds: u64,
 ) -> anyhow::Result<OverGrpc> {
@@ -294,12 +358,15 @@ fn over_grpc(
     let ctx = service.clone();
     let seq = rt.block_on(async {
         for _ in 0..2_000 {
-            client.has_permission(&ctx, user, PERM).await?;
+            anyhow::ensure!(
+                probe.call(&client, &ctx, user).await?,
+                "a check answered no"
+            );
         }
         let mut seq = Vec::with_capacity(5_000);
         for _ in 0..5_000 {
             let t = Instant::now();
-            client.has_permission(&ctx, user, PERM).await?;
+            probe.call(&client, &ctx, user).await?;
             seq.push(t.elapsed());
         }
         seq.sort();
@@ -313,11 +380,12 @@ fn over_grpc(
     let done = Arc::new(AtomicU64::new(0));
     let handle = rt.handle().clone();
     let pacer = {
-        let (latencies, errors, done, client) = (
+        let (latencies, errors, done, client, probe) = (
             latencies.clone(),
             errors.clone(),
             done.clone(),
             client.clone(),
+            probe.clone(),
         );
         std::thread::spawn(move || {
             // Poisson arrivals (exponential gaps, mean `interval`), seeded: independent
@@ -346,16 +414,17 @@ fn over_grpc(
                         std::hint::spin_loop();
                     }
                 }
-                let (latencies, errors, done, client, call_ctx) = (
+                let (latencies, errors, done, client, call_ctx, probe) = (
                     latencies.clone(),
                     errors.clone(),
                     done.clone(),
                     client.clone(),
                     ctx.clone(),
+                    probe.clone(),
                 );
                 handle.spawn(async move {
                     let t = Instant::now();
-                    match client.has_permission(&call_ctx, user, PERM).await {
+                    match probe.call(&client, &call_ctx, user).await {
                         Ok(true) => latencies.lock().unwrap().push(t.elapsed()),
                         _ => {
                             errors.fetch_add(1, Ordering::Relaxed);
@@ -396,17 +465,32 @@ fn over_grpc(
     })
 }
 
+/// `a` / `b` as a ratio ("1.23×").
+fn ratio(resource: f64, role: f64) -> String {
+    if role > 0.0 {
+        format!("{:.2}×", resource / role)
+    } else {
+        "—".into()
+    }
+}
+
 fn run() -> anyhow::Result<bool> {
     let server = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let served = server.block_on(serve())?;
-    let inproc = server.block_on(in_process(&served))?;
+    let role = Probe::Role;
+    let resource = Probe::Resource(served.post.as_str().into());
+    let inproc = server.block_on(in_process(&served, &role))?;
+    let inproc_r = server.block_on(in_process(&served, &resource))?;
     let rate = env_num("PLT_BENCH_RATE", 5_000).max(1);
     let seconds = env_num("PLT_BENCH_SECONDS", 3).max(1);
-    let host = over_grpc(served.host, served.user, &served.service, rate, seconds)?;
-    let bare = over_grpc(served.bare, served.user, &served.service, rate, seconds)?;
+    let (user, svc) = (served.user, &served.service);
+    let host = over_grpc(served.host, user, svc, &role, rate, seconds)?;
+    let host_r = over_grpc(served.host, user, svc, &resource, rate, seconds)?;
+    let bare = over_grpc(served.bare, user, svc, &role, rate, seconds)?;
+    let bare_r = over_grpc(served.bare, user, svc, &resource, rate, seconds)?;
     let _ = served.stop.send(true);
     server.block_on(async {
         for t in served.tasks {
@@ -426,33 +510,62 @@ fn run() -> anyhow::Result<bool> {
         "authz check latency: SQLite, one instance, cached decision; {cores} cores shared by \
          server (2 workers) and client (1 thread); load average at the end {load}"
     );
-    println!();
-    println!("| measurement | value | target | met |");
-    println!("|---|---|---|---|");
     println!(
-        "| in process: mean of {} checks | {:.0} ns | <= 1 µs | {} |",
+        "role: HasPermission(user, {PERM}) through a role; resource: Check(user, {EDIT}, \
+         post:<uuid>) through relation editor on that post; targets are the role check's"
+    );
+    println!();
+    println!("| measurement | role | resource | resource / role | target (role) | met |");
+    println!("|---|---|---|---|---|---|");
+    let d = |a: Duration, b: Duration| ratio(b.as_secs_f64(), a.as_secs_f64());
+    println!(
+        "| in process: mean of {} checks | {:.0} ns | {:.0} ns | {} | <= 1 µs | {} |",
         inproc.n,
         inproc.mean_ns,
+        inproc_r.mean_ns,
+        ratio(inproc_r.mean_ns, inproc.mean_ns),
         yes(inproc_met)
     );
-    println!(
-        "| in process: p99 of 100000 timed checks | {} | | |",
-        us(inproc.p99)
-    );
-    for (name, g, is_target) in [
-        ("gRPC via the service host", &host, true),
-        ("gRPC via tonic + TCP_NODELAY (comparison)", &bare, false),
+    for (q, a, b) in [
+        ("p50", inproc.p50, inproc_r.p50),
+        ("p99", inproc.p99, inproc_r.p99),
     ] {
         println!(
-            "| {name}: one call at a time, p50 / p99 | {} / {} | | |",
-            ms(g.seq_p50),
-            ms(g.seq_p99)
+            "| in process: {q} of 100000 timed checks | {} | {} | {} | | |",
+            us(a),
+            us(b),
+            d(a, b)
         );
+    }
+    for (name, g, r, is_target) in [
+        ("gRPC via the service host", &host, &host_r, true),
+        (
+            "gRPC via tonic + TCP_NODELAY (comparison)",
+            &bare,
+            &bare_r,
+            false,
+        ),
+    ] {
+        for (q, a, b) in [("p50", g.seq_p50, r.seq_p50), ("p99", g.seq_p99, r.seq_p99)] {
+            println!(
+                "| {name}: one call at a time, {q} | {} | {} | {} | | |",
+                ms(a),
+                ms(b),
+                d(a, b)
+            );
+        }
         println!(
-            "| {name}: {} calls offered at {rate}/s, achieved | {:.0}/s, {} errors | {rate}/s, 0 errors | {} |",
+            "| {name}: {} calls offered at {rate}/s, achieved | {:.0}/s, {} errors | {:.0}/s, {} errors | | {} | {} |",
             g.calls,
             g.achieved,
             g.errors,
+            r.achieved,
+            r.errors,
+            if is_target {
+                format!("{rate}/s, 0 errors")
+            } else {
+                String::new()
+            },
             if is_target {
                 yes(rate_met && g.errors == 0)
             } else {
@@ -460,20 +573,31 @@ fn run() -> anyhow::Result<bool> {
             }
         );
         println!(
-            "| {name}: mean / p50 | {} / {} | | |",
+            "| {name}: mean | {} | {} | {} | | |",
             ms(g.mean),
-            ms(g.p50)
+            ms(r.mean),
+            d(g.mean, r.mean)
         );
         println!(
-            "| {name}: p99 | {} | {} | {} |",
+            "| {name}: p50 | {} | {} | {} | | |",
+            ms(g.p50),
+            ms(r.p50),
+            d(g.p50, r.p50)
+        );
+        println!(
+            "| {name}: p99 | {} | {} | {} | {} | {} |",
             ms(g.p99),
+            ms(r.p99),
+            d(g.p99, r.p99),
             if is_target { "<= 1 ms" } else { "" },
             if is_target { yes(p99_met) } else { "" }
         );
         println!(
-            "| {name}: p99.9 / max | {} / {} | | |",
+            "| {name}: p99.9 / max | {} / {} | {} / {} | | | |",
             ms(g.p999),
-            ms(g.max)
+            ms(g.max),
+            ms(r.p999),
+            ms(r.max)
         );
     }
     println!();

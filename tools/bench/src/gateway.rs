@@ -396,7 +396,7 @@ fn cpu_by_group() -> BTreeMap<String, Duration> {
 /// The machine's busy and stolen CPU time so far (`/proc/stat`, 10 ms ticks), and this
 /// process's own.
 #[derive(Clone, Copy)]
-struct MachineCpu {
+pub(crate) struct MachineCpu {
     busy: Duration,
     steal: Duration,
     own: Duration,
@@ -404,7 +404,7 @@ struct MachineCpu {
 }
 
 impl MachineCpu {
-    fn now() -> Self {
+    pub(crate) fn now() -> Self {
         let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
         let f: Vec<u64> = stat
             .lines()
@@ -425,7 +425,7 @@ impl MachineCpu {
     }
 
     /// CPU used since `before` by other processes (and stolen by the hypervisor), in cores.
-    fn others_since(&self, before: &Self) -> f64 {
+    pub(crate) fn others_since(&self, before: &Self) -> f64 {
         let secs = self.at.duration_since(before.at).as_secs_f64().max(1e-3);
         let busy = self.busy.saturating_sub(before.busy);
         let own = self.own.saturating_sub(before.own);

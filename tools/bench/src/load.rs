@@ -18,7 +18,10 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::{
     net::SocketAddr,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 use tokio::{net::TcpStream, sync::Mutex};
@@ -30,6 +33,9 @@ pub struct Target {
     pub path: String,
     host: HeaderValue,
     authorization: Option<HeaderValue>,
+    /// Paths taken in turn instead of `path` (round robin over every connection of every
+    /// clone of this target), when set by [`Target::rotating`].
+    rotation: Option<Arc<(Vec<http::Uri>, AtomicUsize)>>,
 }
 
 impl Target {
@@ -41,12 +47,34 @@ impl Target {
             authorization: bearer
                 .map(|t| HeaderValue::from_str(&format!("Bearer {t}")))
                 .transpose()?,
+            rotation: None,
+        })
+    }
+
+    /// A target whose requests take `paths` in turn (`path` names the first); e.g. many keys
+    /// of a cache, so that each is asked only every `paths.len()` requests.
+    pub fn rotating(
+        addr: SocketAddr,
+        paths: &[String],
+        bearer: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!paths.is_empty(), "no paths to rotate over");
+        let uris = paths
+            .iter()
+            .map(|p| http::Uri::try_from(p.as_str()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            rotation: Some(Arc::new((uris, AtomicUsize::new(0)))),
+            ..Self::new(addr, &paths[0], bearer)?
         })
     }
 
     fn request(&self) -> Request<Empty<Bytes>> {
         let mut req = Request::new(Empty::new());
-        *req.uri_mut() = http::Uri::try_from(self.path.as_str()).unwrap_or_default();
+        *req.uri_mut() = match &self.rotation {
+            Some(r) => r.0[r.1.fetch_add(1, Ordering::Relaxed) % r.0.len()].clone(),
+            None => http::Uri::try_from(self.path.as_str()).unwrap_or_default(),
+        };
         let h = req.headers_mut();
         h.insert(header::HOST, self.host.clone());
         if let Some(a) = &self.authorization {

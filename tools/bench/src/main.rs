@@ -6,11 +6,19 @@
 //!
 //! `plt-bench guard` measures what a service's own access check costs on a direct call:
 //! identity guarded by the runtime against the same core served unguarded. See [`guard`].
+//!
+//! `plt-bench blog` measures a public Blog post read through the gateway with the Blog's
+//! cache warm against the same with the cache (nearly) off, in one run. See [`blog`].
+//!
+//! `plt-bench revocation` measures, against a running platform, how soon a session that
+//! ended (logout) is refused at every gateway instance. See [`revocation`].
 
+mod blog;
 mod external;
 mod gateway;
 mod guard;
 mod load;
+mod revocation;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -28,6 +36,10 @@ enum Command {
     Gateway(gateway::Args),
     /// A core service's own access check on a direct call, against the same core unguarded.
     Guard(guard::Args),
+    /// A public Blog post read through the gateway: warm cache against uncached.
+    Blog(blog::Args),
+    /// How soon an ended session is refused at every gateway of a running platform.
+    Revocation(revocation::Args),
 }
 
 /// mimalloc: glibc's malloc contends between worker threads under load (freeing on one
@@ -40,6 +52,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Gateway(args) => gateway::run(&args),
         Command::Guard(args) => guard::run(&args),
+        Command::Blog(args) => blog::run(&args),
+        Command::Revocation(args) => revocation::run(&args),
     };
     match result {
         Ok(code) => code,
