@@ -72,8 +72,10 @@ fn dev_starts_the_platform_and_stops_on_sigint() {
     let mut auth = None;
     let mut audit = None;
     while identity.is_none() || auth.is_none() || audit.is_none() {
+        // The first start builds the workspace's feature services (Blog, Billing, Analytics
+        // and any generated one) with cargo: minutes on a cold 2-core machine.
         let line = rx
-            .recv_timeout(Duration::from_secs(120))
+            .recv_timeout(Duration::from_secs(900))
             .expect("plt dev prints its banner");
         let url = line
             .split_whitespace()
