@@ -852,37 +852,7 @@ impl BlogServiceClient for BlogCore {
         ctx: &RequestContext,
         req: pb::EditorRequest,
     ) -> Result<pb::EditorsResponse> {
-        let editor = parse_id("user_id", &req.user_id)?;
-        let (post, user) = self.allowed(ctx, &req.id, SHARE).await?;
-        if editor == post.author_id {
-            return Err(Error::invalid("user_id", "is the post's author already"));
-        }
-        let changed = self
-            .authz
-            .grant_resource(
-                &Self::ask(ctx),
-                ResourceGrant {
-                    user_id: editor,
-                    resource: resource(post.id),
-                    grant: EDITOR.into(),
-                    granted_by: String::new(),
-                },
-            )
-            .await?;
-        if changed {
-            let msgs = self.messages(
-                ctx,
-                user,
-                "blog.post.editor.add",
-                &post,
-                None,
-                serde_json::json!({"editor": editor}),
-            );
-            if let Err(e) = self.store_audit(&msgs).await {
-                tracing::error!(error = %e, "audit record of an editor grant not written");
-            }
-        }
-        self.editors(ctx, &post).await
+        self.change_editor(ctx, req, true).await
     }
 
     async fn remove_editor(
@@ -890,34 +860,7 @@ impl BlogServiceClient for BlogCore {
         ctx: &RequestContext,
         req: pb::EditorRequest,
     ) -> Result<pb::EditorsResponse> {
-        let editor = parse_id("user_id", &req.user_id)?;
-        let (post, user) = self.allowed(ctx, &req.id, SHARE).await?;
-        let changed = self
-            .authz
-            .revoke_resource(
-                &Self::ask(ctx),
-                ResourceGrant {
-                    user_id: editor,
-                    resource: resource(post.id),
-                    grant: EDITOR.into(),
-                    granted_by: String::new(),
-                },
-            )
-            .await?;
-        if changed {
-            let msgs = self.messages(
-                ctx,
-                user,
-                "blog.post.editor.remove",
-                &post,
-                None,
-                serde_json::json!({"editor": editor}),
-            );
-            if let Err(e) = self.store_audit(&msgs).await {
-                tracing::error!(error = %e, "audit record of an editor revocation not written");
-            }
-        }
-        self.editors(ctx, &post).await
+        self.change_editor(ctx, req, false).await
     }
 
     async fn list_editors(
@@ -1013,6 +956,52 @@ impl BlogServiceClient for BlogCore {
 }
 
 impl BlogCore {
+    /// Makes `req.user_id` an editor of the post (`add`) or no longer one, for a caller who
+    /// may share it (its owner); the change is authz's resource grant, audited here.
+    async fn change_editor(
+        &self,
+        ctx: &RequestContext,
+        req: pb::EditorRequest,
+        add: bool,
+    ) -> Result<pb::EditorsResponse> {
+        let editor = parse_id("user_id", &req.user_id)?;
+        let (post, user) = self.allowed(ctx, &req.id, SHARE).await?;
+        if add && editor == post.author_id {
+            return Err(Error::invalid("user_id", "is the post's author already"));
+        }
+        let grant = ResourceGrant {
+            user_id: editor,
+            resource: resource(post.id),
+            grant: EDITOR.into(),
+            granted_by: String::new(),
+        };
+        let ask = Self::ask(ctx);
+        let changed = if add {
+            self.authz.grant_resource(&ask, grant).await?
+        } else {
+            self.authz.revoke_resource(&ask, grant).await?
+        };
+        if changed {
+            let action = if add {
+                "blog.post.editor.add"
+            } else {
+                "blog.post.editor.remove"
+            };
+            let msgs = self.messages(
+                ctx,
+                user,
+                action,
+                &post,
+                None,
+                serde_json::json!({"editor": editor}),
+            );
+            if let Err(e) = self.store_audit(&msgs).await {
+                tracing::error!(error = %e, action, "audit record not written");
+            }
+        }
+        self.editors(ctx, &post).await
+    }
+
     /// Audit records of a change made elsewhere (an editor granted in authz), in a
     /// transaction of their own.
     async fn store_audit(&self, msgs: &[Message]) -> anyhow::Result<()> {
