@@ -63,6 +63,12 @@ fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
+/// The `updated_at` of a change of `before`: now, and later than its last one (the store's
+/// no-lost-update check compares it).
+fn changed_at(before: &PostRecord) -> DateTime<Utc> {
+    now().max(before.updated_at + chrono::Duration::microseconds(1))
+}
+
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
@@ -740,7 +746,7 @@ impl BlogServiceClient for BlogCore {
             check_slug(&req.slug)?;
             after.slug = req.slug;
         }
-        after.updated_at = now().max(before.updated_at + chrono::Duration::microseconds(1));
+        after.updated_at = changed_at(&before);
         let event = (after.status == PUBLISHED).then_some(events::POST_UPDATED);
         let msgs = self.messages(
             ctx,
@@ -759,24 +765,7 @@ impl BlogServiceClient for BlogCore {
         ctx: &RequestContext,
         req: pb::PublishPostRequest,
     ) -> Result<pb::Post> {
-        let (before, user) = self.allowed(ctx, &req.id, EDIT).await?;
-        if before.status == PUBLISHED {
-            return Ok(to_pb(&before));
-        }
-        let mut after = before.clone();
-        after.status = PUBLISHED.into();
-        after.updated_at = now().max(before.updated_at + chrono::Duration::microseconds(1));
-        after.published_at.get_or_insert(after.updated_at);
-        let msgs = self.messages(
-            ctx,
-            user,
-            "blog.post.publish",
-            &after,
-            Some(events::POST_PUBLISHED),
-            serde_json::json!({}),
-        );
-        self.save(&before, &after, &msgs).await?;
-        Ok(to_pb(&after))
+        self.set_published(ctx, &req.id, true).await
     }
 
     async fn unpublish_post(
@@ -784,23 +773,7 @@ impl BlogServiceClient for BlogCore {
         ctx: &RequestContext,
         req: pb::UnpublishPostRequest,
     ) -> Result<pb::Post> {
-        let (before, user) = self.allowed(ctx, &req.id, EDIT).await?;
-        if before.status != PUBLISHED {
-            return Ok(to_pb(&before));
-        }
-        let mut after = before.clone();
-        after.status = UNPUBLISHED.into();
-        after.updated_at = now().max(before.updated_at + chrono::Duration::microseconds(1));
-        let msgs = self.messages(
-            ctx,
-            user,
-            "blog.post.unpublish",
-            &after,
-            Some(events::POST_UNPUBLISHED),
-            serde_json::json!({}),
-        );
-        self.save(&before, &after, &msgs).await?;
-        Ok(to_pb(&after))
+        self.set_published(ctx, &req.id, false).await
     }
 
     async fn delete_post(
@@ -956,6 +929,40 @@ impl BlogServiceClient for BlogCore {
 }
 
 impl BlogCore {
+    /// Publishes the post (`publish`) or takes it back to private, for a caller who may edit
+    /// it; a post already so is answered as it is.
+    async fn set_published(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        publish: bool,
+    ) -> Result<pb::Post> {
+        let (before, user) = self.allowed(ctx, id, EDIT).await?;
+        if (before.status == PUBLISHED) == publish {
+            return Ok(to_pb(&before));
+        }
+        let mut after = before.clone();
+        after.updated_at = changed_at(&before);
+        let (action, event) = if publish {
+            after.status = PUBLISHED.into();
+            after.published_at.get_or_insert(after.updated_at);
+            ("blog.post.publish", events::POST_PUBLISHED)
+        } else {
+            after.status = UNPUBLISHED.into();
+            ("blog.post.unpublish", events::POST_UNPUBLISHED)
+        };
+        let msgs = self.messages(
+            ctx,
+            user,
+            action,
+            &after,
+            Some(event),
+            serde_json::json!({}),
+        );
+        self.save(&before, &after, &msgs).await?;
+        Ok(to_pb(&after))
+    }
+
     /// Makes `req.user_id` an editor of the post (`add`) or no longer one, for a caller who
     /// may share it (its owner); the change is authz's resource grant, audited here.
     async fn change_editor(
