@@ -237,7 +237,18 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let audit_cfg = load_config::<Audit>(s.clone())?;
     let mut authz_cfg = load_config::<Authz>(s.clone())?;
     let mut gateway_cfg = load_config::<ApiGateway>(s.clone())?;
-    telemetry::init(&identity_cfg.kernel.log);
+    // One process, five services: each exports its spans under its own service.name.
+    let telemetry = telemetry::init(
+        &identity_cfg.kernel,
+        &[
+            "plt-dev",
+            <ApiGateway as plt_runtime::Service>::MANIFEST.binary,
+            <Auth as plt_runtime::Service>::MANIFEST.binary,
+            <Identity as plt_runtime::Service>::MANIFEST.binary,
+            <Authz as plt_runtime::Service>::MANIFEST.binary,
+            <Audit as plt_runtime::Service>::MANIFEST.binary,
+        ],
+    );
     for f in &features {
         // Its development credential, and its announced routes served by the gateway.
         auth_cfg.service.service_accounts.insert(
@@ -304,7 +315,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         events: bus,
         ..Default::default()
     };
-    let auth = start::<Auth>(auth_cfg, shared.clone())
+    let auth = start_marked::<Auth>(auth_cfg, shared.clone())
         .await
         .context("starting auth-service")?;
     let auth_addr = auth.local_addr();
@@ -315,7 +326,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ))
     };
     let feed = format!("http://{auth_addr}{}", plt_authn::revocation::FEED_PATH);
-    let identity = start::<Identity>(
+    let identity = start_marked::<Identity>(
         identity_cfg,
         Overrides {
             jwks: Some(jwks()),
@@ -328,15 +339,21 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let identity_addr = identity.local_addr();
     let mut declared = vec![identity.permissions_registered()];
     let mut tasks = vec![
-        tokio::spawn(identity.run(stop(stop_rx.clone()))),
-        tokio::spawn(auth.run(stop(stop_rx.clone()))),
+        tokio::spawn(plt_kernel::trace::marked(
+            Some(<Identity as plt_runtime::Service>::MANIFEST.binary),
+            identity.run(stop(stop_rx.clone())),
+        )),
+        tokio::spawn(plt_kernel::trace::marked(
+            Some(<Auth as plt_runtime::Service>::MANIFEST.binary),
+            auth.run(stop(stop_rx.clone())),
+        )),
     ];
     let admin = ensure_admin(identity_addr, &data_dir, &args).await?;
     authz_cfg
         .service
         .bootstrap_admins
         .push(admin.id.to_string());
-    let audit = start::<Audit>(
+    let audit = start_marked::<Audit>(
         audit_cfg,
         Overrides {
             jwks: Some(jwks()),
@@ -349,7 +366,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let audit_addr = audit.local_addr();
     declared.push(audit.permissions_registered());
     // authz sends its audit records to audit through the registry like every other call.
-    let authz = start::<Authz>(
+    let authz = start_marked::<Authz>(
         authz_cfg,
         Overrides {
             jwks: Some(jwks()),
@@ -360,7 +377,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     .await
     .context("starting authz-service")?;
     let authz_addr = authz.local_addr();
-    let gateway = start::<ApiGateway>(
+    let gateway = start_marked::<ApiGateway>(
         gateway_cfg,
         Overrides {
             jwks: Some(jwks()),
@@ -371,9 +388,18 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     .await
     .context("starting api-gateway")?;
     let gateway_addr = gateway.local_addr();
-    tasks.push(tokio::spawn(audit.run(stop(stop_rx.clone()))));
-    tasks.push(tokio::spawn(authz.run(stop(stop_rx.clone()))));
-    tasks.push(tokio::spawn(gateway.run(stop(stop_rx.clone()))));
+    tasks.push(tokio::spawn(plt_kernel::trace::marked(
+        Some(<Audit as plt_runtime::Service>::MANIFEST.binary),
+        audit.run(stop(stop_rx.clone())),
+    )));
+    tasks.push(tokio::spawn(plt_kernel::trace::marked(
+        Some(<Authz as plt_runtime::Service>::MANIFEST.binary),
+        authz.run(stop(stop_rx.clone())),
+    )));
+    tasks.push(tokio::spawn(plt_kernel::trace::marked(
+        Some(<ApiGateway as plt_runtime::Service>::MANIFEST.binary),
+        gateway.run(stop(stop_rx.clone())),
+    )));
     // Services declare their permissions to authz as it comes up; the platform is ready for
     // roles naming them once that happened.
     if tokio::time::timeout(
@@ -455,8 +481,19 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let features_stopped = crate::features::stop(running).await;
     let _ = stop_tx.send(true);
     features_stopped?;
-    for r in futures_util::future::join_all(tasks).await {
+    let stopped = futures_util::future::join_all(tasks).await;
+    telemetry.shutdown();
+    for r in stopped {
         r.context("service task")??;
     }
     Ok(())
+}
+
+/// `start::<S>` with the spans of its start-up and of the tasks it spawns marked as `S`'s
+/// (one process, several services: each exports under its own name).
+async fn start_marked<S: plt_runtime::Service>(
+    cfg: plt_kernel::Loaded<S::Config>,
+    overrides: Overrides,
+) -> anyhow::Result<plt_runtime::Running> {
+    plt_kernel::trace::marked(Some(S::MANIFEST.binary), start::<S>(cfg, overrides)).await
 }

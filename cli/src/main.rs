@@ -100,11 +100,13 @@ enum ConfigCommand {
 /// Runs service `S` from `source` exactly as its binary does (the runtime's one path).
 async fn serve_one<S: plt_runtime::Service>(source: ConfigSource) -> anyhow::Result<()> {
     let cfg = plt_runtime::load_config::<S>(source)?;
-    telemetry::init(&cfg.kernel.log);
-    plt_runtime::start::<S>(cfg, Default::default())
-        .await?
-        .run(shutdown_signal())
-        .await
+    let telemetry = telemetry::init(&cfg.kernel, &[S::MANIFEST.binary]);
+    let served = match plt_runtime::start::<S>(cfg, Default::default()).await {
+        Ok(app) => app.run(shutdown_signal()).await,
+        Err(e) => Err(e),
+    };
+    telemetry.shutdown();
+    served
 }
 
 /// Runs one service until SIGTERM or Ctrl-C.

@@ -73,6 +73,7 @@ use plt_kernel::config::Validate;
 use redis_store::RedisStore;
 use serde::{Serialize, de::DeserializeOwned};
 use std::{future::Future, sync::Arc, time::Duration};
+use tracing::Instrument as _;
 
 /// Why a cache call did not do its work. Reads never fail (a failing backend is a miss);
 /// writes and deletes say so, for callers that want to know.
@@ -399,9 +400,31 @@ impl Cache {
     }
 
     async fn lookup<T: DeserializeOwned>(&self, key: &str) -> Lookup<T> {
+        // A span per lookup (a client span when the cache is Redis), marked hit or miss.
+        let span = tracing::info_span!(
+            "cache get",
+            otel.kind = match &self.inner.store {
+                Store::Memory(_) => "internal",
+                Store::Redis(_) => "client",
+            },
+            cache = %self.inner.name,
+        );
+        let found = self.lookup_in(key).instrument(span.clone()).await;
+        plt_kernel::trace::set_attribute(&span, "cache.hit", !matches!(found, Lookup::Missing));
+        found
+    }
+
+    async fn lookup_in<T: DeserializeOwned>(&self, key: &str) -> Lookup<T> {
         let found = match &self.inner.store {
             Store::Memory(m) => Ok(m.get(key)),
-            Store::Redis(r) => r.get(&self.redis_key(key)).await.map_err(|e| e.0),
+            Store::Redis(r) => {
+                plt_kernel::trace::set_attribute(
+                    &tracing::Span::current(),
+                    "db.system.name",
+                    "redis",
+                );
+                r.get(&self.redis_key(key)).await.map_err(|e| e.0)
+            }
         };
         let bytes = match found {
             Ok(Some(bytes)) => bytes,

@@ -16,6 +16,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use tracing::Instrument as _;
 
 /// How calls to one service behave.
 #[derive(Debug, Clone)]
@@ -252,8 +253,28 @@ impl<C: Clone + Send + Sync + 'static> Pool<C> {
                 break Err(Error::new(ErrorCode::DeadlineExceeded, "deadline exceeded"));
             }
             ep.inflight.fetch_add(1, Ordering::Relaxed);
-            let outcome = tokio::time::timeout(left, f(ep.client.clone(), ctx.clone())).await;
+            // One client span per attempt (semantic conventions: `{service}/{method}`); the
+            // call's context carries it as the callee's parent.
+            let span = tracing::info_span!(
+                "rpc client",
+                otel.name = %format_args!("{}/{}", self.service, method),
+                otel.kind = "client",
+                target = %self.service,
+                method,
+            );
+            plt_kernel::trace::set_attribute(&span, "rpc.service", self.service.clone());
+            plt_kernel::trace::set_attribute(&span, "rpc.method", method);
+            plt_kernel::trace::set_attribute(&span, "server.address", ep.instance.address.clone());
+            let outcome = tokio::time::timeout(left, f(ep.client.clone(), ctx.clone()))
+                .instrument(span.clone())
+                .await;
             ep.inflight.fetch_sub(1, Ordering::Relaxed);
+            match &outcome {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => plt_kernel::trace::set_error(&span, e.code.to_string()),
+                Err(_) => plt_kernel::trace::set_error(&span, "deadline exceeded"),
+            }
+            drop(span);
             let err = match outcome {
                 Ok(Ok(v)) => {
                     ep.breaker.on_success();

@@ -1,5 +1,6 @@
 //! What travels with every call between services besides its arguments: the request id
-//! (for logs across services) and the caller's credentials.
+//! (for logs across services), the trace context (`traceparent` of the current span) and
+//! the caller's credentials.
 
 use crate::service_identity::SERVICE_TOKEN_HEADER;
 use http::HeaderMap;
@@ -172,6 +173,8 @@ impl RequestContext {
         {
             headers.insert(IDEMPOTENCY_KEY_HEADER, v);
         }
+        // The trace: the span of this call (the client's span when made through a pool).
+        plt_kernel::trace::inject_current(headers);
     }
 
     /// Builds a tonic request carrying this context in its metadata.

@@ -271,6 +271,7 @@ impl Error {
             source = s.source();
         }
         tracing::error!(context, error = %chain, "internal error");
+        plt_kernel::report::internal_error(&format!("{context}: {chain}"));
         Self::new(ErrorCode::Internal, "internal error")
     }
 

@@ -23,6 +23,7 @@ use std::{
     time::Duration,
 };
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 /// Where a group that has committed nothing starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,10 +158,44 @@ impl Worker {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            // Each attempt is a consumer span, a child of the producer's (the event's trace).
+            let span = tracing::info_span!(
+                "process",
+                otel.name = %format_args!("process {}", msg.topic),
+                otel.kind = "consumer",
+                group = %self.sub.group,
+                topic = %msg.topic,
+                event_id = %event.id,
+                trace_id = tracing::field::Empty,
+            );
+            plt_kernel::trace::continue_from_traceparent(&span, event.traceparent.as_deref());
+            plt_kernel::trace::set_attribute(&span, "messaging.operation.type", "process");
+            plt_kernel::trace::set_attribute(
+                &span,
+                "messaging.destination.name",
+                msg.topic.clone(),
+            );
+            plt_kernel::trace::set_attribute(
+                &span,
+                "messaging.consumer.group.name",
+                self.sub.group.clone(),
+            );
+            plt_kernel::trace::set_attribute(
+                &span,
+                "messaging.destination.partition.id",
+                msg.partition.to_string(),
+            );
+            plt_kernel::trace::set_attribute(&span, "messaging.kafka.offset", msg.offset);
+            plt_kernel::trace::set_attribute(&span, "messaging.message.id", event.id.clone());
             let r = AssertUnwindSafe(self.sub.handler.handle(&event, msg))
                 .catch_unwind()
+                .instrument(span.clone())
                 .await
                 .unwrap_or_else(|_| Err(HandlerError::Retry("the handler panicked".into())));
+            if let Err(HandlerError::Permanent(why) | HandlerError::Retry(why)) = &r {
+                plt_kernel::trace::set_error(&span, why.clone());
+            }
+            drop(span);
             match r {
                 Ok(()) => {
                     self.stats.handled.fetch_add(1, Ordering::Relaxed);
@@ -273,7 +308,12 @@ pub struct Running {
 /// commits it and leaves the group.
 pub fn spawn(bus: Arc<dyn Bus>, sub: Subscription, stopping: watch::Receiver<bool>) -> Running {
     let stats = Arc::new(ConsumerStats::default());
-    let task = tokio::spawn(run(bus, sub, stopping, stats.clone()));
+    let task = tokio::spawn(plt_kernel::trace::inherit_mark(run(
+        bus,
+        sub,
+        stopping,
+        stats.clone(),
+    )));
     Running { stats, task }
 }
 

@@ -69,7 +69,7 @@ pub struct EnvelopeError(pub String);
 
 impl Event {
     /// A new event of `event_type` from service `service` (source `/plt/<service>`), with a
-    /// new id, happening now.
+    /// new id, happening now, in the trace of the current span (the request that caused it).
     pub fn new(event_type: &str, service: &str, data: Value) -> Self {
         Self {
             id: Uuid::now_v7().to_string(),
@@ -77,7 +77,7 @@ impl Event {
             event_type: event_type.to_owned(),
             subject: None,
             time: Utc::now().trunc_subsecs(6),
-            traceparent: None,
+            traceparent: plt_kernel::trace::current_traceparent(),
             data,
         }
     }

@@ -58,19 +58,34 @@ pub fn message_to(event: &Event, topic: &str, key: &str) -> Message {
     Message::new(TOPIC, serde_json::to_value(stored).unwrap_or(Value::Null))
 }
 
-fn outgoing(d: &Delivery) -> Result<Outgoing, DeliveryError> {
+/// The message of an outbox row, and its producer span: a child of the request that wrote
+/// the event, and the parent its consumers continue (the message's `traceparent`).
+fn outgoing(d: &Delivery) -> Result<(Outgoing, tracing::Span), DeliveryError> {
     let s: Stored = serde_json::from_value(d.payload.clone())
         .map_err(|e| DeliveryError::Rejected(format!("not an event: {e}")))?;
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format_args!("publish {}", s.topic),
+        otel.kind = "producer",
+        topic = %s.topic,
+        event_id = %s.id,
+        trace_id = tracing::field::Empty,
+    );
+    plt_kernel::trace::continue_from_traceparent(&span, s.traceparent.as_deref());
+    plt_kernel::trace::set_attribute(&span, "messaging.operation.type", "send");
+    plt_kernel::trace::set_attribute(&span, "messaging.destination.name", s.topic.clone());
+    plt_kernel::trace::set_attribute(&span, "messaging.message.id", s.id.clone());
+    let traceparent = plt_kernel::trace::traceparent_of(&span).or(s.traceparent);
     let event = Event {
         id: s.id,
         source: s.source,
         event_type: s.event_type,
         subject: s.subject,
         time: s.time,
-        traceparent: s.traceparent,
+        traceparent,
         data: s.data,
     };
-    Ok(event.to_message(&s.topic, &s.key))
+    Ok((event.to_message(&s.topic, &s.key), span))
 }
 
 /// Publishes outbox messages of topic [`TOPIC`] on a bus.
@@ -90,16 +105,24 @@ impl Destination for BusDestination {
         let mut results: Vec<Option<Result<(), DeliveryError>>> = vec![None; batch.len()];
         let mut messages = Vec::with_capacity(batch.len());
         let mut slots = Vec::with_capacity(batch.len());
+        let mut spans = Vec::with_capacity(batch.len());
         for (i, d) in batch.iter().enumerate() {
             match outgoing(d) {
-                Ok(m) => {
+                Ok((m, span)) => {
                     messages.push(m);
                     slots.push(i);
+                    spans.push(span);
                 }
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
         let published = self.bus.publish(&messages).await;
+        for (span, r) in spans.iter().zip(&published) {
+            if let Err(e) = r {
+                plt_kernel::trace::set_error(span, e.to_string());
+            }
+        }
+        drop(spans);
         // Once a key's message failed, its later ones in this batch count as failed too:
         // they go again after it (a repeat that the consumers' inboxes absorb).
         let mut failed_keys: Vec<&Option<Vec<u8>>> = Vec::new();

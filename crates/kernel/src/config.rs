@@ -101,6 +101,12 @@ pub struct KernelConfig {
     /// Outbound TLS: roots trusted besides the system's, and the certificate presented.
     #[serde(default)]
     pub client_tls: crate::tls::ClientTlsConfig,
+    /// Traces: OTLP export and sampling (K6).
+    #[serde(default)]
+    pub tracing: crate::trace::TracingConfig,
+    /// Panics and internal errors sent to a Sentry-compatible server (K7).
+    #[serde(default)]
+    pub error_reporting: crate::report::ErrorReportingConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,6 +326,8 @@ impl Validate for KernelConfig {
         }
         self.server.tls.check("server.tls")?;
         self.client_tls.check("client_tls")?;
+        self.tracing.check("tracing")?;
+        self.error_reporting.check("error_reporting")?;
         let db = &self.database;
         if db.max_connections == 0 {
             return Err(ConfigError::new(
@@ -409,6 +417,8 @@ pub const KNOWN_SECTIONS: &[&str] = &[
     "outbox",
     "events",
     "client_tls",
+    "tracing",
+    "error_reporting",
     "cache",
     "scheduler",
     "blob",

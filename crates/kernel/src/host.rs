@@ -47,7 +47,7 @@ use tonic::{server::NamedService, service::Routes};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::{DefaultOnResponse, TraceLayer},
+    trace::{DefaultOnResponse, OnResponse as _, TraceLayer},
 };
 use tracing::Level;
 
@@ -139,6 +139,19 @@ impl ServiceHost {
     }
 
     /// Adds HTTP routes (merged with those already added).
+    /// Serves [`PANIC_ROUTE`] (any method), whose handler panics: how an operator checks
+    /// that panics are answered 500 and reach the error reporting (`error_reporting.
+    /// panic_route`; off by default).
+    pub fn panic_route(mut self, on: bool) -> Self {
+        if on {
+            self.http = self.http.route(
+                PANIC_ROUTE,
+                axum::routing::any(|| async { induced_panic() }),
+            );
+        }
+        self
+    }
+
     pub fn http(mut self, router: Router) -> Self {
         self.http = self.http.merge(router);
         self
@@ -274,25 +287,38 @@ impl ServiceHost {
             http: http_router,
         };
         let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+        let service = self.name.clone();
         let app = Router::new().fallback_service(mux).layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
-                        .make_span_with(|req: &Request| {
+                        .make_span_with(move |req: &Request| {
                             let request_id = req
                                 .headers()
                                 .get(REQUEST_ID_HEADER)
                                 .and_then(|v| v.to_str().ok())
                                 .unwrap_or("-");
-                            tracing::info_span!(
+                            let span = tracing::info_span!(
                                 "request",
+                                service = %service,
                                 method = %req.method(),
                                 path = %req.uri().path(),
                                 request_id = %request_id,
-                            )
+                                trace_id = tracing::field::Empty,
+                                otel.name = %req.method(),
+                                otel.kind = "server",
+                            );
+                            crate::trace::continue_from(&span, req.headers());
+                            crate::trace::server_attributes(&span, req);
+                            span
                         })
-                        .on_response(DefaultOnResponse::new().level(Level::INFO))
+                        .on_response(|resp: &Response, latency: Duration, span: &tracing::Span| {
+                            crate::trace::server_status(span, resp.status());
+                            DefaultOnResponse::new()
+                                .level(Level::INFO)
+                                .on_response(resp, latency, span)
+                        })
                         .on_failure(()),
                 )
                 .layer(PropagateRequestIdLayer::new(request_id)),
@@ -311,6 +337,13 @@ impl ServiceHost {
         })
     }
 }
+
+fn induced_panic() -> &'static str {
+    panic!("induced panic ({PANIC_ROUTE}, error_reporting.panic_route)")
+}
+
+/// The route of [`ServiceHost::panic_route`].
+pub const PANIC_ROUTE: &str = "/plt/debug/panic";
 
 /// A host bound to its port, ready to run.
 pub struct BoundHost {
@@ -349,9 +382,13 @@ impl BoundHost {
         let name = self.name.clone();
         let tls = self.tls.clone();
         tracing::info!(service = %name, addr = %self.local_addr, workers = self.listeners.len(), tls = tls.is_some(), "listening (gRPC and HTTP)");
+        // Leaked once per host: spans and reports name it on every request without counting
+        // references.
+        let service: &'static str = Box::leak(name.to_string().into_boxed_str());
         let front = Front {
             front: self.front,
             app: self.app,
+            service,
             peer: None,
             conn: None,
         };
@@ -500,6 +537,8 @@ async fn serve(
 struct Front {
     front: Option<Arc<dyn FrontHandler>>,
     app: Router,
+    /// The host's service name (spans and error reports).
+    service: &'static str,
     peer: Option<SocketAddr>,
     /// Shared with the connection's IO: the 431s the service answers itself.
     conn: Option<Arc<crate::oversize::ConnState>>,
@@ -525,15 +564,60 @@ where
     }
 }
 
-/// A response from the front handler or from the host's stack.
+/// A response from the front handler or from the host's stack. Each poll runs marked for
+/// the host's service (traces) inside the request's scope (error reports); a panic while
+/// handling the request is answered 500 (gRPC: `internal`) instead of dropping the
+/// connection, after the panic hook reported it.
 struct FrontResponse {
     from: Origin,
     conn: Option<Arc<crate::oversize::ConnState>>,
+    service: &'static str,
+    scope: Option<crate::report::RequestScope>,
+    grpc: bool,
 }
 
 enum Origin {
     Front(FrontFuture),
     Stack(std::pin::Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>),
+    /// The handler panicked; its future is gone.
+    Done,
+}
+
+/// The problem+json body answering a request whose handler panicked.
+const PANICKED_BODY: &str = concat!(
+    r#"{"type":"urn:plt:problem:internal","title":"Internal error","status":500,"#,
+    r#""detail":"internal error","code":"internal"}"#
+);
+
+/// The answer to a request whose handler panicked: 500 problem+json, or gRPC `internal`.
+fn panicked(grpc: bool) -> Response {
+    let mut resp = if grpc {
+        let mut r = Response::new(Body::empty());
+        let h = r.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", http::HeaderValue::from_static("13"));
+        h.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("internal%20error"),
+        );
+        r
+    } else {
+        let mut r = Response::new(Body::from(PANICKED_BODY));
+        *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/problem+json"),
+        );
+        r
+    };
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    resp
 }
 
 impl Future for FrontResponse {
@@ -541,10 +625,28 @@ impl Future for FrontResponse {
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let Ok(resp) = std::task::ready!(match &mut this.from {
-            Origin::Front(f) => f.as_mut().poll(cx).map(Ok),
-            Origin::Stack(f) => f.as_mut().poll(cx),
+        let _mark = crate::trace::ServiceMark::enter(this.service);
+        let from = &mut this.from;
+        let polled = crate::report::within(&mut this.scope, || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match from {
+                Origin::Front(f) => f.as_mut().poll(cx).map(Ok),
+                Origin::Stack(f) => f.as_mut().poll(cx),
+                Origin::Done => Poll::Ready(Ok(panicked(false))),
+            }))
         });
+        let resp = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(Ok(resp))) => resp,
+            Err(_) => {
+                this.from = Origin::Done;
+                let request_id = this.scope.as_ref().and_then(|s| s.request_id.as_deref());
+                let mut resp = panicked(this.grpc);
+                if let Some(v) = request_id.and_then(|id| http::HeaderValue::from_str(id).ok()) {
+                    resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+                }
+                resp
+            }
+        };
         if resp.status() == http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             && let Some(conn) = &this.conn
         {
@@ -563,13 +665,34 @@ impl Service<Request<Body>> for Front {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        // The request id, kept when the caller sent one, is known from here on: the panic
+        // report and its 500 carry it as the handler's logs do.
+        let request_id = match req.headers().get(REQUEST_ID_HEADER) {
+            Some(v) => v.to_str().ok().map(str::to_owned),
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                if let Ok(v) = http::HeaderValue::from_str(&id) {
+                    req.headers_mut().insert(REQUEST_ID_HEADER, v);
+                }
+                Some(id)
+            }
+        };
+        let scope = Some(crate::report::RequestScope {
+            service: self.service,
+            request_id,
+            user_id: None,
+        });
+        let grpc = is_grpc(&req);
         let mut req = match &self.front {
             Some(front) => match front.serve(req, self.peer) {
                 Ok(fut) => {
                     return FrontResponse {
                         from: Origin::Front(fut),
                         conn: self.conn.clone(),
+                        service: self.service,
+                        scope,
+                        grpc,
                     };
                 }
                 Err(req) => req,
@@ -583,6 +706,9 @@ impl Service<Request<Body>> for Front {
         FrontResponse {
             from: Origin::Stack(Box::pin(self.app.clone().oneshot(req))),
             conn: self.conn.clone(),
+            service: self.service,
+            scope,
+            grpc,
         }
     }
 }

@@ -13,12 +13,14 @@ pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod oversize;
+pub mod report;
 pub mod secret;
 pub mod telemetry;
 /// Test support (feature `testing`: dev-dependencies only, never in a production build).
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
+pub mod trace;
 
 pub use config::{ConfigError, KernelConfig, Loaded};
 pub use health::{HealthCheck, Readiness};

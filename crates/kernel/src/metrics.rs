@@ -157,6 +157,9 @@ pub async fn track_http(State(service): State<Arc<str>>, req: Request, next: Nex
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
+    let span = tracing::Span::current();
+    crate::trace::set_name(&span, format!("{method} {route}"));
+    crate::trace::set_attribute(&span, "http.route", route.clone());
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
     let svc = service.to_string();
@@ -176,14 +179,25 @@ pub async fn track_grpc(State(service): State<Arc<str>>, req: Request, next: Nex
         Some((s, m)) => (s.to_owned(), m.to_owned()),
         None => ("unknown".to_owned(), path.to_owned()),
     };
+    let span = tracing::Span::current();
+    crate::trace::set_name(&span, path.to_owned());
+    crate::trace::set_attribute(&span, "rpc.system", "grpc");
+    crate::trace::set_attribute(&span, "rpc.service", grpc_service.clone());
+    crate::trace::set_attribute(&span, "rpc.method", grpc_method.clone());
     let response = next.run(req).await;
-    let code = response
+    let status = response
         .headers()
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok())
-        .map(|c| format!("{:?}", tonic::Code::from_i32(c)))
-        .unwrap_or_else(|| "Ok".to_owned());
+        .unwrap_or(0);
+    crate::trace::set_attribute(&span, "rpc.grpc.status_code", i64::from(status));
+    if matches!(status, 2 | 4 | 12 | 13 | 14 | 15) {
+        // Server errors (Unknown, DeadlineExceeded, Unimplemented, Internal, Unavailable,
+        // DataLoss), as the semantic conventions count them.
+        crate::trace::set_error(&span, format!("{:?}", tonic::Code::from_i32(status)));
+    }
+    let code = format!("{:?}", tonic::Code::from_i32(status));
     let svc = service.to_string();
     metrics::counter!("grpc_server_handled_total", "service" => svc.clone(), "grpc_service" => grpc_service.clone(), "grpc_method" => grpc_method.clone(), "grpc_code" => code).increment(1);
     metrics::histogram!("grpc_server_handling_seconds", "service" => svc, "grpc_service" => grpc_service, "grpc_method" => grpc_method)

@@ -1,6 +1,7 @@
 //! Test support for services in this repository: their configuration as the binaries load
 //! it, from the repository's `config/`, with a test's variables on top.
 
+pub mod collectors;
 pub mod smtp;
 
 use crate::{

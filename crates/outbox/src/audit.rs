@@ -54,7 +54,8 @@ impl AuditEvent {
                 metadata: serde_json::Map::new(),
                 source_ip: String::new(),
                 user_agent: String::new(),
-                trace_id: String::new(),
+                // The trace of the request it happened in (the current span's).
+                trace_id: plt_kernel::trace::current_trace_id().unwrap_or_default(),
             },
         }
     }

@@ -111,7 +111,7 @@ where
             Command::Config { command } => Ok(command.run(&cfg)),
             Command::Manifest => Ok(ExitCode::SUCCESS),
             Command::Migrate => {
-                telemetry::init(&cfg.kernel.log);
+                telemetry::init_logs(&cfg.kernel.log);
                 let Some(migrations) = m.migrations else {
                     println!("{} keeps no data: nothing to migrate", m.name);
                     return Ok(ExitCode::SUCCESS);
@@ -122,11 +122,13 @@ where
                 Ok(ExitCode::SUCCESS)
             }
             Command::Serve => {
-                telemetry::init(&cfg.kernel.log);
-                start::<S>(cfg, Overrides::default())
-                    .await?
-                    .run(shutdown_signal())
-                    .await?;
+                let telemetry = telemetry::init(&cfg.kernel, &[m.binary]);
+                let served = match start::<S>(cfg, Overrides::default()).await {
+                    Ok(app) => app.run(shutdown_signal()).await,
+                    Err(e) => Err(e),
+                };
+                telemetry.shutdown();
+                served?;
                 Ok(ExitCode::SUCCESS)
             }
         }

@@ -129,7 +129,14 @@ impl RuntimeGuard {
         }
     }
 
+    /// The signed-in user, also recorded in the request's scope (error reports name them).
     async fn user(&self, ctx: &RequestContext) -> Result<String> {
+        let user = self.verify_user(ctx).await?;
+        plt_kernel::report::set_user(&user);
+        Ok(user)
+    }
+
+    async fn verify_user(&self, ctx: &RequestContext) -> Result<String> {
         let Some(token) = ctx.bearer_token() else {
             return Err(Error::unauthenticated(
                 "sign in first: an access token (Authorization: Bearer) is required",

@@ -340,7 +340,8 @@ impl Parts {
     /// in-flight requests drained. Jobs that must finish cleanly watch
     /// [`Context::stopping`].
     pub fn job(mut self, job: impl Future<Output = ()> + Send + 'static) -> Self {
-        self.jobs.push(tokio::spawn(job));
+        self.jobs
+            .push(tokio::spawn(plt_kernel::trace::inherit_mark(job)));
         self
     }
 
@@ -629,7 +630,8 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
     } = cx;
 
     // Host: every contract behind the guard, its OpenAPI fragment, health and metrics.
-    let mut host = ServiceHost::new(m.binary, &cfg.kernel.server);
+    let mut host = ServiceHost::new(m.binary, &cfg.kernel.server)
+        .panic_route(cfg.kernel.error_reporting.panic_route);
     let Parts {
         contracts,
         http: extra_http,
@@ -774,7 +776,9 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
     // Events: the outbox's events relayed to the bus in commit order, and the service's
     // consumer groups.
     if let Some(relay) = events_relay {
-        jobs.push(tokio::spawn(relay.run(stopping.clone())));
+        jobs.push(tokio::spawn(plt_kernel::trace::inherit_mark(
+            relay.run(stopping.clone()),
+        )));
     }
     match &events {
         Some(bus) => {
@@ -790,14 +794,18 @@ pub async fn start<S: Service>(cfg: Loaded<S::Config>, o: Overrides) -> anyhow::
         }
     }
     for relay in relays {
-        jobs.push(tokio::spawn(relay.run(stopping.clone())));
+        jobs.push(tokio::spawn(plt_kernel::trace::inherit_mark(
+            relay.run(stopping.clone()),
+        )));
     }
     for scheduler in schedulers {
         scheduler
             .install()
             .await
             .context("installing the scheduler's table and jobs")?;
-        jobs.push(tokio::spawn(scheduler.run(stopping.clone())));
+        jobs.push(tokio::spawn(plt_kernel::trace::inherit_mark(
+            scheduler.run(stopping.clone()),
+        )));
     }
     if !permissions.is_empty() {
         jobs.push(tokio::spawn(register_permissions(

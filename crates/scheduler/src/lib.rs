@@ -439,10 +439,10 @@ impl Scheduler {
             let db = self.db.clone();
             let job = job.clone();
             let lease = self.lease_of(&job);
-            runs.spawn(async move {
+            runs.spawn(plt_kernel::trace::inherit_mark(async move {
                 let _guard = guard;
                 execute(db, job, run, lease).await;
-            });
+            }));
         }
         Ok(nearest)
     }

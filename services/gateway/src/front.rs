@@ -26,8 +26,10 @@ impl GatewayFront {
 
 /// The host's own endpoints and gRPC stay with the host.
 fn for_the_host(req: &Request) -> bool {
-    matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics")
-        || plt_kernel::host::is_grpc(req)
+    matches!(
+        req.uri().path(),
+        "/healthz" | "/readyz" | "/metrics" | plt_kernel::host::PANIC_ROUTE
+    ) || plt_kernel::host::is_grpc(req)
 }
 
 impl FrontHandler for GatewayFront {
@@ -66,10 +68,17 @@ async fn respond(
     let rid_text = rid.to_str().ok().map(str::to_owned);
     let span = tracing::info_span!(
         "request",
+        service = crate::SERVICE_NAME,
         method = %req.method(),
         path = %req.uri().path(),
         request_id = rid_text.as_deref().unwrap_or("-"),
+        trace_id = tracing::field::Empty,
+        otel.name = %req.method(),
+        otel.kind = "server",
     );
+    // The client's trace continues here, or one starts.
+    plt_kernel::trace::continue_from(&span, req.headers());
+    plt_kernel::trace::server_attributes(&span, &req);
     async move {
         let inner = |req: Request| async {
             if req.uri().path() == "/openapi.json" {
@@ -85,6 +94,7 @@ async fn respond(
         if !resp.headers().contains_key(REQUEST_ID_HEADER) {
             resp.headers_mut().insert(REQUEST_ID_HEADER, rid);
         }
+        plt_kernel::trace::server_status(&tracing::Span::current(), resp.status());
         tracing::info!(
             status = resp.status().as_u16(),
             latency = ?started.elapsed(),

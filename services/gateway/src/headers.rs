@@ -2,7 +2,8 @@
 //! (RFC 9110 §7.6.1) never cross in either direction; reserved headers (`x-user-*`,
 //! `x-plt-*`, `grpc-timeout`) are never taken from a client; `Host`, `Expect` and the
 //! `X-Forwarded-*` family are rewritten; the verified identity and what the gateway vouches
-//! for (its service token, the client's address) are added.
+//! for (its service token, the client's address) are added. The client's `traceparent` and
+//! `tracestate` are replaced by the gateway's own span's (added per attempt in `upstream`).
 
 use crate::edge::Caller;
 use axum::http::request::Parts;
@@ -100,6 +101,9 @@ pub fn for_upstream(
             || name == header::HOST
             // The gateway answered `Expect: 100-continue` itself (by reading the body).
             || name == header::EXPECT
+            // The trace context goes on as the gateway's own span (see `upstream`).
+            || name == "traceparent"
+            || name == "tracestate"
             || *name == X_FORWARDED_FOR
             || ((*name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST) && !forwarded_kept)
             || listed.contains(name));

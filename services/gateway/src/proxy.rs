@@ -249,6 +249,9 @@ pub async fn handle(
     let durations = |label: &str| metrics::histogram!("gateway_request_duration_seconds", "service" => SERVICE_NAME, "route" => label.to_owned(), "method" => method.as_str().to_owned());
     match &route {
         Ok(r) => {
+            let span = tracing::Span::current();
+            plt_kernel::trace::set_name(&span, format!("{method} {}", r.label()));
+            plt_kernel::trace::set_attribute(&span, "http.route", r.label().to_owned());
             let m = &r.metrics;
             m.requests
                 .get(&(method.clone(), status), || requests(r.label()))

@@ -284,14 +284,25 @@ impl Upstreams {
     }
 }
 
-/// The deadline left, for the upstream (`x-plt-timeout-ms`).
-fn timeout_header(cx: &RequestContext) -> Option<(HeaderName, HeaderValue)> {
-    let left = cx.remaining()?;
-    let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
-    Some((
-        HeaderName::from_static(TIMEOUT_HEADER),
-        HeaderValue::from(ms),
-    ))
+/// What the gateway adds per attempt: the deadline left (`x-plt-timeout-ms`) and the trace
+/// context of the attempt's span (`traceparent`, `tracestate`).
+fn attempt_headers(cx: &RequestContext) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(3);
+    if let Some(left) = cx.remaining() {
+        let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        out.push((
+            HeaderName::from_static(TIMEOUT_HEADER),
+            HeaderValue::from(ms),
+        ));
+    }
+    let mut trace = http::HeaderMap::new();
+    plt_kernel::trace::inject_current(&mut trace);
+    for (name, value) in trace.into_iter() {
+        if let Some(name) = name {
+            out.push((name, value));
+        }
+    }
+    out
 }
 
 /// A request with an in-memory body, on the gateway's own connections (see [`plt_h1`]).
@@ -302,7 +313,7 @@ async fn send_h1(
     req: &Outgoing,
     body: &Bytes,
 ) -> Result<Response<Body>, Error> {
-    let extra = timeout_header(cx);
+    let extra = attempt_headers(cx);
     up.conns
         .send(
             &req.method,
@@ -354,7 +365,7 @@ async fn send_once(
     for (name, value) in &req.headers {
         headers.append(name.clone(), value.clone());
     }
-    if let Some((name, value)) = timeout_header(cx) {
+    for (name, value) in attempt_headers(cx) {
         out.headers_mut().insert(name, value);
     }
     let result = client.request(out).await;

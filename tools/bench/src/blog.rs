@@ -288,7 +288,7 @@ async fn start(data: &Path, posts: usize) -> anyhow::Result<Servers> {
     let cfg = source
         .load::<GatewayConfig>(GATEWAY)
         .context("loading the gateway configuration")?;
-    plt_kernel::telemetry::init(&cfg.kernel.log);
+    plt_kernel::telemetry::init_logs(&cfg.kernel.log);
 
     let authority = TestAuthority::new();
     let author = Uuid::now_v7();

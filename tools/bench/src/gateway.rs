@@ -221,7 +221,7 @@ async fn start_servers(isolation: Option<&Isolation>) -> anyhow::Result<Servers>
     let cfg = source
         .load::<GatewayConfig>(SECTION)
         .context("loading the gateway configuration")?;
-    plt_kernel::telemetry::init(&cfg.kernel.log);
+    plt_kernel::telemetry::init_logs(&cfg.kernel.log);
 
     // The upstream, with TCP_NODELAY like the service host.
     let listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -152,7 +152,7 @@ async fn start(
         sections: Vec::new(),
     };
     let cfg = plt_runtime::load_config::<Identity>(source)?;
-    plt_kernel::telemetry::init(&cfg.kernel.log);
+    plt_kernel::telemetry::init_logs(&cfg.kernel.log);
     let authority = TestAuthority::new();
     let authz = FakeAuthz::default();
     let registry: Arc<dyn ServiceRegistry> = Arc::new(MemoryRegistry::new());
