@@ -215,14 +215,114 @@ fn certified_key(
     let certs = read_certs(cert_path, &format!("{prefix}.cert_path"))?;
     let key_name = format!("{prefix}.key_path");
     let key = read_key(key_path, &key_name)?;
-    rustls::sign::CertifiedKey::from_der(certs, key, &provider())
+    let key = rustls::sign::CertifiedKey::from_der(certs, key, &provider())
         .map(Arc::new)
         .map_err(|e| {
             ConfigError::new(
                 &key_name,
                 format!("does not fit the certificate in cert_path: {e}"),
             )
-        })
+        })?;
+    record_expiry("server", &key.cert);
+    Ok(key)
+}
+
+/// Sets `tls_certificate_expiry_timestamp_seconds{kind}` to the `notAfter` of the leaf (the
+/// first certificate of `chain`), in Unix seconds: called whenever a certificate is put to
+/// use (loaded, reloaded), so that an alert can warn before it expires.
+fn record_expiry(kind: &'static str, chain: &[CertificateDer<'_>]) {
+    // The recorder may not be installed yet (TLS files are read before the host binds).
+    let _ = crate::metrics::handle();
+    ::metrics::describe_gauge!(
+        "tls_certificate_expiry_timestamp_seconds",
+        ::metrics::Unit::Seconds,
+        "notAfter (Unix seconds) of the TLS certificate in use, by kind (server, client)."
+    );
+    match chain.first().and_then(|c| not_after(c)) {
+        Some(t) => ::metrics::gauge!("tls_certificate_expiry_timestamp_seconds", "kind" => kind)
+            .set(t as f64),
+        None => tracing::warn!(
+            kind,
+            "cannot read the certificate's notAfter: tls_certificate_expiry_timestamp_seconds not set"
+        ),
+    }
+}
+
+/// One DER element at the start of `input`: its tag, its contents and what follows it.
+/// Definite lengths only (DER has no other); single-byte tags only (all X.509 uses up to
+/// the validity).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    if tag & 0x1f == 0x1f {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > std::mem::size_of::<usize>() || rest.len() < n {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at(n);
+        let len = bytes.iter().try_fold(0usize, |acc, b| {
+            acc.checked_mul(256)?.checked_add(usize::from(*b))
+        })?;
+        (len, rest)
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let (contents, rest) = rest.split_at(len);
+    Some((tag, contents, rest))
+}
+
+/// The `notAfter` of an X.509 certificate (DER), in Unix seconds: Certificate ->
+/// TBSCertificate -> [version] serialNumber signature issuer validity -> notAfter, a UTCTime
+/// (`YYMMDDHHMMSSZ`, years 1950-2049) or a GeneralizedTime (`YYYYMMDDHHMMSSZ`), as RFC 5280
+/// §4.1.2.5 prescribes. `None` for anything else.
+fn not_after(der: &[u8]) -> Option<i64> {
+    const SEQUENCE: u8 = 0x30;
+    const VERSION: u8 = 0xa0;
+    const INTEGER: u8 = 0x02;
+    const UTC_TIME: u8 = 0x17;
+    const GENERALIZED_TIME: u8 = 0x18;
+    fn expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+        let (t, contents, rest) = der_element(input)?;
+        (t == tag).then_some((contents, rest))
+    }
+    let (cert, _) = expect(der, SEQUENCE)?;
+    let (tbs, _) = expect(cert, SEQUENCE)?;
+    let tbs = match expect(tbs, VERSION) {
+        Some((_, rest)) => rest,
+        None => tbs,
+    };
+    let (_serial, rest) = expect(tbs, INTEGER)?;
+    let (_signature, rest) = expect(rest, SEQUENCE)?;
+    let (_issuer, rest) = expect(rest, SEQUENCE)?;
+    let (validity, _) = expect(rest, SEQUENCE)?;
+    let (_, _not_before, rest) = der_element(validity)?;
+    let (tag, time, _) = der_element(rest)?;
+    let time = std::str::from_utf8(time).ok()?;
+    let digits = time.strip_suffix('Z')?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (year, rest) = match (tag, digits.len()) {
+        (UTC_TIME, 12) => {
+            let yy: i32 = digits[..2].parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &digits[2..])
+        }
+        (GENERALIZED_TIME, 14) => (digits[..4].parse().ok()?, &digits[4..]),
+        _ => return None,
+    };
+    let part = |i: usize| rest[i..i + 2].parse::<u32>().ok();
+    let at = chrono::NaiveDate::from_ymd_opt(year, part(0)?, part(2)?)?.and_hms_opt(
+        part(4)?,
+        part(6)?,
+        part(8)?,
+    )?;
+    Some(at.and_utc().timestamp())
 }
 
 impl rustls::server::ResolvesServerCert for ReloadingCert {
@@ -349,12 +449,17 @@ impl ClientTls {
         } else {
             None
         };
-        Self::build(roots, identity).map_err(|e| {
+        let chain = identity.as_ref().map(|(certs, _)| certs.clone());
+        let tls = Self::build(roots, identity).map_err(|e| {
             ConfigError::new(
                 format!("{prefix}.key_path"),
                 format!("does not fit the certificate in cert_path: {e}"),
             )
-        })
+        })?;
+        if let Some(chain) = chain {
+            record_expiry("client", &chain);
+        }
+        Ok(tls)
     }
 
     fn build(
@@ -767,4 +872,95 @@ async fn accept_error(e: io::Error) {
     }
     tracing::error!(error = %e, "accept error");
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+// The test CA: `testing`'s when that feature is on (a dependent's tests turned it on), else
+// the same file here (one module per file, or clippy's duplicate_mod objects).
+#[cfg(all(test, not(feature = "testing")))]
+#[path = "test_ca.rs"]
+mod test_ca;
+#[cfg(all(test, feature = "testing"))]
+use crate::testing as test_ca;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use test_ca::TestCa;
+
+    fn unix(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
+        chrono::NaiveDate::from_ymd_opt(y, mo, d)
+            .unwrap()
+            .and_hms_opt(h, mi, s)
+            .unwrap()
+            .and_utc()
+            .timestamp()
+    }
+
+    fn self_signed(adjust: impl FnOnce(&mut rcgen::CertificateParams)) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).unwrap();
+        adjust(&mut params);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    /// The value of `name{kind="..."}` in the rendered metrics.
+    fn gauge(name: &str, kind: &str) -> Option<f64> {
+        let text = crate::metrics::render(&[]);
+        let prefix = format!("{name}{{kind=\"{kind}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|v| v.trim().parse().expect("a number"))
+    }
+
+    #[test]
+    fn not_after_reads_utc_and_generalized_time() {
+        // rcgen writes UTCTime up to 2049 and GeneralizedTime from 2050, as RFC 5280 says.
+        let utc = self_signed(|p| {
+            p.not_after = rcgen::date_time_ymd(2031, 7, 9) + Duration::from_secs(3600 + 61);
+        });
+        assert_eq!(not_after(&utc), Some(unix(2031, 7, 9, 1, 1, 1)));
+        let generalized = self_signed(|p| p.not_after = rcgen::date_time_ymd(2150, 2, 28));
+        assert_eq!(not_after(&generalized), Some(unix(2150, 2, 28, 0, 0, 0)));
+        assert_eq!(not_after(b""), None);
+        assert_eq!(not_after(&utc[..utc.len() / 3]), None, "truncated");
+        assert_eq!(not_after(&[0x30, 0x03, 0x02, 0x01, 0x00]), None);
+    }
+
+    #[test]
+    fn loading_certificates_sets_their_expiry_gauges() {
+        assert!(crate::metrics::handle().is_some(), "the recorder installed");
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new(dir.path(), "expiry");
+        let server = ca.server("server", &["localhost"]);
+        let client = ca.client("client", "svc");
+        // rcgen's default notAfter: 4096-01-01 (a GeneralizedTime).
+        let expected = unix(4096, 1, 1, 0, 0, 0) as f64;
+
+        ServerTlsConfig {
+            cert_path: server.cert,
+            key_path: server.key,
+            client_ca_path: PathBuf::new(),
+        }
+        .load("server.tls")
+        .unwrap()
+        .expect("TLS enabled");
+        assert_eq!(
+            gauge("tls_certificate_expiry_timestamp_seconds", "server"),
+            Some(expected)
+        );
+
+        ClientTls::load(
+            &ClientTlsConfig {
+                ca_path: ca.ca_file(),
+                cert_path: client.cert,
+                key_path: client.key,
+            },
+            "client_tls",
+        )
+        .unwrap();
+        assert_eq!(
+            gauge("tls_certificate_expiry_timestamp_seconds", "client"),
+            Some(expected)
+        );
+    }
 }

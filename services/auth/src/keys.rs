@@ -153,6 +153,7 @@ impl KeyRing {
             })
             .collect();
         let jwks = Jwks { keys: published };
+        self.record_rotation_due(active);
         let active_kid = active.kid.clone();
         self.jwks.set(jwks.clone());
         self.verifier.set_keys(&jwks);
@@ -168,6 +169,28 @@ impl KeyRing {
             tracing::info!(retiring = %previous, active = %active_kid, "now signing with the rotated key");
         }
         Ok(())
+    }
+
+    /// When `active` is due to be replaced by the next key (activated + rotation interval), as
+    /// `auth_signing_key_expiry_timestamp_seconds` (Unix seconds). Keys carry no expiry of
+    /// their own: a key past this time still signs and verifies, but [`Self::maintain`]
+    /// should have rotated it by then, so a time well in the past means rotation stopped.
+    fn record_rotation_due(&self, active: &KeyRow) {
+        let since = active.activated_at.unwrap_or(active.created_at);
+        static DESCRIBED: std::sync::Once = std::sync::Once::new();
+        DESCRIBED.call_once(|| {
+            // The ring is opened before the host binds and installs the recorder.
+            let _ = plt_kernel::metrics::handle();
+            metrics::describe_gauge!(
+                "auth_signing_key_expiry_timestamp_seconds",
+                metrics::Unit::Seconds,
+                "When the active signing key is due to be rotated (Unix seconds)."
+            );
+        });
+        if let Some(due) = since.checked_add_signed(chrono(self.rotation_interval)) {
+            metrics::gauge!("auth_signing_key_expiry_timestamp_seconds", "service" => crate::SERVICE_NAME)
+                .set(due.timestamp_millis() as f64 / 1000.0);
+        }
     }
 
     /// Applies a due rotation and due removals, then reloads.
@@ -283,5 +306,56 @@ impl KeyRing {
 
     pub fn sealer(&self) -> &Sealer {
         &self.sealer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gauge() -> Option<f64> {
+        let prefix = format!(
+            "auth_signing_key_expiry_timestamp_seconds{{service=\"{}\"}} ",
+            crate::SERVICE_NAME
+        );
+        plt_kernel::metrics::render(&[])
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|v| v.trim().parse().expect("a number"))
+    }
+
+    /// When the active key of `ring` is due to be rotated, as the gauge shows it.
+    fn due(ring: &KeyRing, interval: chrono::Duration) -> f64 {
+        let rows = ring.keys();
+        let active = rows.iter().find(|r| r.state == KeyState::Active).unwrap();
+        (active.activated_at.unwrap() + interval).timestamp_millis() as f64 / 1000.0
+    }
+
+    #[tokio::test]
+    async fn the_expiry_gauge_follows_the_active_key() {
+        assert!(
+            plt_kernel::metrics::handle().is_some(),
+            "the recorder installed"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_string_lossy().to_string();
+        let cfg: crate::Config = plt_kernel::testing::config(
+            crate::SECTION,
+            [
+                ("PLT_DATABASE__DATA_DIR", data.as_str()),
+                ("PLT_AUTH__KEYS__ROTATION_INTERVAL", "7d"),
+            ],
+        );
+        let db = crate::connect_db(&cfg, "auth").await.unwrap();
+        let ring = crate::key_ring(&cfg, &db).await.unwrap();
+        let week = chrono::Duration::days(7);
+        let first = due(&ring, week);
+        assert_eq!(gauge(), Some(first), "set when the ring is opened");
+
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        ring.rotate().await.unwrap();
+        let second = due(&ring, week);
+        assert!(second > first, "the new active key was activated later");
+        assert_eq!(gauge(), Some(second), "follows a rotation");
     }
 }
