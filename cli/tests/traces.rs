@@ -25,12 +25,22 @@ struct Platform {
 }
 
 impl Drop for Platform {
+    /// Ctrl-C, so that plt dev stops the feature services' processes too; killed if it
+    /// does not stop in time.
     fn drop(&mut self) {
         let _ = Command::new("kill")
-            .arg("-KILL")
+            .arg("-INT")
             .arg(self.child.id().to_string())
             .stderr(Stdio::null())
             .status();
+        for _ in 0..300 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -406,10 +416,18 @@ async fn a_published_post_is_one_trace_from_the_gateway_through_the_bus() {
     assert_eq!(r.status(), 200);
     let spans = otlp
         .wait_for(Duration::from_secs(60), |spans| {
-            spans.iter().any(|s| {
-                s.trace_id == trace_id
-                    && s.service == "analytics-service"
-                    && s.kind == "SPAN_KIND_CONSUMER"
+            // Each process exports on its own schedule: wait for all four.
+            [
+                ("api-gateway", "SPAN_KIND_SERVER"),
+                ("blog-service", "SPAN_KIND_SERVER"),
+                ("blog-service", "SPAN_KIND_PRODUCER"),
+                ("analytics-service", "SPAN_KIND_CONSUMER"),
+            ]
+            .iter()
+            .all(|(service, kind)| {
+                spans
+                    .iter()
+                    .any(|s| s.trace_id == trace_id && s.service == *service && s.kind == *kind)
             })
         })
         .await;
