@@ -317,6 +317,18 @@ pub fn spawn(bus: Arc<dyn Bus>, sub: Subscription, stopping: watch::Receiver<boo
     Running { stats, task }
 }
 
+/// How often a consumer reports its lag.
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// `events_consumer_lag{group, topic, partition}`: messages of the partitions this member
+/// reads that its group has not committed yet.
+async fn report_lag(group: &str, consumer: &mut dyn crate::Consumer) {
+    for (topic, partition, lag) in consumer.lag().await {
+        metrics::gauge!("events_consumer_lag", "group" => group.to_owned(), "topic" => topic, "partition" => partition.to_string())
+            .set(lag as f64);
+    }
+}
+
 /// The loop of [`spawn`].
 pub async fn run(
     bus: Arc<dyn Bus>,
@@ -345,7 +357,12 @@ pub async fn run(
             }
         };
         tracing::debug!(group = %sub.group, topics = ?sub.topics, "consumer joined its group");
+        let mut lag_reported = std::time::Instant::now();
         loop {
+            if lag_reported.elapsed() >= LAG_EVERY {
+                lag_reported = std::time::Instant::now();
+                report_lag(&sub.group, consumer.as_mut()).await;
+            }
             let polled = tokio::select! {
                 biased;
                 _ = stopping.changed() => break,

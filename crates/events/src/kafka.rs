@@ -325,6 +325,45 @@ impl Consumer for KafkaConsumer {
             .map_err(|e| unavailable(&e))
     }
 
+    /// The partitions' high watermarks (asked of the broker: a blocking call, made off the
+    /// async threads' duty with `block_in_place`) minus the positions committed.
+    async fn lag(&mut self) -> Vec<(String, i32, i64)> {
+        let Some(c) = &self.consumer else {
+            return Vec::new();
+        };
+        if tokio::runtime::Handle::current().runtime_flavor()
+            != tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            return Vec::new();
+        }
+        let Ok(assigned) = c.assignment() else {
+            return Vec::new();
+        };
+        assigned
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let (_, high) = tokio::task::block_in_place(|| {
+                    c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(1))
+                })
+                .ok()?;
+                if high < 0 {
+                    return None;
+                }
+                let committed = self
+                    .committed
+                    .get(&(e.topic().to_owned(), e.partition()))
+                    .copied()
+                    .unwrap_or(0);
+                Some((
+                    e.topic().to_owned(),
+                    e.partition(),
+                    (high - committed).max(0),
+                ))
+            })
+            .collect()
+    }
+
     async fn close(mut self: Box<Self>) {
         let Some(c) = self.consumer.take() else {
             return;

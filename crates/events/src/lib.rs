@@ -275,6 +275,13 @@ pub trait Consumer: Send {
     /// for the first. Messages of one partition come in offset order.
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Received>, BusError>;
 
+    /// For each partition assigned to this member, how many messages are behind the
+    /// group's committed position (the partition's end offset minus it)
+    /// (`events_consumer_lag`). Empty when it cannot tell.
+    async fn lag(&mut self) -> Vec<(String, i32, i64)> {
+        Vec::new()
+    }
+
     /// Commits positions: the group resumes there after a restart or rebalance.
     async fn commit(&mut self, positions: &[Position]) -> Result<(), BusError>;
 

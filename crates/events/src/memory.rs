@@ -332,6 +332,24 @@ impl Consumer for MemoryConsumer {
         Ok(())
     }
 
+    async fn lag(&mut self) -> Vec<(String, i32, i64)> {
+        let st = self.bus.lock();
+        let Some(g) = st.groups.get(&self.group) else {
+            return Vec::new();
+        };
+        self.positions
+            .keys()
+            .map(|(t, p)| {
+                let end = st
+                    .topics
+                    .get(t)
+                    .map_or(0, |ps| ps[*p as usize].len() as i64);
+                let committed = g.committed.get(&(t.clone(), *p)).copied().unwrap_or(0);
+                (t.clone(), *p, (end - committed).max(0))
+            })
+            .collect()
+    }
+
     async fn close(self: Box<Self>) {
         drop(self);
     }

@@ -489,3 +489,54 @@ async fn the_bridge_takes_a_silent_member_out_of_its_group() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// A member's lag: what its group has not committed of the partitions it reads, falling to
+/// zero once it commits everything it read (the embedded bus and Kafka; through the bridge
+/// it cannot tell).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_reports_what_its_group_has_not_committed() {
+    for (i, bus) in buses("lag").into_iter().enumerate() {
+        if i == 1 {
+            continue; // the bridge: no lag to report
+        }
+        let topic = unique("lag");
+        let events: Vec<(String, Event)> = (0..5)
+            .map(|n| {
+                (
+                    format!("k{n}"),
+                    Event::new("plt.test.lag.v1", "test", serde_json::json!({ "n": n })),
+                )
+            })
+            .collect();
+        publish(bus.as_ref(), &topic, &events).await;
+        let mut c = bus
+            .join(&unique("lag-group"), &[topic.clone()], Start::Earliest)
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut read = Vec::new();
+        while read.len() < 5 {
+            assert!(Instant::now() < deadline, "5 messages, got {}", read.len());
+            read.extend(c.poll(5, Duration::from_millis(500)).await.unwrap());
+        }
+        let total: i64 = c.lag().await.iter().map(|(_, _, l)| *l).sum();
+        assert_eq!(total, 5, "{}: nothing committed yet", bus.backend());
+        let mut last: HashMap<i32, i64> = HashMap::new();
+        for m in &read {
+            let e = last.entry(m.partition).or_insert(m.offset);
+            *e = (*e).max(m.offset);
+        }
+        let positions: Vec<plt_events::Position> = last
+            .iter()
+            .map(|(p, o)| plt_events::Position {
+                topic: topic.clone(),
+                partition: *p,
+                next: o + 1,
+            })
+            .collect();
+        c.commit(&positions).await.unwrap();
+        let total: i64 = c.lag().await.iter().map(|(_, _, l)| *l).sum();
+        assert_eq!(total, 0, "{}: everything committed", bus.backend());
+        c.close().await;
+    }
+}
