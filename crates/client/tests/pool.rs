@@ -448,3 +448,54 @@ async fn when_every_instance_failed_calls_succeed_as_soon_as_they_recover() {
         .expect("served as soon as the instances answer again");
     drop((one, two));
 }
+
+/// The value of the series of `name` whose labels include every one of `labels` (0 if none).
+fn series(name: &str, labels: &[(&str, &str)]) -> f64 {
+    plt_kernel::metrics::render(&[])
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Client RED metrics: every call through a pool is counted by target, method and outcome
+/// code, and timed (`rpc_client_requests_total`, `rpc_client_duration_seconds`).
+#[tokio::test]
+async fn every_call_is_counted_by_outcome_and_timed() {
+    let _ = plt_kernel::metrics::handle();
+    let registry = MemoryRegistry::new();
+    let users = FakeIdentity::default();
+    let s = serve(&registry, 1, &users).await;
+    let client = ClientFactory::new(Arc::new(registry.clone()))
+        .identity(&config())
+        .await
+        .unwrap();
+    let ctx = RequestContext::new();
+    let target = [("target", "identity"), ("method", "GetUser")];
+    let not_found = [target[0], target[1], ("code", "not_found")];
+    let unavailable = [target[0], target[1], ("code", "unavailable")];
+    let (nf0, un0) = (
+        series("rpc_client_requests_total", &not_found),
+        series("rpc_client_requests_total", &unavailable),
+    );
+    let timed0 = series("rpc_client_duration_seconds_count", &target);
+    for _ in 0..3 {
+        let e = client.get_user(&ctx, Uuid::now_v7()).await.unwrap_err();
+        assert_eq!(e.code, plt_contracts::ErrorCode::NotFound);
+    }
+    s.flaky.fail.store(true, Ordering::SeqCst);
+    let e = client.get_user(&ctx, Uuid::now_v7()).await.unwrap_err();
+    assert_eq!(e.code, plt_contracts::ErrorCode::Unavailable);
+    assert_eq!(series("rpc_client_requests_total", &not_found) - nf0, 3.0);
+    assert_eq!(series("rpc_client_requests_total", &unavailable) - un0, 1.0);
+    assert_eq!(
+        series("rpc_client_duration_seconds_count", &target) - timed0,
+        4.0
+    );
+    drop(s);
+}
