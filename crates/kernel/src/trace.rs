@@ -189,10 +189,9 @@ pub(crate) fn provider(
         processor.set_resource(&resource(service));
         routes.push(((*service).to_owned(), processor));
     }
+    set_sampling_ratio(cfg.sampling_ratio);
     let builder = SdkTracerProvider::builder()
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            cfg.sampling_ratio,
-        ))))
+        .with_sampler(Sampler::ParentBased(Box::new(SharedRatio)))
         .with_resource(resource(default));
     let provider = if routes.len() > 1 {
         builder.with_span_processor(Router { routes }).build()
@@ -237,6 +236,48 @@ fn exporter(cfg: &TracingConfig) -> Result<opentelemetry_otlp::SpanExporter, Str
             .build(),
     };
     built.map_err(|e| format!("tracing: building the OTLP exporter: {e}"))
+}
+
+/// The share of new traces recorded, as `f64` bits ([`set_sampling_ratio`]).
+static SAMPLING_RATIO: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0x3FF0_0000_0000_0000); // 1.0
+
+/// Changes the share of new traces recorded (0.0–1.0, clamped) while the process runs; the
+/// configuration's `tracing.sampling_ratio` sets it at start. (A benchmark compares ratios
+/// in one process with it.)
+pub fn set_sampling_ratio(ratio: f64) {
+    let r = if ratio.is_nan() {
+        0.0
+    } else {
+        ratio.clamp(0.0, 1.0)
+    };
+    SAMPLING_RATIO.store(r.to_bits(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The root sampler: trace-id ratio based, at the current [`set_sampling_ratio`].
+#[derive(Debug, Clone)]
+struct SharedRatio;
+
+impl opentelemetry_sdk::trace::ShouldSample for SharedRatio {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: opentelemetry::trace::TraceId,
+        name: &str,
+        span_kind: &opentelemetry::trace::SpanKind,
+        attributes: &[KeyValue],
+        links: &[opentelemetry::trace::Link],
+    ) -> opentelemetry_sdk::trace::SamplingResult {
+        let ratio = f64::from_bits(SAMPLING_RATIO.load(std::sync::atomic::Ordering::Relaxed));
+        Sampler::TraceIdRatioBased(ratio).should_sample(
+            parent_context,
+            trace_id,
+            name,
+            span_kind,
+            attributes,
+            links,
+        )
+    }
 }
 
 /// Routes each finished span to the batch processor of the service it started under.

@@ -212,16 +212,32 @@ async fn ping() -> impl IntoResponse {
     )
 }
 
-async fn start_servers(isolation: Option<&Isolation>) -> anyhow::Result<Servers> {
+async fn start_servers(
+    isolation: Option<&Isolation>,
+    otlp_endpoint: Option<String>,
+) -> anyhow::Result<Servers> {
+    let mut vars = config_vars(isolation);
+    if let Some(endpoint) = &otlp_endpoint {
+        vars.push(("PLT_TRACING__ENDPOINT".into(), endpoint.clone()));
+        vars.push(("PLT_TRACING__PROTOCOL".into(), "grpc".into()));
+    }
     let source = ConfigSource {
         dir: config_dir(),
-        vars: config_vars(isolation),
+        vars,
         sections: Vec::new(),
     };
     let cfg = source
         .load::<GatewayConfig>(SECTION)
         .context("loading the gateway configuration")?;
-    plt_kernel::telemetry::init_logs(&cfg.kernel.log);
+    if otlp_endpoint.is_some() {
+        // As the gateway's binary sets it up (kept for the process's life).
+        std::mem::forget(plt_kernel::telemetry::init(
+            &cfg.kernel,
+            &[api_gateway::SERVICE_NAME],
+        ));
+    } else {
+        plt_kernel::telemetry::init_logs(&cfg.kernel.log);
+    }
 
     // The upstream, with TCP_NODELAY like the service host.
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -482,6 +498,7 @@ struct Entry {
 }
 
 /// One phase (closed or open loop), summarised.
+#[derive(Clone)]
 struct Phase {
     rps: f64,
     p50: Duration,
@@ -640,7 +657,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .thread_name("load-worker")
         .enable_all()
         .build()?;
-    let servers = servers_rt.block_on(start_servers(isolation.as_ref()))?;
+    let servers = servers_rt.block_on(start_servers(isolation.as_ref(), None))?;
     // Under --isolate the bare proxy gets a runtime of its own on the proxy's CPUs.
     let proxy_rt = match &isolation {
         Some(iso) => Some(iso.on_proxy_cpus(|| {
@@ -1048,4 +1065,132 @@ fn report(
     let pass = ok_ratio && ok_added && errors == 0;
     let _ = writeln!(o, "overall: {}", verdict(pass));
     (o, pass)
+}
+
+#[derive(clap::Args)]
+pub struct TracingArgs {
+    /// Measured seconds of each phase (after the warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Warm-up seconds before each phase's measurement (not measured).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Concurrent connections of the load generator.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Rounds of the three cases, interleaved; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Worker threads of the upstream's and gateway's runtime.
+    #[arg(long, default_value_t = 1)]
+    server_threads: usize,
+    /// Worker threads of the load generator.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+}
+
+/// The longest 1% sampling may cost in throughput against tracing off.
+const MAX_ONE_PERCENT_COST: f64 = 0.05;
+
+/// `plt-bench tracing`: what tracing costs the gateway's authenticated route (`/full`:
+/// token, permission, rate limits, upstream), in one process and one run: traces off (no
+/// trace recorded; trace context still propagated and logged — what a deployment without
+/// `tracing.endpoint` does), on at 1% sampling and at 100%, exported over OTLP/gRPC to an
+/// in-process receiver. The three cases alternate in each round (`set_sampling_ratio`), so
+/// drift of the machine falls on all of them; medians of the rounds are compared.
+pub fn run_tracing(args: &TracingArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.seconds > 0.0 && args.rounds > 0 && args.connections > 0,
+        "--seconds, --rounds and --connections must be > 0"
+    );
+    let machine = machine();
+    let servers_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.server_threads.max(1))
+        .thread_name("srv-worker")
+        .enable_all()
+        .build()?;
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.max(1))
+        .thread_name("load-worker")
+        .enable_all()
+        .build()?;
+    let receiver = servers_rt.block_on(plt_kernel::testing::collectors::OtlpReceiver::start());
+    let servers = servers_rt.block_on(start_servers(None, Some(receiver.grpc_endpoint())))?;
+    let token = servers.authority.access_token(&servers.user.to_string());
+    let target = Entry {
+        which: Only::C,
+        label: "(c) gateway, full route",
+        target: Target::new(servers.gateway, "/full", Some(&token))?,
+        pid: None,
+    };
+    let cases = [("off", 0.0), ("1%", 0.01), ("100%", 1.0)];
+    let mut phases: Vec<Vec<Phase>> = vec![Vec::new(); cases.len()];
+    let mut spans: Vec<usize> = vec![0; cases.len()];
+    for round in 0..args.rounds {
+        for (i, (_, ratio)) in cases.iter().enumerate() {
+            plt_kernel::trace::set_sampling_ratio(*ratio);
+            let before = receiver.spans().len();
+            let load = load::closed_loop(
+                &target.target,
+                args.connections,
+                Duration::from_secs_f64(args.warmup),
+                Duration::from_secs_f64(args.seconds),
+            );
+            let phase = run_phase(&client_rt, &target, load);
+            // Let the batch exporter deliver what the phase recorded.
+            std::thread::sleep(Duration::from_secs(6));
+            spans[i] += receiver.spans().len() - before;
+            eprintln!(
+                "round {}: {:>5} {:>9.0} req/s",
+                round + 1,
+                cases[i].0,
+                phase.rps
+            );
+            phases[i].push(phase);
+        }
+    }
+    let _ = servers.stop.send(());
+    let off = median(phases[0].iter().map(|p| p.rps).collect());
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nplt-bench tracing: the gateway's authenticated route, {} rounds of {}s, {} connections",
+        args.rounds, args.seconds, args.connections
+    );
+    let _ = writeln!(out, "machine: {machine}");
+    let _ = writeln!(
+        out,
+        "\n| sampling | req/s (median) | vs off | p50 ms | p99 ms | server CPU µs/req | spans exported |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    for (i, (label, _)) in cases.iter().enumerate() {
+        let p = &phases[i];
+        let rps = median(p.iter().map(|x| x.rps).collect());
+        let _ = writeln!(
+            out,
+            "| {label} | {rps:.0} | {:.3} | {} | {} | {} | {} |",
+            rps / off,
+            ms(median(p.iter().map(|x| x.p50).collect())),
+            ms(median(p.iter().map(|x| x.p99).collect())),
+            us(median(p.iter().map(|x| x.server_cpu).collect())),
+            spans[i]
+        );
+    }
+    let one = median(phases[1].iter().map(|p| p.rps).collect());
+    let cost = 1.0 - one / off;
+    let errors: u64 = phases.iter().flatten().map(|p| p.errors).sum();
+    let pass = cost <= MAX_ONE_PERCENT_COST && errors == 0;
+    let _ = writeln!(
+        out,
+        "\n1% sampling costs {:.1}% of throughput (goal ≤ {:.0}%), {errors} errors: {}",
+        cost * 100.0,
+        MAX_ONE_PERCENT_COST * 100.0,
+        if pass { "PASS" } else { "FAIL" }
+    );
+    print!("{out}");
+    Ok(if pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -40,6 +40,8 @@ enum Command {
     Blog(blog::Args),
     /// How soon an ended session is refused at every gateway of a running platform.
     Revocation(revocation::Args),
+    /// What tracing costs the gateway: off, 1% and 100% sampling in one run.
+    Tracing(gateway::TracingArgs),
 }
 
 /// mimalloc: glibc's malloc contends between worker threads under load (freeing on one
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Guard(args) => guard::run(&args),
         Command::Blog(args) => blog::run(&args),
         Command::Revocation(args) => revocation::run(&args),
+        Command::Tracing(args) => gateway::run_tracing(&args),
     };
     match result {
         Ok(code) => code,
