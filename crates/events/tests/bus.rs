@@ -510,7 +510,11 @@ async fn a_member_reports_what_its_group_has_not_committed() {
             .collect();
         publish(bus.as_ref(), &topic, &events).await;
         let mut c = bus
-            .join(&unique("lag-group"), std::slice::from_ref(&topic), Start::Earliest)
+            .join(
+                &unique("lag-group"),
+                std::slice::from_ref(&topic),
+                Start::Earliest,
+            )
             .await
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
