@@ -3,6 +3,8 @@
 //! identity over loopback gRPC with a service token), internal methods refuse callers
 //! without a service credential over both protocols, and Ctrl-C (SIGINT) stops everything with exit code 0.
 
+mod common;
+
 use plt_contracts::{
     ErrorCode, RequestContext,
     identity::{IdentityServiceClient, grpc::IdentityGrpcClient},
@@ -33,18 +35,7 @@ fn dev_starts_the_platform_and_stops_on_sigint() {
         .env("PLT_AUTHZ__LISTEN", "127.0.0.1:0")
         .env("PLT_LOG__LEVEL", "warn")
         // plt dev builds the workspace's feature services, as a developer's shell would.
-        .envs(
-            [
-                "CARGO",
-                "CARGO_HOME",
-                "CARGO_TARGET_DIR",
-                "RUSTUP_HOME",
-                "RUSTUP_TOOLCHAIN",
-                "HOME",
-            ]
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
-        )
+        .envs(common::cargo_env())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -2,6 +2,10 @@
 //! bash and curl against `plt dev`, plus edge behaviour seen through the gateway: unknown
 //! routes, oversized bodies, CORS preflight, spoofed identity headers.
 
+mod common;
+
+use common::login;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -344,18 +348,6 @@ fn the_gateway_edge_through_plt_dev() {
 
 fn uuid_of_nobody() -> &'static str {
     "00000000-0000-7000-8000-000000000001"
-}
-
-async fn login(c: &reqwest::Client, gw: &str, email: &str, password: &str) -> String {
-    let r = c
-        .post(format!("{gw}/api/v1/auth/login"))
-        .json(&serde_json::json!({"email": email, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "login {email}");
-    let b: serde_json::Value = r.json().await.unwrap();
-    b["access_token"].as_str().unwrap().to_owned()
 }
 
 /// Zero trust, from outside, one OS process per service: every service's own port refuses a

@@ -5,6 +5,10 @@
 //! with its request id to a Sentry-compatible receiver. With the feature services, a
 //! published post is one trace from the gateway through Blog, the event bus and Analytics.
 
+mod common;
+
+use common::login;
+
 use plt_kernel::testing::collectors::{OtlpReceiver, ReceivedSpan, SentryReceiver};
 use std::{
     io::{BufRead, BufReader},
@@ -88,18 +92,7 @@ fn start(features: bool, vars: &[(&str, String)]) -> Platform {
     }
     if features {
         // plt dev builds the workspace's feature services, as a developer's shell would.
-        cmd.current_dir(repo()).envs(
-            [
-                "CARGO",
-                "CARGO_HOME",
-                "CARGO_TARGET_DIR",
-                "RUSTUP_HOME",
-                "RUSTUP_TOOLCHAIN",
-                "HOME",
-            ]
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
-        );
+        cmd.current_dir(repo()).envs(common::cargo_env());
     } else {
         cmd.current_dir(dir.path());
     }
@@ -138,18 +131,6 @@ fn start(features: bool, vars: &[(&str, String)]) -> Platform {
         }
     }
     platform
-}
-
-async fn login(c: &reqwest::Client, gw: &str, email: &str, password: &str) -> String {
-    let r = c
-        .post(format!("{gw}/api/v1/auth/login"))
-        .json(&serde_json::json!({"email": email, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "login {email}");
-    let b: serde_json::Value = r.json().await.unwrap();
-    b["access_token"].as_str().unwrap().to_owned()
 }
 
 /// The span of `trace` named `name` exported by `service`.

@@ -37,7 +37,10 @@ pub struct ErrorReportingConfig {
 
 impl ErrorReportingConfig {
     pub fn check(&self, prefix: &str) -> Result<(), ConfigError> {
-        if !self.dsn.is_empty() && Dsn::from_str(self.dsn.expose()).is_err() {
+        // `config print` shows a set DSN as the redaction placeholder: a printed
+        // configuration loads back (without reporting until the DSN is given again).
+        let dsn = self.dsn.expose();
+        if !dsn.is_empty() && dsn != crate::secret::REDACTED && Dsn::from_str(dsn).is_err() {
             return Err(ConfigError::new(
                 format!("{prefix}.dsn"),
                 "not a valid DSN (https://<key>@<host>/<project id>)",
