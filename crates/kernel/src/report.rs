@@ -133,7 +133,8 @@ pub fn init(cfg: &ErrorReportingConfig, env: &str, service: &str) {
     });
 }
 
-fn hostname() -> Option<String> {
+/// This machine's host name (reports' server name, traces' instance id).
+pub(crate) fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())

@@ -47,9 +47,7 @@ pub fn init(kernel: &KernelConfig, services: &[&str]) -> Telemetry {
     crate::report::init(&kernel.error_reporting, &kernel.env, name);
     let instance = format!(
         "{}-{}",
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "localhost".into()),
+        crate::report::hostname().unwrap_or_else(|| "localhost".into()),
         std::process::id()
     );
     let provider = match crate::trace::provider(&kernel.tracing, services, &instance) {

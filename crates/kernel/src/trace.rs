@@ -183,22 +183,21 @@ pub(crate) fn provider(
             .build()
     };
     let default = services.first().copied().unwrap_or("plt");
-    let mut routes = Vec::new();
+    set_sampling_ratio(cfg.sampling_ratio);
+    let builder = SdkTracerProvider::builder()
+        .with_sampler(Sampler::ParentBased(Box::new(SharedRatio)))
+        .with_resource(resource(default));
+    if services.len() <= 1 {
+        return Ok(builder.with_batch_exporter(exporter(cfg)?).build());
+    }
+    // One batch processor (and exporter) per service, each with its service's resource.
+    let mut routes = Vec::with_capacity(services.len());
     for service in services {
         let mut processor = BatchSpanProcessor::builder(exporter(cfg)?).build();
         processor.set_resource(&resource(service));
         routes.push(((*service).to_owned(), processor));
     }
-    set_sampling_ratio(cfg.sampling_ratio);
-    let builder = SdkTracerProvider::builder()
-        .with_sampler(Sampler::ParentBased(Box::new(SharedRatio)))
-        .with_resource(resource(default));
-    let provider = if routes.len() > 1 {
-        builder.with_span_processor(Router { routes }).build()
-    } else {
-        builder.with_batch_exporter(exporter(cfg)?).build()
-    };
-    Ok(provider)
+    Ok(builder.with_span_processor(Router { routes }).build())
 }
 
 fn exporter(cfg: &TracingConfig) -> Result<opentelemetry_otlp::SpanExporter, String> {
