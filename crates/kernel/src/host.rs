@@ -138,7 +138,6 @@ impl ServiceHost {
         self
     }
 
-    /// Adds HTTP routes (merged with those already added).
     /// Serves [`PANIC_ROUTE`] (any method), whose handler panics: how an operator checks
     /// that panics are answered 500 and reach the error reporting (`error_reporting.
     /// panic_route`; off by default).
@@ -152,6 +151,7 @@ impl ServiceHost {
         self
     }
 
+    /// Adds HTTP routes (merged with those already added).
     pub fn http(mut self, router: Router) -> Self {
         self.http = self.http.merge(router);
         self
