@@ -64,7 +64,9 @@ pub struct KafkaConfig {
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
     /// The longest a consumer's fetch waits at the broker for new messages: the bound of
-    /// the delivery latency of a quiet topic.
+    /// the delivery latency of a quiet topic. Kafka answers a fetch as soon as data arrives;
+    /// a broker that holds every fetch for the whole wait (tansu 0.6) adds it to every
+    /// delivery, so lower it there (`10ms`: more, smaller fetches).
     #[serde(with = "humantime_serde")]
     pub fetch_wait: Duration,
     /// The idempotent producer (`enable.idempotence`: a retried send is written once, five

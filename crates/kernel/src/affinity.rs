@@ -1,12 +1,20 @@
 //! CPU affinity of threads (Linux): which CPUs this process may run on, and pinning the
 //! calling thread to some of them — for data-plane worker threads that should keep a core to
 //! themselves (as nginx's `worker_cpu_affinity`), and for benchmarks that keep the load
-//! generator off the cores of the server they measure.
+//! generator off the cores of the server they measure — and how much CPU time the process
+//! has used, so a benchmark can say what a rate cost in cores.
 //!
-//! On other systems [`allowed_cpus`] and [`pin_current_thread`] return
+//! On other systems [`allowed_cpus`], [`pin_current_thread`] and [`process_cpu_time`] return
 //! [`std::io::ErrorKind::Unsupported`].
 
-use std::io;
+use std::{io, time::Duration};
+
+/// CPU time used by this process so far, all its threads together (user + system;
+/// `CLOCK_PROCESS_CPUTIME_ID`). The difference of two readings over a wall-clock interval is
+/// the number of cores the process kept busy in it.
+pub fn process_cpu_time() -> io::Result<Duration> {
+    imp::process_cpu_time()
+}
 
 /// The CPUs (numbered as the kernel numbers them) that this thread may run on, ascending.
 pub fn allowed_cpus() -> io::Result<Vec<usize>> {
@@ -49,8 +57,19 @@ pub fn format_list(cpus: &[usize]) -> String {
 
 #[cfg(target_os = "linux")]
 mod imp {
-    use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
-    use std::io;
+    use rustix::{
+        thread::{CpuSet, sched_getaffinity, sched_setaffinity},
+        time::{ClockId, clock_gettime},
+    };
+    use std::{io, time::Duration};
+
+    pub fn process_cpu_time() -> io::Result<Duration> {
+        let t = clock_gettime(ClockId::ProcessCPUTime);
+        Ok(Duration::new(
+            u64::try_from(t.tv_sec).unwrap_or(0),
+            u32::try_from(t.tv_nsec).unwrap_or(0),
+        ))
+    }
 
     pub fn allowed_cpus() -> io::Result<Vec<usize>> {
         let set = sched_getaffinity(None)?;
@@ -90,6 +109,10 @@ mod imp {
         Err(unsupported())
     }
 
+    pub fn process_cpu_time() -> io::Result<std::time::Duration> {
+        Err(unsupported())
+    }
+
     pub fn pin_current_thread(_: &[usize]) -> io::Result<()> {
         Err(unsupported())
     }
@@ -123,6 +146,23 @@ mod tests {
         .unwrap();
         // The calling thread is untouched.
         assert_eq!(allowed_cpus().unwrap(), allowed);
+    }
+
+    #[test]
+    fn cpu_time_grows_with_work_done_on_any_thread() {
+        let before = process_cpu_time().unwrap();
+        // Busy for about 50 ms of CPU on another thread: it counts for the process.
+        std::thread::spawn(|| {
+            let start = std::time::Instant::now();
+            let mut x = 0u64;
+            while start.elapsed() < Duration::from_millis(50) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        })
+        .join()
+        .unwrap();
+        let used = process_cpu_time().unwrap() - before;
+        assert!(used >= Duration::from_millis(30), "{used:?}");
     }
 
     #[test]
