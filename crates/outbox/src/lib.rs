@@ -168,12 +168,29 @@ pub trait Destination: Send + Sync + 'static {
 #[async_trait]
 pub trait Enqueue: Send {
     async fn enqueue_one(&mut self, message: &Message) -> Result<(), sqlx::Error>;
+
+    /// All of `messages`; by default one statement each.
+    async fn enqueue_many(&mut self, messages: &[Message]) -> Result<(), sqlx::Error> {
+        for m in messages {
+            self.enqueue_one(m).await?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl Enqueue for sqlx::PgConnection {
     async fn enqueue_one(&mut self, m: &Message) -> Result<(), sqlx::Error> {
         sql::insert_pg(self, m).await
+    }
+
+    /// One statement (a round trip to the server) for the lot, however many.
+    async fn enqueue_many(&mut self, messages: &[Message]) -> Result<(), sqlx::Error> {
+        match messages {
+            [] => Ok(()),
+            [m] => sql::insert_pg(self, m).await,
+            _ => sql::insert_many_pg(self, messages).await,
+        }
     }
 }
 
@@ -191,10 +208,7 @@ pub async fn enqueue<C: Enqueue + ?Sized>(
     conn: &mut C,
     messages: &[Message],
 ) -> Result<(), sqlx::Error> {
-    for m in messages {
-        conn.enqueue_one(m).await?;
-    }
-    Ok(())
+    conn.enqueue_many(messages).await
 }
 
 /// Time as stored: microseconds, as every plt store keeps it.

@@ -53,6 +53,29 @@ pub(crate) async fn insert_pg(
         .map(drop)
 }
 
+/// Many rows in one statement: the columns as arrays, unnested in step.
+const INSERT_MANY_PG: &str = "INSERT INTO outbox (id, topic, payload, created_at, attempts, next_attempt_at) \
+     SELECT id, topic, CAST(payload AS JSONB), created_at, 0, created_at \
+     FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS m(id, topic, payload, created_at)";
+
+pub(crate) async fn insert_many_pg(
+    conn: &mut sqlx::PgConnection,
+    messages: &[Message],
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
+    let topics: Vec<&str> = messages.iter().map(|m| m.topic.as_str()).collect();
+    let payloads: Vec<String> = messages.iter().map(|m| m.payload.to_string()).collect();
+    let created: Vec<DateTime<Utc>> = messages.iter().map(|m| m.created_at).collect();
+    sqlx::query(INSERT_MANY_PG)
+        .bind(ids)
+        .bind(topics)
+        .bind(payloads)
+        .bind(created)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
 pub(crate) async fn insert_sqlite(
     conn: &mut sqlx::SqliteConnection,
     m: &Message,
