@@ -396,7 +396,7 @@ async fn a_published_post_is_one_trace_from_the_gateway_through_the_bus() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let spans = otlp
-        .wait_for(Duration::from_secs(60), |spans| {
+        .wait_for(Duration::from_secs(90), |spans| {
             // Each process exports on its own schedule: wait for all four.
             [
                 ("api-gateway", "SPAN_KIND_SERVER"),
@@ -443,7 +443,20 @@ async fn a_published_post_is_one_trace_from_the_gateway_through_the_bus() {
     let process = trace
         .iter()
         .find(|s| s.service == "analytics-service" && s.kind == "SPAN_KIND_CONSUMER")
-        .unwrap();
+        .unwrap_or_else(|| {
+            // What analytics and the bus said meanwhile, to tell a slow group join from a
+            // lost event.
+            let tail = |needle: &str| {
+                let l = p.log_lines_with(needle);
+                l[l.len().saturating_sub(40)..].join("\n")
+            };
+            panic!(
+                "analytics' consumer span; the trace:\n{}\nanalytics' log:\n{}\nwarnings:\n{}",
+                show(&trace),
+                tail("analytics"),
+                tail("WARN")
+            )
+        });
     assert_child(&trace, process, publish);
     assert!(process.attribute("messaging.consumer.group.name").is_some());
 }
